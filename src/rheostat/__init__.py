@@ -1,0 +1,3 @@
+"""Rheostat: progressive delivery with GitOps."""
+
+__version__ = "0.1.0"

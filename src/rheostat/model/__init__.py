@@ -1,0 +1,1 @@
+"""Typed declarations: the kinds Rheostat reads, their loading and validation."""

@@ -1,0 +1,133 @@
+"""Reading manifests: YAML files to typed objects, with errors that name file, object and field."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from rheostat.model.alert_provider import AlertProvider
+from rheostat.model.canary import Canary
+from rheostat.model.metric_template import MetricTemplate
+from rheostat.model.workload import Workload
+
+Manifest = Canary | MetricTemplate | AlertProvider | Workload
+
+KINDS: dict[tuple[str, str], type[BaseModel]] = {
+    ("flagger.app/v1beta1", "Canary"): Canary,
+    ("flagger.app/v1beta1", "MetricTemplate"): MetricTemplate,
+    ("flagger.app/v1beta1", "AlertProvider"): AlertProvider,
+    ("rheostat.dev/v1alpha1", "Workload"): Workload,
+}
+
+
+@dataclass(frozen=True)
+class FieldError:
+    path: str
+    message: str
+
+
+class ManifestError(Exception):
+    """A manifest that cannot be used, with where it is and every field that is wrong."""
+
+    def __init__(self, source: str, obj: str, errors: list[FieldError]) -> None:
+        self.source = source
+        self.obj = obj
+        self.errors = errors
+        detail = "; ".join(f"{e.path}: {e.message}" if e.path else e.message for e in errors)
+        super().__init__(f"{source}: {obj}: {detail}")
+
+
+def _path(loc: Iterable[int | str]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part.startswith(("function-after", "function-before", "function-wrap")):
+            continue
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _describe(doc: dict[str, Any], index: int) -> str:
+    meta = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+    assert isinstance(meta, dict)
+    name = meta.get("name", f"document {index + 1}")
+    ns = meta.get("namespace", "default")
+    return f"{doc.get('kind', 'object')} {ns}/{name}"
+
+
+def parse_object(doc: Any, source: str = "<input>", index: int = 0) -> Manifest:
+    """One decoded YAML document to a typed object, or ManifestError."""
+    if not isinstance(doc, dict):
+        raise ManifestError(source, f"document {index + 1}", [FieldError("", "expected a mapping")])
+    obj = _describe(doc, index)
+    key = (doc.get("apiVersion"), doc.get("kind"))
+    model = KINDS.get(key)  # type: ignore[arg-type]
+    if model is None:
+        known = ", ".join(f"{k} ({a})" for a, k in KINDS)
+        raise ManifestError(
+            source, obj, [FieldError("kind", f"unknown kind {key[1]!r} of apiVersion {key[0]!r}; known: {known}")]
+        )
+    try:
+        parsed = model.model_validate(doc)
+    except ValidationError as exc:
+        errors = [FieldError(_path(e["loc"]), e["msg"].removeprefix("Value error, ")) for e in exc.errors()]
+        raise ManifestError(source, obj, errors) from exc
+    assert isinstance(parsed, Canary | MetricTemplate | AlertProvider | Workload)
+    return parsed
+
+
+def parse_text(text: str, source: str = "<input>") -> list[Manifest]:
+    """Every object of a multi-document YAML text; the first bad one raises ManifestError."""
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "YAML"
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ManifestError(source, where, [FieldError("", f"malformed YAML: {problem}")]) from exc
+    return [parse_object(doc, source, i) for i, doc in enumerate(docs)]
+
+
+def load_file(path: Path) -> list[Manifest]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ManifestError(str(path), "file", [FieldError("", f"cannot read: {exc}")]) from exc
+    return parse_text(text, str(path))
+
+
+def manifest_files(root: Path) -> Iterator[Path]:
+    """YAML files under root, in a stable order, skipping hidden folders such as .git."""
+    if root.is_file():
+        yield root
+        return
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        if path.is_file() and path.suffix in (".yaml", ".yml"):
+            yield path
+
+
+def load_tree(root: Path) -> list[Manifest]:
+    """All objects under root, or ManifestError for the first bad file: all or nothing."""
+    out: list[Manifest] = []
+    seen: dict[tuple[str, str], str] = {}
+    for path in manifest_files(root):
+        for obj in load_file(path):
+            ident = (obj.kind, obj.metadata.key)
+            if ident in seen:
+                raise ManifestError(
+                    str(path), f"{obj.kind} {obj.metadata.key}",
+                    [FieldError("metadata.name", f"also declared in {seen[ident]}")],
+                )
+            seen[ident] = str(path)
+            out.append(obj)
+    return out

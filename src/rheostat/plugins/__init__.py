@@ -1,0 +1,1 @@
+"""Plugins behind small Protocols, one explicit registry per family. A plugin never imports an engine."""

@@ -1,0 +1,1 @@
+"""Notifier plugins and their registry."""

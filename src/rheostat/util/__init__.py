@@ -1,0 +1,1 @@
+"""Small shared helpers with no dependencies on the rest of the package."""
