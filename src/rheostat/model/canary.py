@@ -14,9 +14,27 @@ API_VERSION = "flagger.app/v1beta1"
 MIN_INTERVAL_S = 0.1  # Flagger clamps to 10s; we allow less so tests and demos run fast.
 
 Provider = Literal[
-    "apisix", "appmesh", "appmesh:v1beta2", "contour", "gatewayapi:v1", "gatewayapi:v1beta1", "gloo",
-    "istio", "knative", "kubernetes", "kuma", "linkerd", "nginx", "osm", "skipper",
-    "smi:v1alpha1", "smi:v1alpha2", "smi:v1alpha3", "traefik", "envoy", "nop",
+    "apisix",
+    "appmesh",
+    "appmesh:v1beta2",
+    "contour",
+    "gatewayapi:v1",
+    "gatewayapi:v1beta1",
+    "gloo",
+    "istio",
+    "knative",
+    "kubernetes",
+    "kuma",
+    "linkerd",
+    "nginx",
+    "osm",
+    "skipper",
+    "smi:v1alpha1",
+    "smi:v1alpha2",
+    "smi:v1alpha3",
+    "traefik",
+    "envoy",
+    "nop",
 ]
 
 
@@ -209,9 +227,9 @@ class LocalityLb(Strict):
 class LoadBalancer(Strict):
     consistentHash: ConsistentHash | None = None
     localityLbSetting: LocalityLb | None = None
-    simple: Literal["UNSPECIFIED", "RANDOM", "PASSTHROUGH", "ROUND_ROBIN", "LEAST_REQUEST", "LEAST_CONN"] | None = (
-        None
-    )
+    simple: (
+        Literal["UNSPECIFIED", "RANDOM", "PASSTHROUGH", "ROUND_ROBIN", "LEAST_REQUEST", "LEAST_CONN"] | None
+    ) = None
     warmupDurationSecs: str | None = None
 
 
@@ -309,8 +327,15 @@ class Metric(Strict):
 
 
 HookType = Literal[
-    "", "confirm-rollout", "pre-rollout", "rollout", "confirm-traffic-increase", "confirm-promotion",
-    "post-rollout", "event", "rollback",
+    "",
+    "confirm-rollout",
+    "pre-rollout",
+    "rollout",
+    "confirm-traffic-increase",
+    "confirm-promotion",
+    "post-rollout",
+    "event",
+    "rollback",
 ]
 
 
@@ -342,7 +367,7 @@ class ProviderRef(Strict):
 
 class AlertRef(Strict):
     name: str
-    severity: Literal["info", "warn", "error"] = "info"
+    severity: Literal["", "info", "warn", "error"] = "info"  # Flagger: empty means info
     providerRef: ProviderRef
 
 
@@ -407,7 +432,9 @@ class Analysis(Strict):
         if self.stepWeight is not None and self.maxWeight is not None and self.stepWeight > self.maxWeight:
             raise ValueError(f"stepWeight: {self.stepWeight} is greater than maxWeight {self.maxWeight}")
         if self.match and not self.iterations:
-            raise ValueError("match: A/B testing needs iterations (match selects requests for `iterations` checks)")
+            raise ValueError(
+                "match: A/B testing needs iterations (match selects requests for `iterations` checks)"
+            )
         if not self.iterations and self.stepWeight is None and not self.stepWeights:
             raise ValueError("set stepWeight, stepWeights or iterations (Flagger's three analysis shapes)")
         sa = self.sessionAffinity

@@ -72,7 +72,9 @@ def parse_object(doc: Any, source: str = "<input>", index: int = 0) -> Manifest:
     if model is None:
         known = ", ".join(f"{k} ({a})" for a, k in KINDS)
         raise ManifestError(
-            source, obj, [FieldError("kind", f"unknown kind {key[1]!r} of apiVersion {key[0]!r}; known: {known}")]
+            source,
+            obj,
+            [FieldError("kind", f"unknown kind {key[1]!r} of apiVersion {key[0]!r}; known: {known}")],
         )
     try:
         parsed = model.model_validate(doc)
@@ -125,7 +127,8 @@ def load_tree(root: Path) -> list[Manifest]:
             ident = (obj.kind, obj.metadata.key)
             if ident in seen:
                 raise ManifestError(
-                    str(path), f"{obj.kind} {obj.metadata.key}",
+                    str(path),
+                    f"{obj.kind} {obj.metadata.key}",
                     [FieldError("metadata.name", f"also declared in {seen[ident]}")],
                 )
             seen[ident] = str(path)

@@ -7,8 +7,18 @@ from typing import Literal
 from rheostat.model.base import ObjectMeta, Strict
 
 ProviderType = Literal[
-    "prometheus", "influxdb", "datadog", "stackdriver", "cloudwatch", "newrelic", "graphite", "dynatrace",
-    "keptn", "splunk", "externalmetrics", "builtin",
+    "prometheus",
+    "influxdb",
+    "datadog",
+    "stackdriver",
+    "cloudwatch",
+    "newrelic",
+    "graphite",
+    "dynatrace",
+    "keptn",
+    "splunk",
+    "externalmetrics",
+    "builtin",
 ]
 
 

@@ -26,7 +26,7 @@ def parse_duration(text: str) -> float:
 
 def format_duration(seconds: float) -> str:
     """Shortest readable form: 90 -> '1m30s', 0.5 -> '500ms'."""
-    if seconds < 1:
+    if 0 < seconds < 1:
         return f"{round(seconds * 1000)}ms"
     whole = int(seconds)
     h, rest = divmod(whole, 3600)

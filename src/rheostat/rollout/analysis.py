@@ -1,0 +1,131 @@
+"""Runs one group of checks for a canary: hooks of a type, or the analysis (rollout hooks, then metrics)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable, Mapping
+
+from rheostat.model.canary import Canary, Metric
+from rheostat.model.metric_template import MetricTemplate
+from rheostat.plugins.metrics.base import MetricProvider, MetricQuery, NoData, ProviderError
+from rheostat.rollout.judges import BUILTIN, JUDGES, Judge, Sample
+from rheostat.rollout.types import Check, CheckOutcome
+from rheostat.rollout.webhooks import Caller, payload
+from rheostat.util.durations import parse_duration
+
+TemplateLookup = Callable[[str, str], MetricTemplate | None]  # (namespace, name)
+_VAR = re.compile(r"{{\s*([a-zA-Z_][\w.]*)\s*}}")
+
+
+class RenderError(Exception):
+    pass
+
+
+def render_query(text: str, canary: Canary, metric: Metric) -> str:
+    """Flagger's template variables; an unknown one is an error (Go's missingkey=error)."""
+    spec = canary.spec
+    target = spec.targetRef.name
+    values = {
+        "name": canary.metadata.name,
+        "namespace": canary.metadata.namespace,
+        "target": target,
+        "service": (spec.service.name or target),
+        "ingress": spec.ingressRef.name if spec.ingressRef else target,
+        "route": spec.routeRef.name if spec.routeRef else target,
+        "interval": metric.interval,
+    }
+    for k, v in (metric.templateVariables or {}).items():
+        values[f"variables.{k}"] = v
+
+    def sub(m: re.Match[str]) -> str:
+        try:
+            return values[m.group(1)]
+        except KeyError:
+            raise RenderError(f"template variable {m.group(1)!r} is not defined") from None
+
+    return _VAR.sub(sub, text)
+
+
+class Checker:
+    def __init__(
+        self, hooks: Caller, metrics: Mapping[str, MetricProvider], templates: TemplateLookup
+    ) -> None:
+        self.hooks = hooks
+        self.metrics = metrics
+        self.templates = templates
+
+    async def run(self, canary: Canary, check: Check, phase: str, checksum: str) -> CheckOutcome:
+        if check is Check.ANALYSIS:
+            hooks = await self.run_hooks(canary, "rollout", phase, checksum)
+            if not hooks.ok:
+                return hooks
+            return await self.run_metrics(canary)
+        if check is Check.ROLLBACK:
+            return await self.run_rollback_hooks(canary, phase, checksum)
+        return await self.run_hooks(canary, check.value, phase, checksum)
+
+    async def run_hooks(self, canary: Canary, kind: str, phase: str, checksum: str) -> CheckOutcome:
+        hooks = [h for h in canary.spec.the_analysis.webhooks if h.kind == kind]
+        for hook in hooks:  # in order, the first failure stops: as Flagger
+            result = await self.hooks.call(hook, payload(canary, phase, checksum, hook))
+            if not result.ok:
+                return CheckOutcome(False, f"{kind} {result.message}")
+        return CheckOutcome(True)
+
+    async def run_rollback_hooks(self, canary: Canary, phase: str, checksum: str) -> CheckOutcome:
+        """ok=True means a rollback hook answered 2xx: roll back."""
+        hooks = [h for h in canary.spec.the_analysis.webhooks if h.kind == "rollback"]
+        results = await asyncio.gather(
+            *(self.hooks.call(h, payload(canary, phase, checksum, h)) for h in hooks)
+        )
+        asked = [r.name for r in results if r.ok]
+        return CheckOutcome(
+            bool(asked), f"rollback hook {', '.join(asked)} asked for a rollback" if asked else ""
+        )
+
+    async def run_metrics(self, canary: Canary) -> CheckOutcome:
+        analysis = canary.spec.the_analysis
+        if not analysis.metrics:
+            return CheckOutcome(True)
+        samples = await asyncio.gather(*(self.measure(canary, m) for m in analysis.metrics))
+        judge: Judge = JUDGES.create(analysis.judge)
+        return judge.verdict(samples)
+
+    async def measure(self, canary: Canary, metric: Metric) -> Sample:
+        try:
+            provider, text = self._provider(canary, metric)
+            q = MetricQuery(
+                canary.metadata.key,
+                metric.name,
+                parse_duration(metric.interval),
+                text,
+                variables=dict(metric.templateVariables or {}),
+            )
+            return Sample(metric, await provider.query(q))
+        except NoData as exc:
+            return Sample(metric, None, f"no values found ({exc})")
+        except (ProviderError, RenderError, LookupError) as exc:
+            return Sample(metric, None, str(exc))
+
+    def _provider(self, canary: Canary, metric: Metric) -> tuple[MetricProvider, str | None]:
+        if metric.templateRef is not None:
+            ns = metric.templateRef.namespace or canary.metadata.namespace
+            template = self.templates(ns, metric.templateRef.name)
+            if template is None:
+                raise LookupError(f"MetricTemplate {ns}/{metric.templateRef.name} not found")
+            kind = template.spec.provider.type
+            return self._named(kind, f"MetricTemplate {ns}/{metric.templateRef.name}"), render_query(
+                template.spec.query, canary, metric
+            )
+        if metric.query is not None:
+            return self._named("prometheus", "inline query"), render_query(metric.query, canary, metric)
+        if metric.name in BUILTIN:
+            return self._named("builtin", f"builtin metric {metric.name}"), None
+        raise LookupError(f"metric {metric.name}: no usable metrics template and query were configured")
+
+    def _named(self, kind: str, what: str) -> MetricProvider:
+        try:
+            return self.metrics[kind]
+        except KeyError:
+            raise LookupError(f"{what} needs a {kind!r} metrics provider, and none is configured") from None

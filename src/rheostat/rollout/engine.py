@@ -1,0 +1,251 @@
+"""One tick of one canary: read, observe, step (pure), apply, persist in one transaction, notify."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from rheostat.model.base import ObjectKey, object_key
+from rheostat.model.canary import Canary
+from rheostat.model.load import ManifestError, parse_object
+from rheostat.model.metric_template import MetricTemplate
+from rheostat.plugins.platforms.base import Group, Platform
+from rheostat.plugins.routers.base import Router, Routes, ServiceRoute
+from rheostat.rollout.analysis import Checker
+from rheostat.rollout.strategy import next_step
+from rheostat.rollout.types import (
+    ActionKind,
+    CanaryStatus,
+    Check,
+    Decision,
+    Event,
+    Manual,
+    NeedCheck,
+    Observations,
+    Outcome,
+    Phase,
+)
+from rheostat.rollout.webhooks import event_payload
+from rheostat.store import Store
+
+log = logging.getLogger(__name__)
+CANARY = "Canary"
+AlertSink = Callable[[Canary, Event, CanaryStatus], Coroutine[Any, Any, None]]
+
+
+class TickError(Exception):
+    """A tick could not finish; nothing of it was recorded as done, and the next tick tries again."""
+
+
+def target_of(canary: Canary) -> ObjectKey:
+    return object_key(canary.metadata.namespace, canary.spec.targetRef.name)
+
+
+def checksum(status: CanaryStatus) -> str:
+    return hashlib.sha256(status.last_applied_spec.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class TickResult:
+    decision: Decision
+    observations: Observations
+
+
+class Engine:
+    def __init__(
+        self,
+        store: Store,
+        router: Router,
+        platform: Platform,
+        checker: Checker,
+        *,
+        alerts: AlertSink | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.router = router
+        self.platform = platform
+        self.checker = checker
+        self.alerts = alerts
+        self.clock = clock
+        self.counters: dict[tuple[str, str], int] = {}
+        self._background: set[asyncio.Task[None]] = set()
+
+    # -- reading ---------------------------------------------------------------------------------------
+
+    def canary(self, key: ObjectKey) -> Canary | None:
+        stored = self.store.get_object(CANARY, key)
+        if stored is None:
+            return None
+        obj = parse_object(stored.body, stored.source or "store")
+        if not isinstance(obj, Canary):
+            raise ManifestError(stored.source, key, [])
+        return obj
+
+    def template(self, namespace: str, name: str) -> MetricTemplate | None:
+        stored = self.store.get_object("MetricTemplate", f"{namespace}/{name}")
+        if stored is None:
+            return None
+        obj = parse_object(stored.body, stored.source or "store")
+        return obj if isinstance(obj, MetricTemplate) else None
+
+    def status(self, key: ObjectKey) -> CanaryStatus:
+        raw = self.store.get_status(key)
+        return CanaryStatus() if raw is None else CanaryStatus.from_json(raw)
+
+    def manual(self, key: ObjectKey) -> Manual:
+        raw = self.store.get_manual(key)
+        return Manual(**{k: bool(v) for k, v in raw.items() if k in Manual.__dataclass_fields__})
+
+    # -- the tick --------------------------------------------------------------------------------------
+
+    async def service_route(self, canary: Canary) -> ServiceRoute:
+        target = target_of(canary)
+        return ServiceRoute(
+            key=canary.metadata.key,
+            port=canary.spec.service.port,
+            primary=await self.platform.endpoints(target, Group.PRIMARY),
+            canary=await self.platform.endpoints(target, Group.CANARY),
+        )
+
+    async def observe(self, canary: Canary, status: CanaryStatus) -> Observations:
+        target = target_of(canary)
+        await self.platform.ensure_primary(target)
+        await self.router.reconcile(await self.service_route(canary))
+        return Observations(
+            now=self.clock(),
+            revision=await self.platform.revision(target),
+            primary=await self.platform.is_ready(target, Group.PRIMARY),
+            canary=await self.platform.is_ready(target, Group.CANARY),
+            routes=await self.router.get_routes(canary.metadata.key),
+            manual=self.manual(canary.metadata.key),
+        )
+
+    async def tick(self, key: ObjectKey) -> TickResult | None:
+        canary = self.canary(key)
+        if canary is None or canary.spec.suspend:
+            return None
+        status = self.status(key)
+        obs = await self.observe(canary, status)
+        step = next_step(canary, status, obs)
+        for _ in range(len(Check)):
+            if not isinstance(step, NeedCheck):
+                break
+            outcome = await self.checker.run(canary, step.check, status.phase.value, checksum(status))
+            obs = obs.with_check(step.check, outcome)
+            step = next_step(canary, status, obs)
+        if isinstance(step, NeedCheck):
+            raise TickError(f"the step kept asking for checks ({step.check})")
+        await self.apply(canary, step)
+        self.record(canary, step, obs)
+        self.notify(canary, step)
+        return TickResult(step, obs)
+
+    async def apply(self, canary: Canary, d: Decision) -> None:
+        target = target_of(canary)
+        if d.routes is not None:
+            await self.router.set_routes(canary.metadata.key, d.routes)
+        for action in d.actions:
+            if action is ActionKind.SCALE_UP:
+                await self.platform.scale(target, Group.CANARY, None)
+            elif action is ActionKind.SCALE_DOWN:
+                await self.platform.scale(target, Group.CANARY, 0)
+            elif action is ActionKind.PROMOTE:
+                await self.platform.promote(target)
+            elif action is ActionKind.POST_ROLLOUT:
+                self.spawn(self._post_rollout(canary, d.status))
+
+    async def _post_rollout(self, canary: Canary, status: CanaryStatus) -> None:
+        out = await self.checker.run_hooks(canary, "post-rollout", status.phase.value, checksum(status))
+        if not out.ok:
+            with self.store.transaction():
+                self.store.add_event(CANARY, canary.metadata.key, "PostRolloutFailed", out.message, True)
+
+    def record(self, canary: Canary, d: Decision, obs: Observations) -> None:
+        key = canary.metadata.key
+        now = obs.now
+        analysis = obs.checks.get(Check.ANALYSIS)
+        routes = d.routes or obs.routes
+        with self.store.transaction():
+            self.store.put_status(key, d.status.to_json())
+            for e in d.events:
+                self.store.add_event(CANARY, key, e.reason, e.message, e.warning, ts=now)
+            if d.clear_manual:
+                self.store.put_manual(key, {})
+            self.store.add_history(
+                key, history_row(d.status, routes, analysis.metrics if analysis else ()), now
+            )
+        if d.outcome is not None:
+            k = (key, d.outcome.value)
+            self.counters[k] = self.counters.get(k, 0) + 1
+
+    def notify(self, canary: Canary, d: Decision) -> None:
+        hooks = [h for h in canary.spec.the_analysis.webhooks if h.kind == "event"]
+        for e in d.events:
+            for hook in hooks:
+                body = event_payload(
+                    canary, d.status.phase.value, checksum(d.status), hook, e.message, e.warning
+                )
+                self.spawn(self._event_hook(hook, body))
+            if e.alert is not None and self.alerts is not None:
+                self.spawn(self.alerts(canary, e, d.status))
+
+    async def _event_hook(self, hook: Any, body: dict[str, Any]) -> None:
+        await self.checker.hooks.call(hook, body)
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Fire-and-forget work (alerts, event hooks) that must never block or break a tick."""
+        task = asyncio.get_running_loop().create_task(_quietly(coro), name="rheostat-side-effect")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def drain(self) -> None:
+        """Wait for side effects in flight; used at shutdown and by tests."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+
+    # -- manual requests -------------------------------------------------------------------------------
+
+    def request(self, key: ObjectKey, **changes: bool) -> Manual:
+        with self.store.transaction():
+            current = self.store.get_manual(key)
+            current.update(changes)
+            self.store.put_manual(key, current)
+            what = ", ".join(f"{k}={v}" for k, v in changes.items())
+            self.store.add_event(CANARY, key, "ManualRequest", f"requested by hand: {what}")
+        return self.manual(key)
+
+    async def close(self) -> None:
+        await self.drain()
+
+
+async def _quietly(coro: Coroutine[Any, Any, None]) -> None:
+    try:
+        await coro
+    except Exception:  # a failing notifier or event hook never stops a rollout
+        log.warning("side effect failed", exc_info=True)
+
+
+def history_row(status: CanaryStatus, routes: Routes, metrics: tuple[Any, ...]) -> dict[str, Any]:
+    return {
+        "tick": status.tick,
+        "phase": status.phase.value,
+        "primaryWeight": routes.primary,
+        "canaryWeight": routes.canary,
+        "mirror": routes.mirror,
+        "failedChecks": status.failed_checks,
+        "iterations": status.iterations,
+        "message": status.message,
+        "metrics": [
+            {"name": m.name, "value": m.value, "min": m.min, "max": m.max, "ok": m.ok, "message": m.message}
+            for m in metrics
+        ],
+    }
+
+
+__all__ = ["CANARY", "Engine", "Outcome", "Phase", "TickError", "TickResult", "target_of"]

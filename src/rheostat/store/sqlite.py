@@ -1,0 +1,184 @@
+"""The store. One connection, used from the event loop's thread; every tick writes in one transaction."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS objects (
+    kind TEXT NOT NULL, key TEXT NOT NULL, body TEXT NOT NULL, source TEXT NOT NULL DEFAULT '',
+    updated REAL NOT NULL, PRIMARY KEY (kind, key));
+CREATE TABLE IF NOT EXISTS canary_status (key TEXT PRIMARY KEY, body TEXT NOT NULL, updated REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS manual (key TEXT PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, kind TEXT NOT NULL, key TEXT NOT NULL,
+    reason TEXT NOT NULL, message TEXT NOT NULL, warning INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS events_by_object ON events (kind, key, id);
+CREATE TABLE IF NOT EXISTS history (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, key TEXT NOT NULL, body TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS history_by_canary ON history (key, id);
+"""
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    kind: str
+    key: str
+    body: dict[str, Any]
+    source: str
+    updated: float
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    id: int
+    ts: float
+    kind: str
+    key: str
+    reason: str
+    message: str
+    warning: bool
+
+
+@dataclass(frozen=True)
+class HistoryRecord:
+    id: int
+    ts: float
+    key: str
+    body: dict[str, Any]
+
+
+class Store:
+    def __init__(self, path: Path | str) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(SCHEMA)
+        self._depth = 0
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """All writes inside commit together or not at all; nested uses join the outer one."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        self._depth = 1
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        else:
+            self._db.execute("COMMIT")
+        finally:
+            self._depth = 0
+
+    # -- desired objects -----------------------------------------------------------------------------
+
+    def put_object(self, kind: str, key: str, body: dict[str, Any], source: str = "") -> None:
+        self._db.execute(
+            "INSERT INTO objects (kind, key, body, source, updated) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (kind, key) DO UPDATE SET body = excluded.body, source = excluded.source, "
+            "updated = excluded.updated",
+            (kind, key, json.dumps(body, sort_keys=True), source, time.time()),
+        )
+
+    def delete_object(self, kind: str, key: str) -> None:
+        self._db.execute("DELETE FROM objects WHERE kind = ? AND key = ?", (kind, key))
+
+    def get_object(self, kind: str, key: str) -> StoredObject | None:
+        row = self._db.execute(
+            "SELECT kind, key, body, source, updated FROM objects WHERE kind = ? AND key = ?", (kind, key)
+        ).fetchone()
+        return None if row is None else StoredObject(row[0], row[1], json.loads(row[2]), row[3], row[4])
+
+    def list_objects(self, kind: str | None = None) -> list[StoredObject]:
+        sql = "SELECT kind, key, body, source, updated FROM objects"
+        rows = self._db.execute(
+            sql + (" WHERE kind = ? ORDER BY key" if kind else " ORDER BY kind, key"), (kind,) if kind else ()
+        ).fetchall()
+        return [StoredObject(r[0], r[1], json.loads(r[2]), r[3], r[4]) for r in rows]
+
+    # -- canary status and manual requests ---------------------------------------------------------
+
+    def get_status(self, key: str) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT body FROM canary_status WHERE key = ?", (key,)).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
+    def put_status(self, key: str, body: dict[str, Any]) -> None:
+        self._db.execute(
+            "INSERT INTO canary_status (key, body, updated) VALUES (?, ?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET body = excluded.body, updated = excluded.updated",
+            (key, json.dumps(body), time.time()),
+        )
+
+    def delete_status(self, key: str) -> None:
+        self._db.execute("DELETE FROM canary_status WHERE key = ?", (key,))
+        self._db.execute("DELETE FROM manual WHERE key = ?", (key,))
+
+    def get_manual(self, key: str) -> dict[str, Any]:
+        row = self._db.execute("SELECT body FROM manual WHERE key = ?", (key,)).fetchone()
+        return {} if row is None else dict(json.loads(row[0]))
+
+    def put_manual(self, key: str, body: dict[str, Any]) -> None:
+        self._db.execute(
+            "INSERT INTO manual (key, body) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET body = excluded.body",
+            (key, json.dumps(body)),
+        )
+
+    # -- events and history --------------------------------------------------------------------------
+
+    def add_event(
+        self, kind: str, key: str, reason: str, message: str, warning: bool = False, ts: float | None = None
+    ) -> None:
+        self._db.execute(
+            "INSERT INTO events (ts, kind, key, reason, message, warning) VALUES (?, ?, ?, ?, ?, ?)",
+            (time.time() if ts is None else ts, kind, key, reason, message, int(warning)),
+        )
+
+    def events(
+        self, kind: str | None = None, key: str | None = None, after: int = 0, limit: int = 500
+    ) -> list[EventRecord]:
+        sql = "SELECT id, ts, kind, key, reason, message, warning FROM events WHERE id > ?"
+        args: list[Any] = [after]
+        if kind:
+            sql += " AND kind = ?"
+            args.append(kind)
+        if key:
+            sql += " AND key = ?"
+            args.append(key)
+        sql += " ORDER BY id DESC LIMIT ?"
+        args.append(limit)
+        rows = self._db.execute(sql, args).fetchall()
+        return [EventRecord(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6])) for r in reversed(rows)]
+
+    def add_history(self, key: str, body: dict[str, Any], ts: float | None = None) -> None:
+        self._db.execute(
+            "INSERT INTO history (ts, key, body) VALUES (?, ?, ?)",
+            (time.time() if ts is None else ts, key, json.dumps(body)),
+        )
+
+    def history(self, key: str, limit: int = 1000) -> list[HistoryRecord]:
+        rows = self._db.execute(
+            "SELECT id, ts, key, body FROM history WHERE key = ? ORDER BY id DESC LIMIT ?", (key, limit)
+        ).fetchall()
+        return [HistoryRecord(r[0], r[1], r[2], json.loads(r[3])) for r in reversed(rows)]
