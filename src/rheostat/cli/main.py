@@ -4,18 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import sys
+import time
 from pathlib import Path
+from typing import Any, NoReturn
 
 import click
 from rich.console import Console
 from rich.table import Table
 
 from rheostat import __version__
+from rheostat.cli.client import DEFAULT_SERVER, ApiError, Client, find_token
 from rheostat.model.canary import Canary
 from rheostat.model.load import ManifestError, load_file
+from rheostat.plugins.platforms.base import PlatformError
+from rheostat.plugins.routers.base import RouterError
+from rheostat.reactor.settings import Settings
+from rheostat.reactor.source import SourceError
 from rheostat.rollout.simulate import shortest_promotion_s, simulate
+from rheostat.server.main import Server, run_forever
 from rheostat.util.durations import format_duration
 
 err = Console(stderr=True)
@@ -93,6 +102,245 @@ def simulate_cmd(path: Path, fail_from: int | None, ticks: int, output: str, nam
         out.print("shortest time to promotion: never (the schedule does not reach promotion)")
     else:
         out.print(f"shortest time to promotion: {format_duration(shortest)}")
+
+
+def split_name(name: str, namespace: str) -> str:
+    return name if "/" in name else f"{namespace}/{name}"
+
+
+server_option = click.option(
+    "--server",
+    envvar="RHEOSTAT_SERVER",
+    default=DEFAULT_SERVER,
+    show_default=True,
+    help="The API of a running `rheostat run` (or RHEOSTAT_SERVER).",
+)
+token_option = click.option(
+    "--token",
+    envvar="RHEOSTAT_TOKEN",
+    default=None,
+    help="API token for actions (or RHEOSTAT_TOKEN; default: <data-dir>/token).",
+)
+data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".rheostat"),
+    show_default=True,
+)
+ns_option = click.option("-n", "--namespace", default="default", show_default=True)
+
+
+def client(server: str, token: str | None = None, data_dir: Path = Path(".rheostat")) -> Client:
+    return Client(server, find_token(token, data_dir))
+
+
+def fail(exc: Exception) -> NoReturn:
+    err.print(f"[red]error:[/red] {exc}", highlight=False)
+    sys.exit(1)
+
+
+@cli.command("run")
+@click.option(
+    "--repo",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    required=True,
+    help="A Git repository or a plain folder of manifests.",
+)
+@click.option("--branch", default=None, help="Branch to follow (default: the checked-out one).")
+@click.option("--listen", default="127.0.0.1:8470", show_default=True, help="HOST:PORT of the API.")
+@data_dir_option
+@click.option(
+    "--loadtester-exec", is_flag=True, help="Let the built-in load tester run commands other than hey."
+)
+@click.option("-v", "--verbose", is_flag=True)
+def run_cmd(
+    repo: Path, branch: str | None, listen: str, data_dir: Path, loadtester_exec: bool, verbose: bool
+) -> None:
+    """Start the controller, Envoy, the local platform and the API for the manifests in REPO."""
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit():
+        fail(ValueError(f"--listen {listen!r}: expected HOST:PORT"))
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    settings = Settings(
+        repo=repo,
+        data_dir=data_dir,
+        branch=branch,
+        listen_host=host.strip("[]"),
+        listen_port=int(port),
+        loadtester_exec=loadtester_exec,
+    )
+
+    def announce(server: Server) -> None:
+        err.print(f"rheostat {__version__} serving {repo} on {server.url} (data in {data_dir})")
+        if server.token_created:
+            err.print(f"API token (shown once, kept in {data_dir / 'token'}): {server.token}")
+
+    try:
+        asyncio.run(run_forever(settings, announce))
+    except (RouterError, PlatformError, SourceError, OSError) as exc:
+        fail(exc)
+
+
+@cli.group("get")
+def get_group() -> None:
+    """List objects of the running server."""
+
+
+@get_group.command("canaries")
+@server_option
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+def get_canaries(server: str, output: str) -> None:
+    c = client(server)
+    try:
+        items = c.get("/canaries")["items"]
+    except ApiError as exc:
+        fail(exc)
+    finally:
+        c.close()
+    if output == "json":
+        click.echo(json.dumps(items, indent=2))
+        return
+    table = Table()
+    for col in ("NAMESPACE", "NAME", "STRATEGY", "PHASE", "WEIGHT", "FAILED", "ITERATIONS", "MESSAGE"):
+        table.add_column(col, no_wrap=col != "MESSAGE")
+    for it in items:
+        st = it["status"]
+        table.add_row(
+            it["metadata"]["namespace"],
+            it["metadata"]["name"],
+            it["strategy"],
+            st["phase"],
+            str(st["canaryWeight"]),
+            str(st["failedChecks"]),
+            str(st["iterations"]),
+            st["message"],
+        )
+    Console().print(table)
+
+
+@get_group.command("workloads")
+@server_option
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+def get_workloads(server: str, output: str) -> None:
+    c = client(server)
+    try:
+        items = c.get("/workloads")["items"]
+    except ApiError as exc:
+        fail(exc)
+    finally:
+        c.close()
+    if output == "json":
+        click.echo(json.dumps(items, indent=2))
+        return
+    table = Table()
+    for col in ("NAMESPACE", "NAME", "CANARIES", "PRIMARY", "CANARY", "REVISION"):
+        table.add_column(col)
+    for it in items:
+        st = it.get("status", {})
+
+        def group(g: dict[str, Any] | None) -> str:
+            if not g:
+                return "-"
+            ready = sum(1 for r in g.get("replicas") or [] if r.get("ready"))
+            return f"{ready}/{g.get('desired', 0)}"
+
+        table.add_row(
+            it["metadata"]["namespace"],
+            it["metadata"]["name"],
+            ", ".join(it.get("canaries", [])),
+            group(st.get("primary")),
+            group(st.get("canary")),
+            str(st.get("revision", "-")),
+        )
+    Console().print(table)
+
+
+def _action(name: str, help_text: str) -> None:
+    @cli.command(name, help=help_text)
+    @click.argument("canary")
+    @ns_option
+    @server_option
+    @token_option
+    @data_dir_option
+    def command(canary: str, namespace: str, server: str, token: str | None, data_dir: Path) -> None:
+        c = client(server, token, data_dir)
+        try:
+            c.post(f"/canaries/{split_name(canary, namespace)}/{name}")
+        except ApiError as exc:
+            fail(exc)
+        finally:
+            c.close()
+        click.echo(f"{name}: requested for {split_name(canary, namespace)}")
+
+
+for _name, _help in (
+    ("promote", "Skip the rest of the analysis and promote the canary now."),
+    ("abort", "Roll the canary back now."),
+    ("approve", "Open the canary's confirm-* gates for this run."),
+    ("halt", "Hold the canary's traffic where it is; checks go on."),
+    ("unhalt", "Let a halted canary advance again."),
+    ("pause", "Stop ticking the canary until resumed."),
+    ("resume", "Tick a paused canary again."),
+):
+    _action(_name, _help)
+
+
+@cli.command("logs")
+@click.argument("workload")
+@ns_option
+@click.option("--group", type=click.Choice(["primary", "canary"]), default=None)
+@click.option("--tail", type=int, default=200, show_default=True)
+@server_option
+def logs_cmd(workload: str, namespace: str, group: str | None, tail: int, server: str) -> None:
+    """Print the output of a workload's processes."""
+    c = client(server)
+    params: dict[str, object] = {"tail": tail}
+    if group:
+        params["group"] = group
+    try:
+        click.echo(c.text(f"/workloads/{split_name(workload, namespace)}/logs", **params), nl=False)
+    except ApiError as exc:
+        fail(exc)
+    finally:
+        c.close()
+
+
+@cli.command("events")
+@click.option("--kind", default=None)
+@click.option("--key", default=None)
+@click.option("--limit", type=int, default=50, show_default=True)
+@server_option
+def events_cmd(kind: str | None, key: str | None, limit: int, server: str) -> None:
+    """Print recent events."""
+    c = client(server)
+    params: dict[str, object] = {"limit": limit}
+    if kind:
+        params["kind"] = kind
+    if key:
+        params["key"] = key
+    try:
+        items = c.get("/events", **params)["items"]
+    except ApiError as exc:
+        fail(exc)
+    finally:
+        c.close()
+    for e in items:
+        when = time.strftime("%H:%M:%S", time.localtime(e["ts"]))
+        click.echo(f"{when} {e['type']:<7} {e['kind']} {e['key']} {e['reason']}: {e['message']}")
+
+
+@cli.command("demo")
+@click.option("--keep", is_flag=True, help="Leave everything running at the end and print the URLs.")
+@click.option("--interval", default="2s", show_default=True, help="Analysis interval of the demo canary.")
+def demo_cmd(keep: bool, interval: str) -> None:
+    """A release promoted, one rolled back on errors, one on latency: real processes behind a real Envoy."""
+    from rheostat.demo.run import run_demo
+
+    sys.exit(asyncio.run(run_demo(keep=keep, interval=interval)))
 
 
 def main() -> None:

@@ -128,7 +128,7 @@ class Engine:
 
     async def tick(self, key: ObjectKey) -> TickResult | None:
         canary = self.canary(key)
-        if canary is None or canary.spec.suspend:
+        if canary is None or canary.spec.suspend or self.manual(key).paused:
             return None
         status = self.status(key)
         obs = await self.observe(canary, status)
@@ -176,7 +176,7 @@ class Engine:
             for e in d.events:
                 self.store.add_event(CANARY, key, e.reason, e.message, e.warning, ts=now)
             if d.clear_manual:
-                self.store.put_manual(key, {})
+                self.store.put_manual(key, {"paused": True} if obs.manual.paused else {})
             self.store.add_history(
                 key, history_row(d.status, routes, analysis.metrics if analysis else ()), now
             )

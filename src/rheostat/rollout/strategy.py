@@ -513,3 +513,17 @@ class _Tick:
                 routes=routes if routes != self.obs.routes else None,
             )
         return self.promote()
+
+
+def routes_in_force(canary: Canary, status: CanaryStatus, primary: int, weight: int, mirror: bool) -> Routes:
+    """The routes a canary had, rebuilt from its status and last recorded split (after a restart)."""
+    a = canary.spec.the_analysis
+    match = tuple(a.match or ()) if a.strategy is Strategy.AB_TESTING and status.iterations > 0 else ()
+    if status.phase not in (Phase.PROGRESSING, Phase.WAITING_PROMOTION, Phase.PROMOTING):
+        match = ()
+    sticky = None
+    if a.sessionAffinity is not None and status.session_cookie and weight > 0:
+        sticky = StickyCookie(a.sessionAffinity.cookieName, status.session_cookie, a.sessionAffinity.maxAge)
+    return Routes(
+        primary, weight, mirror=mirror, mirror_weight=a.mirrorWeight or 100, match=match, sticky=sticky
+    )

@@ -122,6 +122,7 @@ class Manual:
     halt: bool = False  # hold the current weight; checks keep running
     rollback: bool = False  # roll back now
     promote: bool = False  # skip the rest of the analysis and promote
+    paused: bool = False  # no ticks at all until resumed; outlives the run
 
 
 @dataclass(frozen=True)

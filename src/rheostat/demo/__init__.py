@@ -1,0 +1,1 @@
+"""A sample app to deliver progressively: `python -m rheostat.demo.app --port P --version V`."""

@@ -1,0 +1,352 @@
+"""One supervised replica: launch, probe readiness, restart with back-off, stop without leftovers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import functools
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from rheostat.model.base import ObjectKey
+from rheostat.model.workload import ProcessTemplate
+from rheostat.plugins.platforms.base import Group
+from rheostat.plugins.platforms.local import procfs
+from rheostat.plugins.platforms.local.ports import PortPool
+from rheostat.plugins.platforms.local.probe import probe
+from rheostat.plugins.platforms.local.status import ReplicaStatus
+from rheostat.plugins.platforms.local.tasks import TaskSet
+
+log = logging.getLogger(__name__)
+
+PASS_ENV = ("PATH", "HOME", "LANG", "PYTHONPATH")  # all a replica inherits; the template adds the rest
+BACKOFF_MIN_S = 0.2
+BACKOFF_MAX_S = 10.0
+BACKOFF_RESET_S = 10.0  # ready this long before exiting: the next crash starts the back-off afresh
+CRASH_LOOP = 5  # exits in a row without ever becoming ready: give up hope (but keep trying)
+FAILURE_THRESHOLD = 3  # failed probes in a row before a ready replica is taken out
+EXIT_POLL_S = 0.05
+STARTUP_PROBE_S = 0.1  # probe faster than periodSeconds until first ready: rollouts wait on it
+LOG_CAP_BYTES = 1 << 20
+LOG_CHECK_S = 5.0
+STOP_GRACE_S = 5.0
+PR_SET_PDEATHSIG = 1
+
+
+class LaunchError(Exception):
+    """The process could not be started at all; retrying the same template will not help."""
+
+
+@dataclass(frozen=True)
+class ReplicaContext:
+    """What a replica needs from the platform that owns it."""
+
+    key: ObjectKey
+    group: Group
+    log_dir: Path
+    ports: PortPool
+    tasks: TaskSet
+    clock: Callable[[], float]
+    on_event: Callable[[ObjectKey, str, str], None]
+    on_change: Callable[[], None]  # readiness changed: the group re-plans and the router may need news
+    on_launch: Callable[[], None]  # a new pid: persist it
+
+
+@functools.cache
+def _prctl() -> Callable[..., int] | None:
+    # Loaded in the parent: dlopen between fork and exec can deadlock on the loader lock.
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+    return prctl
+
+
+def _die_with_parent(prctl: Callable[..., int] | None, parent_pid: int) -> None:
+    """Runs in the child before exec: SIGKILL it when the controller dies, however it dies."""
+    if prctl is not None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+async def wait_exit(proc: subprocess.Popen[bytes], within_s: float | None) -> int | None:
+    """Wait for the process to end without blocking the loop; its exit code, or None on timeout."""
+    if proc.poll() is not None:
+        return proc.returncode
+    loop = asyncio.get_running_loop()
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):  # no pidfd (old kernel): a thread waits instead
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            return await asyncio.to_thread(proc.wait, within_s)
+        return None
+    exited: asyncio.Future[None] = loop.create_future()
+
+    def readable() -> None:
+        if not exited.done():
+            exited.set_result(None)
+
+    loop.add_reader(pidfd, readable)
+    try:
+        await asyncio.wait_for(exited, within_s)
+    except TimeoutError:
+        return None
+    finally:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+    return proc.wait()  # already exited: this only reaps it
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+class Replica:
+    def __init__(self, ctx: ReplicaContext, index: int, template: ProcessTemplate, port: int) -> None:
+        self.ctx = ctx
+        self.index = index
+        self.template = template
+        self.revision = template.revision()
+        self.port = port
+        self.pid: int | None = None
+        self.start_ticks: int | None = None
+        self.ready = False
+        self.ever_ready = False
+        self.fatal = False
+        self.retiring = False
+        self.restarts = 0
+        self.message = "starting"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._log_offset = 0
+        self._last_pid: int | None = None  # for messages after the process is gone
+
+    @property
+    def name(self) -> str:
+        return f"{self.ctx.group}-{self.index}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.ctx.log_dir / f"{self.name}.log"
+
+    def start(self) -> None:
+        self._task = self.ctx.tasks.spawn(self._supervise(), name=f"replica {self.ctx.key} {self.name}")
+
+    def status(self) -> ReplicaStatus:
+        return ReplicaStatus(
+            index=self.index,
+            pid=self.pid,
+            port=self.port,
+            revision=self.revision,
+            ready=self.ready,
+            restarts=self.restarts,
+            retiring=self.retiring,
+            message=self.message,
+        )
+
+    async def stop(self, grace_s: float = STOP_GRACE_S) -> None:
+        """SIGTERM the replica's session, SIGKILL it after `grace_s`; returns once it is gone."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        proc = self._proc
+        if proc is not None:
+            if proc.poll() is None:
+                procfs.signal_session(proc.pid, signal.SIGTERM)
+                await wait_exit(proc, grace_s)
+            # Also reaches children the replica left behind in its session.
+            procfs.signal_session(proc.pid, signal.SIGKILL)
+            await wait_exit(proc, None)
+            self._proc = None
+        self._set(ready=False, message="stopped")
+        self.pid = None
+        self.ctx.ports.release(self.port)
+
+    # -- supervision ---------------------------------------------------------------------------------
+
+    async def _supervise(self) -> None:
+        backoff = BACKOFF_MIN_S
+        unready_exits = 0
+        while True:
+            try:
+                self._launch()
+            except LaunchError as exc:
+                if not self.fatal or self.message != str(exc):
+                    self._emit("ProcessFailed", str(exc))
+                self._set(ready=False, fatal=True, message=str(exc))
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
+                continue
+            code, ready_for = await self._watch()
+            self._proc = None
+            self.pid = None
+            if ready_for >= BACKOFF_RESET_S:
+                backoff = BACKOFF_MIN_S
+            unready_exits = 0 if ready_for > 0 else unready_exits + 1
+            self.restarts += 1
+            exit_ = f"pid {self._last_pid} {_describe_exit(code)}"
+            what = f"{self.name} ({exit_})"
+            self._emit("ProcessRestarted", f"{what}; restart {self.restarts} in {backoff:.1f}s")
+            if unready_exits >= CRASH_LOOP:
+                output = self._output_since_launch()
+                self._set(
+                    ready=False,
+                    fatal=True,
+                    message=f"{self.name} is crash-looping: {unready_exits} exits without becoming ready"
+                    f" (last: {exit_}); last output:\n{output}",
+                )
+            else:
+                self._set(ready=False, message=f"{what}; restarting in {backoff:.1f}s")
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX_S)
+            self.port = self.ctx.ports.renew(self.port)
+
+    async def _watch(self) -> tuple[int, float]:
+        """Probe until the process exits; its exit code and how long it was ready."""
+        proc = self._proc
+        assert proc is not None
+        loop = asyncio.get_running_loop()
+        next_probe = next_log_check = loop.time()
+        failures = 0
+        ready_since: float | None = None
+        was_ready_for = 0.0
+        period = self.template.readinessProbe.periodSeconds if self.template.readinessProbe else 0.5
+        while (code := proc.poll()) is None:
+            now = loop.time()
+            if now >= next_probe:
+                ok = await probe(self.port, self.template.readinessProbe)
+                now = loop.time()
+                if ok:
+                    failures = 0
+                    if ready_since is None:
+                        ready_since = now
+                    if not self.ready:
+                        self.ever_ready = True
+                        self._set(ready=True, fatal=False, message="")
+                else:
+                    failures += 1
+                    if self.ready and failures >= FAILURE_THRESHOLD:
+                        was_ready_for += now - (ready_since or now)
+                        ready_since = None
+                        self._set(
+                            ready=False, message=f"{self.name}: readiness probe failed {failures} times"
+                        )
+                next_probe = now + (period if self.ever_ready else min(period, STARTUP_PROBE_S))
+            if now >= next_log_check:
+                self._cap_log()
+                next_log_check = now + LOG_CHECK_S
+            await asyncio.sleep(EXIT_POLL_S)
+        if ready_since is not None:
+            was_ready_for += loop.time() - ready_since
+        return code, was_ready_for
+
+    def _launch(self) -> None:
+        argv, env, cwd = self._command()
+        self._cap_log()
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as out:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(self.ctx.clock()))
+            out.write(
+                f"--- rheostat {stamp}: starting {self.name} revision {self.revision} on port {self.port}:"
+                f" {' '.join(argv)}\n".encode()
+            )
+            out.flush()
+            self._log_offset = out.tell()
+            try:
+                # Popen runs on the loop's thread on purpose: PDEATHSIG fires when the *thread* that forked
+                # the child ends, so a worker thread from to_thread() would kill replicas when it retires.
+                proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    cwd=cwd,
+                    start_new_session=True,
+                    preexec_fn=functools.partial(_die_with_parent, _prctl(), os.getpid()),
+                )
+            except FileNotFoundError as exc:
+                raise LaunchError(f"{self.name}: command {argv[0]!r} not found") from exc
+            except PermissionError as exc:
+                raise LaunchError(f"{self.name}: command {argv[0]!r} is not executable") from exc
+            except OSError as exc:
+                raise LaunchError(f"{self.name}: cannot run {argv[0]!r}: {exc}") from exc
+        self._proc = proc
+        self.pid = self._last_pid = proc.pid
+        self.start_ticks = procfs.start_ticks(proc.pid)
+        if not self.fatal:  # a crash loop keeps its diagnosis (and last output) until the process is ready
+            self._set(ready=False, message=f"{self.name} started (pid {proc.pid}), waiting for readiness")
+        self.ctx.on_launch()
+
+    def _command(self) -> tuple[list[str], dict[str, str], str | None]:
+        port = str(self.port)
+        argv = [part.replace("{port}", port) for part in self.template.command]
+        if argv[0] in ("python", "python3"):
+            argv[0] = sys.executable  # the controller's interpreter, so `python -m pkg` sees the same venv
+        env = {name: os.environ[name] for name in PASS_ENV if name in os.environ}
+        env.update({name: value.replace("{port}", port) for name, value in self.template.env.items()})
+        env["PORT"] = port
+        cwd = self.template.workingDir
+        if cwd is not None and not os.path.isdir(cwd):
+            raise LaunchError(f"{self.name}: workingDir {cwd!r} is not a directory")
+        exe = argv[0]
+        if "/" not in exe:
+            found = shutil.which(exe, path=env.get("PATH", os.defpath))
+            if found is None:
+                raise LaunchError(f"{self.name}: command {exe!r} not found on PATH")
+        else:
+            path = os.path.join(cwd or ".", exe)
+            if not os.path.exists(path):
+                raise LaunchError(f"{self.name}: command {exe!r} not found")
+            if os.path.isdir(path) or not os.access(path, os.X_OK):
+                raise LaunchError(f"{self.name}: command {exe!r} is not executable")
+        return argv, env, cwd
+
+    # -- helpers -----------------------------------------------------------------------------------------
+
+    def _set(self, *, ready: bool, message: str, fatal: bool | None = None) -> None:
+        changed = ready != self.ready or (fatal is not None and fatal != self.fatal)
+        self.ready = ready
+        self.message = message
+        if fatal is not None:
+            self.fatal = fatal
+        if changed:
+            self.ctx.on_change()
+
+    def _emit(self, reason: str, message: str) -> None:
+        log.info("%s %s: %s", self.ctx.key, reason, message)
+        try:
+            self.ctx.on_event(self.ctx.key, reason, message)
+        except Exception:
+            log.exception("on_event handler failed for %s %s", self.ctx.key, reason)
+
+    def _output_since_launch(self, lines: int = 10) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(max(self._log_offset, f.seek(0, os.SEEK_END) - 4096))
+                text = f.read().decode(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def _cap_log(self) -> None:
+        """Copy-and-truncate past the cap: the child writes with O_APPEND, so it carries on at the new end."""
+        with contextlib.suppress(OSError):
+            if self.log_path.stat().st_size > LOG_CAP_BYTES:
+                shutil.copyfile(self.log_path, self.log_path.with_suffix(".log.1"))
+                os.truncate(self.log_path, 0)
+                self._log_offset = 0

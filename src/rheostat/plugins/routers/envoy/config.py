@@ -1,0 +1,327 @@
+"""Pure rendering of Envoy's bootstrap and filesystem-xDS resources (LDS, CDS, one RDS per listener).
+
+Everything here is a dict in, dict out: no I/O, so it can be tested and reasoned about on its own.
+The route config is also parsed back (`routes_from_config`) so the router can report what Envoy runs.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rheostat.model.base import ObjectKey
+from rheostat.model.canary import AnalysisMatch, StringMatch
+from rheostat.plugins.routers.base import RouterError, Routes, ServiceRoute, StickyCookie, Upstream
+
+Json = dict[str, Any]
+
+LISTENER_TYPE = "type.googleapis.com/envoy.config.listener.v3.Listener"
+CLUSTER_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+ROUTE_TYPE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+HCM_TYPE = (
+    "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+)
+ROUTER_TYPE = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+
+GROUPS = ("primary", "canary")
+DEFAULT_ROUTE = "default"
+STICKY_ROUTE = "sticky"
+AB_ROUTE_PREFIX = "ab-"
+
+
+def _geometric_buckets(low: float, high: float, ratio: float) -> list[float]:
+    # Bucket width of 10% keeps an interpolated quantile well inside 10% of the true value.
+    bounds: list[float] = []
+    value = low
+    while value < high:
+        bounds.append(round(value, 3 if value < 10 else 1 if value < 1000 else 0))
+        value *= ratio
+    bounds.append(high)
+    return sorted(set(bounds))
+
+
+RQ_TIME_BUCKETS_MS = _geometric_buckets(0.5, 60_000.0, 1.1)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the files Envoy reads live under the data dir."""
+
+    root: Path
+
+    @property
+    def bootstrap(self) -> Path:
+        return self.root / "bootstrap.json"
+
+    @property
+    def lds(self) -> Path:
+        return self.root / "xds" / "lds.json"
+
+    @property
+    def cds(self) -> Path:
+        return self.root / "xds" / "cds.json"
+
+    def rds(self, key: ObjectKey) -> Path:
+        return self.root / "xds" / "rds" / f"{resource_name(key)}.json"
+
+    @property
+    def tmp(self) -> Path:
+        # Temp files live outside the watched directories so writing them never triggers a reload.
+        return self.root / "tmp"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "envoy.log"
+
+
+def resource_name(key: ObjectKey) -> str:
+    """`ns/name` -> `ns-name`: the listener, route config and stat prefix name."""
+    return key.replace("/", "-")
+
+
+def cluster_name(key: ObjectKey, group: str) -> str:
+    return f"{resource_name(key)}-{group}"
+
+
+def bootstrap(layout: Layout, admin_socket: Path, *, stats_flush_s: float = 1.0) -> Json:
+    return {
+        "node": {"id": "rheostat", "cluster": "rheostat"},
+        "admin": {"address": {"pipe": {"path": str(admin_socket), "mode": 0o600}}},
+        "stats_flush_interval": _duration(stats_flush_s),
+        "stats_config": {
+            "histogram_bucket_settings": [
+                {"match": {"suffix": "upstream_rq_time"}, "buckets": RQ_TIME_BUCKETS_MS},
+            ]
+        },
+        "dynamic_resources": {
+            "lds_config": _file_source(layout.lds),
+            "cds_config": _file_source(layout.cds),
+        },
+    }
+
+
+def listeners(ports: Mapping[ObjectKey, int], layout: Layout, version: str) -> Json:
+    return {
+        "version_info": version,
+        "resources": [_listener(key, port, layout) for key, port in sorted(ports.items())],
+    }
+
+
+def clusters(services: Iterable[ServiceRoute], version: str) -> Json:
+    resources = [
+        _cluster(cluster_name(s.key, group), getattr(s, group))
+        for s in sorted(services, key=lambda s: s.key)
+        for group in GROUPS
+    ]
+    return {"version_info": version, "resources": resources}
+
+
+def route_config(service: ServiceRoute, routes: Routes, version: str) -> Json:
+    name = resource_name(service.key)
+    primary, canary = cluster_name(service.key, "primary"), cluster_name(service.key, "canary")
+    action_extras: Json = {}
+    if service.timeout_s is not None:
+        action_extras["timeout"] = _duration(service.timeout_s)
+
+    entries: list[Json] = []
+    for index, match in enumerate(routes.match):
+        entries.append(
+            {
+                "name": f"{AB_ROUTE_PREFIX}{index}",
+                "match": {"prefix": "/", **_match(match)},
+                "route": {"cluster": canary, **action_extras},
+            }
+        )
+    # A sticky client only goes to the canary while it takes traffic; at 0% everyone is back on primary.
+    if routes.sticky is not None and routes.canary > 0:
+        entries.append(
+            {
+                "name": STICKY_ROUTE,
+                "match": {
+                    "prefix": "/",
+                    "headers": [_header("cookie", {"safe_regex": {"regex": _cookie_regex(routes.sticky)}})],
+                },
+                "route": {"cluster": canary, **action_extras},
+            }
+        )
+
+    canary_weighted: Json = {"name": canary, "weight": routes.canary}
+    if routes.sticky is not None:
+        canary_weighted["response_headers_to_add"] = [
+            {
+                "header": {"key": "set-cookie", "value": _set_cookie(routes.sticky)},
+                "append_action": "APPEND_IF_EXISTS_OR_ADD",
+            }
+        ]
+    default_action: Json = {
+        "weighted_clusters": {"clusters": [{"name": primary, "weight": routes.primary}, canary_weighted]},
+        **action_extras,
+    }
+    if routes.mirror:
+        default_action["request_mirror_policies"] = [
+            {
+                "cluster": canary,
+                "runtime_fraction": {
+                    "default_value": {"numerator": routes.mirror_weight, "denominator": "HUNDRED"}
+                },
+            }
+        ]
+    entries.append({"name": DEFAULT_ROUTE, "match": {"prefix": "/"}, "route": default_action})
+
+    return {
+        "version_info": version,
+        "resources": [
+            {
+                "@type": ROUTE_TYPE,
+                "name": name,
+                "virtual_hosts": [{"name": name, "domains": ["*"], "routes": entries}],
+            }
+        ],
+    }
+
+
+def routes_from_config(config: Json, key: ObjectKey) -> Routes:
+    """Read a live RouteConfiguration (as `/config_dump` shows it) back into Routes."""
+    primary, canary = cluster_name(key, "primary"), cluster_name(key, "canary")
+    entries = [r for vhost in config.get("virtual_hosts", []) for r in vhost.get("routes", [])]
+    default = next((r for r in entries if r.get("name") == DEFAULT_ROUTE), None)
+    if default is None:
+        raise RouterError(f"route config for {key} has no default route")
+    action = default.get("route", {})
+    weights = {
+        c["name"]: int(c.get("weight", 0)) for c in action.get("weighted_clusters", {}).get("clusters", [])
+    }
+    sticky = None
+    for weighted in action.get("weighted_clusters", {}).get("clusters", []):
+        if weighted["name"] == canary:
+            for added in weighted.get("response_headers_to_add", []):
+                if added["header"]["key"].lower() == "set-cookie":
+                    sticky = _parse_set_cookie(added["header"]["value"])
+    mirrors = [m for m in action.get("request_mirror_policies", []) if m.get("cluster") == canary]
+    mirror_weight = 100
+    if mirrors:
+        mirror_weight = int(
+            mirrors[0].get("runtime_fraction", {}).get("default_value", {}).get("numerator", 0)
+        )
+    matches = tuple(
+        _parse_match(r["match"]) for r in entries if r.get("name", "").startswith(AB_ROUTE_PREFIX)
+    )
+    # Weights need not sum to 100 in Envoy; report the split in force as percentages.
+    total = weights.get(primary, 0) + weights.get(canary, 0)
+    canary_percent = round(100 * weights.get(canary, 0) / total) if total else 0
+    return Routes(
+        primary=100 - canary_percent,
+        canary=canary_percent,
+        mirror=bool(mirrors),
+        mirror_weight=mirror_weight,
+        match=matches,
+        sticky=sticky,
+    )
+
+
+def _file_source(path: Path) -> Json:
+    return {"resource_api_version": "V3", "path_config_source": {"path": str(path)}}
+
+
+def _listener(key: ObjectKey, port: int, layout: Layout) -> Json:
+    name = resource_name(key)
+    hcm = {
+        "@type": HCM_TYPE,
+        "stat_prefix": name,
+        "rds": {"route_config_name": name, "config_source": _file_source(layout.rds(key))},
+        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}}],
+    }
+    return {
+        "@type": LISTENER_TYPE,
+        "name": name,
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+        "filter_chains": [
+            {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
+        ],
+    }
+
+
+def _cluster(name: str, upstreams: tuple[Upstream, ...]) -> Json:
+    # A group with no upstreams keeps its cluster with no endpoints: valid, and Envoy answers 503.
+    endpoints = [
+        {"endpoint": {"address": {"socket_address": {"address": up.host, "port_value": up.port}}}}
+        for up in upstreams
+    ]
+    return {
+        "@type": CLUSTER_TYPE,
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": endpoints}] if endpoints else [],
+        },
+    }
+
+
+def _duration(seconds: float) -> str:
+    if seconds <= 0 or math.isinf(seconds) or math.isnan(seconds):
+        raise RouterError(f"duration must be positive, got {seconds}")
+    return f"{seconds:.3f}s"
+
+
+def _string_match(m: StringMatch) -> Json:
+    if m.exact is not None:
+        return {"exact": m.exact}
+    if m.prefix is not None:
+        return {"prefix": m.prefix}
+    if m.suffix is not None:
+        return {"suffix": m.suffix}
+    return {"safe_regex": {"regex": m.regex}}
+
+
+def _header(name: str, string_match: Json) -> Json:
+    return {"name": name, "string_match": string_match}
+
+
+def _match(m: AnalysisMatch) -> Json:
+    if m.sourceLabels:
+        raise RouterError("the envoy router cannot match on sourceLabels (there are no pods)")
+    out: Json = {}
+    if m.headers:
+        out["headers"] = [_header(name, _string_match(v)) for name, v in sorted(m.headers.items())]
+    if m.queryParams:
+        out["query_parameters"] = [
+            {"name": name, "string_match": _string_match(v)} for name, v in sorted(m.queryParams.items())
+        ]
+    return out
+
+
+def _parse_string_match(raw: Json) -> StringMatch:
+    if "safe_regex" in raw:
+        return StringMatch(regex=raw["safe_regex"]["regex"])
+    for kind in ("exact", "prefix", "suffix"):
+        if kind in raw:
+            return StringMatch.model_validate({kind: raw[kind]})
+    raise RouterError(f"unsupported string match in live config: {raw}")
+
+
+def _parse_match(raw: Json) -> AnalysisMatch:
+    headers = {h["name"]: _parse_string_match(h["string_match"]) for h in raw.get("headers", [])}
+    params = {q["name"]: _parse_string_match(q["string_match"]) for q in raw.get("query_parameters", [])}
+    return AnalysisMatch(headers=headers or None, queryParams=params or None)
+
+
+def _cookie_regex(sticky: StickyCookie) -> str:
+    # RE2 full match on the whole Cookie header: the pair may be first, last or in between.
+    return f"^(.*?;\\s*)?{re.escape(f'{sticky.name}={sticky.value}')}(;.*)?$"
+
+
+def _set_cookie(sticky: StickyCookie) -> str:
+    return f"{sticky.name}={sticky.value}; Max-Age={sticky.max_age}"
+
+
+def _parse_set_cookie(value: str) -> StickyCookie:
+    pair, _, attrs = value.partition(";")
+    name, _, cookie_value = pair.strip().partition("=")
+    max_age = int(attrs.strip().removeprefix("Max-Age="))
+    return StickyCookie(name=name, value=cookie_value, max_age=max_age)

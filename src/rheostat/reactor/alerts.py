@@ -1,0 +1,81 @@
+"""Alerts: a canary's `analysis.alerts` name AlertProviders; each gets the events at or above its severity."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import yaml
+
+from rheostat.model.alert_provider import AlertProvider
+from rheostat.model.canary import Canary
+from rheostat.model.load import parse_object
+from rheostat.plugins.notifiers.base import Alert, Severity
+from rheostat.plugins.notifiers.factory import notifier_from_provider
+from rheostat.rollout.types import CanaryStatus, Event
+from rheostat.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class Secrets:
+    """Secrets stay out of Git: `<dir>/<namespace>/<name>.yaml`, a mapping of keys to strings."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def get(self, namespace: str, name: str) -> dict[str, str] | None:
+        path = self.root / namespace / f"{name}.yaml"
+        if not path.is_file():
+            return None
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"secret {namespace}/{name}: expected a mapping of keys to strings")
+        return {str(k): str(v) for k, v in data.items()}
+
+
+class Alerter:
+    def __init__(self, store: Store, secrets: Secrets, cluster: str = "local") -> None:
+        self.store = store
+        self.secrets = secrets
+        self.cluster = cluster
+
+    async def __call__(self, canary: Canary, event: Event, status: CanaryStatus) -> None:
+        if event.alert is None:
+            return
+        for ref in canary.spec.the_analysis.alerts:
+            subscribed = Severity(ref.severity or "info")
+            if not event.alert.reaches(subscribed):
+                continue
+            ns = ref.providerRef.namespace or canary.metadata.namespace
+            stored = self.store.get_object("AlertProvider", f"{ns}/{ref.providerRef.name}")
+            if stored is None:
+                log.warning(
+                    "alert %s of %s: AlertProvider %s/%s not found",
+                    ref.name,
+                    canary.metadata.key,
+                    ns,
+                    ref.providerRef.name,
+                )
+                continue
+            provider = parse_object(stored.body, stored.source)
+            assert isinstance(provider, AlertProvider)
+            secret = None
+            if provider.spec.secretRef is not None:
+                secret = self.secrets.get(ns, provider.spec.secretRef.name)
+            notifier = notifier_from_provider(provider.spec, secret)
+            await notifier.post(
+                Alert(
+                    name=canary.metadata.name,
+                    namespace=canary.metadata.namespace,
+                    phase=status.phase.value,
+                    message=event.message,
+                    severity=event.alert,
+                    cluster=self.cluster,
+                    fields={
+                        "Target": canary.spec.targetRef.name,
+                        "Phase": status.phase.value,
+                        "Failed checks": f"{status.failed_checks}/{canary.spec.the_analysis.threshold}",
+                    },
+                )
+            )

@@ -1,0 +1,184 @@
+"""The controller: store, Envoy, local platform, metrics, engine, scheduler and repository watcher."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from contextlib import suppress
+from pathlib import Path
+
+from rheostat.model.base import ObjectKey
+from rheostat.model.canary import Canary
+from rheostat.model.metric_template import MetricTemplate
+from rheostat.plugins.metrics.envoy_stats import EnvoyStatsProvider
+from rheostat.plugins.platforms.local import LocalPlatform
+from rheostat.plugins.routers.envoy import EnvoyRouter
+from rheostat.reactor.alerts import Alerter, Secrets
+from rheostat.reactor.apply import SOURCE, Applier, ApplyResult
+from rheostat.reactor.settings import Settings
+from rheostat.reactor.source import LocalSource, SourceError
+from rheostat.rollout.analysis import Checker
+from rheostat.rollout.engine import CANARY, Engine, target_of
+from rheostat.rollout.scheduler import Scheduler
+from rheostat.rollout.strategy import routes_in_force
+from rheostat.rollout.types import RUNNING
+from rheostat.rollout.webhooks import HookCaller
+from rheostat.store import Store
+from rheostat.util.tasks import cancel_all, supervised
+
+log = logging.getLogger(__name__)
+
+
+def ensure_token(data_dir: Path) -> tuple[str, bool]:
+    """The API token: made at first start, mode 0600. Returns (token, created)."""
+    path = data_dir / "token"
+    if path.exists():
+        return path.read_text().strip(), False
+    data_dir.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    tmp = path.with_suffix(".tmp")
+    tmp.touch(mode=0o600)
+    tmp.write_text(token + "\n")
+    tmp.rename(path)
+    return token, True
+
+
+class Controller:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        data = settings.data_dir
+        data.mkdir(parents=True, exist_ok=True)
+        self.store = Store(settings.state_db)
+        self.router = EnvoyRouter(data / "envoy", on_event=self._router_event)
+        self.platform = LocalPlatform(
+            data / "platform", on_event=self._platform_event, on_endpoints=self._endpoints_changed
+        )
+        self.metrics = EnvoyStatsProvider(self.router.admin_socket)
+        self.hooks = HookCaller()
+        self.checker = Checker(self.hooks, {"builtin": self.metrics}, self._template)
+        self.engine = Engine(
+            self.store,
+            self.router,
+            self.platform,
+            self.checker,
+            alerts=Alerter(self.store, Secrets(data / "secrets")),
+        )
+        self.scheduler = Scheduler(self.engine, sync_interval_s=settings.sync_interval_s)
+        self.applier = Applier(self.store, self.platform, self.scheduler.kick, self._canary_deleted)
+        self.source = LocalSource(settings.repo, data / "artifacts", settings.branch)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._reconcile_now = asyncio.Event()
+        self.last_result: ApplyResult | None = None
+
+    def _template(self, ns: str, name: str) -> MetricTemplate | None:
+        return self.engine.template(ns, name)
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.router.start()
+        try:
+            await self.platform.start()
+            await self.metrics.start()
+            await self._restore_routes()
+            await self.reconcile()
+        except BaseException:
+            await self.stop()
+            raise
+        self._tasks = [
+            supervised(self.scheduler.run(), name="scheduler"),
+            supervised(self._watch(), name="repository-watch"),
+        ]
+
+    async def stop(self) -> None:
+        await cancel_all(self._tasks)
+        await self.scheduler.stop()
+        await self.engine.close()
+        with suppress(Exception):
+            await self.metrics.stop()
+        with suppress(Exception):
+            await self.platform.stop()
+        with suppress(Exception):
+            await self.router.stop()
+        await self.hooks.aclose()
+        self.store.close()
+
+    # -- the repository ----------------------------------------------------------------------------
+
+    def request_reconcile(self) -> None:
+        self._reconcile_now.set()
+
+    async def reconcile(self) -> ApplyResult | None:
+        """Apply the repository's current revision if it is not the one applied (or rejected) last."""
+        try:
+            revision = await asyncio.to_thread(self.source.revision)
+        except (SourceError, OSError) as exc:
+            self._source_error(str(exc))
+            return None
+        stored = self.store.get_object(SOURCE, "repo")
+        seen = {stored.body.get("appliedRevision"), stored.body.get("rejectedRevision")} if stored else set()
+        if revision in seen and self.last_result is not None:
+            return None
+        snap = await asyncio.to_thread(self.source.snapshot, revision)
+        self.last_result = await self.applier.apply(snap)
+        if not self.last_result.ok:
+            log.warning("%s", self.last_result.message)
+        return self.last_result
+
+    async def _watch(self) -> None:
+        while True:
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._reconcile_now.wait(), self.settings.poll_interval_s)
+            self._reconcile_now.clear()
+            try:
+                await self.reconcile()
+            except Exception as exc:  # a broken checkout is an event, never the end of the watcher
+                log.exception("reconcile failed")
+                self._source_error(f"reconcile failed: {exc}")
+
+    def _source_error(self, message: str) -> None:
+        with self.store.transaction():
+            self.store.add_event(SOURCE, "repo", "SourceError", message, warning=True)
+
+    # -- wiring between components -------------------------------------------------------------------
+
+    def canaries(self) -> list[Canary]:
+        out = []
+        for stored in self.store.list_objects(CANARY):
+            with suppress(Exception):
+                c = self.engine.canary(ObjectKey(stored.key))
+                if c is not None:
+                    out.append(c)
+        return out
+
+    async def _restore_routes(self) -> None:
+        """After a restart Envoy starts empty: put back the split each running canary had."""
+        for canary in self.canaries():
+            status = self.engine.status(canary.metadata.key)
+            history = self.store.history(canary.metadata.key, limit=1)
+            if status.phase not in RUNNING or not history:
+                continue
+            row = history[-1].body
+            routes = routes_in_force(
+                canary, status, int(row["primaryWeight"]), int(row["canaryWeight"]), bool(row.get("mirror"))
+            )
+            with suppress(Exception):
+                await self.router.reconcile(await self.engine.service_route(canary))
+                await self.router.set_routes(canary.metadata.key, routes)
+
+    async def _endpoints_changed(self, workload: ObjectKey) -> None:
+        for canary in self.canaries():
+            if target_of(canary) == workload:
+                await self.router.reconcile(await self.engine.service_route(canary))
+
+    def _canary_deleted(self, key: ObjectKey) -> None:
+        self.engine.spawn(self.router.finalize(key))
+
+    def _platform_event(self, key: ObjectKey, reason: str, message: str) -> None:
+        with self.store.transaction():
+            self.store.add_event("Workload", key, reason, message, warning=reason != "Ready")
+
+    def _router_event(self, reason: str, message: str) -> None:
+        with self.store.transaction():
+            self.store.add_event("Router", "envoy", reason, message, warning=True)

@@ -1,0 +1,22 @@
+"""One documented settings object, passed explicitly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Settings:
+    repo: Path  # a Git repository or a plain folder of manifests
+    data_dir: Path = Path(".rheostat")
+    branch: str | None = None  # None: the repository's checked-out branch
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 8470
+    poll_interval_s: float = 1.0  # how often the repository is looked at; a commit shows within this
+    sync_interval_s: float = 1.0  # how often the scheduler looks for new or deleted canaries
+    loadtester_exec: bool = False  # let the built-in load tester run commands other than `hey`
+
+    @property
+    def state_db(self) -> Path:
+        return self.data_dir / "state.db"

@@ -1,0 +1,234 @@
+"""The HTTP API under /api/v1. Reading is open on loopback; every action is a POST with the bearer token."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hmac
+import ipaddress
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Mount, Route
+
+from rheostat import __version__
+from rheostat.model.base import ObjectKey
+from rheostat.model.canary import Canary
+from rheostat.plugins.platforms.base import Group
+from rheostat.reactor.apply import SOURCE
+from rheostat.reactor.controller import Controller
+from rheostat.rollout.engine import CANARY, target_of
+from rheostat.server.loadtester import loadtester_app
+
+ACTIONS = {
+    "promote": {"promote": True},
+    "abort": {"rollback": True},
+    "approve": {"approve": True},
+    "halt": {"halt": True},
+    "unhalt": {"halt": False},
+    "pause": {"paused": True},
+    "resume": {"paused": False},
+}
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class TokenAuth(BaseHTTPMiddleware):
+    """Actions need the token; when not bound to loopback, so does everything."""
+
+    def __init__(self, app: Any, token: str, loopback: bool) -> None:
+        super().__init__(app)
+        self.token = token
+        self.loopback = loopback
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        path = request.url.path
+        open_read = self.loopback and request.method in ("GET", "HEAD")
+        open_path = path == "/healthz" or (self.loopback and path.startswith("/loadtester"))
+        if open_read or open_path:
+            return await call_next(request)
+        header = request.headers.get("authorization", "")
+        if not header.startswith("Bearer "):
+            return JSONResponse(
+                {"error": "this needs the API token: Authorization: Bearer <token>"},
+                401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        if not hmac.compare_digest(header[7:].strip().encode(), self.token.encode()):
+            return JSONResponse({"error": "the API token is wrong"}, 403)
+        return await call_next(request)
+
+
+def canary_json(ctl: Controller, canary: Canary) -> dict[str, Any]:
+    key = canary.metadata.key
+    st = ctl.engine.status(key)
+    history = ctl.store.history(key, limit=1)
+    last = history[-1].body if history else {}
+    return {
+        "apiVersion": canary.apiVersion,
+        "kind": canary.kind,
+        "metadata": canary.metadata.model_dump(mode="json", exclude_none=True),
+        "spec": canary.spec.model_dump(mode="json", exclude_none=True),
+        "strategy": canary.strategy.value,
+        "status": {
+            "phase": st.phase.value,
+            "canaryWeight": int(last.get("canaryWeight", st.canary_weight)),
+            "primaryWeight": int(last.get("primaryWeight", 100 - st.canary_weight)),
+            "failedChecks": st.failed_checks,
+            "iterations": st.iterations,
+            "lastAppliedSpec": st.last_applied_spec,
+            "lastPromotedSpec": st.last_promoted_spec,
+            "lastTransitionTime": st.last_transition_time,
+            "message": st.message,
+            "manual": {k: v for k, v in ctl.store.get_manual(key).items() if v},
+            "conditions": [
+                {
+                    "type": "Promoted",
+                    "status": {"Succeeded": "True", "Initialized": "True", "Failed": "False"}.get(
+                        st.phase.value, "Unknown"
+                    ),
+                    "reason": st.phase.value,
+                    "message": st.message,
+                }
+            ],
+        },
+    }
+
+
+def create_app(ctl: Controller, token: str) -> Starlette:
+    loadtester = loadtester_app(allow_exec=ctl.settings.loadtester_exec)
+
+    def find(request: Request) -> Canary:
+        key = ObjectKey(f"{request.path_params['namespace']}/{request.path_params['name']}")
+        canary = ctl.engine.canary(key)
+        if canary is None:
+            raise LookupError(f"canary {key} not found")
+        return canary
+
+    async def healthz(_: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    async def version(_: Request) -> Response:
+        return JSONResponse({"version": __version__})
+
+    async def canaries(_: Request) -> Response:
+        return JSONResponse({"items": [canary_json(ctl, c) for c in ctl.canaries()]})
+
+    async def canary(request: Request) -> Response:
+        return JSONResponse(canary_json(ctl, find(request)))
+
+    async def history(request: Request) -> Response:
+        c = find(request)
+        rows = ctl.store.history(c.metadata.key, limit=int(request.query_params.get("limit", "1000")))
+        return JSONResponse({"items": [{"ts": r.ts, **r.body} for r in rows]})
+
+    async def events(request: Request) -> Response:
+        q = request.query_params
+        rows = ctl.store.events(
+            kind=q.get("kind"),
+            key=q.get("key"),
+            after=int(q.get("after", "0")),
+            limit=int(q.get("limit", "200")),
+        )
+        return JSONResponse(
+            {
+                "items": [
+                    {
+                        "id": e.id,
+                        "ts": e.ts,
+                        "kind": e.kind,
+                        "key": e.key,
+                        "reason": e.reason,
+                        "message": e.message,
+                        "type": "Warning" if e.warning else "Normal",
+                    }
+                    for e in rows
+                ]
+            }
+        )
+
+    async def action(request: Request) -> Response:
+        name = request.path_params["action"]
+        if name not in ACTIONS:
+            return JSONResponse({"error": f"unknown action {name!r}; known: {', '.join(ACTIONS)}"}, 404)
+        c = find(request)
+        manual = ctl.engine.request(c.metadata.key, **ACTIONS[name])
+        ctl.scheduler.kick(c.metadata.key)
+        return JSONResponse({"canary": c.metadata.key, "action": name, "manual": manual.__dict__}, 202)
+
+    async def workloads(_: Request) -> Response:
+        items = []
+        for stored in ctl.store.list_objects("Workload"):
+            key = ObjectKey(stored.key)
+            try:
+                status = dataclasses.asdict(ctl.platform.status(key))
+            except Exception as exc:  # a workload the platform does not run (yet) still lists
+                status = {"error": str(exc)}
+            managed_by = [c.metadata.key for c in ctl.canaries() if target_of(c) == key]
+            items.append({**stored.body, "status": status, "canaries": managed_by})
+        return JSONResponse({"items": items})
+
+    async def logs(request: Request) -> Response:
+        key = ObjectKey(f"{request.path_params['namespace']}/{request.path_params['name']}")
+        group = request.query_params.get("group")
+        tail = int(request.query_params.get("tail", "200"))
+        text = ctl.platform.logs(key, Group(group) if group else None, tail=tail)
+        return PlainTextResponse(text)
+
+    async def source(_: Request) -> Response:
+        stored = ctl.store.get_object(SOURCE, "repo")
+        return JSONResponse({"repo": str(ctl.settings.repo), **(stored.body if stored else {})})
+
+    async def reconcile(_: Request) -> Response:
+        ctl.request_reconcile()
+        return JSONResponse({"reconcile": "requested"}, 202)
+
+    async def not_found(_: Request, exc: Exception) -> Response:
+        return JSONResponse({"error": str(exc).strip("'\"")}, 404)
+
+    async def bad_request(_: Request, exc: Exception) -> Response:
+        return JSONResponse({"error": str(exc)}, 400)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        async with loadtester.router.lifespan_context(loadtester):
+            yield
+
+    prefix = "/api/v1"
+    ns_name = "{namespace}/{name}"
+    routes = [
+        Route("/healthz", healthz),
+        Route(f"{prefix}/version", version),
+        Route(f"{prefix}/canaries", canaries),
+        Route(f"{prefix}/canaries/{ns_name}", canary),
+        Route(f"{prefix}/canaries/{ns_name}/history", history),
+        Route(f"{prefix}/canaries/{ns_name}/{{action}}", action, methods=["POST"]),
+        Route(f"{prefix}/workloads", workloads),
+        Route(f"{prefix}/workloads/{ns_name}/logs", logs),
+        Route(f"{prefix}/events", events),
+        Route(f"{prefix}/source", source),
+        Route(f"{prefix}/reconcile", reconcile, methods=["POST"]),
+        Mount("/loadtester", app=loadtester),
+    ]
+    loopback = is_loopback(ctl.settings.listen_host)
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(TokenAuth, token=token, loopback=loopback)],
+        exception_handlers={LookupError: not_found, ValueError: bad_request},
+        lifespan=lifespan,
+    )
+
+
+__all__ = ["CANARY", "create_app"]

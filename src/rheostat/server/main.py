@@ -1,0 +1,74 @@
+"""`rheostat run`: the controller and its API in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+
+import uvicorn
+
+from rheostat.reactor.controller import Controller, ensure_token
+from rheostat.reactor.settings import Settings
+from rheostat.server.api import create_app, is_loopback
+
+log = logging.getLogger(__name__)
+
+
+class Server:
+    """Controller plus uvicorn; `start()` returns once both listen, `stop()` ends them."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.token, self.token_created = ensure_token(settings.data_dir)
+        self.controller = Controller(settings)
+        app = create_app(self.controller, self.token)
+        config = uvicorn.Config(
+            app,
+            host=settings.listen_host,
+            port=settings.listen_port,
+            log_level="warning",
+            lifespan="on",
+            access_log=False,
+        )
+        self.uvicorn = uvicorn.Server(config)
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        host = self.settings.listen_host
+        return f"http://{host if ':' not in host else f'[{host}]'}:{self.settings.listen_port}"
+
+    async def start(self) -> None:
+        if not is_loopback(self.settings.listen_host):
+            log.warning("listening on %s: every request needs the API token", self.settings.listen_host)
+        await self.controller.start()
+        self.uvicorn.config.setup_event_loop = lambda: None  # type: ignore[method-assign]
+        self._task = asyncio.get_running_loop().create_task(self.uvicorn.serve(), name="api")
+        while not self.uvicorn.started:
+            if self._task.done():
+                await self.controller.stop()
+                self._task.result()
+                raise RuntimeError(f"the API could not listen on {self.url}")
+            await asyncio.sleep(0.02)
+
+    async def stop(self) -> None:
+        self.uvicorn.should_exit = True
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self.controller.stop()
+
+
+async def run_forever(settings: Settings, announce: Callable[[Server], None]) -> None:
+    server = Server(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await server.start()
+    try:
+        announce(server)
+        await stop.wait()
+    finally:
+        await server.stop()
