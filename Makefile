@@ -26,7 +26,7 @@ test: check
 	$(PY) -m pytest
 
 bench: $(STAMP)
-	$(PY) -m rheostat.bench
+	$(PY) bench/run.py
 
 clean:
 	rm -rf $(VENV) .rheostat build src/*.egg-info

@@ -109,6 +109,17 @@ async def test_new_canary_starts_all_on_primary(
     assert await who(client, port, 20) == {"primary": 20}
 
 
+async def test_group_host_reaches_one_group_whatever_the_split(
+    router: EnvoyRouter, port: int, client: httpx.AsyncClient
+) -> None:
+    await router.set_routes(KEY, Routes(primary=100, canary=0))
+    assert await who(client, port, 10, headers={"Host": "web-canary"}) == {"canary": 10}
+    assert await who(client, port, 10, headers={"Host": f"web-canary.shop:{port}"}) == {"canary": 10}
+    await router.set_routes(KEY, Routes(primary=0, canary=100))
+    assert await who(client, port, 10, headers={"Host": "web-primary"}) == {"primary": 10}
+    assert await who(client, port, 10, headers={"Host": "elsewhere"}) == {"canary": 10}
+
+
 async def test_weighted_split_is_observed_through_envoy(
     router: EnvoyRouter, port: int, client: httpx.AsyncClient
 ) -> None:

@@ -178,10 +178,36 @@ def route_config(service: ServiceRoute, routes: Routes, version: str) -> Json:
             {
                 "@type": ROUTE_TYPE,
                 "name": name,
-                "virtual_hosts": [{"name": name, "domains": ["*"], "routes": entries}],
+                "virtual_hosts": [  # exact domains win over "*", whatever the order
+                    {"name": name, "domains": ["*"], "routes": entries},
+                    *_group_hosts(service, action_extras),
+                ],
             }
         ],
     }
+
+
+def _group_hosts(service: ServiceRoute, extras: Json) -> list[Json]:
+    """`Host: <canary>-canary` (or `-primary`) reaches one group directly, like Flagger's generated services:
+    load tests and acceptance tests aim at the canary even while it takes no live traffic (blue/green)."""
+    namespace, _, canary_name = service.key.partition("/")
+    hosts = []
+    for group in ("primary", "canary"):
+        host = f"{canary_name}-{group}"
+        hosts.append(
+            {
+                "name": f"{resource_name(service.key)}-{group}",
+                "domains": [host, f"{host}.{namespace}", f"{host}.{namespace}.svc"],
+                "routes": [
+                    {
+                        "name": f"group-{group}",
+                        "match": {"prefix": "/"},
+                        "route": {"cluster": cluster_name(service.key, group), **extras},
+                    }
+                ],
+            }
+        )
+    return hosts
 
 
 def routes_from_config(config: Json, key: ObjectKey) -> Routes:
@@ -232,6 +258,7 @@ def _listener(key: ObjectKey, port: int, layout: Layout) -> Json:
     hcm = {
         "@type": HCM_TYPE,
         "stat_prefix": name,
+        "strip_any_host_port": True,  # so `Host: web-canary:8080` finds the group's virtual host
         "rds": {"route_config_name": name, "config_source": _file_source(layout.rds(key))},
         "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}}],
     }

@@ -1,0 +1,27 @@
+"""`make bench`: every benchmark, one after the other; copy the tables into docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import platform
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import engine_ticks, envoy_overhead
+
+
+def main() -> None:
+    print(
+        f"# rheostat benchmarks, {time.strftime('%Y-%m-%d')}, {platform.machine()}, "
+        f"{platform.python_implementation()} {platform.python_version()}, {len(__import__('os').sched_getaffinity(0))} cores\n"
+    )
+    print("## Engine: 1,000 canaries on the in-memory fakes\n")
+    engine_ticks.main()
+    print("\n## Envoy: overhead of the hop and time to apply a weight\n")
+    envoy_overhead.main()
+
+
+if __name__ == "__main__":
+    main()
