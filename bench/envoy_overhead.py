@@ -109,11 +109,22 @@ async def run(duration_s: float = 10.0, concurrency: int = 8, changes: int = 20)
                 await _load(port, 1.0, concurrency)
                 direct = await _load(primary.port, duration_s, concurrency)
                 envoy = await _load(port, duration_s, concurrency)
+                # One request at a time: the latency a hop adds, without the load generator queueing.
+                direct1 = await _load(primary.port, duration_s / 2, 1)
+                envoy1 = await _load(port, duration_s / 2, 1)
                 propagation = await _propagation(router, port, changes)
         finally:
             await router.stop()
     ratio = {k: envoy[k] / direct[k] for k in ("rps", "p50_ms", "p99_ms")}
-    return {"direct": direct, "envoy": envoy, "ratio": ratio, "set_routes": propagation}
+    return {
+        "direct": direct,
+        "envoy": envoy,
+        "ratio": ratio,
+        "set_routes": propagation,
+        "direct_c1": direct1,
+        "envoy_c1": envoy1,
+        "added_p50_ms_c1": envoy1["p50_ms"] - direct1["p50_ms"],
+    }
 
 
 def render(result: dict[str, Any]) -> str:
@@ -124,6 +135,14 @@ def render(result: dict[str, Any]) -> str:
         f"| direct | {d['requests']} | {d['errors']} | {d['rps']:,.0f} | {d['p50_ms']:.3f} | {d['p99_ms']:.3f} |",
         f"| via Envoy | {e['requests']} | {e['errors']} | {e['rps']:,.0f} | {e['p50_ms']:.3f} | {e['p99_ms']:.3f} |",
         f"| Envoy / direct | | | {r['rps']:.2f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} |",
+        "",
+        "| one request at a time | requests | p50 ms | p99 ms |",
+        "|---|---|---|---|",
+        f"| direct | {result['direct_c1']['requests']} | {result['direct_c1']['p50_ms']:.3f} | "
+        f"{result['direct_c1']['p99_ms']:.3f} |",
+        f"| via Envoy | {result['envoy_c1']['requests']} | {result['envoy_c1']['p50_ms']:.3f} | "
+        f"{result['envoy_c1']['p99_ms']:.3f} |",
+        f"| added by the hop (p50) | | {result['added_p50_ms_c1']:.3f} | |",
         "",
         "| set_routes() until Envoy confirms | median ms | max ms |",
         "|---|---|---|",
