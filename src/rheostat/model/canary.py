@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from rheostat.model.base import ObjectMeta, Strict
 from rheostat.util.durations import parse_duration
@@ -400,7 +400,8 @@ class Analysis(Strict):
     alerts: list[AlertRef] = Field(default_factory=list)
     webhooks: list[Webhook] = Field(default_factory=list)
     sessionAffinity: SessionAffinity | None = None
-    judge: str = "threshold"  # ours: which judge decides; see docs/analysis.md
+    judge: str = "threshold"  # ours: which judge decides (the threshold judge is Flagger's)
+    _strategy: Strategy = PrivateAttr(default=Strategy.CANARY)
 
     @field_validator("interval")
     @classmethod
@@ -446,14 +447,19 @@ class Analysis(Strict):
     def interval_s(self) -> float:
         return parse_duration(self.interval)
 
+    def model_post_init(self, context: Any, /) -> None:
+        # Decided once, at load, by Flagger's rule: match + iterations is A/B, iterations alone blue/green,
+        # otherwise a weighted canary. Kept as a value so nothing downstream re-derives it.
+        if self.iterations and self.match:
+            self._strategy = Strategy.AB_TESTING
+        elif self.iterations:
+            self._strategy = Strategy.BLUE_GREEN
+        else:
+            self._strategy = Strategy.CANARY
+
     @property
     def strategy(self) -> Strategy:
-        """Flagger's rule: match + iterations is A/B, iterations alone blue/green, else weighted canary."""
-        if self.iterations and self.match:
-            return Strategy.AB_TESTING
-        if self.iterations:
-            return Strategy.BLUE_GREEN
-        return Strategy.CANARY
+        return self._strategy
 
     @property
     def max_weight(self) -> int:
