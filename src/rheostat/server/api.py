@@ -25,6 +25,15 @@ from rheostat.reactor.controller import Controller
 from rheostat.rollout.engine import CANARY, target_of
 from rheostat.server.loadtester import loadtester_app
 
+RUN = ("Progressing", "WaitingPromotion")
+# Where each action means something; anywhere else it is refused, so no request lingers into the next run.
+APPLIES = {
+    "promote": RUN,
+    "abort": ("Waiting", *RUN),
+    "approve": ("Waiting", *RUN),
+    "halt": RUN,
+    "unhalt": RUN,
+}
 ACTIONS = {
     "promote": {"promote": True},
     "abort": {"rollback": True},
@@ -164,6 +173,15 @@ def create_app(ctl: Controller, token: str) -> Starlette:
         if name not in ACTIONS:
             return JSONResponse({"error": f"unknown action {name!r}; known: {', '.join(ACTIONS)}"}, 404)
         c = find(request)
+        phase = ctl.engine.status(c.metadata.key).phase.value
+        if name in APPLIES and phase not in APPLIES[name]:
+            return JSONResponse(
+                {
+                    "error": f"{name} applies to a canary that is {' or '.join(APPLIES[name])}; "
+                    f"{c.metadata.key} is {phase}"
+                },
+                409,
+            )
         manual = ctl.engine.request(c.metadata.key, **ACTIONS[name])
         ctl.scheduler.kick(c.metadata.key)
         return JSONResponse({"canary": c.metadata.key, "action": name, "manual": manual.__dict__}, 202)
