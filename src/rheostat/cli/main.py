@@ -8,6 +8,7 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -139,6 +140,34 @@ def fail(exc: Exception) -> NoReturn:
     sys.exit(1)
 
 
+def fetch(server: str, path: str, *, text: bool = False, **params: Any) -> Any:
+    """One GET against the server's API; a failure is a one-line message and exit 1."""
+    c = client(server)
+    try:
+        return c.text(path, **params) if text else c.get(path, **params)
+    except ApiError as exc:
+        fail(exc)
+    finally:
+        c.close()
+
+
+def print_items(
+    items: list[dict[str, Any]],
+    output: str,
+    columns: tuple[str, ...],
+    row: Callable[[dict[str, Any]], list[str]],
+) -> None:
+    if output == "json":
+        click.echo(json.dumps(items, indent=2))
+        return
+    table = Table()
+    for col in columns:
+        table.add_column(col, no_wrap=col != "MESSAGE")
+    for it in items:
+        table.add_row(*row(it))
+    Console().print(table)
+
+
 @cli.command("run")
 @click.option(
     "--repo",
@@ -194,22 +223,9 @@ def get_group() -> None:
 @server_option
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
 def get_canaries(server: str, output: str) -> None:
-    c = client(server)
-    try:
-        items = c.get("/canaries")["items"]
-    except ApiError as exc:
-        fail(exc)
-    finally:
-        c.close()
-    if output == "json":
-        click.echo(json.dumps(items, indent=2))
-        return
-    table = Table()
-    for col in ("NAMESPACE", "NAME", "STRATEGY", "PHASE", "WEIGHT", "FAILED", "ITERATIONS", "MESSAGE"):
-        table.add_column(col, no_wrap=col != "MESSAGE")
-    for it in items:
+    def row(it: dict[str, Any]) -> list[str]:
         st = it["status"]
-        table.add_row(
+        return [
             it["metadata"]["namespace"],
             it["metadata"]["name"],
             it["strategy"],
@@ -218,45 +234,35 @@ def get_canaries(server: str, output: str) -> None:
             str(st["failedChecks"]),
             str(st["iterations"]),
             st["message"],
-        )
-    Console().print(table)
+        ]
+
+    columns = ("NAMESPACE", "NAME", "STRATEGY", "PHASE", "WEIGHT", "FAILED", "ITERATIONS", "MESSAGE")
+    print_items(fetch(server, "/canaries")["items"], output, columns, row)
 
 
 @get_group.command("workloads")
 @server_option
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
 def get_workloads(server: str, output: str) -> None:
-    c = client(server)
-    try:
-        items = c.get("/workloads")["items"]
-    except ApiError as exc:
-        fail(exc)
-    finally:
-        c.close()
-    if output == "json":
-        click.echo(json.dumps(items, indent=2))
-        return
-    table = Table()
-    for col in ("NAMESPACE", "NAME", "CANARIES", "PRIMARY", "CANARY", "REVISION"):
-        table.add_column(col)
-    for it in items:
+    def group(g: dict[str, Any] | None) -> str:
+        if not g:
+            return "-"
+        ready = sum(1 for r in g.get("replicas") or [] if r.get("ready"))
+        return f"{ready}/{g.get('desired', 0)}"
+
+    def row(it: dict[str, Any]) -> list[str]:
         st = it.get("status", {})
-
-        def group(g: dict[str, Any] | None) -> str:
-            if not g:
-                return "-"
-            ready = sum(1 for r in g.get("replicas") or [] if r.get("ready"))
-            return f"{ready}/{g.get('desired', 0)}"
-
-        table.add_row(
+        return [
             it["metadata"]["namespace"],
             it["metadata"]["name"],
             ", ".join(it.get("canaries", [])),
             group(st.get("primary")),
             group(st.get("canary")),
             str(st.get("revision", "-")),
-        )
-    Console().print(table)
+        ]
+
+    columns = ("NAMESPACE", "NAME", "CANARIES", "PRIMARY", "CANARY", "REVISION")
+    print_items(fetch(server, "/workloads")["items"], output, columns, row)
 
 
 def _action(name: str, help_text: str) -> None:
@@ -297,16 +303,12 @@ for _name, _help in (
 @server_option
 def logs_cmd(workload: str, namespace: str, group: str | None, tail: int, server: str) -> None:
     """Print the output of a workload's processes."""
-    c = client(server)
-    params: dict[str, object] = {"tail": tail}
+    params: dict[str, Any] = {"tail": tail}
     if group:
         params["group"] = group
-    try:
-        click.echo(c.text(f"/workloads/{split_name(workload, namespace)}/logs", **params), nl=False)
-    except ApiError as exc:
-        fail(exc)
-    finally:
-        c.close()
+    click.echo(
+        fetch(server, f"/workloads/{split_name(workload, namespace)}/logs", text=True, **params), nl=False
+    )
 
 
 @cli.command("events")
@@ -316,18 +318,12 @@ def logs_cmd(workload: str, namespace: str, group: str | None, tail: int, server
 @server_option
 def events_cmd(kind: str | None, key: str | None, limit: int, server: str) -> None:
     """Print recent events."""
-    c = client(server)
-    params: dict[str, object] = {"limit": limit}
+    params: dict[str, Any] = {"limit": limit}
     if kind:
         params["kind"] = kind
     if key:
         params["key"] = key
-    try:
-        items = c.get("/events", **params)["items"]
-    except ApiError as exc:
-        fail(exc)
-    finally:
-        c.close()
+    items = fetch(server, "/events", **params)["items"]
     for e in items:
         when = time.strftime("%H:%M:%S", time.localtime(e["ts"]))
         click.echo(f"{when} {e['type']:<7} {e['kind']} {e['key']} {e['reason']}: {e['message']}")

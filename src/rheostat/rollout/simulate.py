@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 from rheostat.model.base import object_key
 from rheostat.model.canary import Canary, Metric, Webhook
-from rheostat.plugins.metrics.base import MetricQuery
+from rheostat.model.metric_template import ProviderType
+from rheostat.plugins.metrics.base import MetricProvider, MetricQuery
 from rheostat.plugins.metrics.memory import MemoryMetrics
 from rheostat.plugins.platforms.memory import MemoryPlatform
 from rheostat.plugins.routers.memory import MemoryRouter
@@ -105,20 +106,7 @@ async def simulate(canary: Canary, *, ticks: int = 200, fail_from: int | None = 
     store.put_object(
         CANARY, canary.metadata.key, canary.model_dump(mode="json", exclude_none=True), "simulate"
     )
-    providers = {"builtin": provider, "prometheus": provider}
-    for kind in (
-        "influxdb",
-        "datadog",
-        "stackdriver",
-        "cloudwatch",
-        "newrelic",
-        "graphite",
-        "dynatrace",
-        "keptn",
-        "splunk",
-        "externalmetrics",
-    ):
-        providers[kind] = provider
+    providers: dict[str, MetricProvider] = {kind: provider for kind in get_args(ProviderType)}
     checker = Checker(_PassingHooks(), providers, lambda ns, name: None)
     engine = Engine(store, router, platform, checker, clock=clock.now)
     interval = canary.spec.the_analysis.interval_s

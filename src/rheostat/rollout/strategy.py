@@ -92,6 +92,19 @@ class _Tick:
             return Routes(0, 100)  # a failed promotion keeps serving from the canary
         return ALL_PRIMARY
 
+    def new_run(self, revision: str) -> CanaryStatus:
+        """A fresh run of `revision`: weight, checks and iterations start from zero."""
+        return self.status(
+            phase=Phase.PROGRESSING,
+            canary_weight=0,
+            failed_checks=0,
+            iterations=0,
+            mirrored=False,
+            last_applied_spec=revision,
+            waiting_alerted=False,
+            session_cookie=revision,
+        )
+
     def rollback(self, message: str, alert: Severity = Severity.ERROR) -> Decision:
         return self.decide(
             self.status(
@@ -248,16 +261,7 @@ class _Tick:
             )
         rev = self.obs.revision
         return self.decide(
-            self.status(
-                phase=Phase.PROGRESSING,
-                canary_weight=0,
-                failed_checks=0,
-                iterations=0,
-                mirrored=False,
-                last_applied_spec=rev,
-                waiting_alerted=False,
-                session_cookie=rev,
-            ),
+            self.new_run(rev),
             Event("NewRevision", f"New revision detected! Scaling up {self.target}", alert=Severity.INFO),
             routes=ALL_PRIMARY if self.obs.routes != ALL_PRIMARY else None,
             actions=(ActionKind.SCALE_UP,),
@@ -280,15 +284,7 @@ class _Tick:
                 clear_manual=True,
             )
         return self.decide(
-            self.status(
-                phase=Phase.PROGRESSING,
-                canary_weight=0,
-                failed_checks=0,
-                iterations=0,
-                mirrored=False,
-                last_applied_spec=rev,
-                session_cookie=rev,
-            ),
+            self.new_run(rev),
             Event(
                 "NewRevision",
                 f"New revision detected! Restarting analysis for {self.target}",
