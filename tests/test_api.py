@@ -69,3 +69,21 @@ async def test_routes_tokens_and_phase_rules(tmp_path: Path) -> None:
             assert (await api.get(f"/api/v1/canaries/{KEY}")).json()["status"]["manual"] == {"paused": True}
     finally:
         await rig.stop()
+
+
+async def test_a_taken_api_port_is_one_clear_error(tmp_path: Path) -> None:
+    import socket
+
+    import pytest
+
+    from rheostat.reactor.settings import Settings
+    from rheostat.server.main import Server
+
+    rig = Rig(tmp_path)
+    rig.commit(workload("6.0.0"), message="first")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", rig.api_port))
+        taken.listen()
+        server = Server(Settings(repo=rig.repo, data_dir=rig.data, listen_port=rig.api_port))
+        with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{rig.api_port}"):
+            await server.start()

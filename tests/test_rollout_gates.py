@@ -152,3 +152,25 @@ async def test_failing_notifier_never_blocks_a_rollout() -> None:
     await h.engine.drain()
     assert h.state().phase is Phase.SUCCEEDED
     assert "NewRevision" in calls and "Promoted" in calls
+
+
+async def test_requests_left_at_rest_do_not_leak_into_the_next_run() -> None:
+    h = Harness(canary_yaml("{interval: 10s, stepWeight: 50}"))
+    await h.tick()
+    h.engine.request(h.key, rollback=True, promote=True, halt=True)  # what a race with the API could leave
+    h.platform.set_revision(h.target, "rev-2")
+    seen = [p for p, *_ in await h.run(6)]
+    assert seen == ["Progressing", "Progressing", "Progressing", "Promoting", "Finalising", "Succeeded"]
+    assert h.engine.manual(h.key) == type(h.engine.manual(h.key))()
+
+
+async def test_waiting_is_one_event_not_one_per_tick() -> None:
+    from rheostat.plugins.platforms.base import Group
+
+    h = Harness(canary_yaml("{interval: 10s, stepWeight: 50}"))
+    h.platform.set_ready(h.target, Group.PRIMARY, False)
+    await h.run(5)
+    assert [e.reason for e in h.store.events(key=h.key)] == ["Waiting"]
+    h.platform.set_ready(h.target, Group.PRIMARY, True)
+    await h.run(4)  # at rest, nothing happens: no history rows either
+    assert len(h.store.history(h.key)) == 2

@@ -102,3 +102,17 @@ def test_simulate_reports_malformed_yaml_with_line(tmp_path: Path) -> None:
     res = CliRunner().invoke(cli, ["simulate", str(f)])
     assert res.exit_code == 2
     assert "malformed YAML" in res.output and "line" in res.output
+
+
+def test_simulate_runs_canaries_with_metric_templates(tmp_path: Path) -> None:
+    f = tmp_path / "canary.yaml"
+    f.write_text(
+        "apiVersion: flagger.app/v1beta1\nkind: Canary\nmetadata: {name: web, namespace: prod}\n"
+        "spec:\n  targetRef: {apiVersion: apps/v1, kind: Deployment, name: web}\n  service: {port: 8080}\n"
+        "  analysis:\n    interval: 30s\n    stepWeight: 50\n    metrics:\n"
+        "    - {name: latency, templateRef: {name: latency}, thresholdRange: {max: 500}}\n"
+    )
+    res = CliRunner().invoke(cli, ["simulate", str(f), "-o", "json"])
+    assert json.loads(res.output)["outcome"] == "Succeeded"
+    res = CliRunner().invoke(cli, ["simulate", str(f), "-o", "json", "--fail-from", "2"])
+    assert json.loads(res.output)["outcome"] == "Failed"

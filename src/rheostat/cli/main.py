@@ -141,7 +141,10 @@ def fail(exc: Exception) -> NoReturn:
 
 
 def fetch(server: str, path: str, *, text: bool = False, **params: Any) -> Any:
-    """One GET against the server's API; a failure is a one-line message and exit 1."""
+    """One GET against the server's API; a failure is a one-line message and exit 1.
+
+    Reading needs no token on loopback; elsewhere it comes from RHEOSTAT_TOKEN or ./.rheostat/token.
+    """
     c = client(server)
     try:
         return c.text(path, **params) if text else c.get(path, **params)

@@ -400,7 +400,7 @@ class Analysis(Strict):
     alerts: list[AlertRef] = Field(default_factory=list)
     webhooks: list[Webhook] = Field(default_factory=list)
     sessionAffinity: SessionAffinity | None = None
-    judge: str = "threshold"  # ours: which judge decides (the threshold judge is Flagger's)
+    judge: Literal["threshold"] = "threshold"  # ours: which judge decides (the threshold judge is Flagger's)
     _strategy: Strategy = PrivateAttr(default=Strategy.CANARY)
 
     @field_validator("interval")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import yaml
@@ -14,8 +13,6 @@ from rheostat.plugins.notifiers.base import Alert, Severity
 from rheostat.plugins.notifiers.factory import notifier_from_provider
 from rheostat.rollout.types import CanaryStatus, Event
 from rheostat.store import Store
-
-log = logging.getLogger(__name__)
 
 
 class Secrets:
@@ -47,35 +44,47 @@ class Alerter:
             subscribed = Severity(ref.severity or "info")
             if not event.alert.reaches(subscribed):
                 continue
-            ns = ref.providerRef.namespace or canary.metadata.namespace
-            stored = self.store.get_object("AlertProvider", f"{ns}/{ref.providerRef.name}")
-            if stored is None:
-                log.warning(
-                    "alert %s of %s: AlertProvider %s/%s not found",
-                    ref.name,
-                    canary.metadata.key,
-                    ns,
+            try:
+                await self._send(
+                    canary,
+                    ref.providerRef.namespace or canary.metadata.namespace,
                     ref.providerRef.name,
+                    event,
+                    status,
                 )
-                continue
-            provider = parse_object(stored.body, stored.source)
-            assert isinstance(provider, AlertProvider)
-            secret = None
-            if provider.spec.secretRef is not None:
-                secret = self.secrets.get(ns, provider.spec.secretRef.name)
-            notifier = notifier_from_provider(provider.spec, secret)
-            await notifier.post(
-                Alert(
-                    name=canary.metadata.name,
-                    namespace=canary.metadata.namespace,
-                    phase=status.phase.value,
-                    message=event.message,
-                    severity=event.alert,
-                    cluster=self.cluster,
-                    fields={
-                        "Target": canary.spec.targetRef.name,
-                        "Phase": status.phase.value,
-                        "Failed checks": f"{status.failed_checks}/{canary.spec.the_analysis.threshold}",
-                    },
-                )
+            except Exception as exc:  # an alert that cannot go out is an event on the canary, never a crash
+                with self.store.transaction():
+                    self.store.add_event(
+                        "Canary",
+                        canary.metadata.key,
+                        "AlertFailed",
+                        f"alert {ref.name} could not be sent: {exc}",
+                        warning=True,
+                    )
+
+    async def _send(self, canary: Canary, ns: str, name: str, event: Event, status: CanaryStatus) -> None:
+        assert event.alert is not None
+        stored = self.store.get_object("AlertProvider", f"{ns}/{name}")
+        if stored is None:
+            raise LookupError(f"AlertProvider {ns}/{name} not found")
+        provider = parse_object(stored.body, stored.source)
+        assert isinstance(provider, AlertProvider)
+        secret = None
+        if provider.spec.secretRef is not None:
+            secret = self.secrets.get(ns, provider.spec.secretRef.name)
+        notifier = notifier_from_provider(provider.spec, secret)
+        await notifier.post(
+            Alert(
+                name=canary.metadata.name,
+                namespace=canary.metadata.namespace,
+                phase=status.phase.value,
+                message=event.message,
+                severity=event.alert,
+                cluster=self.cluster,
+                fields={
+                    "Target": canary.spec.targetRef.name,
+                    "Phase": status.phase.value,
+                    "Failed checks": f"{status.failed_checks}/{canary.spec.the_analysis.threshold}",
+                },
             )
+        )

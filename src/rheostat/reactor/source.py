@@ -20,7 +20,7 @@ class SourceError(Exception):
 class Snapshot:
     revision: str
     root: Path
-    describe: str  # "main@1a2b3c4: message" or "folder@hash"
+    describe: str  # "1a2b3c4: subject" or "folder PATH@hash"
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -40,7 +40,7 @@ class LocalSource:
 
     def __init__(self, path: Path, workdir: Path, branch: str | None = None) -> None:
         self.path = path.resolve()
-        self.workdir = workdir
+        self.workdir = workdir.resolve()  # git archive --output is relative to the repository otherwise
         self.branch = branch
         if not self.path.exists():
             raise SourceError(f"repository {self.path} does not exist")

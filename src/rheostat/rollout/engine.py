@@ -32,9 +32,12 @@ from rheostat.rollout.types import (
 )
 from rheostat.rollout.webhooks import event_payload
 from rheostat.store import Store
+from rheostat.util.durations import parse_duration
 
 log = logging.getLogger(__name__)
 CANARY = "Canary"
+KEEP_ROWS = 10_000  # history rows and events kept per canary
+PRUNE_EVERY = 100  # ticks
 AlertSink = Callable[[Canary, Event, CanaryStatus], Coroutine[Any, Any, None]]
 
 
@@ -111,6 +114,7 @@ class Engine:
             port=canary.spec.service.port,
             primary=await self.platform.endpoints(target, Group.PRIMARY),
             canary=await self.platform.endpoints(target, Group.CANARY),
+            timeout_s=parse_duration(canary.spec.service.timeout) if canary.spec.service.timeout else None,
         )
 
     async def observe(self, canary: Canary, status: CanaryStatus) -> Observations:
@@ -176,10 +180,13 @@ class Engine:
             for e in d.events:
                 self.store.add_event(CANARY, key, e.reason, e.message, e.warning, ts=now)
             if d.clear_manual:
-                self.store.put_manual(key, {"paused": True} if obs.manual.paused else {})
-            self.store.add_history(
-                key, history_row(d.status, routes, analysis.metrics if analysis else ()), now
-            )
+                current = self.store.get_manual(key)
+                self.store.put_manual(key, {k: v for k, v in current.items() if k not in d.clear_manual})
+            if d.events or d.routes is not None or analysis is not None or d.outcome is not None:
+                metrics = analysis.metrics if analysis else ()
+                self.store.add_history(key, history_row(d.status, routes, metrics), now)
+            if d.status.tick % PRUNE_EVERY == 0:
+                self.store.prune(CANARY, key, KEEP_ROWS)
         if d.outcome is not None:
             k = (key, d.outcome.value)
             self.counters[k] = self.counters.get(k, 0) + 1

@@ -8,7 +8,7 @@ from typing import Any, get_args
 
 from rheostat.model.base import object_key
 from rheostat.model.canary import Canary, Metric, Webhook
-from rheostat.model.metric_template import ProviderType
+from rheostat.model.metric_template import MetricTemplate, ProviderType
 from rheostat.plugins.metrics.base import MetricProvider, MetricQuery
 from rheostat.plugins.metrics.memory import MemoryMetrics
 from rheostat.plugins.platforms.memory import MemoryPlatform
@@ -75,6 +75,18 @@ def _value(metric: Metric, passing: bool) -> float | None:
     return hi + 1 if hi is not None else None
 
 
+def _any_template(namespace: str, name: str) -> MetricTemplate:
+    """Every referenced template exists in a simulation; its values come from the simulated source."""
+    return MetricTemplate.model_validate(
+        {
+            "apiVersion": "flagger.app/v1beta1",
+            "kind": "MetricTemplate",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"provider": {"type": "prometheus"}, "query": "simulated"},
+        }
+    )
+
+
 class _Clock:
     def __init__(self) -> None:
         self.t = 0.0
@@ -107,7 +119,7 @@ async def simulate(canary: Canary, *, ticks: int = 200, fail_from: int | None = 
         CANARY, canary.metadata.key, canary.model_dump(mode="json", exclude_none=True), "simulate"
     )
     providers: dict[str, MetricProvider] = {kind: provider for kind in get_args(ProviderType)}
-    checker = Checker(_PassingHooks(), providers, lambda ns, name: None)
+    checker = Checker(_PassingHooks(), providers, _any_template)
     engine = Engine(store, router, platform, checker, clock=clock.now)
     interval = canary.spec.the_analysis.interval_s
     rows: list[Row] = []

@@ -16,6 +16,8 @@ from rheostat.plugins.platforms.base import Readiness
 from rheostat.plugins.routers.base import Routes, StickyCookie
 from rheostat.rollout.types import (
     AT_REST,
+    REQUESTS,
+    STALE_AT_START,
     ActionKind,
     CanaryStatus,
     Check,
@@ -64,6 +66,8 @@ class _Tick:
         status = status or self.s
         if events:
             status = replace(status, message=events[-1].message)
+        if status.phase == self.s.phase:  # the same news every tick (still waiting) is one event, not many
+            events = tuple(e for e in events if e.message != self.s.message or e.alert is not None)
         return Decision(status=status, events=events, **kw)  # type: ignore[arg-type]
 
     def gate(self, check: Check) -> Step | bool:
@@ -114,7 +118,7 @@ class _Tick:
             routes=ALL_PRIMARY,
             actions=(ActionKind.SCALE_DOWN, ActionKind.POST_ROLLOUT),
             outcome=Outcome.FAILED,
-            clear_manual=True,
+            clear_manual=REQUESTS,
         )
 
     def failed_check(self, what: str) -> Decision:
@@ -221,7 +225,7 @@ class _Tick:
                     routes=Routes(0, 100),
                     actions=(ActionKind.POST_ROLLOUT,),
                     outcome=Outcome.FAILED,
-                    clear_manual=True,
+                    clear_manual=REQUESTS,
                 )
             return self.rollback(f"primary not ready, progress deadline exceeded: {r.message}")
         return self.decide(None, Event("Waiting", f"waiting for the primary of {self.name}: {r.message}"))
@@ -233,7 +237,7 @@ class _Tick:
             return self.decide(
                 self.status(phase=Phase.SUCCEEDED, last_applied_spec=self.obs.revision),
                 Event("Cancelled", f"{self.target} is back at the promoted revision; nothing to roll out"),
-                clear_manual=True,
+                clear_manual=REQUESTS,
             )
         if self.s.phase is Phase.WAITING and self.obs.manual.rollback:
             return self.decide(
@@ -242,7 +246,7 @@ class _Tick:
                     "Rollback", f"rollout of {self.name} refused by hand while waiting", True, Severity.WARN
                 ),
                 outcome=Outcome.FAILED,
-                clear_manual=True,
+                clear_manual=REQUESTS,
             )
         gate = self.gate(Check.CONFIRM_ROLLOUT)
         if isinstance(gate, NeedCheck):
@@ -265,6 +269,7 @@ class _Tick:
             Event("NewRevision", f"New revision detected! Scaling up {self.target}", alert=Severity.INFO),
             routes=ALL_PRIMARY if self.obs.routes != ALL_PRIMARY else None,
             actions=(ActionKind.SCALE_UP,),
+            clear_manual=STALE_AT_START,
         )
 
     def revision_changed(self) -> Step | None:
@@ -281,7 +286,7 @@ class _Tick:
                 ),
                 routes=ALL_PRIMARY,
                 actions=(ActionKind.SCALE_DOWN,),
-                clear_manual=True,
+                clear_manual=REQUESTS,
             )
         return self.decide(
             self.new_run(rev),
@@ -292,7 +297,7 @@ class _Tick:
             ),
             routes=ALL_PRIMARY,
             actions=(ActionKind.SCALE_UP,),
-            clear_manual=True,
+            clear_manual=REQUESTS,
         )
 
     def canary_ready(self) -> Step | None:
@@ -316,7 +321,7 @@ class _Tick:
             routes=ALL_PRIMARY,
             actions=(ActionKind.PROMOTE, ActionKind.SCALE_DOWN, ActionKind.POST_ROLLOUT),
             outcome=Outcome.SKIPPED,
-            clear_manual=True,
+            clear_manual=REQUESTS,
         )
 
     def manual_rollback(self) -> Step | None:
@@ -373,7 +378,7 @@ class _Tick:
             routes=ALL_PRIMARY if self.obs.routes != ALL_PRIMARY else None,
             actions=(ActionKind.SCALE_DOWN, ActionKind.POST_ROLLOUT),
             outcome=Outcome.COMPLETED,
-            clear_manual=True,
+            clear_manual=REQUESTS,
         )
 
     def threshold(self) -> Step | None:

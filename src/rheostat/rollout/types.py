@@ -125,6 +125,10 @@ class Manual:
     paused: bool = False  # no ticks at all until resumed; outlives the run
 
 
+REQUESTS = frozenset({"approve", "halt", "rollback", "promote"})  # per run; `paused` outlives runs
+STALE_AT_START = frozenset({"halt", "rollback", "promote"})  # an approval given while Waiting carries on
+
+
 @dataclass(frozen=True)
 class Observations:
     now: float
@@ -170,7 +174,7 @@ class Decision:
     actions: tuple[ActionKind, ...] = ()  # applied in order, after the routes
     events: tuple[Event, ...] = ()
     outcome: Outcome | None = None
-    clear_manual: bool = False  # the run the manual requests applied to is over
+    clear_manual: frozenset[str] = frozenset()  # manual requests that no longer apply (see REQUESTS)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 from collections.abc import Callable
 
 import uvicorn
@@ -40,7 +41,19 @@ class Server:
         host = self.settings.listen_host
         return f"http://{host if ':' not in host else f'[{host}]'}:{self.settings.listen_port}"
 
+    def _check_port(self) -> None:
+        """uvicorn exits the process on a taken port; say it in one line before anything starts."""
+        host, port = self.settings.listen_host, self.settings.listen_port
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                raise OSError(f"the API cannot listen on {host}:{port}: {exc.strerror}") from None
+
     async def start(self) -> None:
+        self._check_port()
         if not is_loopback(self.settings.listen_host):
             log.warning("listening on %s: every request needs the API token", self.settings.listen_host)
         await self.controller.start()
@@ -49,8 +62,7 @@ class Server:
         while not self.uvicorn.started:
             if self._task.done():
                 await self.controller.stop()
-                self._task.result()
-                raise RuntimeError(f"the API could not listen on {self.url}")
+                raise OSError(f"the API could not listen on {self.url}")
             await asyncio.sleep(0.02)
 
     async def stop(self) -> None:

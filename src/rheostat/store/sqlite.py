@@ -177,6 +177,18 @@ class Store:
             (time.time() if ts is None else ts, key, json.dumps(body)),
         )
 
+    def prune(self, kind: str, key: str, keep: int) -> None:
+        """Keep the newest `keep` history rows and events of one object."""
+        for table, where, args in (
+            ("history", "key = ?", (key,)),
+            ("events", "kind = ? AND key = ?", (kind, key)),
+        ):
+            self._db.execute(
+                f"DELETE FROM {table} WHERE {where} AND id <= (SELECT id FROM {table} WHERE {where} "
+                "ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                (*args, *args, keep),
+            )
+
     def history(self, key: str, limit: int = 1000) -> list[HistoryRecord]:
         rows = self._db.execute(
             "SELECT id, ts, key, body FROM history WHERE key = ? ORDER BY id DESC LIMIT ?", (key, limit)
