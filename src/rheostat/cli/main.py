@@ -28,7 +28,7 @@ from rheostat.rollout.simulate import shortest_promotion_s, simulate
 from rheostat.server.main import Server, run_forever
 from rheostat.util.durations import format_duration
 
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 @click.group()
@@ -190,8 +190,8 @@ def run_cmd(
 ) -> None:
     """Start the controller, Envoy, the local platform and the API for the manifests in REPO."""
     host, _, port = listen.rpartition(":")
-    if not host or not port.isdigit():
-        fail(ValueError(f"--listen {listen!r}: expected HOST:PORT"))
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        fail(ValueError(f"--listen {listen!r}: expected HOST:PORT with a port from 1 to 65535"))
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -208,8 +208,9 @@ def run_cmd(
 
     def announce(server: Server) -> None:
         err.print(f"rheostat {__version__} serving {repo} on {server.url} (data in {data_dir})")
-        if server.token_created:
+        if server.token_unseen:
             err.print(f"API token (shown once, kept in {data_dir / 'token'}): {server.token}")
+            server.token_seen()
 
     try:
         asyncio.run(run_forever(settings, announce))

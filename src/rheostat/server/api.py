@@ -200,6 +200,8 @@ def create_app(ctl: Controller, token: str) -> Starlette:
 
     async def logs(request: Request) -> Response:
         key = ObjectKey(f"{request.path_params['namespace']}/{request.path_params['name']}")
+        if ctl.store.get_object("Workload", key) is None:
+            raise LookupError(f"workload {key} not found")
         group = request.query_params.get("group")
         tail = int(request.query_params.get("tail", "200"))
         text = ctl.platform.logs(key, Group(group) if group else None, tail=tail)

@@ -22,7 +22,7 @@ class Server:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.token, self.token_created = ensure_token(settings.data_dir)
+        self.token, _ = ensure_token(settings.data_dir)
         self.controller = Controller(settings)
         app = create_app(self.controller, self.token)
         config = uvicorn.Config(
@@ -35,6 +35,14 @@ class Server:
         )
         self.uvicorn = uvicorn.Server(config)
         self._task: asyncio.Task[None] | None = None
+
+    @property
+    def token_unseen(self) -> bool:
+        """True until the token has been shown once (a first start that failed showed nothing)."""
+        return not (self.settings.data_dir / "token.shown").exists()
+
+    def token_seen(self) -> None:
+        (self.settings.data_dir / "token.shown").touch()
 
     @property
     def url(self) -> str:
