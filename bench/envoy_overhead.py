@@ -8,7 +8,6 @@ Loopback only. `python bench/envoy_overhead.py` prints a markdown table; main() 
 from __future__ import annotations
 
 import asyncio
-import socket
 import statistics
 import sys
 import tempfile
@@ -19,19 +18,13 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for tests.envoy_backend
 
 from tests.envoy_backend import Backend, KeepAliveClient
+from tests.servers import free_port as _free_port
 
 from rheostat.model.base import ObjectKey
 from rheostat.plugins.routers.base import Routes, ServiceRoute, Upstream
 from rheostat.plugins.routers.envoy import EnvoyRouter
 
 KEY = ObjectKey("bench/app")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _percentile(sorted_values: list[float], q: float) -> float:

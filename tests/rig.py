@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import socket
-import subprocess
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -19,15 +16,10 @@ from rheostat.model.base import ObjectKey
 from rheostat.reactor.settings import Settings
 from rheostat.rollout.types import CanaryStatus, Phase
 from rheostat.server.main import Server
+from tests.servers import free_port, git
 
 NS = "e2e"
 KEY = ObjectKey(f"{NS}/web")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def workload(
@@ -120,14 +112,7 @@ class Rig:
         return f"http://127.0.0.1:{self.port}"
 
     def _git(self, *args: str) -> None:
-        env = {
-            **os.environ,
-            "GIT_AUTHOR_NAME": "t",
-            "GIT_AUTHOR_EMAIL": "t@localhost",
-            "GIT_COMMITTER_NAME": "t",
-            "GIT_COMMITTER_EMAIL": "t@localhost",
-        }
-        subprocess.run(["git", "-C", str(self.repo), *args], check=True, capture_output=True, env=env)
+        git(self.repo, *args)
 
     def commit(self, *docs: str, message: str = "change") -> None:
         (self.repo / "app.yaml").write_text("---\n".join(docs))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -16,6 +15,7 @@ from rheostat.plugins.notifiers.webhook import SIGNATURE_HEADER, verify_signatur
 from rheostat.reactor.alerts import Alerter, Secrets
 from rheostat.rollout.types import Phase
 from tests.harness import Harness, canary_yaml
+from tests.servers import serving
 
 Received = list[tuple[str, dict[str, str], bytes]]
 
@@ -36,13 +36,8 @@ def receiver() -> Iterator[tuple[str, Received]]:
             pass
 
     srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    try:
+    with serving(srv, "alert-receiver"):
         yield f"http://127.0.0.1:{srv.server_address[1]}", got
-    finally:
-        srv.shutdown()
-        srv.server_close()
 
 
 def providers(url: str) -> str:

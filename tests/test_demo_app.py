@@ -6,7 +6,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -15,6 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+
+from tests.servers import free_port
 
 
 @dataclass(frozen=True)
@@ -32,12 +33,6 @@ class App:
         finally:
             if own:
                 conn.close()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def launch(version: str = "v1", **env: str) -> App:

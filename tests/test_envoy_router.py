@@ -20,15 +20,9 @@ from rheostat.model.canary import AnalysisMatch, StringMatch
 from rheostat.plugins.routers.base import RouterError, Routes, ServiceRoute, StickyCookie, Upstream
 from rheostat.plugins.routers.envoy import EnvoyRouter
 from tests.envoy_backend import Backend, KeepAliveClient
+from tests.servers import free_port
 
 KEY = ObjectKey("shop/web")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class Events:

@@ -22,7 +22,7 @@ from rheostat.plugins.metrics.envoy_stats import (
 from rheostat.plugins.routers.base import Routes, ServiceRoute, Upstream
 from rheostat.plugins.routers.envoy import EnvoyRouter
 from tests.envoy_backend import Backend, KeepAliveClient
-from tests.test_envoy_router import free_port
+from tests.servers import free_port
 
 KEY = ObjectKey("shop/web")
 

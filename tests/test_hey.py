@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import cast
@@ -13,6 +11,7 @@ import pytest
 
 from rheostat.server import hey
 from rheostat.server.hey import HeySpec, parse_hey, run_hey
+from tests.servers import free_port, serving
 
 
 class Target(ThreadingHTTPServer):
@@ -54,20 +53,11 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def target() -> Iterator[Target]:
-    server = Target()
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="hey-target", daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    with serving(Target(), "hey-target") as server:
+        yield server
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
+closed_port = free_port
 
 
 def test_parses_flaggers_load_test_command() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,6 +17,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from rheostat.server.loadtester import LoadTester, loadtester_app
+from tests.servers import serving
 
 
 class Target(ThreadingHTTPServer):
@@ -49,13 +49,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def target() -> Iterator[Target]:
-    server = Target()
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="load-target", daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    with serving(Target(), "load-target") as server:
+        yield server
 
 
 @contextlib.asynccontextmanager

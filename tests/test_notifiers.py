@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,6 +25,7 @@ from rheostat.plugins.notifiers.delivery import (
 from rheostat.plugins.notifiers.factory import SLACK_POST_MESSAGE, SeverityFilter, notifier_from_provider
 from rheostat.plugins.notifiers.memory import MemoryNotifier
 from rheostat.plugins.notifiers.webhook import SIGNATURE_HEADER, WebhookNotifier, verify_signature
+from tests.servers import free_port, serving
 
 SECRET_PATH = "/services/T000/B000/XsecretX"
 TOKEN = "xoxb-token-XsecretX"
@@ -70,22 +69,11 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    thread = threading.Thread(
-        target=server.serve_forever, args=(0.05,), name="notifier-receiver", daemon=True
-    )
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    with serving(Receiver(), "notifier-receiver") as server:
+        yield server
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
+closed_port = free_port
 
 
 def alert(severity: Severity = Severity.INFO) -> Alert:

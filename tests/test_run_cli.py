@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -27,6 +26,8 @@ from typing import Any
 
 import httpx
 import pytest
+
+from tests.servers import free_port, git
 
 pytestmark = pytest.mark.e2e
 
@@ -42,12 +43,6 @@ def rheostat_bin() -> str:
     return RHEOSTAT
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def wait_for(what: str, check: Callable[[], Any], timeout_s: float, every_s: float = 0.1) -> Any:
     """Poll `check` until it returns something truthy; fail with `what` (and the last value) otherwise."""
     deadline = time.monotonic() + timeout_s
@@ -61,20 +56,6 @@ def wait_for(what: str, check: Callable[[], Any], timeout_s: float, every_s: flo
 
 
 # -- the Git repository -------------------------------------------------------------------------------
-
-
-def git(repo: Path, *args: str) -> str:
-    env = {
-        **os.environ,
-        "GIT_AUTHOR_NAME": "rheostat e2e",
-        "GIT_AUTHOR_EMAIL": "e2e@localhost",
-        "GIT_COMMITTER_NAME": "rheostat e2e",
-        "GIT_COMMITTER_EMAIL": "e2e@localhost",
-    }
-    out = subprocess.run(
-        ["git", "-C", str(repo), *args], check=True, capture_output=True, text=True, env=env, timeout=30
-    )
-    return out.stdout.strip()
 
 
 def manifests(

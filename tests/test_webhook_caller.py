@@ -12,6 +12,7 @@ import pytest
 
 from rheostat.model.canary import Webhook
 from rheostat.rollout.webhooks import HookCaller
+from tests.servers import serving
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -37,13 +38,8 @@ class _Handler(BaseHTTPRequestHandler):
 def server() -> Iterator[str]:
     srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     srv.daemon_threads = True
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    try:
+    with serving(srv, "hook-target"):
         yield f"http://127.0.0.1:{srv.server_address[1]}"
-    finally:
-        srv.shutdown()
-        srv.server_close()
 
 
 @pytest.mark.parametrize(
