@@ -1,0 +1,1 @@
+"""GitOps: sources, builds and the reconciler that applies a revision all or nothing."""

@@ -1,0 +1,1 @@
+"""Policy as code: Gatekeeper ConstraintTemplates (Rego, CEL) and ValidatingAdmissionPolicies."""
