@@ -12,16 +12,21 @@ from pydantic import BaseModel, ValidationError
 
 from rheostat.model.alert_provider import AlertProvider
 from rheostat.model.canary import Canary
+from rheostat.model.gitops import GitRepository, Kustomization, Receiver
 from rheostat.model.metric_template import MetricTemplate
 from rheostat.model.workload import Workload
 
-Manifest = Canary | MetricTemplate | AlertProvider | Workload
+Manifest = Canary | MetricTemplate | AlertProvider | Workload | GitRepository | Kustomization | Receiver
+MANIFEST_TYPES = (Canary, MetricTemplate, AlertProvider, Workload, GitRepository, Kustomization, Receiver)
 
 KINDS: dict[tuple[str, str], type[BaseModel]] = {
     ("flagger.app/v1beta1", "Canary"): Canary,
     ("flagger.app/v1beta1", "MetricTemplate"): MetricTemplate,
     ("flagger.app/v1beta1", "AlertProvider"): AlertProvider,
     ("rheostat.dev/v1alpha1", "Workload"): Workload,
+    ("source.toolkit.fluxcd.io/v1", "GitRepository"): GitRepository,
+    ("kustomize.toolkit.fluxcd.io/v1", "Kustomization"): Kustomization,
+    ("notification.toolkit.fluxcd.io/v1", "Receiver"): Receiver,
 }
 
 
@@ -81,7 +86,7 @@ def parse_object(doc: Any, source: str = "<input>", index: int = 0) -> Manifest:
     except ValidationError as exc:
         errors = [FieldError(_path(e["loc"]), e["msg"].removeprefix("Value error, ")) for e in exc.errors()]
         raise ManifestError(source, obj, errors) from exc
-    assert isinstance(parsed, Canary | MetricTemplate | AlertProvider | Workload)
+    assert isinstance(parsed, MANIFEST_TYPES)
     return parsed
 
 

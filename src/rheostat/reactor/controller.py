@@ -8,16 +8,21 @@ import secrets
 from contextlib import suppress
 from pathlib import Path
 
+from watchfiles import awatch
+
+from rheostat.gitops.reconciler import KUSTOMIZATION, SOURCE, GitOps, Hooks
+from rheostat.gitops.sources import SourceFetchers
 from rheostat.model.base import ObjectKey
 from rheostat.model.canary import Canary
+from rheostat.model.load import Manifest, parse_object
 from rheostat.model.metric_template import MetricTemplate
 from rheostat.plugins.metrics.envoy_stats import EnvoyStatsProvider
 from rheostat.plugins.platforms.local import LocalPlatform
 from rheostat.plugins.routers.envoy import EnvoyRouter
 from rheostat.reactor.alerts import Alerter, Secrets
-from rheostat.reactor.apply import SOURCE, Applier, ApplyResult
+from rheostat.reactor.fetch import LocalGitFetcher
 from rheostat.reactor.settings import Settings
-from rheostat.reactor.source import LocalSource, SourceError
+from rheostat.reactor.wiring import Handover
 from rheostat.rollout.analysis import Checker
 from rheostat.rollout.engine import CANARY, Engine, target_of
 from rheostat.rollout.scheduler import Scheduler
@@ -28,6 +33,42 @@ from rheostat.store import Store
 from rheostat.util.tasks import cancel_all, supervised
 
 log = logging.getLogger(__name__)
+
+
+ROOT = "flux-system/flux-system"
+
+
+def root_objects(settings: Settings) -> list[Manifest]:
+    """The GitRepository and Kustomization `rheostat run --repo` stands for, as Flux's bootstrap writes them."""
+    ref = {"branch": settings.branch} if settings.branch else {}
+    repo = parse_object(
+        {
+            "apiVersion": "source.toolkit.fluxcd.io/v1",
+            "kind": "GitRepository",
+            "metadata": {"name": "flux-system", "namespace": "flux-system"},
+            "spec": {
+                "url": str(settings.repo.resolve()),
+                "interval": f"{max(settings.poll_interval_s, 1.0):g}s",
+                **({"ref": ref} if ref else {}),
+            },
+        },
+        "rheostat run --repo",
+    )
+    ks = parse_object(
+        {
+            "apiVersion": "kustomize.toolkit.fluxcd.io/v1",
+            "kind": "Kustomization",
+            "metadata": {"name": "flux-system", "namespace": "flux-system"},
+            "spec": {
+                "sourceRef": {"kind": "GitRepository", "name": "flux-system"},
+                "path": "./",
+                "prune": True,
+                "interval": "10m",
+            },
+        },
+        "rheostat run --repo",
+    )
+    return [repo, ks]
 
 
 def ensure_token(data_dir: Path) -> tuple[str, bool]:
@@ -57,19 +98,23 @@ class Controller:
         self.metrics = EnvoyStatsProvider(self.router.admin_socket)
         self.hooks = HookCaller()
         self.checker = Checker(self.hooks, {"builtin": self.metrics}, self._template)
+        self.secrets = Secrets(data / "secrets")
         self.engine = Engine(
             self.store,
             self.router,
             self.platform,
             self.checker,
-            alerts=Alerter(self.store, Secrets(data / "secrets")),
+            alerts=Alerter(self.store, self.secrets),
         )
         self.scheduler = Scheduler(self.engine, sync_interval_s=settings.sync_interval_s)
-        self.applier = Applier(self.store, self.platform, self.scheduler.kick, self._canary_deleted)
-        self.source = LocalSource(settings.repo, data / "artifacts", settings.branch)
+        self.handover = Handover(self.engine, self.platform, self.router, self.scheduler)
+        self.gitops = GitOps(
+            self.store,
+            SourceFetchers(LocalGitFetcher(data / "sources")),
+            Hooks(on_applied=self.handover.applied, health=self.handover.health),
+            bootstrap=root_objects(settings),
+        )
         self._tasks: list[asyncio.Task[None]] = []
-        self._reconcile_now = asyncio.Event()
-        self.last_result: ApplyResult | None = None
 
     def _template(self, ns: str, name: str) -> MetricTemplate | None:
         return self.engine.template(ns, name)
@@ -82,12 +127,13 @@ class Controller:
             await self.platform.start()
             await self.metrics.start()
             await self._restore_routes()
-            await self.reconcile()
+            await self.gitops.reconcile_once(force=True)
         except BaseException:
             await self.stop()
             raise
         self._tasks = [
             supervised(self.scheduler.run(), name="scheduler"),
+            supervised(self.gitops.run(self.settings.poll_interval_s), name="gitops"),
             supervised(self._watch(), name="repository-watch"),
         ]
 
@@ -107,39 +153,20 @@ class Controller:
     # -- the repository ----------------------------------------------------------------------------
 
     def request_reconcile(self) -> None:
-        self._reconcile_now.set()
-
-    async def reconcile(self) -> ApplyResult | None:
-        """Apply the repository's current revision if it is not the one applied (or rejected) last."""
-        try:
-            revision = await asyncio.to_thread(self.source.revision)
-        except (SourceError, OSError) as exc:
-            self._source_error(str(exc))
-            return None
-        stored = self.store.get_object(SOURCE, "repo")
-        seen = {stored.body.get("appliedRevision"), stored.body.get("rejectedRevision")} if stored else set()
-        if revision in seen and self.last_result is not None:
-            return None
-        snap = await asyncio.to_thread(self.source.snapshot, revision)
-        self.last_result = await self.applier.apply(snap)
-        if not self.last_result.ok:
-            log.warning("%s", self.last_result.message)
-        return self.last_result
+        self.gitops.request(SOURCE, ROOT)
+        self.gitops.request(KUSTOMIZATION, ROOT)
 
     async def _watch(self) -> None:
-        while True:
-            with suppress(TimeoutError):
-                await asyncio.wait_for(self._reconcile_now.wait(), self.settings.poll_interval_s)
-            self._reconcile_now.clear()
-            try:
-                await self.reconcile()
-            except Exception as exc:  # a broken checkout is an event, never the end of the watcher
-                log.exception("reconcile failed")
-                self._source_error(f"reconcile failed: {exc}")
-
-    def _source_error(self, message: str) -> None:
-        with self.store.transaction():
-            self.store.add_event(SOURCE, "repo", "SourceError", message, warning=True)
+        """A commit or an edit in the local repository is picked up at once, without waiting for a poll."""
+        watched = self.settings.repo.resolve()
+        async for _ in awatch(
+            watched,
+            debounce=100,
+            step=50,
+            recursive=True,
+            watch_filter=lambda change, path: "/.git/objects/" not in path,
+        ):
+            self.request_reconcile()
 
     # -- wiring between components -------------------------------------------------------------------
 
@@ -171,9 +198,6 @@ class Controller:
         for canary in self.canaries():
             if target_of(canary) == workload:
                 await self.router.reconcile(await self.engine.service_route(canary))
-
-    def _canary_deleted(self, key: ObjectKey) -> None:
-        self.engine.spawn(self.router.finalize(key))
 
     def _platform_event(self, key: ObjectKey, reason: str, message: str) -> None:
         with self.store.transaction():

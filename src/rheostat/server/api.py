@@ -17,11 +17,15 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 
 from rheostat import __version__
+from rheostat.gitops import conditions as cond
+from rheostat.gitops.receivers import hook_path, verify
+from rheostat.gitops.reconciler import KUSTOMIZATION, SOURCE
 from rheostat.model.base import ObjectKey
 from rheostat.model.canary import Canary
+from rheostat.model.gitops import Receiver
+from rheostat.model.load import parse_object
 from rheostat.plugins.platforms.base import Group
-from rheostat.reactor.apply import SOURCE
-from rheostat.reactor.controller import Controller
+from rheostat.reactor.controller import ROOT, Controller
 from rheostat.rollout.engine import CANARY, target_of
 from rheostat.server.loadtester import loadtester_app
 
@@ -65,7 +69,12 @@ class TokenAuth(BaseHTTPMiddleware):
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         path = request.url.path
         open_read = self.loopback and request.method in ("GET", "HEAD")
-        open_path = path == "/healthz" or (self.loopback and path.startswith("/loadtester"))
+        # Receivers carry their own signature; the load tester is Flagger's unauthenticated contract.
+        open_path = (
+            path == "/healthz"
+            or path.startswith("/hook/")
+            or (self.loopback and path.startswith("/loadtester"))
+        )
         if open_read or open_path:
             return await call_next(request)
         header = request.headers.get("authorization", "")
@@ -207,9 +216,78 @@ def create_app(ctl: Controller, token: str) -> Starlette:
         text = ctl.platform.logs(key, Group(group) if group else None, tail=tail)
         return PlainTextResponse(text)
 
+    def gitops_items(kind: str) -> list[dict[str, Any]]:
+        return [
+            {**stored.body, "status": ctl.store.get_state(kind, stored.key) or {}}
+            for stored in ctl.store.list_objects(kind)
+        ]
+
     async def source(_: Request) -> Response:
-        stored = ctl.store.get_object(SOURCE, "repo")
-        return JSONResponse({"repo": str(ctl.settings.repo), **(stored.body if stored else {})})
+        """The repository `rheostat run --repo` follows: what is applied, and why the last revision was not."""
+        root = ctl.store.get_state(KUSTOMIZATION, ROOT) or {}
+        src = ctl.store.get_state(SOURCE, ROOT) or {}
+        ready = cond.condition(root, "Ready") or {}
+        failed = ready.get("status") == "False"
+        return JSONResponse(
+            {
+                "repo": str(ctl.settings.repo),
+                "revision": (src.get("artifact") or {}).get("revision", ""),
+                "appliedRevision": root.get("lastAppliedRevision", ""),
+                "rejectedRevision": root.get("lastAttemptedRevision", "") if failed else "",
+                "error": ready.get("message", "") if failed else "",
+                "conditions": root.get("conditions", []),
+            }
+        )
+
+    async def sources(_: Request) -> Response:
+        return JSONResponse({"items": gitops_items(SOURCE)})
+
+    async def kustomizations(_: Request) -> Response:
+        return JSONResponse({"items": gitops_items(KUSTOMIZATION)})
+
+    async def reconcile_one(request: Request) -> Response:
+        kind = {"sources": SOURCE, "kustomizations": KUSTOMIZATION}[request.path_params["kind"]]
+        key = f"{request.path_params['namespace']}/{request.path_params['name']}"
+        if ctl.store.get_object(kind, key) is None:
+            raise LookupError(f"{kind} {key} not found")
+        ctl.gitops.request(kind, key)
+        if kind == KUSTOMIZATION and request.query_params.get("withSource") == "true":
+            ctl.gitops.request(SOURCE, ctl.gitops.source_of(key))
+        return JSONResponse({"reconcile": f"{kind} {key}"}, 202)
+
+    async def suspend(request: Request) -> Response:
+        kind = {"sources": SOURCE, "kustomizations": KUSTOMIZATION}[request.path_params["kind"]]
+        key = f"{request.path_params['namespace']}/{request.path_params['name']}"
+        if request.path_params["action"] not in ("suspend", "resume"):
+            raise LookupError(f"unknown action {request.path_params['action']!r}; known: suspend, resume")
+        if ctl.store.get_object(kind, key) is None:
+            raise LookupError(f"{kind} {key} not found")
+        ctl.gitops.suspend(kind, key, request.path_params["action"] == "suspend")
+        return JSONResponse({request.path_params["action"]: f"{kind} {key}"}, 202)
+
+    async def hook(request: Request) -> Response:
+        body = await request.body()
+        for stored in ctl.store.list_objects("Receiver"):
+            receiver = parse_object(stored.body, stored.source)
+            assert isinstance(receiver, Receiver)
+            secret = ctl.secrets.get(receiver.metadata.namespace, receiver.spec.secretRef.name) or {}
+            token = secret.get("token")
+            if not token or hook_path(receiver, token) != request.url.path:
+                continue
+            verdict = verify(receiver, token, dict(request.headers), body)
+            if verdict.ok and verdict.status == 200:
+                for r in receiver.spec.resources:
+                    ctl.gitops.request(r.kind, f"{r.namespace or receiver.metadata.namespace}/{r.name}")
+            with ctl.store.transaction():
+                ctl.store.add_event(
+                    "Receiver",
+                    stored.key,
+                    "Triggered" if verdict.ok else "Refused",
+                    verdict.message,
+                    warning=not verdict.ok,
+                )
+            return JSONResponse({"message": verdict.message}, verdict.status)
+        return JSONResponse({"error": "no receiver at this path"}, 404)
 
     async def reconcile(_: Request) -> Response:
         ctl.request_reconcile()
@@ -239,6 +317,11 @@ def create_app(ctl: Controller, token: str) -> Starlette:
         Route(f"{prefix}/workloads/{ns_name}/logs", logs),
         Route(f"{prefix}/events", events),
         Route(f"{prefix}/source", source),
+        Route(f"{prefix}/sources", sources),
+        Route(f"{prefix}/kustomizations", kustomizations),
+        Route(f"{prefix}/{{kind:str}}/{ns_name}/reconcile", reconcile_one, methods=["POST"]),
+        Route(f"{prefix}/{{kind:str}}/{ns_name}/{{action:str}}", suspend, methods=["POST"]),
+        Route("/hook/{digest}", hook, methods=["POST"]),
         Route(f"{prefix}/reconcile", reconcile, methods=["POST"]),
         Mount("/loadtester", app=loadtester),
     ]

@@ -17,6 +17,8 @@ CREATE TABLE IF NOT EXISTS objects (
     updated REAL NOT NULL, PRIMARY KEY (kind, key));
 CREATE TABLE IF NOT EXISTS canary_status (key TEXT PRIMARY KEY, body TEXT NOT NULL, updated REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS manual (key TEXT PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS state (
+    kind TEXT NOT NULL, key TEXT NOT NULL, body TEXT NOT NULL, updated REAL NOT NULL, PRIMARY KEY (kind, key));
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, kind TEXT NOT NULL, key TEXT NOT NULL,
     reason TEXT NOT NULL, message TEXT NOT NULL, warning INTEGER NOT NULL);
@@ -144,6 +146,26 @@ class Store:
             "INSERT INTO manual (key, body) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET body = excluded.body",
             (key, json.dumps(body)),
         )
+
+    # -- status of other kinds (sources, kustomizations): conditions, inventory, artifacts -------------
+
+    def get_state(self, kind: str, key: str) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT body FROM state WHERE kind = ? AND key = ?", (kind, key)).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
+    def put_state(self, kind: str, key: str, body: dict[str, Any]) -> None:
+        self._db.execute(
+            "INSERT INTO state (kind, key, body, updated) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (kind, key) DO UPDATE SET body = excluded.body, updated = excluded.updated",
+            (kind, key, json.dumps(body), time.time()),
+        )
+
+    def list_states(self, kind: str) -> dict[str, dict[str, Any]]:
+        rows = self._db.execute("SELECT key, body FROM state WHERE kind = ?", (kind,)).fetchall()
+        return {r[0]: dict(json.loads(r[1])) for r in rows}
+
+    def delete_state(self, kind: str, key: str) -> None:
+        self._db.execute("DELETE FROM state WHERE kind = ? AND key = ?", (kind, key))
 
     # -- events and history --------------------------------------------------------------------------
 

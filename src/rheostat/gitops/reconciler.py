@@ -1,0 +1,495 @@
+"""The GitOps reconciler: sources fetched, Kustomizations built and applied all or nothing, in order.
+
+Flux's semantics on the store instead of a cluster: an inventory per Kustomization, prune, drift repair,
+dependsOn, suspend, health checks, conditions Ready / Reconciling / Stalled, events with the commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rheostat.gitops import conditions as cond
+from rheostat.gitops.build import BuildError, build
+from rheostat.gitops.checks import check_references
+from rheostat.gitops.sources import Fetched, Fetcher, FetchError
+from rheostat.model.gitops import GitRepository, Kustomization
+from rheostat.model.load import FieldError, Manifest, ManifestError, parse_object
+from rheostat.store import Store
+from rheostat.util.durations import parse_duration
+
+log = logging.getLogger(__name__)
+
+SOURCE = "GitRepository"
+KUSTOMIZATION = "Kustomization"
+BOOTSTRAP = "bootstrap"
+Ident = tuple[str, str]  # (kind, "namespace/name")
+
+
+@dataclass(frozen=True)
+class Health:
+    ready: bool | None  # None: still progressing
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class GateVerdict:
+    allowed: bool
+    message: str = ""
+
+
+@dataclass
+class Hooks:
+    """What the reconciler asks of the rest of the system; all optional so the engine runs alone."""
+
+    on_applied: Callable[[list[Manifest], list[Ident]], Awaitable[None]] | None = None
+    health: Callable[[str, str], Health] | None = None
+    gate: Callable[[list[Manifest], str, str], Awaitable[GateVerdict]] | None = (
+        None  # objects, owner, revision
+    )
+
+
+def digest(body: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:20]
+
+
+def body_of(obj: Manifest) -> dict[str, Any]:
+    return obj.model_dump(mode="json", exclude_none=True, by_alias=True)
+
+
+@dataclass
+class Plan:
+    """What one Kustomization would change: the output of `diff` and the input of apply."""
+
+    created: list[Manifest] = field(default_factory=list)
+    updated: list[Manifest] = field(default_factory=list)
+    drifted: list[Manifest] = field(default_factory=list)  # Git unchanged, the stored object was changed
+    unchanged: list[Manifest] = field(default_factory=list)
+    pruned: list[Ident] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.created or self.updated or self.drifted or self.pruned)
+
+
+class GitOps:
+    def __init__(
+        self,
+        store: Store,
+        fetcher: Fetcher,
+        hooks: Hooks | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        bootstrap: Iterable[Manifest] = (),
+    ) -> None:
+        self.store = store
+        self.fetcher = fetcher
+        self.hooks = hooks or Hooks()
+        self.clock = clock
+        self._requested: set[Ident] = set()
+        self._wake = asyncio.Event()
+        with store.transaction():
+            for obj in bootstrap:
+                store.put_object(obj.kind, obj.metadata.key, body_of(obj), source=BOOTSTRAP)
+
+    # -- asking -----------------------------------------------------------------------------------------
+
+    def request(self, kind: str, key: str) -> None:
+        """Reconcile this object at the next pass, whatever its interval (receivers, CLI, local watch)."""
+        self._requested.add((kind, key))
+        self._wake.set()
+
+    def suspend(self, kind: str, key: str, suspended: bool) -> None:
+        """`rheostat suspend|resume`: held in the object's state, beside what Git says in spec.suspend."""
+        with self.store.transaction():
+            state = self.state(kind, key)
+            state["suspended"] = suspended
+            self.store.put_state(kind, key, state)
+            self.store.add_event(
+                kind,
+                key,
+                "Suspended" if suspended else "Resumed",
+                f"{kind} {key} {'suspended' if suspended else 'resumed'} by hand",
+            )
+        if not suspended:
+            self.request(kind, key)
+
+    def source_of(self, key: str) -> str:
+        for ks in self.kustomizations():
+            if ks.metadata.key == key:
+                return f"{ks.spec.sourceRef.namespace or ks.metadata.namespace}/{ks.spec.sourceRef.name}"
+        raise LookupError(f"Kustomization {key} not found")
+
+    def sources(self) -> list[GitRepository]:
+        return [o for o in self._objects(SOURCE) if isinstance(o, GitRepository)]
+
+    def kustomizations(self) -> list[Kustomization]:
+        return [o for o in self._objects(KUSTOMIZATION) if isinstance(o, Kustomization)]
+
+    def _objects(self, kind: str) -> list[Manifest]:
+        out = []
+        for stored in self.store.list_objects(kind):
+            try:
+                out.append(parse_object(stored.body, stored.source))
+            except ManifestError:
+                log.warning("stored %s %s no longer parses", kind, stored.key)
+        return out
+
+    def state(self, kind: str, key: str) -> dict[str, Any]:
+        return self.store.get_state(kind, key) or {}
+
+    # -- the loop ---------------------------------------------------------------------------------------
+
+    async def run(self, tick_s: float = 0.5) -> None:
+        while True:
+            try:
+                await self.reconcile_once()
+            except Exception:  # one bad pass is logged; the loop and the last good state go on
+                log.exception("gitops pass failed")
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), tick_s)
+
+    async def reconcile_once(self, *, force: bool = False) -> None:
+        requested, self._requested = self._requested, set()
+        now = self.clock()
+        changed_sources: set[str] = set()
+        for repo in self.sources():
+            key = repo.metadata.key
+            if await self._reconcile_source(repo, force or (SOURCE, key) in requested, now):
+                changed_sources.add(key)
+        for ks in self._ordered():
+            key = ks.metadata.key
+            src = f"{ks.spec.sourceRef.namespace or ks.metadata.namespace}/{ks.spec.sourceRef.name}"
+            due = force or (KUSTOMIZATION, key) in requested or src in changed_sources
+            await self._reconcile_kustomization(ks, due, now)
+
+    # -- sources ----------------------------------------------------------------------------------------
+
+    async def _reconcile_source(self, repo: GitRepository, requested: bool, now: float) -> bool:
+        """Fetch when due; True when a new artifact was stored."""
+        key = repo.metadata.key
+        state = self.state(SOURCE, key)
+        if repo.spec.suspend or state.get("suspended"):
+            return False
+        if not requested and now < state.get("nextAt", 0):
+            return False
+        last = state.get("artifact")
+        last_fetched = (
+            Fetched(last["revision"], _path(last["path"]), last.get("message", ""), last.get("verifiedBy"))
+            if last
+            else None
+        )
+        interval = parse_duration(repo.spec.interval)
+        try:
+            fetched = await asyncio.wait_for(
+                self.fetcher.fetch(repo, last_fetched), parse_duration(repo.spec.timeout) + 5
+            )
+        except (FetchError, TimeoutError) as exc:
+            reason = exc.reason if isinstance(exc, FetchError) else "Timeout"
+            failures = int(state.get("failures", 0)) + 1
+            cond.failed(state, reason, str(exc) or "fetch timed out", now)
+            state.update(failures=failures, nextAt=now + min(interval, 2.0 * 2 ** min(failures, 6)))
+            self._save(SOURCE, key, state, "FetchFailed", f"{reason}: {exc}", warning=True, once=True)
+            return False
+        new = last is None or last["revision"] != fetched.revision
+        state["artifact"] = {
+            "revision": fetched.revision,
+            "path": str(fetched.path),
+            "message": fetched.message,
+            "verifiedBy": fetched.verified_by,
+        }
+        msg = f"stored artifact for revision '{fetched.revision}'"
+        if fetched.verified_by:
+            cond.set_condition(
+                state,
+                "SourceVerified",
+                "True",
+                "Succeeded",
+                f"verified signature of revision {fetched.revision} with {fetched.verified_by}",
+                now,
+            )
+        cond.ready(state, "Succeeded", msg, now)
+        state.update(failures=0, nextAt=now + interval, lastFetch=now)
+        self._save(SOURCE, key, state, "NewArtifact" if new else "", msg if new else "")
+        return new
+
+    # -- kustomizations ---------------------------------------------------------------------------------
+
+    def _ordered(self) -> list[Kustomization]:
+        """dependsOn first; members of a cycle are Stalled and left out."""
+        items: dict[str, Kustomization] = {str(k.metadata.key): k for k in self.kustomizations()}
+        deps = {
+            key: [f"{d.namespace or k.metadata.namespace}/{d.name}" for d in k.spec.dependsOn]
+            for key, k in items.items()
+        }
+        order: list[Kustomization] = []
+        state: dict[str, int] = {}  # 1 visiting, 2 done
+        cyclic: set[str] = set()
+
+        def visit(key: str, path: list[str]) -> None:
+            if state.get(key) == 2:
+                return
+            if state.get(key) == 1:
+                cyclic.update(path[path.index(key) :])
+                return
+            state[key] = 1
+            for d in deps.get(key, []):
+                if d in items:
+                    visit(d, [*path, d])
+            state[key] = 2
+            if key not in cyclic:
+                order.append(items[key])
+
+        for key in sorted(items):
+            visit(key, [key])
+        now = self.clock()
+        for key in sorted(cyclic):
+            st = self.state(KUSTOMIZATION, key)
+            msg = f"dependsOn cycle: {' -> '.join(sorted(cyclic))}"
+            if cond.condition(st, "Stalled") is None:
+                cond.failed(st, "DependencyCycle", msg, now, stalled=True)
+                self._save(KUSTOMIZATION, key, st, "DependencyCycle", msg, warning=True)
+        return [k for k in order if k.metadata.key not in cyclic]
+
+    async def _reconcile_kustomization(self, ks: Kustomization, due: bool, now: float) -> None:
+        key = ks.metadata.key
+        state = self.state(KUSTOMIZATION, key)
+        if ks.spec.suspend or state.get("suspended"):
+            return
+        if state.get("awaitingHealth"):
+            self._check_health(ks, state, now)
+        if not due and now < state.get("nextAt", 0):
+            return
+        interval = parse_duration(ks.spec.interval)
+        retry = parse_duration(ks.spec.retryInterval) if ks.spec.retryInterval else interval
+        for d in ks.spec.dependsOn:
+            dep = f"{d.namespace or ks.metadata.namespace}/{d.name}"
+            if not cond.is_ready(self.state(KUSTOMIZATION, dep)):
+                msg = f"dependency '{dep}' is not ready"
+                cond.failed(state, "DependencyNotReady", msg, now)
+                state["nextAt"] = now + min(retry, 5.0)
+                self._save(KUSTOMIZATION, key, state, "DependencyNotReady", msg, once=True)
+                return
+        src_key = f"{ks.spec.sourceRef.namespace or ks.metadata.namespace}/{ks.spec.sourceRef.name}"
+        artifact = self.state(SOURCE, src_key).get("artifact")
+        if artifact is None:
+            msg = f"source GitRepository {src_key} has no artifact"
+            cond.failed(state, "ArtifactFailed", msg, now)
+            state["nextAt"] = now + min(retry, 5.0)
+            self._save(KUSTOMIZATION, key, state, "ArtifactFailed", msg, warning=True, once=True)
+            return
+        revision = artifact["revision"]
+        state["lastAttemptedRevision"] = revision
+        try:
+            plan, objects = await self.plan(ks, artifact)
+        except (BuildError, ManifestError) as exc:
+            failures = int(state.get("failures", 0)) + 1
+            msg = f"revision {revision}: {exc}; the last good revision keeps running"
+            cond.failed(state, "BuildFailed", msg, now, stalled=isinstance(exc, ManifestError))
+            state.update(failures=failures, nextAt=now + retry)
+            first = state.get("lastEvent") != f"BuildFailed: {msg}"
+            self._save(KUSTOMIZATION, key, state, "BuildFailed", msg, warning=True, once=True)
+            if first and isinstance(exc, ManifestError):
+                kind, _, okey = exc.obj.partition(" ")
+                if okey:  # also on the object itself, so `rheostat events` for it says why
+                    with self.store.transaction():
+                        self.store.add_event(kind, okey, "InvalidSpec", f"revision {revision}: {exc}", True)
+            return
+        if self.hooks.gate is not None and not plan.empty:
+            verdict = await self.hooks.gate(objects, key, revision)
+            if not verdict.allowed:
+                msg = f"revision {revision} blocked by policy: {verdict.message}"
+                cond.failed(state, "PolicyViolation", msg, now)
+                state["nextAt"] = now + retry
+                self._save(KUSTOMIZATION, key, state, "PolicyViolation", msg, warning=True, once=True)
+                return
+        state.update(failures=0, nextAt=now + interval)
+        await self._apply(ks, plan, objects, state, revision, now)
+
+    async def plan(self, ks: Kustomization, artifact: dict[str, Any]) -> tuple[Plan, list[Manifest]]:
+        """Build and compare with the store; BuildError or ManifestError if the revision cannot be used."""
+        key = ks.metadata.key
+        variables = ks.spec.postBuild.substitute if ks.spec.postBuild is not None else None
+        timeout = parse_duration(ks.spec.timeout or ks.spec.interval)
+        built = await build(
+            _path(artifact["path"]),
+            ks.spec.path,
+            variables=variables,
+            target_namespace=ks.spec.targetNamespace,
+            timeout_s=timeout,
+        )
+        owner = f"{KUSTOMIZATION} {key}"
+        inventory = {(k, n) for k, n in self.state(KUSTOMIZATION, key).get("inventory", [])}
+        digests: dict[str, str] = self.state(KUSTOMIZATION, key).get("digests", {})
+        plan = Plan()
+        wanted: set[Ident] = set()
+        others: list[Manifest] = []
+        for other in self.store.list_objects():
+            if (other.kind in (SOURCE, KUSTOMIZATION) and other.source == BOOTSTRAP) or (
+                other.kind,
+                other.key,
+            ) in inventory:
+                continue
+            try:
+                others.append(parse_object(other.body, other.source))
+            except ManifestError:
+                continue
+        for obj in built.objects:
+            ident = (str(obj.kind), str(obj.metadata.key))
+            wanted.add(ident)
+            body = body_of(obj)
+            stored = self.store.get_object(*ident)
+            if stored is None:
+                plan.created.append(obj)
+            elif ident not in inventory and stored.source != BOOTSTRAP:
+                raise ManifestError(
+                    built.files[f"{obj.kind} {obj.metadata.key}"],
+                    f"{obj.kind} {obj.metadata.key}",
+                    [_owned_by(stored.source)],
+                )
+            elif stored.body == body:
+                plan.unchanged.append(obj)
+            elif digests.get(f"{ident[0]} {ident[1]}") == digest(body):
+                plan.drifted.append(obj)
+            else:
+                plan.updated.append(obj)
+        check_references([*others, *built.objects], owner)
+        if ks.spec.prune:
+            plan.pruned = sorted(inventory - wanted)
+        return plan, built.objects
+
+    async def _apply(
+        self,
+        ks: Kustomization,
+        plan: Plan,
+        objects: list[Manifest],
+        state: dict[str, Any],
+        revision: str,
+        now: float,
+    ) -> None:
+        key = ks.metadata.key
+        source = f"{KUSTOMIZATION} {key}@{revision}"
+        kept = (
+            []
+            if ks.spec.prune
+            else [
+                list(i)
+                for i in state.get("inventory", [])
+                if tuple(i) not in {(str(o.kind), str(o.metadata.key)) for o in objects}
+            ]
+        )
+        with self.store.transaction():
+            for obj in [*plan.created, *plan.updated, *plan.drifted]:
+                self.store.put_object(obj.kind, obj.metadata.key, body_of(obj), source=source)
+            for kind, okey in plan.pruned:
+                self.store.delete_object(kind, okey)
+                if kind == "Canary":
+                    self.store.delete_status(okey)
+                self.store.add_event(
+                    KUSTOMIZATION, key, "Pruned", f"{kind}/{okey} deleted (revision {revision})"
+                )
+            for obj in plan.drifted:
+                self.store.add_event(
+                    obj.kind,
+                    obj.metadata.key,
+                    "DriftRepaired",
+                    f"{obj.kind} {obj.metadata.key} set back to what Git says at {revision}",
+                    warning=True,
+                )
+            state["inventory"] = sorted([[str(o.kind), str(o.metadata.key)] for o in objects] + kept)
+            state["digests"] = {f"{o.kind} {o.metadata.key}": digest(body_of(o)) for o in objects}
+            first = state.get("lastAppliedRevision") != revision
+            state["lastAppliedRevision"] = revision
+            changes = (
+                f"{len(plan.created)} created, {len(plan.updated)} updated, {len(plan.drifted)} repaired, "
+                f"{len(plan.pruned)} pruned"
+            )
+            if (ks.spec.wait or ks.spec.healthChecks) and (first or not plan.empty):
+                state["awaitingHealth"] = {"since": now, "revision": revision}
+                cond.progressing(
+                    state, f"applied revision {revision} ({changes}); waiting for health checks", now
+                )
+            elif state.get("awaitingHealth"):
+                pass  # still waiting on an earlier apply
+            else:
+                cond.ready(state, "ReconciliationSucceeded", f"Applied revision: {revision}", now)
+            if first or not plan.empty:
+                self.store.add_event(
+                    KUSTOMIZATION, key, "ReconciliationSucceeded", f"applied revision {revision}: {changes}"
+                )
+            self.store.put_state(KUSTOMIZATION, key, state)
+        if self.hooks.on_applied is not None and not plan.empty:
+            await self.hooks.on_applied([*plan.created, *plan.updated, *plan.drifted], plan.pruned)
+
+    def _check_health(self, ks: Kustomization, state: dict[str, Any], now: float) -> None:
+        waiting = state["awaitingHealth"]
+        if self.hooks.health is None:
+            targets: list[Ident] = []
+        elif ks.spec.wait:
+            targets = [(k, n) for k, n in state.get("inventory", [])]
+        else:
+            targets = [
+                (h.kind, f"{h.namespace or ks.metadata.namespace}/{h.name}") for h in ks.spec.healthChecks
+            ]
+        failing = []
+        pending = []
+        for kind, okey in targets:
+            h = self.hooks.health(kind, okey) if self.hooks.health else Health(True)
+            if h.ready is False:
+                failing.append(f"{kind}/{okey}: {h.message}")
+            elif h.ready is None:
+                pending.append(f"{kind}/{okey}")
+        timeout = parse_duration(ks.spec.timeout or ks.spec.interval)
+        if not failing and not pending:
+            state.pop("awaitingHealth")
+            cond.ready(state, "ReconciliationSucceeded", f"Applied revision: {waiting['revision']}", now)
+            self._save(
+                KUSTOMIZATION,
+                ks.metadata.key,
+                state,
+                "HealthCheckSucceeded",
+                f"health checks passed for revision {waiting['revision']}",
+            )
+        elif failing or now - waiting["since"] > timeout:
+            state.pop("awaitingHealth")
+            why = "; ".join(failing) or f"timed out after {timeout:g}s waiting for {', '.join(pending)}"
+            cond.failed(state, "HealthCheckFailed", why, now)
+            self._save(KUSTOMIZATION, ks.metadata.key, state, "HealthCheckFailed", why, warning=True)
+
+    # -- recording --------------------------------------------------------------------------------------
+
+    def _save(
+        self,
+        kind: str,
+        key: str,
+        state: dict[str, Any],
+        reason: str,
+        message: str,
+        *,
+        warning: bool = False,
+        once: bool = False,
+    ) -> None:
+        """Persist the state; with `once`, an event that repeats the last one is not written again."""
+        with self.store.transaction():
+            if reason and not (once and state.get("lastEvent") == f"{reason}: {message}"):
+                self.store.add_event(kind, key, reason, message, warning)
+                state["lastEvent"] = f"{reason}: {message}"
+            self.store.put_state(kind, key, state)
+
+
+def _owned_by(source: str) -> FieldError:
+    owner = source.split("@")[0] if source else "another owner"
+    return FieldError("metadata.name", f"already managed by {owner}")
+
+
+def _path(p: str) -> Path:
+    return Path(p)

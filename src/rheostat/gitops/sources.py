@@ -1,0 +1,70 @@
+"""Fetching sources: a Git repository through real git, or a plain local folder."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from rheostat.model.gitops import GitRepository
+from rheostat.model.load import manifest_files
+
+
+class FetchError(Exception):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Fetched:
+    revision: str  # Flux's form: "main@sha1:<sha>", or "sha256:<digest>" for a folder
+    path: Path
+    message: str = ""
+    verified_by: str | None = None
+
+
+class Fetcher(Protocol):
+    async def fetch(self, repo: GitRepository, last: Fetched | None) -> Fetched: ...
+
+
+SecretLookup = Callable[[str, str], Mapping[str, str] | None]  # (namespace, name) -> keys
+
+
+def local_path(url: str) -> Path | None:
+    if url.startswith("file://"):
+        return Path(url[len("file://") :])
+    if "://" not in url:
+        return Path(url)
+    return None
+
+
+class FolderFetcher:
+    """A plain folder (not a Git repository): its revision is a digest of its YAML files."""
+
+    async def fetch(self, repo: GitRepository, last: Fetched | None) -> Fetched:
+        root = local_path(repo.spec.url)
+        if root is None or not root.is_dir():
+            raise FetchError("GitOperationFailed", f"folder {repo.spec.url} does not exist")
+        digest = hashlib.sha256()
+        for f in manifest_files(root):
+            digest.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes() + b"\0")
+        return Fetched(f"sha256:{digest.hexdigest()[:16]}", root, f"folder {root}")
+
+
+def is_git(url: str) -> bool:
+    path = local_path(url)
+    return path is None or (path / ".git").exists() or (path / "HEAD").is_file()
+
+
+class SourceFetchers:
+    """Chooses git or folder per repository URL."""
+
+    def __init__(self, git: Fetcher, folder: Fetcher | None = None) -> None:
+        self.git = git
+        self.folder = folder or FolderFetcher()
+
+    async def fetch(self, repo: GitRepository, last: Fetched | None) -> Fetched:
+        return await (self.git if is_git(repo.spec.url) else self.folder).fetch(repo, last)
