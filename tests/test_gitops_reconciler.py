@@ -209,9 +209,7 @@ async def test_gate_blocks_a_revision_and_nothing_is_applied(tmp_path: Path) -> 
 
 async def test_wait_holds_ready_until_health_checks_pass(tmp_path: Path) -> None:
     health = {"apps/a": Health(None)}
-    g, _, repo = engine(
-        tmp_path, Hooks(health=lambda kind, key: health.get(key, Health(True))), wait=True
-    )
+    g, _, repo = engine(tmp_path, Hooks(health=lambda kind, key: health.get(key, Health(True))), wait=True)
     (repo / "a.yaml").write_text(workload("a"))
     await g.reconcile_once()
     assert ready(g)["status"] == "Unknown"
