@@ -23,7 +23,6 @@ from rheostat.model.load import ManifestError, load_file
 from rheostat.plugins.platforms.base import PlatformError
 from rheostat.plugins.routers.base import RouterError
 from rheostat.reactor.settings import Settings
-from rheostat.reactor.source import SourceError
 from rheostat.rollout.simulate import shortest_promotion_s, simulate
 from rheostat.server.main import Server, run_forever
 from rheostat.util.durations import format_duration
@@ -214,7 +213,7 @@ def run_cmd(
 
     try:
         asyncio.run(run_forever(settings, announce))
-    except (RouterError, PlatformError, SourceError, OSError) as exc:
+    except (RouterError, PlatformError, OSError) as exc:
         fail(exc)
 
 

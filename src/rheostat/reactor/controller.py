@@ -20,7 +20,7 @@ from rheostat.plugins.metrics.envoy_stats import EnvoyStatsProvider
 from rheostat.plugins.platforms.local import LocalPlatform
 from rheostat.plugins.routers.envoy import EnvoyRouter
 from rheostat.reactor.alerts import Alerter, Secrets
-from rheostat.reactor.fetch import LocalGitFetcher
+from rheostat.gitops.fetch import GitFetcher
 from rheostat.reactor.settings import Settings
 from rheostat.reactor.wiring import Handover
 from rheostat.rollout.analysis import Checker
@@ -110,7 +110,7 @@ class Controller:
         self.handover = Handover(self.engine, self.platform, self.router, self.scheduler)
         self.gitops = GitOps(
             self.store,
-            SourceFetchers(LocalGitFetcher(data / "sources")),
+            SourceFetchers(GitFetcher((data / "sources").resolve(), self.secrets.get)),
             Hooks(on_applied=self.handover.applied, health=self.handover.health),
             bootstrap=root_objects(settings),
         )

@@ -1,0 +1,48 @@
+"""A GitRepository fetched through the real-git layer, with its secrets resolved here and nowhere else."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rheostat.gitops import git
+from rheostat.gitops.sources import Fetched, FetchError, SecretLookup
+from rheostat.model.gitops import GitRepository
+from rheostat.util.durations import parse_duration
+
+
+class GitFetcher:
+    def __init__(self, workdir: Path, secrets: SecretLookup) -> None:
+        self.workdir = workdir
+        self.secrets = secrets
+
+    def _secret(self, repo: GitRepository, name: str, what: str) -> dict[str, str]:
+        data = self.secrets(repo.metadata.namespace, name)
+        if data is None:
+            raise FetchError("AuthenticationFailed" if what == "secretRef" else "VerificationFailed",
+                             f"{what}: secret {repo.metadata.namespace}/{name} not found")
+        return dict(data)
+
+    async def fetch(self, repo: GitRepository, last: Fetched | None) -> Fetched:
+        spec = repo.spec
+        ref = spec.ref
+        credentials = None
+        if spec.secretRef is not None:
+            credentials = git.Credentials.from_secret(self._secret(repo, spec.secretRef.name, "secretRef"))
+        verify = None
+        if spec.verify is not None:
+            keys = self._secret(repo, spec.verify.secretRef.name, "verify.secretRef")
+            verify = git.Verification.from_secret(spec.verify.mode, keys)
+        try:
+            artifact = await git.fetch(
+                spec.url,
+                git.GitRef(branch=ref.branch, tag=ref.tag, semver=ref.semver, name=ref.name, commit=ref.commit)
+                if ref else git.GitRef(),
+                workdir=self.workdir / repo.metadata.namespace / repo.metadata.name,
+                credentials=credentials,
+                verify=verify,
+                ignore=spec.ignore,
+                timeout_s=parse_duration(spec.timeout),
+            )
+        except git.GitError as exc:
+            raise FetchError(exc.reason, exc.message) from exc
+        return Fetched(artifact.revision, artifact.path, artifact.message, artifact.verified_by)
