@@ -18,8 +18,10 @@ class GitFetcher:
     def _secret(self, repo: GitRepository, name: str, what: str) -> dict[str, str]:
         data = self.secrets(repo.metadata.namespace, name)
         if data is None:
-            raise FetchError("AuthenticationFailed" if what == "secretRef" else "VerificationFailed",
-                             f"{what}: secret {repo.metadata.namespace}/{name} not found")
+            raise FetchError(
+                "AuthenticationFailed" if what == "secretRef" else "VerificationFailed",
+                f"{what}: secret {repo.metadata.namespace}/{name} not found",
+            )
         return dict(data)
 
     async def fetch(self, repo: GitRepository, last: Fetched | None) -> Fetched:
@@ -35,8 +37,11 @@ class GitFetcher:
         try:
             artifact = await git.fetch(
                 spec.url,
-                git.GitRef(branch=ref.branch, tag=ref.tag, semver=ref.semver, name=ref.name, commit=ref.commit)
-                if ref else git.GitRef(),
+                git.GitRef(
+                    branch=ref.branch, tag=ref.tag, semver=ref.semver, name=ref.name, commit=ref.commit
+                )
+                if ref
+                else git.GitRef(),
                 workdir=self.workdir / repo.metadata.namespace / repo.metadata.name,
                 credentials=credentials,
                 verify=verify,
