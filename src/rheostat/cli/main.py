@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import difflib
 import json
 import logging
 import math
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
+import yaml
 from rich.console import Console
 from rich.table import Table
 
@@ -293,7 +295,6 @@ for _name, _help in (
     ("halt", "Hold the canary's traffic where it is; checks go on."),
     ("unhalt", "Let a halted canary advance again."),
     ("pause", "Stop ticking the canary until resumed."),
-    ("resume", "Tick a paused canary again."),
 ):
     _action(_name, _help)
 
@@ -317,10 +318,13 @@ def logs_cmd(workload: str, namespace: str, group: str | None, tail: int, server
 @cli.command("events")
 @click.option("--kind", default=None)
 @click.option("--key", default=None)
+@click.option("--for", "for_", default=None, help="Kind/namespace/name, as Flux's `events --for`.")
 @click.option("--limit", type=int, default=50, show_default=True)
 @server_option
-def events_cmd(kind: str | None, key: str | None, limit: int, server: str) -> None:
+def events_cmd(kind: str | None, key: str | None, for_: str | None, limit: int, server: str) -> None:
     """Print recent events."""
+    if for_:
+        kind, _, key = for_.partition("/")
     params: dict[str, Any] = {"limit": limit}
     if kind:
         params["kind"] = kind
@@ -340,6 +344,223 @@ def demo_cmd(keep: bool, interval: str) -> None:
     from rheostat.demo.run import run_demo
 
     sys.exit(asyncio.run(run_demo(keep=keep, interval=interval)))
+
+
+def post(server: str, token: str | None, data_dir: Path, path: str) -> Any:
+    c = client(server, token, data_dir)
+    try:
+        return c.post(path)
+    except ApiError as exc:
+        fail(exc)
+    finally:
+        c.close()
+
+
+GITOPS_KINDS = {
+    "source": "sources",
+    "sources": "sources",
+    "gitrepository": "sources",
+    "kustomization": "kustomizations",
+    "kustomizations": "kustomizations",
+    "ks": "kustomizations",
+}
+flux_ns_option = click.option("-n", "--namespace", default="flux-system", show_default=True)
+
+
+def gitops_kind(kind: str) -> str:
+    try:
+        return GITOPS_KINDS[kind.lower()]
+    except KeyError:
+        fail(ValueError(f"unknown kind {kind!r}; use source or kustomization"))
+
+
+def ready_of(item: dict[str, Any]) -> dict[str, Any]:
+    for c in item.get("status", {}).get("conditions", []):
+        if c["type"] == "Ready":
+            return dict(c)
+    return {"status": "Unknown", "message": ""}
+
+
+@get_group.command("sources")
+@server_option
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+def get_sources(server: str, output: str) -> None:
+    def row(it: dict[str, Any]) -> list[str]:
+        st = it.get("status", {})
+        suspended = it["spec"].get("suspend", False) or st.get("suspended", False)
+        return [
+            it["metadata"]["namespace"],
+            it["metadata"]["name"],
+            ready_of(it)["status"],
+            (st.get("artifact") or {}).get("revision", ""),
+            str(suspended),
+            ready_of(it)["message"],
+        ]
+
+    columns = ("NAMESPACE", "NAME", "READY", "REVISION", "SUSPENDED", "MESSAGE")
+    print_items(fetch(server, "/sources")["items"], output, columns, row)
+
+
+@get_group.command("kustomizations")
+@server_option
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+def get_kustomizations(server: str, output: str) -> None:
+    def row(it: dict[str, Any]) -> list[str]:
+        st = it.get("status", {})
+        suspended = it["spec"].get("suspend", False) or st.get("suspended", False)
+        return [
+            it["metadata"]["namespace"],
+            it["metadata"]["name"],
+            ready_of(it)["status"],
+            st.get("lastAppliedRevision", ""),
+            str(suspended),
+            ready_of(it)["message"],
+        ]
+
+    columns = ("NAMESPACE", "NAME", "READY", "REVISION", "SUSPENDED", "MESSAGE")
+    print_items(fetch(server, "/kustomizations")["items"], output, columns, row)
+
+
+@cli.command("reconcile")
+@click.argument("kind")
+@click.argument("name")
+@flux_ns_option
+@click.option("--with-source", is_flag=True, help="Fetch the Kustomization's source first.")
+@click.option("--timeout", type=float, default=60.0, show_default=True)
+@server_option
+@token_option
+@data_dir_option
+def reconcile_cmd(
+    kind: str,
+    name: str,
+    namespace: str,
+    with_source: bool,
+    timeout: float,
+    server: str,
+    token: str | None,
+    data_dir: Path,
+) -> None:
+    """Reconcile a source or a Kustomization now, and wait until it is done."""
+    plural = gitops_kind(kind)
+    started = time.time()
+    query = "?withSource=true" if with_source else ""
+    post(server, token, data_dir, f"/{plural}/{namespace}/{name}/reconcile{query}")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        items = fetch(server, f"/{plural}")["items"]
+        item = next(
+            (i for i in items if i["metadata"]["name"] == name and i["metadata"]["namespace"] == namespace),
+            None,
+        )
+        if item is not None and item.get("status", {}).get("lastHandledReconcileAt", 0) >= started - 1:
+            ready = ready_of(item)
+            click.echo(f"{kind} {namespace}/{name}: Ready={ready['status']}: {ready['message']}")
+            sys.exit(0 if ready["status"] != "False" else 1)
+        time.sleep(0.2)
+    fail(TimeoutError(f"{kind} {namespace}/{name} was not reconciled within {timeout:g}s"))
+
+
+@cli.command("suspend")
+@click.argument("kind")
+@click.argument("name")
+@flux_ns_option
+@server_option
+@token_option
+@data_dir_option
+def suspend_cmd(kind: str, name: str, namespace: str, server: str, token: str | None, data_dir: Path) -> None:
+    """Stop reconciling a source or a Kustomization (what it applied keeps running)."""
+    post(server, token, data_dir, f"/{gitops_kind(kind)}/{namespace}/{name}/suspend")
+    click.echo(f"suspended {kind} {namespace}/{name}")
+
+
+@cli.command("resume")
+@click.argument("args", nargs=-1, required=True)
+@click.option(
+    "-n",
+    "--namespace",
+    default=None,
+    help="default: flux-system for sources and Kustomizations, default for canaries",
+)
+@server_option
+@token_option
+@data_dir_option
+def resume_cmd(
+    args: tuple[str, ...], namespace: str | None, server: str, token: str | None, data_dir: Path
+) -> None:
+    """`resume CANARY` ticks a paused canary again; `resume KIND NAME` a suspended source or Kustomization."""
+    if len(args) == 1:
+        key = split_name(args[0], namespace or "default")
+        post(server, token, data_dir, f"/canaries/{key}/resume")
+        click.echo(f"resume: requested for {key}")
+    elif len(args) == 2:
+        ns = namespace or "flux-system"
+        post(server, token, data_dir, f"/{gitops_kind(args[0])}/{ns}/{args[1]}/resume")
+        click.echo(f"resumed {args[0]} {ns}/{args[1]}")
+    else:
+        fail(ValueError("expected CANARY, or KIND NAME"))
+
+
+@cli.command("diff")
+@click.argument("args", nargs=-1)
+@flux_ns_option
+@server_option
+def diff_cmd(args: tuple[str, ...], namespace: str, server: str) -> None:
+    """What the next reconcile of a Kustomization would change (exit 0: nothing, 1: changes)."""
+    name = args[-1] if args else "flux-system"
+    data = fetch(server, f"/kustomizations/{namespace}/{name}/diff")
+    changes = 0
+    for item in data["created"]:
+        click.echo(f"+ {item['object']} ({item['file']})")
+        changes += 1
+    for item in [*data["updated"], *data["drifted"]]:
+        drifted = " (drifted from Git)" if item in data["drifted"] else ""
+        click.echo(f"~ {item['object']} ({item['file']}){drifted}")
+        live = yaml.safe_dump(item["live"], sort_keys=True).splitlines()
+        git = yaml.safe_dump(item["git"], sort_keys=True).splitlines()
+        for line in difflib.unified_diff(live, git, "live", "git", lineterm="", n=2):
+            click.echo(f"    {line}")
+        changes += 1
+    for obj in data["pruned"]:
+        click.echo(f"- {obj}")
+        changes += 1
+    click.echo(f"{namespace}/{name} at {data['revision']}: {changes} change(s)")
+    sys.exit(1 if changes else 0)
+
+
+@cli.command("trace")
+@click.argument("target")
+@click.option("-n", "--namespace", default="default", show_default=True)
+@server_option
+def trace_cmd(target: str, namespace: str, server: str) -> None:
+    """Which source, commit, Kustomization and file made an object: `trace Workload/web -n apps`."""
+    kind, _, name = target.partition("/")
+    if not name:
+        fail(ValueError("expected KIND/NAME, e.g. Workload/web"))
+    t = fetch(server, f"/trace/{kind}/{split_name(name, namespace)}")
+    for label, value in (
+        ("object", t["object"]),
+        ("kustomization", t["kustomization"]),
+        ("source", f"{t['source']} ({t['url']})"),
+        ("revision", t["revision"]),
+        ("file", t["file"]),
+    ):
+        click.echo(f"{label:<14} {value}")
+
+
+@cli.command("bootstrap")
+@click.option("--repo", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--branch", default="main", show_default=True)
+def bootstrap_cmd(repo: Path, branch: str) -> None:
+    """Write a starter layout (a Workload and its Canary) into a Git repository, and commit it."""
+    from rheostat.cli.bootstrap import bootstrap
+
+    try:
+        written = bootstrap(repo, branch)
+    except (OSError, RuntimeError) as exc:
+        fail(exc)
+    for path in written:
+        click.echo(f"wrote {path}")
+    click.echo(f"committed on {branch}; run: rheostat run --repo {repo}")
 
 
 def main() -> None:

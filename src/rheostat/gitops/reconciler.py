@@ -74,6 +74,7 @@ class Plan:
     drifted: list[Manifest] = field(default_factory=list)  # Git unchanged, the stored object was changed
     unchanged: list[Manifest] = field(default_factory=list)
     pruned: list[Ident] = field(default_factory=list)
+    files: dict[str, str] = field(default_factory=dict)  # "Kind ns/name" -> file in the source
 
     @property
     def empty(self) -> bool:
@@ -128,6 +129,48 @@ class GitOps:
                 return f"{ks.spec.sourceRef.namespace or ks.metadata.namespace}/{ks.spec.sourceRef.name}"
         raise LookupError(f"Kustomization {key} not found")
 
+    async def diff(self, key: str) -> tuple[str, Plan]:
+        """What reconciling Kustomization `key` now would change, from a fresh fetch; changes nothing."""
+        ks = next((k for k in self.kustomizations() if k.metadata.key == key), None)
+        if ks is None:
+            raise LookupError(f"Kustomization {key} not found")
+        src_key = self.source_of(key)
+        repo = next((r for r in self.sources() if r.metadata.key == src_key), None)
+        if repo is None:
+            raise LookupError(f"GitRepository {src_key} not found")
+        fetched = await self.fetcher.fetch(repo, None)
+        plan, _ = await self.plan(ks, {"revision": fetched.revision, "path": str(fetched.path)})
+        return fetched.revision, plan
+
+    def trace(self, kind: str, key: str) -> dict[str, Any]:
+        """Which Kustomization, source, revision and file made an object."""
+        for ks_key, state in self.store.list_states(KUSTOMIZATION).items():
+            if [kind, key] in state.get("inventory", []):
+                src_key = self.source_of(ks_key)
+                repo = next((r for r in self.sources() if r.metadata.key == src_key), None)
+                return {
+                    "object": f"{kind} {key}",
+                    "kustomization": ks_key,
+                    "source": src_key,
+                    "url": repo.spec.url if repo else "",
+                    "revision": state.get("lastAppliedRevision", ""),
+                    "file": state.get("files", {}).get(f"{kind} {key}", ""),
+                    "ready": cond.condition(state, "Ready"),
+                }
+        stored = self.store.get_object(kind, key)
+        if stored is not None and stored.source == BOOTSTRAP:
+            return {
+                "object": f"{kind} {key}",
+                "kustomization": "",
+                "source": "",
+                "url": "",
+                "revision": "",
+                "file": "",
+                "ready": None,
+                "note": "made by `rheostat run --repo` itself",
+            }
+        raise LookupError(f"{kind} {key} is not managed by any Kustomization")
+
     def sources(self) -> list[GitRepository]:
         return [o for o in self._objects(SOURCE) if isinstance(o, GitRepository)]
 
@@ -171,6 +214,12 @@ class GitOps:
             src = f"{ks.spec.sourceRef.namespace or ks.metadata.namespace}/{ks.spec.sourceRef.name}"
             due = force or (KUSTOMIZATION, key) in requested or src in changed_sources
             await self._reconcile_kustomization(ks, due, now)
+        if requested:  # `rheostat reconcile` waits for this
+            with self.store.transaction():
+                for kind, asked in requested:
+                    state = self.state(kind, asked)
+                    state["lastHandledReconcileAt"] = now
+                    self.store.put_state(kind, asked, state)
 
     # -- sources ----------------------------------------------------------------------------------------
 
@@ -330,7 +379,7 @@ class GitOps:
         owner = f"{KUSTOMIZATION} {key}"
         inventory = {(k, n) for k, n in self.state(KUSTOMIZATION, key).get("inventory", [])}
         digests: dict[str, str] = self.state(KUSTOMIZATION, key).get("digests", {})
-        plan = Plan()
+        plan = Plan(files=built.files)
         wanted: set[Ident] = set()
         others: list[Manifest] = []
         for other in self.store.list_objects():
@@ -407,6 +456,7 @@ class GitOps:
                 )
             state["inventory"] = sorted([[str(o.kind), str(o.metadata.key)] for o in objects] + kept)
             state["digests"] = {f"{o.kind} {o.metadata.key}": digest(body_of(o)) for o in objects}
+            state["files"] = plan.files
             first = state.get("lastAppliedRevision") != revision
             state["lastAppliedRevision"] = revision
             changes = (

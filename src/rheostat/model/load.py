@@ -14,10 +14,24 @@ from rheostat.model.alert_provider import AlertProvider
 from rheostat.model.canary import Canary
 from rheostat.model.gitops import GitRepository, Kustomization, Receiver
 from rheostat.model.metric_template import MetricTemplate
+from rheostat.model.policy import (
+    POLICY_KINDS,
+    Constraint,
+    ConstraintTemplate,
+    ValidatingAdmissionPolicy,
+    ValidatingAdmissionPolicyBinding,
+    is_constraint,
+)
 from rheostat.model.workload import Workload
 
-Manifest = Canary | MetricTemplate | AlertProvider | Workload | GitRepository | Kustomization | Receiver
-MANIFEST_TYPES = (Canary, MetricTemplate, AlertProvider, Workload, GitRepository, Kustomization, Receiver)
+Manifest = (
+    Canary | MetricTemplate | AlertProvider | Workload | GitRepository | Kustomization | Receiver
+    | ConstraintTemplate | Constraint | ValidatingAdmissionPolicy | ValidatingAdmissionPolicyBinding
+)
+MANIFEST_TYPES = (
+    Canary, MetricTemplate, AlertProvider, Workload, GitRepository, Kustomization, Receiver,
+    ConstraintTemplate, Constraint, ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+)
 
 KINDS: dict[tuple[str, str], type[BaseModel]] = {
     ("flagger.app/v1beta1", "Canary"): Canary,
@@ -27,6 +41,7 @@ KINDS: dict[tuple[str, str], type[BaseModel]] = {
     ("source.toolkit.fluxcd.io/v1", "GitRepository"): GitRepository,
     ("kustomize.toolkit.fluxcd.io/v1", "Kustomization"): Kustomization,
     ("notification.toolkit.fluxcd.io/v1", "Receiver"): Receiver,
+    **POLICY_KINDS,
 }
 
 
@@ -73,7 +88,7 @@ def parse_object(doc: Any, source: str = "<input>", index: int = 0) -> Manifest:
         raise ManifestError(source, f"document {index + 1}", [FieldError("", "expected a mapping")])
     obj = _describe(doc, index)
     key = (doc.get("apiVersion"), doc.get("kind"))
-    model = KINDS.get(key)  # type: ignore[arg-type]
+    model = Constraint if is_constraint(doc) else KINDS.get(key)  # type: ignore[arg-type]
     if model is None:
         known = ", ".join(f"{k} ({a})" for a, k in KINDS)
         raise ManifestError(

@@ -19,11 +19,13 @@ from starlette.routing import Mount, Route
 from rheostat import __version__
 from rheostat.gitops import conditions as cond
 from rheostat.gitops.receivers import hook_path, verify
-from rheostat.gitops.reconciler import KUSTOMIZATION, SOURCE
+from rheostat.gitops.build import BuildError
+from rheostat.gitops.reconciler import KUSTOMIZATION, SOURCE, body_of
+from rheostat.gitops.sources import FetchError
 from rheostat.model.base import ObjectKey
 from rheostat.model.canary import Canary
 from rheostat.model.gitops import Receiver
-from rheostat.model.load import parse_object
+from rheostat.model.load import Manifest, ManifestError, parse_object
 from rheostat.plugins.platforms.base import Group
 from rheostat.reactor.controller import ROOT, Controller
 from rheostat.rollout.engine import CANARY, target_of
@@ -265,6 +267,37 @@ def create_app(ctl: Controller, token: str) -> Starlette:
         ctl.gitops.suspend(kind, key, request.path_params["action"] == "suspend")
         return JSONResponse({request.path_params["action"]: f"{kind} {key}"}, 202)
 
+    async def diff(request: Request) -> Response:
+        key = f"{request.path_params['namespace']}/{request.path_params['name']}"
+        try:
+            revision, plan = await ctl.gitops.diff(key)
+        except (BuildError, ManifestError, FetchError) as exc:
+            return JSONResponse({"error": f"{type(exc).__name__}: {exc}"}, 422)
+
+        def changed(obj: Manifest) -> dict[str, Any]:
+            stored = ctl.store.get_object(obj.kind, obj.metadata.key)
+            return {
+                "object": f"{obj.kind} {obj.metadata.key}",
+                "file": plan.files.get(f"{obj.kind} {obj.metadata.key}"),
+                "live": stored.body if stored else None,
+                "git": body_of(obj),
+            }
+
+        return JSONResponse(
+            {
+                "kustomization": key,
+                "revision": revision,
+                "created": [changed(o) for o in plan.created],
+                "updated": [changed(o) for o in plan.updated],
+                "drifted": [changed(o) for o in plan.drifted],
+                "pruned": [f"{k} {n}" for k, n in plan.pruned],
+            }
+        )
+
+    async def trace(request: Request) -> Response:
+        p = request.path_params
+        return JSONResponse(ctl.gitops.trace(p["kind"], f"{p['namespace']}/{p['name']}"))
+
     async def hook(request: Request) -> Response:
         body = await request.body()
         for stored in ctl.store.list_objects("Receiver"):
@@ -319,6 +352,8 @@ def create_app(ctl: Controller, token: str) -> Starlette:
         Route(f"{prefix}/source", source),
         Route(f"{prefix}/sources", sources),
         Route(f"{prefix}/kustomizations", kustomizations),
+        Route(f"{prefix}/kustomizations/{ns_name}/diff", diff),
+        Route(f"{prefix}/trace/{{kind:str}}/{ns_name}", trace),
         Route(f"{prefix}/{{kind:str}}/{ns_name}/reconcile", reconcile_one, methods=["POST"]),
         Route(f"{prefix}/{{kind:str}}/{ns_name}/{{action:str}}", suspend, methods=["POST"]),
         Route("/hook/{digest}", hook, methods=["POST"]),
