@@ -25,12 +25,30 @@ from rheostat.model.policy import (
 from rheostat.model.workload import Workload
 
 Manifest = (
-    Canary | MetricTemplate | AlertProvider | Workload | GitRepository | Kustomization | Receiver
-    | ConstraintTemplate | Constraint | ValidatingAdmissionPolicy | ValidatingAdmissionPolicyBinding
+    Canary
+    | MetricTemplate
+    | AlertProvider
+    | Workload
+    | GitRepository
+    | Kustomization
+    | Receiver
+    | ConstraintTemplate
+    | Constraint
+    | ValidatingAdmissionPolicy
+    | ValidatingAdmissionPolicyBinding
 )
 MANIFEST_TYPES = (
-    Canary, MetricTemplate, AlertProvider, Workload, GitRepository, Kustomization, Receiver,
-    ConstraintTemplate, Constraint, ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    Canary,
+    MetricTemplate,
+    AlertProvider,
+    Workload,
+    GitRepository,
+    Kustomization,
+    Receiver,
+    ConstraintTemplate,
+    Constraint,
+    ValidatingAdmissionPolicy,
+    ValidatingAdmissionPolicyBinding,
 )
 
 KINDS: dict[tuple[str, str], type[BaseModel]] = {

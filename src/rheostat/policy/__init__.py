@@ -5,8 +5,6 @@ results = policies.evaluate(objects, inventory=...)  # list[Violation]
 if blocking(results): ...                           # deny violations and every evaluation error
 """
 
-from rheostat.policy.engine import PolicySet
-from rheostat.policy.inventory import Inventory
 from rheostat.model.policy import (
     POLICY_KINDS,
     Constraint,
@@ -18,6 +16,8 @@ from rheostat.model.policy import (
     parse_policy,
     policy_model,
 )
+from rheostat.policy.engine import PolicySet
+from rheostat.policy.inventory import Inventory
 from rheostat.policy.starter import starter_documents, starter_policies
 from rheostat.policy.violation import PolicyError, Violation, blocking
 

@@ -7,9 +7,6 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from rheostat.policy.gatekeeper import CompiledConstraint, EvaluationFailure, compile_templates
-from rheostat.policy.inventory import Inventory
-from rheostat.policy.match import MatchError, constraint_matches
 from rheostat.model.policy import (
     Constraint,
     ConstraintTemplate,
@@ -17,6 +14,9 @@ from rheostat.model.policy import (
     ValidatingAdmissionPolicyBinding,
     parse_policy,
 )
+from rheostat.policy.gatekeeper import CompiledConstraint, EvaluationFailure, compile_templates
+from rheostat.policy.inventory import Inventory
+from rheostat.policy.match import MatchError, constraint_matches
 from rheostat.policy.rego import RegoCompiler, Regorus
 from rheostat.policy.review import JsonObject, Review, ReviewError, make_review
 from rheostat.policy.vap import CompiledBinding, CompiledPolicy

@@ -6,8 +6,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from rheostat.policy.cel import CelError, CelExpression, CelValidation, CelValue, CelVariables, to_cel
 from rheostat.model.policy import CelSource, Constraint, ConstraintTemplate
+from rheostat.policy.cel import CelError, CelExpression, CelValidation, CelValue, CelVariables, to_cel
 from rheostat.policy.rego import RegoCompiler, RegoError
 from rheostat.policy.review import JsonObject, Review
 from rheostat.policy.schema import schema_errors

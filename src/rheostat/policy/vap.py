@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from rheostat.model.policy import ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding
 from rheostat.policy.cel import CelError, CelExpression, CelValidation, CelValue, CelVariables, to_cel
 from rheostat.policy.inventory import Inventory
 from rheostat.policy.match import MatchError, resources_match
-from rheostat.model.policy import ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding
 from rheostat.policy.review import JsonObject, Review
 from rheostat.policy.violation import Action, PolicyError, Violation
 
