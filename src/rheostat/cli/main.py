@@ -78,7 +78,7 @@ def simulate_cmd(path: Path, fail_from: int | None, ticks: int, output: str, nam
             )
         )
         return
-    out = Console()
+    out = stdout()
     table = Table(
         title=f"{canary.metadata.key} ({canary.strategy.value}, interval {format_duration(sim.interval_s)})"
     )
@@ -136,6 +136,11 @@ def client(server: str, token: str | None = None, data_dir: Path = Path(".rheost
     return Client(server, find_token(token, data_dir))
 
 
+def stdout() -> Console:
+    """stdout; when it is not a terminal (a pipe, a file), tables are not squeezed into 80 columns."""
+    return Console() if sys.stdout.isatty() else Console(width=200)
+
+
 def fail(exc: Exception) -> NoReturn:
     err.print(f"[red]error:[/red] {exc}", highlight=False)
     sys.exit(1)
@@ -169,7 +174,7 @@ def print_items(
         table.add_column(col, no_wrap=col != "MESSAGE")
     for it in items:
         table.add_row(*row(it))
-    Console().print(table)
+    stdout().print(table)
 
 
 @cli.command("run")

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 SOURCE = "GitRepository"
 KUSTOMIZATION = "Kustomization"
 BOOTSTRAP = "bootstrap"
+MAX_NESTING = 5  # a Kustomization that applies Kustomizations that apply Kustomizations...
 Ident = tuple[str, str]  # (kind, "namespace/name")
 
 
@@ -202,6 +203,19 @@ class GitOps:
                 await asyncio.wait_for(self._wake.wait(), tick_s)
 
     async def reconcile_once(self, *, force: bool = False) -> None:
+        """One pass; sources and Kustomizations that the pass itself applied are reconciled in it too."""
+        seen: set[Ident] = set()
+        for depth in range(MAX_NESTING):
+            kinds = {(o.kind, o.key) for k in (SOURCE, KUSTOMIZATION) for o in self.store.list_objects(k)}
+            new = kinds - seen
+            if not new:
+                return
+            if depth:
+                self._requested |= new  # applied by the previous pass: reconcile them now, not next time
+            seen |= kinds
+            await self._pass(force=force and not depth)
+
+    async def _pass(self, *, force: bool) -> None:
         requested, self._requested = self._requested, set()
         now = self.clock()
         changed_sources: set[str] = set()
