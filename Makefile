@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: demo test check bench run clean
+.PHONY: demo test check bench run clean system-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,19 +13,31 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-demo: $(STAMP)
+demo: $(STAMP) system-deps
 	$(VENV)/bin/rheostat demo
 
+# Debian packages the tests drive for real: Prometheus (metric analysis), git and gpg (GitOps), kubectl
+# (kustomize builds, when the machine has it). Installed when missing and we may (root); else say what to run.
+SYSTEM_BINS := prometheus git gpg ssh-keygen
+system-deps:
+	@missing=""; for b in $(SYSTEM_BINS); do command -v $$b >/dev/null 2>&1 || missing="$$missing $$b"; done; \
+	if [ -n "$$missing" ]; then \
+	  pkgs=$$(echo "$$missing" | sed 's/ssh-keygen/openssh-client/; s/gpg/gnupg/'); \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing:$$pkgs"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$pkgs >/dev/null; \
+	  else echo "missing:$$missing; run: sudo apt-get install$$pkgs"; fi; \
+	fi
+
 check: $(STAMP)
-	$(VENV)/bin/ruff check src tests
-	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
-test: check
+test: check system-deps
 	$(PY) -m pytest
 
-bench: $(STAMP)
+bench: $(STAMP) system-deps
 	$(PY) bench/run.py
 
 clean:

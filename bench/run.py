@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import engine_ticks, envoy_overhead
+from bench import analysis_harness, engine_ticks, envoy_overhead
 
 
 def main() -> None:
@@ -21,6 +21,10 @@ def main() -> None:
     engine_ticks.main()
     print("\n## Envoy: overhead of the hop and time to apply a weight\n")
     envoy_overhead.main()
+    print("\n## Analysis: the threshold judge and the sequential judge on the same traffic\n")
+    analysis_harness.main(
+        ["--seeds", "500", "--plots", str(Path(__file__).resolve().parents[1] / "docs" / "images")]
+    )
 
 
 if __name__ == "__main__":

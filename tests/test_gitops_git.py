@@ -676,3 +676,30 @@ def test_secrets_stay_out_of_reprs() -> None:
     assert "pw-123456" not in repr(creds) and "KEY" not in repr(creds)
     with pytest.raises(GitError):
         Verification.from_secret("sometimes", {})
+
+
+def tree(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): p.read_text() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+async def test_a_new_commit_updates_the_last_tree_in_place_like_a_full_extraction(
+    repo: Repo, tmp_path: Path
+) -> None:
+    files = {f"apps/a{i}/w.yaml": f"v: {i}\n" for i in range(30)}
+    repo.commit({**files, "keep.yaml": "k", "drop.yaml": "d", "ci/.travis.yml": "x"}, "one")
+    repo.push("HEAD:main")
+    w, url = tmp_path / "w", str(repo.origin)
+    first = await fetch(url, GitRef(branch="main"), workdir=w, ignore="secret/\n")
+    repo.git("rm", "-q", "drop.yaml")
+    repo.commit(
+        {"apps/a3/w.yaml": "v: changed\n", "apps/new/w.yaml": "n", "secret/k.yaml": "s", ".travis.yml": "t"},
+        "two",
+    )
+    repo.push("HEAD:main")
+    second = await fetch(url, GitRef(branch="main"), workdir=w, ignore="secret/\n")
+    assert not first.path.exists()  # renamed into the new tree, not copied
+    full = await fetch(url, GitRef(branch="main"), workdir=tmp_path / "fresh", ignore="secret/\n")
+    assert tree(second.path) == tree(full.path)
+    got = tree(second.path)
+    assert got["apps/a3/w.yaml"] == "v: changed\n" and "drop.yaml" not in got
+    assert "secret/k.yaml" not in got and ".travis.yml" not in got and "apps/new/w.yaml" in got

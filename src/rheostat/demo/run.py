@@ -35,11 +35,18 @@ class Release:
     env: dict[str, str]
     expect: Phase
     why: str
+    judge: str = "threshold"
 
 
 RELEASES = (
     Release("6.0.1", {}, Phase.SUCCEEDED, "a good version: promoted step by step"),
-    Release("6.0.2", {"ERROR_RATE": "0.3"}, Phase.FAILED, "30% errors: rolled back on success rate"),
+    Release(
+        "6.0.2",
+        {"ERROR_RATE": "0.3"},
+        Phase.FAILED,
+        "30% errors: rolled back by the sequential judge",
+        judge="sequential",
+    ),
     Release("6.0.3", {"LATENCY_MS": "700"}, Phase.FAILED, "700 ms slower: rolled back on latency"),
 )
 
@@ -50,7 +57,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def manifests(version: str, env: dict[str, str], port: int, api: str, interval: str) -> str:
+def manifests(
+    version: str, env: dict[str, str], port: int, api: str, interval: str, judge: str = "threshold"
+) -> str:
     env_yaml = "".join(f'\n        {k}: "{v}"' for k, v in env.items()) or " {}"
     return f"""apiVersion: rheostat.dev/v1alpha1
 kind: Workload
@@ -74,6 +83,7 @@ spec:
     threshold: 2
     maxWeight: 60
     stepWeight: 20
+    judge: {judge}
     metrics:
     - {{name: request-success-rate, thresholdRange: {{min: 99}}, interval: 10s}}
     - {{name: request-duration, thresholdRange: {{max: 500}}, interval: 10s}}
@@ -179,6 +189,7 @@ async def run_demo(*, keep: bool = False, interval: str = "2s", console: Console
     server = Server(settings)
     started = time.monotonic()
     results: list[tuple[Release, Phase, float]] = []
+    verdicts: list[tuple[Release, str]] = []
     stop_traffic = asyncio.Event()
     load: asyncio.Task[None] | None = None
     try:
@@ -193,7 +204,11 @@ async def run_demo(*, keep: bool = False, interval: str = "2s", console: Console
             for rel in RELEASES:
                 view.release = f"{rel.version} ({rel.why})"
                 tick = server.controller.engine.status(KEY).tick
-                commit(repo, manifests(rel.version, rel.env, port, api, interval), f"podinfo {rel.version}")
+                commit(
+                    repo,
+                    manifests(rel.version, rel.env, port, api, interval, rel.judge),
+                    f"podinfo {rel.version}",
+                )
                 server.controller.request_reconcile()
                 t0 = time.monotonic()
                 waiter = asyncio.create_task(
@@ -203,6 +218,8 @@ async def run_demo(*, keep: bool = False, interval: str = "2s", console: Console
                     live.update(await view.render())
                     await asyncio.wait({waiter}, timeout=0.5)
                 results.append((rel, waiter.result(), time.monotonic() - t0))
+                if rel.judge == "sequential":
+                    verdicts.append((rel, server.controller.engine.status(KEY).message))
                 live.update(await view.render())
         console.print()
         ok = all(phase is rel.expect for rel, phase, _ in results)
@@ -213,6 +230,8 @@ async def run_demo(*, keep: bool = False, interval: str = "2s", console: Console
             mark = "[green]✓[/green]" if phase is rel.expect else "[red]✗[/red]"
             summary.add_row(rel.version, rel.why, rel.expect.value, f"{mark} {phase.value}", f"{took:.0f}s")
         console.print(summary)
+        for rel, message in verdicts:  # the evidence the sequential judge acted on
+            console.print(f"[bold]{rel.version}[/bold] sequential judge: {message}")
         console.print(
             f"total {time.monotonic() - started:.0f}s; "
             + ("every release ended as expected" if ok else "[red]a release did not end as expected[/red]")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import re
 import shutil
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rheostat.model.base import object_key
@@ -24,6 +26,7 @@ class BuildError(Exception):
 class Built:
     objects: list[Manifest]
     files: dict[str, str]  # "Kind ns/name" -> the file it came from (for trace)
+    bodies: list[str] = field(default_factory=list)  # each object as the store keeps it (sorted-key JSON)
 
 
 def substitute(text: str, variables: Mapping[str, str], source: str) -> str:
@@ -71,6 +74,23 @@ async def kustomize(directory: Path, timeout_s: float) -> str:
     return out.decode()
 
 
+class BuildCache:
+    """Parsed objects by the text they came from: an unchanged path is not parsed again (no-change reconciles,
+    and every other Kustomization of a source when one file changes)."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._items: dict[str, Built] = {}
+
+    def get(self, key: str) -> Built | None:
+        return self._items.get(key)
+
+    def put(self, key: str, built: Built) -> None:
+        if len(self._items) >= self.size:
+            self._items.pop(next(iter(self._items)))
+        self._items[key] = built
+
+
 async def build(
     root: Path,
     path: str,
@@ -78,8 +98,17 @@ async def build(
     variables: Mapping[str, str] | None = None,
     target_namespace: str | None = None,
     timeout_s: float = 60.0,
+    cache: BuildCache | None = None,
+    revision: str | None = None,
 ) -> Built:
-    """Every object under `root/path`, validated; BuildError or ManifestError for the first problem."""
+    """Every object under `root/path`, validated; BuildError or ManifestError for the first problem.
+
+    With a cache, a revision and path built before is not read again, and text parsed before is not parsed
+    again (a new revision where this path did not change)."""
+    substituted = None if variables is None else dict(variables)
+    at_revision = json.dumps([revision, str(root), path, substituted, target_namespace])
+    if cache is not None and revision is not None and (hit := cache.get(at_revision)) is not None:
+        return hit
     directory = (root / path).resolve()  # a few stats of a local tree: not worth a thread
     if not directory.is_relative_to(root.resolve()):  # noqa: ASYNC240
         raise BuildError(f"path {path!r} leaves the source")
@@ -94,6 +123,9 @@ async def build(
                 texts.append((str(f.relative_to(root)), f.read_text(encoding="utf-8")))
             except (OSError, UnicodeDecodeError) as exc:
                 raise BuildError(f"{f.relative_to(root)}: cannot read: {exc}") from exc
+    key = hashlib.sha256(json.dumps([texts, substituted, target_namespace]).encode()).hexdigest()
+    if cache is not None and (hit := cache.get(key)) is not None:
+        return _remember(cache, [at_revision], hit)
     objects: list[Manifest] = []
     files: dict[str, str] = {}
     for source, text in texts:
@@ -110,4 +142,15 @@ async def build(
                 )
             files[ident] = source
             objects.append(obj)
-    return Built(objects, files)
+    bodies = [
+        json.dumps(o.model_dump(mode="json", exclude_none=True, by_alias=True), sort_keys=True)
+        for o in objects
+    ]
+    return _remember(cache, [key, at_revision], Built(objects, files, bodies))
+
+
+def _remember(cache: BuildCache | None, keys: list[str], built: Built) -> Built:
+    if cache is not None:
+        for key in keys:
+            cache.put(key, built)
+    return built

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from rheostat.model.base import object_key
 from rheostat.model.canary import Canary
@@ -10,9 +11,41 @@ from rheostat.model.load import FieldError, Manifest, ManifestError
 from rheostat.model.workload import Workload
 
 
-def check_references(objects: Iterable[Manifest], source: str) -> None:
+@dataclass
+class Index:
+    """What the cross-object rules need of everything applied, by owner, kept up to date as owners apply."""
+
+    workloads: dict[str, str] = field(default_factory=dict)  # workload key -> owner
+    ports: dict[int, tuple[str, str]] = field(default_factory=dict)  # port -> (canary key, owner)
+    owned: dict[str, list[Manifest]] = field(default_factory=dict)
+
+    def add(self, obj: Manifest, owner: str) -> None:
+        if isinstance(obj, Workload):
+            self.workloads[str(obj.metadata.key)] = owner
+        elif isinstance(obj, Canary):
+            self.ports[obj.spec.service.port] = (str(obj.metadata.key), owner)
+        else:
+            return
+        self.owned.setdefault(owner, []).append(obj)
+
+    def replace(self, owner: str, objects: Iterable[Manifest]) -> None:
+        """An owner applied a new revision: forget what it had, remember what it has."""
+        for old in self.owned.pop(owner, []):
+            if isinstance(old, Workload) and self.workloads.get(str(old.metadata.key)) == owner:
+                del self.workloads[str(old.metadata.key)]
+            elif isinstance(old, Canary) and self.ports.get(old.spec.service.port, ("", ""))[1] == owner:
+                del self.ports[old.spec.service.port]
+        for obj in objects:
+            self.add(obj, owner)
+
+
+def check_references(
+    objects: Iterable[Manifest], source: str, index: Index | None = None, owner: str = ""
+) -> None:
+    """`objects` are the candidate revision of `owner`; `index` holds what every owner applied."""
     objects = list(objects)
-    workloads = {o.metadata.key for o in objects if isinstance(o, Workload)}
+    index = index or Index()
+    own = {o.metadata.key for o in objects if isinstance(o, Workload)}
     ports: dict[int, str] = {}
     for o in objects:
         if not isinstance(o, Canary):
@@ -32,15 +65,18 @@ def check_references(objects: Iterable[Manifest], source: str) -> None:
                 ],
             )
         target = object_key(o.metadata.namespace, ref.name)
-        if target not in workloads:
+        if target not in own and index.workloads.get(target, owner) == owner:
             raise ManifestError(
                 source, where, [FieldError("spec.targetRef.name", f"Workload {target} is not declared")]
             )
         port = o.spec.service.port
-        if port in ports:
+        taken = ports.get(port) or next(
+            (c for c, w in [index.ports.get(port, ("", owner))] if w != owner), None
+        )
+        if taken:
             raise ManifestError(
                 source,
                 where,
-                [FieldError("spec.service.port", f"port {port} is already used by Canary {ports[port]}")],
+                [FieldError("spec.service.port", f"port {port} is already used by Canary {taken}")],
             )
         ports[port] = o.metadata.key

@@ -50,4 +50,18 @@ class GitFetcher:
             )
         except git.GitError as exc:
             raise FetchError(exc.reason, exc.message) from exc
-        return Fetched(artifact.revision, artifact.path, artifact.message, artifact.verified_by)
+        previous = None
+        if (
+            artifact.previous_commit is not None
+            and last is not None
+            and last.revision.endswith(artifact.previous_commit)
+        ):
+            previous = last.revision
+        return Fetched(
+            artifact.revision,
+            artifact.path,
+            artifact.message,
+            artifact.verified_by,
+            artifact.changed if previous else None,
+            previous,
+        )

@@ -94,14 +94,30 @@ async def fetch(
         if verify is not None:
             verified_by = await Verifier(runner, cache, scratch, verify).check(target)
         message = (await runner.git("log", "-1", "--format=%s", target.commit, cwd=cache)).out.strip()
+        previous = _Stamp.latest(workdir, other_than=target.commit)
+        changed: tuple[str, ...] | None = None
         if stamp is not None and stamp.rules == rules and stamp.path(workdir).is_dir():
             path = stamp.path(workdir)  # only the verification was new: the tree is still good
+        elif (
+            previous is not None
+            and previous.rules == rules
+            and (updated := await _update(runner, cache, workdir, previous.commit, target.commit, ignore))
+        ):
+            path, changed = updated
         else:
             path = await _extract(runner, cache, workdir, target.commit, ignore)
         new = _Stamp(target.commit, rules, _vkey(verify, target) if verify else "", verified_by, message)
         new.write(workdir)
         _prune(workdir, keep=target.commit)
-        return Artifact(target.revision, target.commit, path, verified_by, message)
+        return Artifact(
+            target.revision,
+            target.commit,
+            path,
+            verified_by,
+            message,
+            changed,
+            previous.commit if previous is not None and changed is not None else None,
+        )
 
 
 @contextlib.asynccontextmanager
@@ -212,6 +228,9 @@ async def _fetch_or_missing(
         raise GitError("RefNotFound", f"{what} not found on the remote")
 
 
+MAX_INCREMENTAL = 500  # changed paths; past this a full extraction is as quick
+
+
 async def _extract(runner: Runner, cache: Path, workdir: Path, commit: str, ignore: str | None) -> Path:
     store = workdir / "artifacts"
     store.mkdir(parents=True, exist_ok=True)
@@ -229,6 +248,55 @@ async def _extract(runner: Runner, cache: Path, workdir: Path, commit: str, igno
     finally:
         archive.unlink(missing_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+async def _update(
+    runner: Runner, cache: Path, workdir: Path, previous: str, commit: str, ignore: str | None
+) -> tuple[Path, tuple[str, ...]] | None:
+    """The previous tree turned into `commit` by applying only what changed (one file changed in a large
+    repository costs one file, not the whole tree). None when a full extraction is the better way."""
+    store = workdir / "artifacts"
+    try:
+        diff = (
+            await runner.git("diff", "--no-renames", "--name-status", "-z", previous, commit, cwd=cache)
+        ).out
+    except GitError:
+        return None  # the previous commit is no longer in the cache: extract in full
+    fields = diff.split("\0")
+    changes = [(fields[i], fields[i + 1]) for i in range(0, len(fields) - 1, 2)]
+    if len(changes) > MAX_INCREMENTAL or any(
+        p.rsplit("/", 1)[-1] == git_ignore.SOURCEIGNORE for _, p in changes
+    ):
+        return None
+    tmp = store / f".{commit}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    (store / previous).rename(tmp)
+    archive = store / f".{commit}.tar"
+    try:
+        for status, rel in changes:
+            if status == "D":
+                (tmp / rel).unlink(missing_ok=True)
+        changed = [rel for status, rel in changes if status != "D"]
+        if changed:
+            await runner.git(
+                "archive", "--format=tar", f"--output={archive}", commit, "--", *changed, cwd=cache
+            )
+            await asyncio.to_thread(_unpack_over, archive, tmp, ignore, changed)
+        dest = store / commit
+        shutil.rmtree(dest, ignore_errors=True)
+        tmp.rename(dest)
+        return dest, tuple(rel for _, rel in changes)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        archive.unlink(missing_ok=True)
+
+
+def _unpack_over(archive: Path, dest: Path, ignore: str | None, paths: list[str]) -> None:
+    with tarfile.open(archive) as tar:
+        tar.extractall(dest, filter=_safe_member)
+    git_ignore.apply_paths(dest, ignore, paths)
 
 
 def _unpack(archive: Path, dest: Path, ignore: str | None) -> None:
@@ -273,6 +341,14 @@ class _Stamp:
 
     def path(self, workdir: Path) -> Path:
         return workdir / "artifacts" / self.commit
+
+    @classmethod
+    def latest(cls, workdir: Path, other_than: str) -> _Stamp | None:
+        """The artifact kept from the last fetch, if any (pruning keeps one)."""
+        for file in (workdir / "artifacts").glob("*.json"):
+            if file.stem != other_than and (stamp := cls.read(workdir, file.stem)) is not None:
+                return stamp
+        return None
 
     @classmethod
     def read(cls, workdir: Path, commit: str) -> _Stamp | None:

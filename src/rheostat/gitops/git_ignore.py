@@ -97,6 +97,24 @@ def apply(root: Path, ignore: str | None) -> None:
                 (here / f).unlink()
 
 
+def apply_paths(root: Path, ignore: str | None, paths: list[str]) -> None:
+    """`apply` for a few paths of an existing tree: each checked against the .sourceignore files above it."""
+    rules = Rules(ignore)
+    for rel in paths:
+        parts = rel.split("/")
+        for depth in range(len(parts)):
+            base = "/".join(parts[:depth])
+            local = root / base / SOURCEIGNORE
+            if base not in rules.local and local.is_file():
+                rules.local[base] = GitIgnoreSpec.from_lines(local.read_text(errors="replace").splitlines())
+        ignored = any(
+            rules.ignored("/".join(parts[: d + 1]), is_dir=d < len(parts) - 1) for d in range(len(parts))
+        )
+        target = root / rel
+        if ignored and (target.exists() or target.is_symlink()):
+            _remove(target) if target.is_dir() and not target.is_symlink() else target.unlink()
+
+
 def _remove(path: Path) -> None:
     if path.is_symlink():
         path.unlink()

@@ -100,3 +100,5 @@ class Artifact:
     path: Path  # the commit's tree, extracted, with the ignore rules applied
     verified_by: str | None  # PGP key id or SSH "SHA256:" fingerprint(s) when verified
     message: str  # commit subject
+    changed: tuple[str, ...] | None = None  # paths changed since `previous_commit`; None: not known
+    previous_commit: str | None = None

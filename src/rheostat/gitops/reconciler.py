@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -18,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from rheostat.gitops import conditions as cond
-from rheostat.gitops.build import BuildError, build
-from rheostat.gitops.checks import check_references
+from rheostat.gitops.build import KUSTOMIZE_FILES, BuildCache, BuildError, build
+from rheostat.gitops.checks import Index, check_references
 from rheostat.gitops.sources import Fetched, Fetcher, FetchError
 from rheostat.model.gitops import GitRepository, Kustomization
 from rheostat.model.load import FieldError, Manifest, ManifestError, parse_object
@@ -58,10 +57,6 @@ class Hooks:
     )
 
 
-def digest(body: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:20]
-
-
 def body_of(obj: Manifest) -> dict[str, Any]:
     return obj.model_dump(mode="json", exclude_none=True, by_alias=True)
 
@@ -76,6 +71,7 @@ class Plan:
     unchanged: list[Manifest] = field(default_factory=list)
     pruned: list[Ident] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)  # "Kind ns/name" -> file in the source
+    bodies: dict[str, str] = field(default_factory=dict)  # "Kind ns/name" -> body as stored JSON
 
     @property
     def empty(self) -> bool:
@@ -97,6 +93,8 @@ class GitOps:
         self.hooks = hooks or Hooks()
         self.clock = clock
         self._requested: set[Ident] = set()
+        self._index_cache: Index | None = None
+        self._builds = BuildCache()
         self._wake = asyncio.Event()
         with store.transaction():
             for obj in bootstrap:
@@ -215,7 +213,21 @@ class GitOps:
             seen |= kinds
             await self._pass(force=force and not depth)
 
+    def _index(self) -> Index:
+        """Workloads and Canary ports of everything applied, by owner; built once per pass."""
+        if self._index_cache is None:
+            index = Index()
+            for kind in ("Workload", "Canary"):
+                for stored in self.store.list_objects(kind):
+                    try:
+                        index.add(parse_object(stored.body, stored.source), stored.source.split("@")[0])
+                    except ManifestError:
+                        continue
+            self._index_cache = index
+        return self._index_cache
+
     async def _pass(self, *, force: bool) -> None:
+        self._index_cache = None
         requested, self._requested = self._requested, set()
         now = self.clock()
         changed_sources: set[str] = set()
@@ -226,8 +238,8 @@ class GitOps:
         for ks in self._ordered():
             key = ks.metadata.key
             src = f"{ks.spec.sourceRef.namespace or ks.metadata.namespace}/{ks.spec.sourceRef.name}"
-            due = force or (KUSTOMIZATION, key) in requested or src in changed_sources
-            await self._reconcile_kustomization(ks, due, now)
+            by_hand = force or (KUSTOMIZATION, key) in requested
+            await self._reconcile_kustomization(ks, by_hand or src in changed_sources, now, asked=by_hand)
         if requested:  # `rheostat reconcile` waits for this
             with self.store.transaction():
                 for kind, asked in requested:
@@ -269,6 +281,8 @@ class GitOps:
             "path": str(fetched.path),
             "message": fetched.message,
             "verifiedBy": fetched.verified_by,
+            "previous": fetched.previous,
+            "changed": list(fetched.changed) if fetched.changed is not None else None,
         }
         msg = f"stored artifact for revision '{fetched.revision}'"
         if fetched.verified_by:
@@ -323,7 +337,9 @@ class GitOps:
                 self._save(KUSTOMIZATION, key, st, "DependencyCycle", msg, warning=True)
         return [k for k in order if k.metadata.key not in cyclic]
 
-    async def _reconcile_kustomization(self, ks: Kustomization, due: bool, now: float) -> None:
+    async def _reconcile_kustomization(
+        self, ks: Kustomization, due: bool, now: float, *, asked: bool = False
+    ) -> None:
         key = ks.metadata.key
         state = self.state(KUSTOMIZATION, key)
         if ks.spec.suspend or state.get("suspended"):
@@ -351,6 +367,12 @@ class GitOps:
             self._save(KUSTOMIZATION, key, state, "ArtifactFailed", msg, warning=True, once=True)
             return
         revision = artifact["revision"]
+        if not asked and now < state.get("nextAt", 0) and self._untouched(ks, state, artifact):
+            # A new commit that changed nothing under this path: the applied objects are this revision's.
+            state.update(lastAppliedRevision=revision, lastAttemptedRevision=revision)
+            cond.ready(state, "ReconciliationSucceeded", f"Applied revision: {revision}", now)
+            self._save(KUSTOMIZATION, key, state, "", "")
+            return
         state["lastAttemptedRevision"] = revision
         try:
             plan, objects = await self.plan(ks, artifact)
@@ -378,6 +400,24 @@ class GitOps:
         state.update(failures=0, nextAt=now + interval)
         await self._apply(ks, plan, objects, state, revision, now)
 
+    @staticmethod
+    def _untouched(ks: Kustomization, state: dict[str, Any], artifact: dict[str, Any]) -> bool:
+        """True when git says no file under the path changed since the revision this Kustomization applied.
+
+        Only for plain folders: a kustomization.yaml may pull files from anywhere in the source."""
+        changed = artifact.get("changed")
+        if changed is None or artifact.get("previous") != state.get("lastAppliedRevision"):
+            return False
+        if cond.condition(state, "Ready") is None or not cond.is_ready(state):
+            return False
+        prefix = ks.spec.path.strip("./").rstrip("/")
+        if any(p.rsplit("/", 1)[-1] in KUSTOMIZE_FILES for p in changed):
+            return False
+        root = _path(artifact["path"]) / prefix
+        if any((root / name).is_file() for name in KUSTOMIZE_FILES):
+            return False
+        return not any(prefix == "" or p == prefix or p.startswith(prefix + "/") for p in changed)
+
     async def plan(self, ks: Kustomization, artifact: dict[str, Any]) -> tuple[Plan, list[Manifest]]:
         """Build and compare with the store; BuildError or ManifestError if the revision cannot be used."""
         key = ks.metadata.key
@@ -386,6 +426,8 @@ class GitOps:
         built = await build(
             _path(artifact["path"]),
             ks.spec.path,
+            cache=self._builds,
+            revision=artifact["revision"],
             variables=variables,
             target_namespace=ks.spec.targetNamespace,
             timeout_s=timeout,
@@ -393,39 +435,33 @@ class GitOps:
         owner = f"{KUSTOMIZATION} {key}"
         inventory = {(k, n) for k, n in self.state(KUSTOMIZATION, key).get("inventory", [])}
         digests: dict[str, str] = self.state(KUSTOMIZATION, key).get("digests", {})
-        plan = Plan(files=built.files)
+        plan = Plan(
+            files=built.files,
+            bodies={
+                f"{o.kind} {o.metadata.key}": text
+                for o, text in zip(built.objects, built.bodies, strict=True)
+            },
+        )
         wanted: set[Ident] = set()
-        others: list[Manifest] = []
-        for other in self.store.list_objects():
-            if (other.kind in (SOURCE, KUSTOMIZATION) and other.source == BOOTSTRAP) or (
-                other.kind,
-                other.key,
-            ) in inventory:
-                continue
-            try:
-                others.append(parse_object(other.body, other.source))
-            except ManifestError:
-                continue
-        for obj in built.objects:
+        for obj, text in zip(built.objects, built.bodies, strict=True):
             ident = (str(obj.kind), str(obj.metadata.key))
             wanted.add(ident)
-            body = body_of(obj)
-            stored = self.store.get_object(*ident)
+            stored = self.store.get_object_text(*ident)
             if stored is None:
                 plan.created.append(obj)
-            elif ident not in inventory and stored.source != BOOTSTRAP:
+            elif ident not in inventory and stored[1] != BOOTSTRAP:
                 raise ManifestError(
                     built.files[f"{obj.kind} {obj.metadata.key}"],
                     f"{obj.kind} {obj.metadata.key}",
-                    [_owned_by(stored.source)],
+                    [_owned_by(stored[1])],
                 )
-            elif stored.body == body:
+            elif stored[0] == text:
                 plan.unchanged.append(obj)
-            elif digests.get(f"{ident[0]} {ident[1]}") == digest(body):
+            elif digests.get(f"{ident[0]} {ident[1]}") == _digest_text(text):
                 plan.drifted.append(obj)
             else:
                 plan.updated.append(obj)
-        check_references([*others, *built.objects], owner)
+        check_references(built.objects, owner, self._index(), owner)
         if ks.spec.prune:
             plan.pruned = sorted(inventory - wanted)
         return plan, built.objects
@@ -451,6 +487,7 @@ class GitOps:
             ]
         )
         with self.store.transaction():
+            self._index().replace(source.split("@")[0], objects)
             for obj in [*plan.created, *plan.updated, *plan.drifted]:
                 self.store.put_object(obj.kind, obj.metadata.key, body_of(obj), source=source)
             for kind, okey in plan.pruned:
@@ -469,7 +506,7 @@ class GitOps:
                     warning=True,
                 )
             state["inventory"] = sorted([[str(o.kind), str(o.metadata.key)] for o in objects] + kept)
-            state["digests"] = {f"{o.kind} {o.metadata.key}": digest(body_of(o)) for o in objects}
+            state["digests"] = {ident: _digest_text(text) for ident, text in plan.bodies.items()}
             state["files"] = plan.files
             first = state.get("lastAppliedRevision") != revision
             state["lastAppliedRevision"] = revision
@@ -548,6 +585,10 @@ class GitOps:
                 self.store.add_event(kind, key, reason, message, warning)
                 state["lastEvent"] = f"{reason}: {message}"
             self.store.put_state(kind, key, state)
+
+
+def _digest_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
 def _owned_by(source: str) -> FieldError:

@@ -24,6 +24,8 @@ class Fetched:
     path: Path
     message: str = ""
     verified_by: str | None = None
+    changed: tuple[str, ...] | None = None  # paths changed since `previous`; None when not known
+    previous: str | None = None  # the revision `changed` is relative to
 
 
 class Fetcher(Protocol):

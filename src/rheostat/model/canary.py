@@ -383,6 +383,17 @@ class SessionAffinity(Strict):
     secure: bool | None = None
 
 
+class Sequential(Strict):
+    """`analysis.sequential`: settings of the sequential judge (docs/analysis.md explains each)."""
+
+    alpha: float = Field(0.01, gt=0, lt=0.5)  # false-rollback rate of a release no worse than the primary
+    beta: float = Field(0.05, gt=0, lt=0.5)  # chance of passing a release worse by minRegression or more
+    minRegression: float = Field(1.5, gt=0)  # smallest regression worth catching: rate x (1 + this)
+    negligibleRate: float = Field(0.002, gt=0, lt=1)  # a bad-request rate so low a canary under it passes
+    latencyQuantile: float = Field(0.99, gt=0.5, lt=1)  # "slow" = slower than this quantile of the primary
+    baselineRequests: int = Field(1000, ge=1)  # primary requests seen before the slow threshold is set
+
+
 class Analysis(Strict):
     interval: str = "60s"
     threshold: int = 1
@@ -400,7 +411,8 @@ class Analysis(Strict):
     alerts: list[AlertRef] = Field(default_factory=list)
     webhooks: list[Webhook] = Field(default_factory=list)
     sessionAffinity: SessionAffinity | None = None
-    judge: Literal["threshold"] = "threshold"  # ours: which judge decides (the threshold judge is Flagger's)
+    judge: Literal["threshold", "sequential"] = "threshold"  # ours: which judge decides (docs/analysis.md)
+    sequential: Sequential | None = None  # settings of the sequential judge; defaults when None
     _strategy: Strategy = PrivateAttr(default=Strategy.CANARY)
 
     @field_validator("interval")

@@ -51,6 +51,8 @@ MANIFEST_TYPES = (
     ValidatingAdmissionPolicyBinding,
 )
 
+SafeLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~10x faster
+
 KINDS: dict[tuple[str, str], type[BaseModel]] = {
     ("flagger.app/v1beta1", "Canary"): Canary,
     ("flagger.app/v1beta1", "MetricTemplate"): MetricTemplate,
@@ -126,7 +128,7 @@ def parse_object(doc: Any, source: str = "<input>", index: int = 0) -> Manifest:
 def parse_text(text: str, source: str = "<input>") -> list[Manifest]:
     """Every object of a multi-document YAML text; the first bad one raises ManifestError."""
     try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+        docs = [d for d in yaml.load_all(text, Loader=SafeLoader) if d is not None]
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "YAML"

@@ -10,20 +10,22 @@ from pathlib import Path
 
 from watchfiles import awatch
 
+from rheostat.gitops.fetch import GitFetcher
 from rheostat.gitops.reconciler import KUSTOMIZATION, SOURCE, GitOps, Hooks
 from rheostat.gitops.sources import SourceFetchers
 from rheostat.model.base import ObjectKey
 from rheostat.model.canary import Canary
 from rheostat.model.load import Manifest, parse_object
 from rheostat.model.metric_template import MetricTemplate
+from rheostat.plugins.metrics.base import MetricProvider
 from rheostat.plugins.metrics.envoy_stats import EnvoyStatsProvider
+from rheostat.plugins.metrics.prometheus import Auth, PrometheusProvider
 from rheostat.plugins.platforms.local import LocalPlatform
 from rheostat.plugins.routers.envoy import EnvoyRouter
 from rheostat.reactor.alerts import Alerter, Secrets
-from rheostat.gitops.fetch import GitFetcher
 from rheostat.reactor.settings import Settings
 from rheostat.reactor.wiring import Handover
-from rheostat.rollout.analysis import Checker
+from rheostat.rollout.analysis import Checker, Monitor
 from rheostat.rollout.engine import CANARY, Engine, target_of
 from rheostat.rollout.scheduler import Scheduler
 from rheostat.rollout.strategy import routes_in_force
@@ -85,20 +87,68 @@ def ensure_token(data_dir: Path) -> tuple[str, bool]:
     return token, True
 
 
+class MetricProviders:
+    """Where each metric is measured.
+
+    * builtin checks and the sequential judge's counts: Prometheus at `metrics_server` (PromQL on Envoy's
+      metric names) when it is set, else Envoy's own stats read through the admin socket;
+    * inline `query:` metrics: Prometheus at `metrics_server` (Flagger's `-metrics-server`);
+    * a MetricTemplate with `provider.type: prometheus`: its own `address`, headers, TLS setting and secret
+      (from the data dir's secrets; the secret lives in the template's namespace).
+    """
+
+    def __init__(self, metrics_server: str | None, envoy: EnvoyStatsProvider, secrets: Secrets) -> None:
+        self.secrets = secrets
+        self.server = PrometheusProvider(metrics_server) if metrics_server else None
+        self.builtin: EnvoyStatsProvider | PrometheusProvider = self.server or envoy
+        self.by_kind: dict[str, MetricProvider] = {"builtin": self.builtin}
+        if self.server is not None:
+            self.by_kind["prometheus"] = self.server
+
+    def for_template(self, template: MetricTemplate) -> MetricProvider:
+        spec = template.spec.provider
+        if spec.type != "prometheus":
+            if spec.type in self.by_kind:
+                return self.by_kind[spec.type]
+            raise LookupError(f"provider type {spec.type!r} is not supported; use prometheus")
+        address = spec.address or (self.server.address if self.server is not None else None)
+        if not address:
+            raise LookupError("provider.address is not set and there is no metrics server")
+        auth = None
+        if spec.secretRef is not None:
+            ns = template.metadata.namespace
+            data = self.secrets.get(ns, spec.secretRef.name)
+            if data is None:
+                raise LookupError(f"secret {ns}/{spec.secretRef.name} not found")
+            auth = Auth.from_secret(data)
+        return PrometheusProvider(
+            address, headers=spec.headers, auth=auth, insecure_skip_verify=bool(spec.insecureSkipVerify)
+        )
+
+
 class Controller:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         data = settings.data_dir
         data.mkdir(parents=True, exist_ok=True)
         self.store = Store(settings.state_db)
-        self.router = EnvoyRouter(data / "envoy", on_event=self._router_event)
+        self.router = EnvoyRouter(
+            data / "envoy", on_event=self._router_event, stats_port=settings.envoy_stats_port
+        )
         self.platform = LocalPlatform(
             data / "platform", on_event=self._platform_event, on_endpoints=self._endpoints_changed
         )
         self.metrics = EnvoyStatsProvider(self.router.admin_socket)
         self.hooks = HookCaller()
-        self.checker = Checker(self.hooks, {"builtin": self.metrics}, self._template)
         self.secrets = Secrets(data / "secrets")
+        self.providers = MetricProviders(settings.metrics_server, self.metrics, self.secrets)
+        self.checker = Checker(
+            self.hooks,
+            self.providers.by_kind,
+            self._template,
+            template_providers=self.providers.for_template,
+            sequential=Monitor(self.providers.builtin),
+        )
         self.engine = Engine(
             self.store,
             self.router,

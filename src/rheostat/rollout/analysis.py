@@ -5,16 +5,20 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
+from rheostat.model.base import ObjectKey
 from rheostat.model.canary import Canary, Metric
 from rheostat.model.metric_template import MetricTemplate
-from rheostat.plugins.metrics.base import MetricProvider, MetricQuery, NoData, ProviderError
-from rheostat.rollout.judges import BUILTIN, JUDGES, Judge, Sample
+from rheostat.plugins.metrics.base import CountSource, MetricProvider, MetricQuery, NoData, ProviderError
+from rheostat.rollout.judges import BUILTIN, JUDGES, Judge, Sample, SequentialJudge
+from rheostat.rollout.sequential import Assessment, Evidence, SequentialSettings
 from rheostat.rollout.types import Check, CheckOutcome
 from rheostat.rollout.webhooks import Caller, payload
 from rheostat.util.durations import parse_duration
 
 TemplateLookup = Callable[[str, str], MetricTemplate | None]  # (namespace, name)
+TemplateProviders = Callable[[MetricTemplate], MetricProvider]  # a provider for a template's provider spec
 _VAR = re.compile(r"{{\s*([a-zA-Z_][\w.]*)\s*}}")
 
 
@@ -47,20 +51,83 @@ def render_query(text: str, canary: Canary, metric: Metric) -> str:
     return _VAR.sub(sub, text)
 
 
+def sequential_settings(canary: Canary) -> SequentialSettings:
+    s = canary.spec.the_analysis.sequential
+    if s is None:
+        return SequentialSettings()
+    return SequentialSettings(
+        alpha=s.alpha,
+        beta=s.beta,
+        min_regression=s.minRegression,
+        negligible_rate=s.negligibleRate,
+        latency_quantile=s.latencyQuantile,
+        baseline_requests=s.baselineRequests,
+    )
+
+
+@dataclass
+class _Run:
+    run: str
+    evidence: Evidence
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class Monitor:
+    """The sequential judge's evidence per running canary, fed with cumulative counts at every scrape.
+
+    Both the scheduler's watcher (every scrape) and the analysis tick call `observe`; a new run (another
+    checksum, other settings) starts from no evidence, and `forget` drops a canary's evidence at rest.
+    """
+
+    def __init__(self, source: CountSource | None) -> None:
+        self.source = source
+        self._runs: dict[ObjectKey, _Run] = {}
+
+    def evidence(self, key: ObjectKey) -> Evidence | None:
+        state = self._runs.get(key)
+        return None if state is None else state.evidence
+
+    def forget(self, key: ObjectKey) -> None:
+        self._runs.pop(key, None)
+
+    async def observe(self, canary: Canary, run: str) -> Assessment:
+        if self.source is None:
+            raise ProviderError(
+                "the sequential judge needs the builtin metrics source, and none is configured"
+            )
+        key = canary.metadata.key
+        settings = sequential_settings(canary)
+        state = self._runs.get(key)
+        if state is None or state.run != run or state.evidence.settings != settings:
+            state = self._runs[key] = _Run(run, Evidence(settings))
+        async with state.lock:
+            counts = await self.source.counts(key)
+            state.evidence.add(counts)
+            return state.evidence.assess()
+
+
 class Checker:
     def __init__(
-        self, hooks: Caller, metrics: Mapping[str, MetricProvider], templates: TemplateLookup
+        self,
+        hooks: Caller,
+        metrics: Mapping[str, MetricProvider],
+        templates: TemplateLookup,
+        *,
+        template_providers: TemplateProviders | None = None,
+        sequential: Monitor | None = None,
     ) -> None:
         self.hooks = hooks
         self.metrics = metrics
         self.templates = templates
+        self.template_providers = template_providers
+        self.sequential = sequential
 
     async def run(self, canary: Canary, check: Check, phase: str, checksum: str) -> CheckOutcome:
         if check is Check.ANALYSIS:
             hooks = await self.run_hooks(canary, "rollout", phase, checksum)
             if not hooks.ok:
                 return hooks
-            return await self.run_metrics(canary)
+            return await self.run_metrics(canary, checksum)
         if check is Check.ROLLBACK:
             return await self.run_rollback_hooks(canary, phase, checksum)
         return await self.run_hooks(canary, check.value, phase, checksum)
@@ -84,13 +151,25 @@ class Checker:
             bool(asked), f"rollback hook {', '.join(asked)} asked for a rollback" if asked else ""
         )
 
-    async def run_metrics(self, canary: Canary) -> CheckOutcome:
+    async def run_metrics(self, canary: Canary, run: str = "") -> CheckOutcome:
         analysis = canary.spec.the_analysis
+        if analysis.judge == "sequential":
+            return await self._sequential(canary, run)
         if not analysis.metrics:
             return CheckOutcome(True)
         samples = await asyncio.gather(*(self.measure(canary, m) for m in analysis.metrics))
         judge: Judge = JUDGES.create(analysis.judge)
         return judge.verdict(samples)
+
+    async def _sequential(self, canary: Canary, run: str) -> CheckOutcome:
+        others = [m for m in canary.spec.the_analysis.metrics if m.name not in BUILTIN]
+        samples = await asyncio.gather(*(self.measure(canary, m) for m in others))
+        monitor = self.sequential or Monitor(None)
+        try:
+            assessment = await monitor.observe(canary, run)
+        except ProviderError as exc:
+            return SequentialJudge(None, str(exc)).verdict(samples)
+        return SequentialJudge(assessment).verdict(samples)
 
     async def measure(self, canary: Canary, metric: Metric) -> Sample:
         try:
@@ -115,9 +194,13 @@ class Checker:
             if template is None:
                 raise LookupError(f"MetricTemplate {ns}/{metric.templateRef.name} not found")
             kind = template.spec.provider.type
-            return self._named(kind, f"MetricTemplate {ns}/{metric.templateRef.name}"), render_query(
-                template.spec.query, canary, metric
-            )
+            text = render_query(template.spec.query, canary, metric)
+            if self.template_providers is not None and kind != "builtin":
+                try:
+                    return self.template_providers(template), text
+                except (ValueError, LookupError) as exc:
+                    raise LookupError(f"MetricTemplate {ns}/{metric.templateRef.name}: {exc}") from exc
+            return self._named(kind, f"MetricTemplate {ns}/{metric.templateRef.name}"), text
         if metric.query is not None:
             return self._named("prometheus", "inline query"), render_query(metric.query, canary, metric)
         if metric.name in BUILTIN:

@@ -9,7 +9,8 @@ from typing import Protocol
 
 from rheostat.model.canary import Metric
 from rheostat.plugins.registry import Registry
-from rheostat.rollout.types import CheckOutcome, MetricValue
+from rheostat.rollout.sequential import Assessment
+from rheostat.rollout.types import CheckOutcome, MetricValue, Verdict
 
 SUCCESS_RATE = "request-success-rate"
 DURATION = "request-duration"
@@ -62,5 +63,35 @@ class ThresholdJudge:
         return CheckOutcome(not failures, "; ".join(failures), tuple(values))
 
 
+class SequentialJudge:
+    """Canary against primary, for errors and latency, from the evidence of the whole run so far.
+
+    The builtin metrics (request-success-rate, request-duration) are replaced by the sequential comparison;
+    any other metric is judged by its threshold, as the threshold judge does. A conclusive regression is a
+    Verdict.FAIL (roll back now); no evidence at all (the count source is down) is an ordinary failed check,
+    never a pass.
+    """
+
+    def __init__(self, assessment: Assessment | None = None, error: str = "") -> None:
+        self.assessment = assessment
+        self.error = error
+
+    def verdict(self, samples: Sequence[Sample]) -> CheckOutcome:
+        others = ThresholdJudge().verdict([s for s in samples if s.metric.name not in BUILTIN])
+        a = self.assessment
+        if a is None:
+            why = self.error or "no evidence"
+            failures = "; ".join(m for m in (others.message,) if m)
+            message = f"sequential judge: {why}" + (f"; {failures}" if failures else "")
+            return CheckOutcome(False, message, others.metrics)
+        metrics = others.metrics + a.metrics
+        if a.verdict is Verdict.FAIL:
+            return CheckOutcome(False, a.message, metrics, Verdict.FAIL)
+        if not others.ok:
+            return CheckOutcome(False, others.message, metrics)
+        return CheckOutcome(True, a.message, metrics, a.verdict)
+
+
 JUDGES: Registry[Judge] = Registry("judge")
 JUDGES.register("threshold", ThresholdJudge)
+JUDGES.register("sequential", SequentialJudge)

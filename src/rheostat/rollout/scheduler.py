@@ -1,4 +1,9 @@
-"""One supervised asyncio task per canary, ticking at its analysis interval."""
+"""One supervised asyncio task per canary, ticking at its analysis interval, and a watcher beside it.
+
+The watcher feeds the sequential judge's evidence at every scrape while a run is in progress, and ticks the
+canary at once when the verdict turns to "fail" (roll back now) or, while promotion waits for evidence, to
+"pass". Canaries judged by thresholds cost the watcher one status read per scrape interval and no query.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,9 @@ import traceback
 from collections.abc import Awaitable, Callable
 
 from rheostat.model.base import ObjectKey
-from rheostat.rollout.engine import CANARY, Engine
+from rheostat.rollout.engine import CANARY, Engine, checksum
+from rheostat.rollout.strategy import WAITING_EVIDENCE
+from rheostat.rollout.types import Phase, Verdict
 from rheostat.util.tasks import cancel_all, supervised
 
 log = logging.getLogger(__name__)
@@ -22,11 +29,14 @@ class Scheduler:
         *,
         sync_interval_s: float = 1.0,
         on_tick: Callable[[ObjectKey], Awaitable[None]] | None = None,
+        watch_interval_s: float = 1.0,
     ) -> None:
         self.engine = engine
         self.sync_interval_s = sync_interval_s
+        self.watch_interval_s = watch_interval_s
         self.on_tick = on_tick
         self._tasks: dict[ObjectKey, asyncio.Task[None]] = {}
+        self._watchers: dict[ObjectKey, asyncio.Task[None]] = {}
         self._wake: dict[ObjectKey, asyncio.Event] = {}
 
     def sync(self) -> None:
@@ -35,9 +45,14 @@ class Scheduler:
         for key in keys - self._tasks.keys():
             self._wake[key] = asyncio.Event()
             self._tasks[key] = supervised(self._loop(key), name=f"canary:{key}")
+            if self.engine.checker.sequential is not None:
+                self._watchers[key] = supervised(self._watch(key), name=f"evidence:{key}")
         for key in self._tasks.keys() - keys:
             self._tasks.pop(key).cancel()
             self._wake.pop(key, None)
+            watcher = self._watchers.pop(key, None)
+            if watcher is not None:
+                watcher.cancel()
 
     def kick(self, key: ObjectKey | None = None) -> None:
         """Tick now rather than at the end of the interval (a new revision, a manual request)."""
@@ -54,8 +69,9 @@ class Scheduler:
             await self.stop()
 
     async def stop(self) -> None:
-        tasks = list(self._tasks.values())
+        tasks = [*self._tasks.values(), *self._watchers.values()]
         self._tasks.clear()
+        self._watchers.clear()
         await cancel_all(tasks)
 
     async def _loop(self, key: ObjectKey) -> None:
@@ -79,3 +95,32 @@ class Scheduler:
                 await self.on_tick(key)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), timeout=interval)
+
+    async def _watch(self, key: ObjectKey) -> None:
+        monitor = self.engine.checker.sequential
+        assert monitor is not None
+        last: Verdict | None = None
+        while True:
+            await asyncio.sleep(self.watch_interval_s)
+            try:
+                canary = self.engine.canary(key)
+                status = self.engine.status(key)
+                if (
+                    canary is None
+                    or canary.spec.the_analysis.judge != "sequential"
+                    or status.phase not in (Phase.PROGRESSING, Phase.WAITING_PROMOTION)
+                ):
+                    monitor.forget(key)
+                    last = None
+                    continue
+                verdict = (await monitor.observe(canary, checksum(status))).verdict
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the tick reports a failing source as a failed check; here, just wait
+                log.debug("evidence of %s not updated: %s", key, exc)
+                continue
+            if verdict is not last and (
+                verdict is Verdict.FAIL or (verdict is Verdict.PASS and WAITING_EVIDENCE in status.message)
+            ):
+                self.kick(key)
+            last = verdict

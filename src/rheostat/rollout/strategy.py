@@ -28,10 +28,12 @@ from rheostat.rollout.types import (
     Outcome,
     Phase,
     Step,
+    Verdict,
 )
 from rheostat.rollout.weights import next_step_weight
 
 ALL_PRIMARY = Routes(100, 0)
+WAITING_EVIDENCE = "is waiting for conclusive evidence before promotion"  # in the status message while so
 GATES = {Check.CONFIRM_ROLLOUT, Check.CONFIRM_TRAFFIC_INCREASE, Check.CONFIRM_PROMOTION}
 
 
@@ -53,6 +55,7 @@ class _Tick:
         self.obs = obs
         self.name = canary.metadata.name
         self.target = canary.spec.targetRef.name
+        self.inconclusive = False  # a judge said "continue": traffic may step up, promotion waits
 
     # -- helpers -------------------------------------------------------------------------------------
 
@@ -400,8 +403,11 @@ class _Tick:
         outcome = self.obs.checks.get(check)
         if outcome is None:
             return NeedCheck(check)
+        if outcome.verdict is Verdict.FAIL:  # conclusive evidence of a regression: no threshold to wait for
+            return self.rollback(outcome.message or f"{check.value}: the canary is worse than the primary")
         if not outcome.ok:
             return self.failed_check(outcome.message or f"{check.value} checks failed")
+        self.inconclusive = outcome.verdict is Verdict.CONTINUE
         return None
 
     # -- moving forward ------------------------------------------------------------------------------
@@ -424,7 +430,12 @@ class _Tick:
             ),
         )
 
+    def wait_evidence(self) -> Decision:
+        return self.hold(f"{self.name} {WAITING_EVIDENCE}")
+
     def promote(self) -> Step:
+        if self.inconclusive:
+            return self.wait_evidence()
         gate = self.gate(Check.CONFIRM_PROMOTION)
         if isinstance(gate, NeedCheck):
             return gate
@@ -487,6 +498,8 @@ class _Tick:
                 routes=routes if routes != self.obs.routes else None,
             )
         if total == done:
+            if self.inconclusive:
+                return self.wait_evidence()
             gate = self.gate(Check.CONFIRM_PROMOTION)
             if isinstance(gate, NeedCheck):
                 return gate

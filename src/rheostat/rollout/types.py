@@ -107,11 +107,20 @@ class MetricValue:
     message: str = ""
 
 
+class Verdict(enum.StrEnum):
+    """A judge's conclusion, for judges that can be conclusive (the sequential judge). None: threshold rules."""
+
+    PASS = "pass"  # conclusive: the canary is not worse; traffic steps up and promotion may follow
+    CONTINUE = "continue"  # not conclusive yet: traffic may step up, promotion waits
+    FAIL = "fail"  # conclusive: the canary is worse; roll back now, whatever the threshold
+
+
 @dataclass(frozen=True)
 class CheckOutcome:
     ok: bool
     message: str = ""
     metrics: tuple[MetricValue, ...] = ()
+    verdict: Verdict | None = None  # None: `ok` alone decides (a failure counts toward the threshold)
 
 
 @dataclass(frozen=True)

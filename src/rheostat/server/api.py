@@ -18,8 +18,8 @@ from starlette.routing import Mount, Route
 
 from rheostat import __version__
 from rheostat.gitops import conditions as cond
-from rheostat.gitops.receivers import hook_path, verify
 from rheostat.gitops.build import BuildError
+from rheostat.gitops.receivers import hook_path, verify
 from rheostat.gitops.reconciler import KUSTOMIZATION, SOURCE, body_of
 from rheostat.gitops.sources import FetchError
 from rheostat.model.base import ObjectKey

@@ -113,6 +113,13 @@ class Store:
         ).fetchone()
         return None if row is None else StoredObject(row[0], row[1], json.loads(row[2]), row[3], row[4])
 
+    def get_object_text(self, kind: str, key: str) -> tuple[str, str] | None:
+        """(body as stored JSON, source) without decoding: for comparing with text made the same way."""
+        row = self._db.execute(
+            "SELECT body, source FROM objects WHERE kind = ? AND key = ?", (kind, key)
+        ).fetchone()
+        return None if row is None else (row[0], row[1])
+
     def list_objects(self, kind: str | None = None) -> list[StoredObject]:
         sql = "SELECT kind, key, body, source, updated FROM objects"
         rows = self._db.execute(

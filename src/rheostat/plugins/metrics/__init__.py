@@ -17,5 +17,12 @@ def _envoy_stats(**settings: Any) -> MetricProvider:
     return EnvoyStatsProvider(**settings)
 
 
+def _prometheus(**settings: Any) -> MetricProvider:
+    from rheostat.plugins.metrics.prometheus import PrometheusProvider
+
+    return PrometheusProvider(**settings)
+
+
 METRICS.register("memory", lambda **kw: MemoryMetrics(**kw))
 METRICS.register("builtin", _envoy_stats)
+METRICS.register("prometheus", _prometheus)

@@ -33,3 +33,28 @@ class MetricProvider(Protocol):
         """A single number, or NoData / ProviderError."""
 
     async def is_online(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class GroupCounts:
+    """Cumulative counts of one group (primary or canary) since the source started counting."""
+
+    requests: int = 0
+    errors: int = 0  # 5xx
+    le: tuple[float, ...] = ()  # latency histogram bucket upper bounds, ms, increasing
+    at_or_below: tuple[int, ...] = ()  # requests at or below each bound (cumulative buckets)
+
+
+@dataclass(frozen=True)
+class Counts:
+    """Both groups of one canary, read at the same moment: the sequential judge's sufficient statistics."""
+
+    primary: GroupCounts
+    canary: GroupCounts
+
+
+class CountSource(Protocol):
+    """A provider that can also give raw cumulative counts (the builtin Envoy stats, Prometheus)."""
+
+    async def counts(self, canary: ObjectKey) -> Counts:
+        """Counts of `<ns>-<name>-primary` and `-canary`, or ProviderError."""

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rheostat.plugins.metrics.base import MetricQuery, NoData, ProviderError
+from rheostat.model.base import ObjectKey
+from rheostat.plugins.metrics.base import Counts, GroupCounts, MetricQuery, NoData, ProviderError
 from rheostat.plugins.routers.envoy.admin import AdminClient, AdminError
 from rheostat.util.tasks import supervised
 
@@ -168,6 +169,22 @@ class EnvoyStatsProvider:
         if histogram is None or histogram.total == 0:
             raise NoData(f"no request durations for {cluster} in the last {q.window_s}s")
         return quantile(0.99, histogram)
+
+    async def counts(self, canary: ObjectKey) -> Counts:
+        """Cumulative counts of both groups since Envoy started (for the sequential judge)."""
+        scrape = await self.scrape()
+        prefix = f"cluster.{canary.replace('/', '-')}"
+
+        def group(name: str) -> GroupCounts:
+            h = scrape.histograms.get(f"{prefix}-{name}.upstream_rq_time")
+            return GroupCounts(
+                scrape.counters.get(f"{prefix}-{name}.upstream_rq_completed", 0),
+                scrape.counters.get(f"{prefix}-{name}.upstream_rq_5xx", 0),
+                h.bounds if h else (),
+                h.cumulative if h else (),
+            )
+
+        return Counts(group("primary"), group("canary"))
 
     def _window(self, now: Scrape, window_s: float) -> list[Scrape]:
         """The scrapes covering the window, starting from the last one at or before its start."""

@@ -87,8 +87,79 @@ def cluster_name(key: ObjectKey, group: str) -> str:
     return f"{resource_name(key)}-{group}"
 
 
-def bootstrap(layout: Layout, admin_socket: Path, *, stats_flush_s: float = 1.0) -> Json:
+STATS_LISTENER = "rheostat-prometheus-stats"
+ADMIN_CLUSTER = "rheostat-admin"
+PROMETHEUS_PATH = "/stats/prometheus"
+
+
+def stats_resources(admin_socket: Path, port: int) -> Json:
+    """A listener on 127.0.0.1:<port> that serves only GET /stats/prometheus, proxied to the admin socket.
+
+    Prometheus can scrape Envoy while the admin interface itself stays a 0600 unix socket: nothing else of
+    it (config dumps, /quitquitquit, runtime changes) is reachable over TCP.
+    """
+    hcm = {
+        "@type": HCM_TYPE,
+        "stat_prefix": STATS_LISTENER,
+        "route_config": {
+            "name": STATS_LISTENER,
+            "virtual_hosts": [
+                {
+                    "name": STATS_LISTENER,
+                    "domains": ["*"],
+                    "routes": [
+                        {
+                            "match": {
+                                "path": PROMETHEUS_PATH,
+                                "headers": [_header(":method", {"exact": "GET"})],
+                            },
+                            "route": {"cluster": ADMIN_CLUSTER, "timeout": "5s"},
+                        },
+                        {"match": {"prefix": "/"}, "direct_response": {"status": 404}},
+                    ],
+                }
+            ],
+        },
+        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}}],
+    }
     return {
+        "listeners": [
+            {
+                "name": STATS_LISTENER,
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+                "filter_chains": [
+                    {
+                        "filters": [
+                            {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}
+                        ]
+                    }
+                ],
+            }
+        ],
+        "clusters": [
+            {
+                "name": ADMIN_CLUSTER,
+                "type": "STATIC",
+                "connect_timeout": "1s",
+                "load_assignment": {
+                    "cluster_name": ADMIN_CLUSTER,
+                    "endpoints": [
+                        {"lb_endpoints": [{"endpoint": {"address": {"pipe": {"path": str(admin_socket)}}}}]}
+                    ],
+                },
+            }
+        ],
+    }
+
+
+def bootstrap(
+    layout: Layout, admin_socket: Path, *, stats_flush_s: float = 1.0, stats_port: int | None = None
+) -> Json:
+    extra: Json = (
+        {} if stats_port is None else {"static_resources": stats_resources(admin_socket, stats_port)}
+    )
+    return {
+        **extra,
         "node": {"id": "rheostat", "cluster": "rheostat"},
         "admin": {"address": {"pipe": {"path": str(admin_socket), "mode": 0o600}}},
         "stats_flush_interval": _duration(stats_flush_s),

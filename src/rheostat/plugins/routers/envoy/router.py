@@ -65,12 +65,14 @@ class EnvoyRouter:
         admin_socket: Path | None = None,
         envoy_path: str | None = None,
         on_event: Callable[[str, str], None] | None = None,
+        stats_port: int | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.layout = config.Layout(self.data_dir)
         self.admin_socket = Path(admin_socket) if admin_socket is not None else self.data_dir / "admin.sock"
         self.envoy_path = envoy_path
         self.on_event = on_event
+        self.stats_port = stats_port  # serve /stats/prometheus on 127.0.0.1:<port> (None: no TCP at all)
         self._admin: AdminClient | None = None
         self._process: EnvoyProcess | None = None
         self._services: dict[ObjectKey, ServiceRoute] = {}  # in CDS
@@ -100,7 +102,7 @@ class EnvoyRouter:
         ):
             self._remember(path, write_json_atomic(path, data, self.layout.tmp))
         self.layout.bootstrap.write_text(
-            json.dumps(config.bootstrap(self.layout, self.admin_socket), indent=1)
+            json.dumps(config.bootstrap(self.layout, self.admin_socket, stats_port=self.stats_port), indent=1)
         )
         self._admin = AdminClient(self.admin_socket)
         self._process = EnvoyProcess(
