@@ -194,7 +194,7 @@ async def test_suspend_target_namespace_and_post_build(tmp_path: Path) -> None:
 
 
 async def test_gate_blocks_a_revision_and_nothing_is_applied(tmp_path: Path) -> None:
-    async def gate(objects: list[Manifest], owner: str, revision: str) -> GateVerdict:
+    async def gate(objects: list[Manifest], owner: str, revision: str, files: dict[str, str]) -> GateVerdict:
         bad = [o.metadata.name for o in objects if o.metadata.name.startswith("bad")]
         return GateVerdict(not bad, f"{bad} denied")
 

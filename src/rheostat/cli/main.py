@@ -426,6 +426,26 @@ def get_kustomizations(server: str, output: str) -> None:
     print_items(fetch(server, "/kustomizations")["items"], output, columns, row)
 
 
+@get_group.command("violations")
+@server_option
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+def get_violations(server: str, output: str) -> None:
+    """What the policies flagged: revisions the gate blocked, and live objects the audit found."""
+
+    def row(it: dict[str, Any]) -> list[str]:
+        return [
+            it["action"] if it["kind"] == "violation" else "error",
+            it["policy"],
+            it["object"],
+            it["commit"][:24],
+            it["found_by"],
+            it["message"],
+        ]
+
+    columns = ("ACTION", "POLICY", "OBJECT", "COMMIT", "FOUND BY", "MESSAGE")
+    print_items(fetch(server, "/violations")["items"], output, columns, row)
+
+
 @cli.command("reconcile")
 @click.argument("kind")
 @click.argument("name")

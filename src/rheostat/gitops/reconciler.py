@@ -52,9 +52,8 @@ class Hooks:
 
     on_applied: Callable[[list[Manifest], list[Ident]], Awaitable[None]] | None = None
     health: Callable[[str, str], Health] | None = None
-    gate: Callable[[list[Manifest], str, str], Awaitable[GateVerdict]] | None = (
-        None  # objects, owner, revision
-    )
+    # objects, owner (Kustomization key), revision, files by "Kind ns/name"
+    gate: Callable[[list[Manifest], str, str, dict[str, str]], Awaitable[GateVerdict]] | None = None
 
 
 def body_of(obj: Manifest) -> dict[str, Any]:
@@ -390,13 +389,23 @@ class GitOps:
                         self.store.add_event(kind, okey, "InvalidSpec", f"revision {revision}: {exc}", True)
             return
         if self.hooks.gate is not None and not plan.empty:
-            verdict = await self.hooks.gate(objects, key, revision)
+            verdict = await self.hooks.gate(objects, key, revision, plan.files)
             if not verdict.allowed:
                 msg = f"revision {revision} blocked by policy: {verdict.message}"
                 cond.failed(state, "PolicyViolation", msg, now)
                 state["nextAt"] = now + retry
                 self._save(KUSTOMIZATION, key, state, "PolicyViolation", msg, warning=True, once=True)
                 return
+            if verdict.message:
+                self._save(
+                    KUSTOMIZATION,
+                    key,
+                    state,
+                    "PolicyWarning",
+                    f"revision {revision} applied with policy warnings: {verdict.message}",
+                    warning=True,
+                    once=True,
+                )
         state.update(failures=0, nextAt=now + interval)
         await self._apply(ks, plan, objects, state, revision, now)
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import yaml
 
+from rheostat.gitops.gate import Finding
 from rheostat.model.alert_provider import AlertProvider
 from rheostat.model.canary import Canary
 from rheostat.model.load import parse_object
@@ -59,6 +60,48 @@ class Alerter:
                         canary.metadata.key,
                         "AlertFailed",
                         f"alert {ref.name} could not be sent: {exc}",
+                        warning=True,
+                    )
+
+    async def policy(self, findings: list[Finding]) -> None:
+        """Policy violations go to every AlertProvider annotated `rheostat.dev/alerts: policy`."""
+        blocking = [f for f in findings if f.action == "deny" or f.kind == "error"]
+        if not blocking:
+            return
+        for stored in self.store.list_objects("AlertProvider"):
+            provider = parse_object(stored.body, stored.source)
+            assert isinstance(provider, AlertProvider)
+            if "policy" not in provider.metadata.annotations.get("rheostat.dev/alerts", "").split(","):
+                continue
+            ns = provider.metadata.namespace
+            secret = self.secrets.get(ns, provider.spec.secretRef.name) if provider.spec.secretRef else None
+            try:
+                notifier = notifier_from_provider(provider.spec, secret)
+                for f in blocking:
+                    await notifier.post(
+                        Alert(
+                            name=f.object or f.policy,
+                            namespace=ns,
+                            phase="PolicyViolation",
+                            message=f"{f.policy}: {f.message}",
+                            severity=Severity.ERROR,
+                            cluster=self.cluster,
+                            fields={
+                                "Policy": f.policy,
+                                "Object": f.object,
+                                "Commit": f.commit or "-",
+                                "File": f.file or "-",
+                                "Found by": f.found_by,
+                            },
+                        )
+                    )
+            except Exception as exc:  # an alert that cannot go out is an event, never a crash
+                with self.store.transaction():
+                    self.store.add_event(
+                        "AlertProvider",
+                        stored.key,
+                        "AlertFailed",
+                        f"policy alert could not be sent: {exc}",
                         warning=True,
                     )
 

@@ -11,12 +11,19 @@ from pathlib import Path
 from watchfiles import awatch
 
 from rheostat.gitops.fetch import GitFetcher
+from rheostat.gitops.gate import Finding, PolicyGate
 from rheostat.gitops.reconciler import KUSTOMIZATION, SOURCE, GitOps, Hooks
 from rheostat.gitops.sources import SourceFetchers
 from rheostat.model.base import ObjectKey
 from rheostat.model.canary import Canary
 from rheostat.model.load import Manifest, parse_object
 from rheostat.model.metric_template import MetricTemplate
+from rheostat.model.policy import (
+    Constraint,
+    ConstraintTemplate,
+    ValidatingAdmissionPolicy,
+    ValidatingAdmissionPolicyBinding,
+)
 from rheostat.plugins.metrics.base import MetricProvider
 from rheostat.plugins.metrics.envoy_stats import EnvoyStatsProvider
 from rheostat.plugins.metrics.prometheus import Auth, PrometheusProvider
@@ -38,6 +45,7 @@ log = logging.getLogger(__name__)
 
 
 ROOT = "flux-system/flux-system"
+POLICY_TYPES = (ConstraintTemplate, Constraint, ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding)
 
 
 def root_objects(settings: Settings) -> list[Manifest]:
@@ -149,19 +157,22 @@ class Controller:
             template_providers=self.providers.for_template,
             sequential=Monitor(self.providers.builtin),
         )
+        self.alerter = Alerter(self.store, self.secrets)
         self.engine = Engine(
             self.store,
             self.router,
             self.platform,
             self.checker,
-            alerts=Alerter(self.store, self.secrets),
+            alerts=self.alerter,
         )
         self.scheduler = Scheduler(self.engine, sync_interval_s=settings.sync_interval_s)
+        self.gate = PolicyGate(self.store, on_findings=self._policy_alerts)
+        self._audit_now = asyncio.Event()
         self.handover = Handover(self.engine, self.platform, self.router, self.scheduler)
         self.gitops = GitOps(
             self.store,
             SourceFetchers(GitFetcher((data / "sources").resolve(), self.secrets.get)),
-            Hooks(on_applied=self.handover.applied, health=self.handover.health),
+            Hooks(on_applied=self._applied, health=self.handover.health, gate=self.gate),
             bootstrap=root_objects(settings),
         )
         self._tasks: list[asyncio.Task[None]] = []
@@ -185,6 +196,7 @@ class Controller:
             supervised(self.scheduler.run(), name="scheduler"),
             supervised(self.gitops.run(self.settings.poll_interval_s), name="gitops"),
             supervised(self._watch(), name="repository-watch"),
+            supervised(self._audit(), name="policy-audit"),
         ]
 
     async def stop(self) -> None:
@@ -248,6 +260,24 @@ class Controller:
         for canary in self.canaries():
             if target_of(canary) == workload:
                 await self.router.reconcile(await self.engine.service_route(canary))
+
+    async def _applied(self, objects: list[Manifest], deleted: list[tuple[str, str]]) -> None:
+        await self.handover.applied(objects, deleted)
+        if deleted or any(isinstance(o, POLICY_TYPES) for o in objects):
+            self._audit_now.set()  # a new policy flags what already runs; a removed one clears its findings
+
+    async def _audit(self) -> None:
+        while True:
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._audit_now.wait(), self.settings.audit_interval_s)
+            self._audit_now.clear()
+            try:
+                await asyncio.to_thread(self.gate.audit)
+            except Exception:  # an audit that fails is logged and tried again at the next interval
+                log.exception("policy audit failed")
+
+    def _policy_alerts(self, findings: list[Finding]) -> None:
+        self.engine.spawn(self.alerter.policy(findings))
 
     def _platform_event(self, key: ObjectKey, reason: str, message: str) -> None:
         with self.store.transaction():

@@ -298,6 +298,9 @@ def create_app(ctl: Controller, token: str) -> Starlette:
         p = request.path_params
         return JSONResponse(ctl.gitops.trace(p["kind"], f"{p['namespace']}/{p['name']}"))
 
+    async def violations(_: Request) -> Response:
+        return JSONResponse({"items": ctl.gate.findings()})
+
     async def hook(request: Request) -> Response:
         body = await request.body()
         for stored in ctl.store.list_objects("Receiver"):
@@ -351,6 +354,7 @@ def create_app(ctl: Controller, token: str) -> Starlette:
         Route(f"{prefix}/events", events),
         Route(f"{prefix}/source", source),
         Route(f"{prefix}/sources", sources),
+        Route(f"{prefix}/violations", violations),
         Route(f"{prefix}/kustomizations", kustomizations),
         Route(f"{prefix}/kustomizations/{ns_name}/diff", diff),
         Route(f"{prefix}/trace/{{kind:str}}/{ns_name}", trace),
