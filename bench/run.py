@@ -9,7 +9,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import analysis_harness, engine_ticks, envoy_overhead
+from bench import (
+    analysis_harness,
+    engine_ticks,
+    envoy_overhead,
+    gitops_scale,
+    policy_admission,
+    policy_engines,
+)
 
 
 def main() -> None:
@@ -25,6 +32,11 @@ def main() -> None:
     analysis_harness.main(
         ["--seeds", "500", "--plots", str(Path(__file__).resolve().parents[1] / "docs" / "images")]
     )
+    print("\n## GitOps: 1,000 Kustomizations of 10 objects each\n")
+    gitops_scale.main()
+    print("\n## Policy: Gatekeeper's general library\n")
+    policy_admission.main()
+    policy_engines.main()
 
 
 if __name__ == "__main__":

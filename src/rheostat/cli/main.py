@@ -572,6 +572,30 @@ def trace_cmd(target: str, namespace: str, server: str) -> None:
         click.echo(f"{label:<14} {value}")
 
 
+@cli.command("validate")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--starter", is_flag=True, help="Also check against the starter policy library.")
+@click.option("-o", "--output", type=click.Choice(["table", "json", "sarif"]), default="table")
+def validate_cmd(paths: tuple[Path, ...], starter: bool, output: str) -> None:
+    """Check manifests offline: schemas, and the policies found among them (exit 1 on a deny)."""
+    from rheostat.cli.validate import sarif, validate
+
+    results = validate(paths, starter=starter)
+    if output == "json":
+        click.echo(json.dumps([r.__dict__ for r in results], indent=2))
+    elif output == "sarif":
+        click.echo(json.dumps(sarif(results), indent=2))
+    else:
+        table = Table()
+        for col in ("LEVEL", "RULE", "OBJECT", "FILE", "MESSAGE"):
+            table.add_column(col, no_wrap=col != "MESSAGE")
+        for r in results:
+            table.add_row(r.level, r.rule, r.object, r.file, r.message)
+        stdout().print(table)
+        stdout().print(f"{sum(r.level == 'error' for r in results)} error(s), {len(results)} finding(s)")
+    sys.exit(1 if any(r.level == "error" for r in results) else 0)
+
+
 @cli.command("bootstrap")
 @click.option("--repo", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option("--branch", default="main", show_default=True)

@@ -84,7 +84,8 @@ class RegoTemplate:
 
 
 class CompiledTemplate:
-    """A template ready to evaluate. CEL wins when the template has both engines, as in Gatekeeper."""
+    """A template ready to evaluate. With both engines, Rego is used: the library writes the same rule twice,
+    and regorus evaluates it some 20 times faster than cel-python (docs/policy.md). CEL-only templates use CEL."""
 
     def __init__(self, template: ConstraintTemplate, rego: RegoCompiler) -> None:
         self.template = template
@@ -92,7 +93,7 @@ class CompiledTemplate:
         cel = template.target.cel_source()
         self.cel: CelTemplate | None = None
         self.rego: RegoTemplate | None = None
-        if cel is not None:
+        if cel is not None and template.target.rego_source() is None:
             try:
                 self.cel = CelTemplate(cel, "K8sNativeValidation")
             except CelError as exc:
