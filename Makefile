@@ -16,9 +16,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP) system-deps
 	$(VENV)/bin/rheostat demo
 
-# Debian packages the tests drive for real: Prometheus (metric analysis), git and gpg (GitOps), kubectl
+# Debian packages the tests drive for real: Prometheus (metric analysis), git and gpg (GitOps), Chromium
+# (dashboard), kubectl
 # (kustomize builds, when the machine has it). Installed when missing and we may (root); else say what to run.
-SYSTEM_BINS := prometheus git gpg ssh-keygen
+SYSTEM_BINS := prometheus git gpg ssh-keygen chromium
 system-deps:
 	@missing=""; for b in $(SYSTEM_BINS); do command -v $$b >/dev/null 2>&1 || missing="$$missing $$b"; done; \
 	if [ -n "$$missing" ]; then \

@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from rheostat.flags.store import FlagSetError, FlagSource, FlagStore, source_of
 from rheostat.model.base import object_key
 from rheostat.model.canary import Canary
+from rheostat.model.flags import FeatureFlag, FlagSet
 from rheostat.model.load import FieldError, Manifest, ManifestError
 from rheostat.model.workload import Workload
 
@@ -80,3 +82,14 @@ def check_references(
                 [FieldError("spec.service.port", f"port {port} is already used by Canary {taken}")],
             )
         ports[port] = o.metadata.key
+
+
+def check_flags(objects: Iterable[Manifest], others: Iterable[FlagSource]) -> None:
+    """A flag key served by two flag sets would answer differently by the order they load: refuse it."""
+    mine = [source_of(o) for o in objects if isinstance(o, FlagSet | FeatureFlag)]
+    if not mine:
+        return
+    try:
+        FlagStore().replace([*others, *mine])
+    except FlagSetError as exc:
+        raise ManifestError(exc.where, exc.where, [FieldError("", exc.message)]) from exc

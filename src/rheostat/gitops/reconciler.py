@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rheostat.flags.store import FlagSource, source_of
 from rheostat.gitops import conditions as cond
 from rheostat.gitops.build import KUSTOMIZE_FILES, BuildCache, BuildError, build
-from rheostat.gitops.checks import Index, check_references
+from rheostat.gitops.checks import Index, check_flags, check_references
 from rheostat.gitops.sources import Fetched, Fetcher, FetchError
+from rheostat.model.flags import FeatureFlag, FlagSet
 from rheostat.model.gitops import GitRepository, Kustomization
 from rheostat.model.load import FieldError, Manifest, ManifestError, parse_object
 from rheostat.store import Store
@@ -211,6 +213,17 @@ class GitOps:
                 self._requested |= new  # applied by the previous pass: reconcile them now, not next time
             seen |= kinds
             await self._pass(force=force and not depth)
+
+    def _flag_sources(self, except_owner: str) -> list[FlagSource]:
+        out = []
+        for kind in ("FlagSet", "FeatureFlag"):
+            for stored in self.store.list_objects(kind):
+                if stored.source.split("@")[0] == except_owner:
+                    continue
+                obj = parse_object(stored.body, stored.source)
+                if isinstance(obj, FlagSet | FeatureFlag):
+                    out.append(source_of(obj))
+        return out
 
     def _index(self) -> Index:
         """Workloads and Canary ports of everything applied, by owner; built once per pass."""
@@ -471,6 +484,7 @@ class GitOps:
             else:
                 plan.updated.append(obj)
         check_references(built.objects, owner, self._index(), owner)
+        check_flags(built.objects, self._flag_sources(owner))
         if ks.spec.prune:
             plan.pruned = sorted(inventory - wanted)
         return plan, built.objects

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,14 @@ from pydantic import BaseModel, ValidationError
 
 from rheostat.model.alert_provider import AlertProvider
 from rheostat.model.canary import Canary
+from rheostat.model.flags import (
+    FLAG_KINDS,
+    FeatureFlag,
+    FlagSet,
+    flag_set_from_document,
+    flag_set_name,
+    is_flagd_document,
+)
 from rheostat.model.gitops import GitRepository, Kustomization, Receiver
 from rheostat.model.metric_template import MetricTemplate
 from rheostat.model.policy import (
@@ -36,6 +45,8 @@ Manifest = (
     | Constraint
     | ValidatingAdmissionPolicy
     | ValidatingAdmissionPolicyBinding
+    | FlagSet
+    | FeatureFlag
 )
 MANIFEST_TYPES = (
     Canary,
@@ -49,6 +60,8 @@ MANIFEST_TYPES = (
     Constraint,
     ValidatingAdmissionPolicy,
     ValidatingAdmissionPolicyBinding,
+    FlagSet,
+    FeatureFlag,
 )
 
 SafeLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~10x faster
@@ -62,6 +75,7 @@ KINDS: dict[tuple[str, str], type[BaseModel]] = {
     ("kustomize.toolkit.fluxcd.io/v1", "Kustomization"): Kustomization,
     ("notification.toolkit.fluxcd.io/v1", "Receiver"): Receiver,
     **POLICY_KINDS,
+    **FLAG_KINDS,
 }
 
 
@@ -106,6 +120,14 @@ def parse_object(doc: Any, source: str = "<input>", index: int = 0) -> Manifest:
     """One decoded YAML document to a typed object, or ManifestError."""
     if not isinstance(doc, dict):
         raise ManifestError(source, f"document {index + 1}", [FieldError("", "expected a mapping")])
+    if is_flagd_document(doc):  # a flagd file: its `metadata` is the flag set's, not an object's
+        try:
+            return flag_set_from_document(doc, source)
+        except ValidationError as exc:
+            errors = [
+                FieldError(_path(e["loc"]), e["msg"].removeprefix("Value error, ")) for e in exc.errors()
+            ]
+            raise ManifestError(source, f"flag set {flag_set_name(doc, source)}", errors) from exc
     obj = _describe(doc, index)
     key = (doc.get("apiVersion"), doc.get("kind"))
     model = Constraint if is_constraint(doc) else KINDS.get(key)  # type: ignore[arg-type]
@@ -156,6 +178,15 @@ def manifest_files(root: Path) -> Iterator[Path]:
             continue
         if path.is_file() and path.suffix in (".yaml", ".yml"):
             yield path
+        elif path.is_file() and path.suffix == ".json" and _is_flag_file(path):
+            yield path  # flagd flag definitions are JSON as often as YAML; other JSON files are not ours
+
+
+def _is_flag_file(path: Path) -> bool:
+    try:
+        return is_flagd_document(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        return False
 
 
 def load_tree(root: Path) -> list[Manifest]:

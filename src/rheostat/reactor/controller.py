@@ -10,12 +10,14 @@ from pathlib import Path
 
 from watchfiles import awatch
 
+from rheostat.flags.store import FlagSetError, FlagStore, sources_from_store
 from rheostat.gitops.fetch import GitFetcher
 from rheostat.gitops.gate import Finding, PolicyGate
 from rheostat.gitops.reconciler import KUSTOMIZATION, SOURCE, GitOps, Hooks
 from rheostat.gitops.sources import SourceFetchers
 from rheostat.model.base import ObjectKey
 from rheostat.model.canary import Canary
+from rheostat.model.flags import FeatureFlag, FlagSet
 from rheostat.model.load import Manifest, parse_object
 from rheostat.model.metric_template import MetricTemplate
 from rheostat.model.policy import (
@@ -166,6 +168,7 @@ class Controller:
             alerts=self.alerter,
         )
         self.scheduler = Scheduler(self.engine, sync_interval_s=settings.sync_interval_s)
+        self.flags = FlagStore()
         self.gate = PolicyGate(self.store, on_findings=self._policy_alerts)
         self._audit_now = asyncio.Event()
         self.handover = Handover(self.engine, self.platform, self.router, self.scheduler)
@@ -188,6 +191,7 @@ class Controller:
             await self.platform.start()
             await self.metrics.start()
             await self._restore_routes()
+            self.load_flags()
             await self.gitops.reconcile_once(force=True)
         except BaseException:
             await self.stop()
@@ -263,8 +267,20 @@ class Controller:
 
     async def _applied(self, objects: list[Manifest], deleted: list[tuple[str, str]]) -> None:
         await self.handover.applied(objects, deleted)
+        if any(isinstance(o, FlagSet | FeatureFlag) for o in objects) or any(
+            k in ("FlagSet", "FeatureFlag") for k, _ in deleted
+        ):
+            self.load_flags()
         if deleted or any(isinstance(o, POLICY_TYPES) for o in objects):
             self._audit_now.set()  # a new policy flags what already runs; a removed one clears its findings
+
+    def load_flags(self) -> None:
+        """Serve what the store holds; a revision was already checked whole, so this does not fail on it."""
+        try:
+            self.flags.replace(sources_from_store(self.store))
+        except FlagSetError as exc:
+            with self.store.transaction():
+                self.store.add_event("FlagSet", exc.where, "FlagsNotServed", str(exc), warning=True)
 
     async def _audit(self) -> None:
         while True:

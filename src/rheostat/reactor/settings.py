@@ -16,6 +16,7 @@ class Settings:
     poll_interval_s: float = 1.0  # how often the repository is looked at; a commit shows within this
     audit_interval_s: float = 60.0  # how often live objects are checked against the policies again
     sync_interval_s: float = 1.0  # how often the scheduler looks for new or deleted canaries
+    flags_token: str | None = None  # OFREP asks for this bearer token when set (reading is open otherwise)
     loadtester_exec: bool = False  # let the built-in load tester run commands other than `hey`
     metrics_server: str | None = None  # Prometheus URL: builtin checks in PromQL, inline queries (Flagger's)
     envoy_stats_port: int | None = None  # serve Envoy's /stats/prometheus on 127.0.0.1:<port> for Prometheus

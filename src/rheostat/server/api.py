@@ -29,7 +29,9 @@ from rheostat.model.load import Manifest, ManifestError, parse_object
 from rheostat.plugins.platforms.base import Group
 from rheostat.reactor.controller import ROOT, Controller
 from rheostat.rollout.engine import CANARY, target_of
+from rheostat.server.dashboard import web_routes
 from rheostat.server.loadtester import loadtester_app
+from rheostat.server.ofrep import ofrep_app
 
 RUN = ("Progressing", "WaitingPromotion")
 # Where each action means something; anywhere else it is refused, so no request lingers into the next run.
@@ -71,10 +73,11 @@ class TokenAuth(BaseHTTPMiddleware):
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         path = request.url.path
         open_read = self.loopback and request.method in ("GET", "HEAD")
-        # Receivers carry their own signature; the load tester is Flagger's unauthenticated contract.
+        # Receivers carry their own signature; the load tester is Flagger's unauthenticated contract; OFREP
+        # checks its own token (Settings.flags_token), as the protocol says.
         open_path = (
             path == "/healthz"
-            or path.startswith("/hook/")
+            or path.startswith(("/hook/", "/ofrep/"))
             or (self.loopback and path.startswith("/loadtester"))
         )
         if open_read or open_path:
@@ -129,6 +132,7 @@ def canary_json(ctl: Controller, canary: Canary) -> dict[str, Any]:
 
 def create_app(ctl: Controller, token: str) -> Starlette:
     loadtester = loadtester_app(allow_exec=ctl.settings.loadtester_exec)
+    ofrep = ofrep_app(ctl.flags, token=ctl.settings.flags_token)
 
     def find(request: Request) -> Canary:
         key = ObjectKey(f"{request.path_params['namespace']}/{request.path_params['name']}")
@@ -337,7 +341,7 @@ def create_app(ctl: Controller, token: str) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        async with loadtester.router.lifespan_context(loadtester):
+        async with loadtester.router.lifespan_context(loadtester), ofrep.router.lifespan_context(ofrep):
             yield
 
     prefix = "/api/v1"
@@ -363,14 +367,22 @@ def create_app(ctl: Controller, token: str) -> Starlette:
         Route("/hook/{digest}", hook, methods=["POST"]),
         Route(f"{prefix}/reconcile", reconcile, methods=["POST"]),
         Mount("/loadtester", app=loadtester),
+        *ofrep.routes,  # OFREP's own paths (/ofrep/v1/...), served beside the API
     ]
+    web = web_routes(ctl, routes)  # the dashboard, /api/v1/openapi.json, /api/v1/stream and /metrics
+    routes.extend(web.routes)
     loopback = is_loopback(ctl.settings.listen_host)
-    return Starlette(
+    app = Starlette(
         routes=routes,
         middleware=[Middleware(TokenAuth, token=token, loopback=loopback)],
         exception_handlers={LookupError: not_found, ValueError: bad_request},
         lifespan=lifespan,
     )
+    app.state.ofrep = (
+        ofrep.state.ofrep
+    )  # Server.stop ends open event streams first, or uvicorn waits for them
+    app.state.streams = web.streams
+    return app
 
 
 __all__ = ["CANARY", "create_app"]

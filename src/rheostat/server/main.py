@@ -24,9 +24,9 @@ class Server:
         self.settings = settings
         self.token, _ = ensure_token(settings.data_dir)
         self.controller = Controller(settings)
-        app = create_app(self.controller, self.token)
+        self.app = create_app(self.controller, self.token)
         config = uvicorn.Config(
-            app,
+            self.app,
             host=settings.listen_host,
             port=settings.listen_port,
             log_level="warning",
@@ -74,6 +74,8 @@ class Server:
             await asyncio.sleep(0.02)
 
     async def stop(self) -> None:
+        self.app.state.streams.close()  # open event streams end, so uvicorn's shutdown does not wait on them
+        self.app.state.ofrep.close()
         self.uvicorn.should_exit = True
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)

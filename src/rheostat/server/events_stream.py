@@ -1,0 +1,141 @@
+"""`GET /api/v1/stream`: server-sent events of what changes in the store.
+
+Each connection polls the store (on the loop's thread, as every store user does) every `poll_s`:
+
+* `event: event` for each new row of the events table, with `id:` set to the row id, so a browser that
+  reconnects resumes after the last one it saw (`Last-Event-ID`, or `?after=N` for the first connection);
+* `event: canaries` with a compact status of every canary (phase, weights, checks, manual requests, newest
+  history row id) whenever any of it changed since the last one sent on this connection;
+* a comment line every `keepalive_s`, so a dead client is noticed by the write failing.
+
+A stream ends when the client goes away, and when `StreamHub.close()` is called: the server calls it before
+stopping uvicorn, which otherwise waits for every open response to finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from rheostat.reactor.controller import Controller
+
+BATCH = 500  # events per poll; a backlog larger than this drains over the next polls
+
+
+def sse(data: Any, *, event: str | None = None, id: int | None = None) -> str:
+    """One server-sent event; the JSON is on one line, so one `data:` field carries it."""
+    lines = []
+    if event is not None:
+        lines.append(f"event: {event}")
+    if id is not None:
+        lines.append(f"id: {id}")
+    lines.append("data: " + json.dumps(data, separators=(",", ":"), sort_keys=True))
+    return "\n".join(lines) + "\n\n"
+
+
+def event_json(e: Any) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "ts": e.ts,
+        "kind": e.kind,
+        "key": e.key,
+        "reason": e.reason,
+        "message": e.message,
+        "type": "Warning" if e.warning else "Normal",
+    }
+
+
+def canary_snapshot(ctl: Controller) -> list[dict[str, Any]]:
+    """What the overview and canary pages show of every canary; cheap enough to build twice a second."""
+    out = []
+    for canary in ctl.canaries():
+        key = canary.metadata.key
+        st = ctl.engine.status(key)
+        rows = ctl.store.history(key, limit=1)
+        last = rows[-1].body if rows else {}
+        out.append(
+            {
+                "key": key,
+                "phase": st.phase.value,
+                "canaryWeight": int(last.get("canaryWeight", st.canary_weight)),
+                "primaryWeight": int(last.get("primaryWeight", 100 - st.canary_weight)),
+                "failedChecks": st.failed_checks,
+                "iterations": st.iterations,
+                "message": st.message,
+                "manual": sorted(k for k, v in ctl.store.get_manual(key).items() if v),
+                "history": rows[-1].id if rows else 0,
+            }
+        )
+    return out
+
+
+class StreamHub:
+    """Open streams of one app; `close()` ends them all (and any opened after)."""
+
+    def __init__(self, ctl: Controller, *, poll_s: float = 0.5, keepalive_s: float = 15.0) -> None:
+        self.ctl = ctl
+        self.poll_s = poll_s
+        self.keepalive_s = keepalive_s
+        self.closed = asyncio.Event()
+        self.open = 0
+
+    def close(self) -> None:
+        self.closed.set()
+
+    def _start_after(self, request: Request) -> int:
+        raw = request.headers.get("last-event-id") or request.query_params.get("after")
+        if raw is None:  # a fresh page: only what happens from now on (the page read the rest itself)
+            newest = self.ctl.store.events(limit=1)
+            return newest[-1].id if newest else 0
+        try:
+            after = int(raw)
+        except ValueError:
+            raise ValueError(f"after: expected an event id (an integer), got {raw!r}") from None
+        if after < 0:
+            raise ValueError(f"after: expected an event id >= 0, got {after}")
+        return after
+
+    async def _events(self, request: Request, after: int) -> AsyncIterator[str]:
+        self.open += 1
+        try:
+            yield f"retry: 1000\n\n{sse({'after': after}, event='hello')}"
+            last_snapshot: list[dict[str, Any]] | None = None
+            last_write = time.monotonic()
+            while not self.closed.is_set():
+                chunks = []
+                for e in self.ctl.store.events(after=after, limit=BATCH):
+                    after = e.id
+                    chunks.append(sse(event_json(e), event="event", id=e.id))
+                snapshot = canary_snapshot(self.ctl)
+                if snapshot != last_snapshot:
+                    last_snapshot = snapshot
+                    chunks.append(sse({"items": snapshot}, event="canaries"))
+                if not chunks and time.monotonic() - last_write >= self.keepalive_s:
+                    chunks.append(": keepalive\n\n")
+                if chunks:
+                    last_write = time.monotonic()
+                    yield "".join(chunks)
+                if await request.is_disconnected():
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.closed.wait(), self.poll_s)
+        finally:
+            self.open -= 1
+
+    async def endpoint(self, request: Request) -> Response:
+        after = self._start_after(request)
+        return StreamingResponse(
+            self._events(request, after),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+
+__all__ = ["StreamHub", "canary_snapshot", "sse"]

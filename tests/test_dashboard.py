@@ -1,0 +1,200 @@
+"""The dashboard in a real headless Chromium (Debian's `chromium`, driven by Playwright), on a running server.
+
+Nothing may leave 127.0.0.1: every request the page makes is intercepted, and any other host fails the test.
+Under CI=true a missing chromium or playwright is a failure, not a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from rheostat.rollout.types import Phase
+from tests.conftest import in_ci
+from tests.rig import KEY, Rig, canary, workload
+
+CHROMIUM = os.environ.get("RHEOSTAT_CHROMIUM", "/usr/bin/chromium")
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+SHOTS = Path(os.environ.get("RHEOSTAT_SCREENSHOTS", "")) if os.environ.get("RHEOSTAT_SCREENSHOTS") else None
+
+
+def need_browser() -> Any:
+    try:
+        from playwright import async_api
+    except ImportError:
+        if in_ci():
+            pytest.fail("CI=true but playwright (Python package) is not installed")
+        pytest.skip("playwright is not installed")
+    if not (Path(CHROMIUM).exists() and shutil.which(CHROMIUM)):
+        if in_ci():
+            pytest.fail(f"CI=true but chromium is missing at {CHROMIUM} (Debian package chromium)")
+        pytest.skip(f"chromium not found at {CHROMIUM}")
+    return async_api
+
+
+class Browser:
+    """One headless Chromium with one page; records console errors and any request off loopback."""
+
+    def __init__(self, page: Any) -> None:
+        self.page = page
+        self.off_loopback: list[str] = []
+        self.errors: list[str] = []
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    api = need_browser()
+    async with api.async_playwright() as pw:
+        chromium = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        try:
+            context = await chromium.new_context(viewport={"width": 1366, "height": 900})
+            page = await context.new_page()
+            b = Browser(page)
+
+            async def guard(route: Any) -> None:
+                host = urlsplit(route.request.url).hostname
+                if route.request.url.startswith("data:") or host == "127.0.0.1":
+                    await route.continue_()
+                else:
+                    b.off_loopback.append(route.request.url)
+                    await route.abort()
+
+            await context.route("**/*", guard)
+            page.on("pageerror", lambda exc: b.errors.append(f"page error: {exc}"))
+            # Chromium logs every 4xx as a console error; the 403 of a wrong token and the 404 of an absent
+            # feature are expected, so only script errors count.
+            page.on(
+                "console",
+                lambda msg: (
+                    b.errors.append(f"console: {msg.text}")
+                    if msg.type == "error" and not msg.text.startswith("Failed to load resource")
+                    else None
+                ),
+            )
+            yield b
+            await context.close()
+        finally:
+            await chromium.close()
+
+
+def gated(api_port: int) -> str:
+    """A canary that stops in WaitingPromotion: its confirm-promotion hook is the load tester's closed gate."""
+    return (
+        "interval: 1s\nthreshold: 2\nstepWeight: 10\nmaxWeight: 30\nwebhooks:\n"
+        f"- {{name: gate, type: confirm-promotion, url: 'http://127.0.0.1:{api_port}/loadtester/gate/halt'}}"
+    )
+
+
+async def stat(page: Any, name: str) -> str:
+    text: str = await page.locator(f'[data-stat="{name}"]').inner_text()
+    return text.strip()
+
+
+async def answer_token(page: Any, token: str) -> None:
+    dialog = page.locator("#token-dialog")
+    await dialog.wait_for(state="visible")
+    await page.fill("#token-input", token)
+    await page.keyboard.press("Enter")  # the form submits from the keyboard
+
+
+async def test_watch_approve_and_roll_back_from_the_page(tmp_path: Path, browser: Browser) -> None:
+    page = browser.page
+    rig = Rig(tmp_path)
+    spec = gated(rig.api_port)
+    rig.commit(workload("9.0.0"), canary(rig.port, spec), message="first")
+    await rig.start()
+    try:
+        await rig.wait(Phase.INITIALIZED)
+        token = (rig.data / "token").read_text().strip()
+
+        await page.goto(rig.api + "/")
+        row = page.locator("tbody tr").first
+        await row.get_by_text(KEY, exact=True).first.wait_for()
+        assert "Healthy" in await row.inner_text()
+        await page.get_by_role("link", name=KEY).click()
+        await page.locator('[data-stat="phase"]').get_by_text("Initialized").wait_for()
+        await page.evaluate("window.notReloaded = true")
+
+        # A new revision: the page follows the weight as it advances, without a reload.
+        rig.commit(workload("9.0.1"), canary(rig.port, spec), message="9.0.1")
+        seen: list[str] = []
+        for want in ("10%", "20%", "30%"):
+            await (
+                page.locator('[data-stat="canary-weight"]')
+                .get_by_text(want, exact=True)
+                .wait_for(timeout=30_000)
+            )
+            seen.append(await stat(page, "canary-weight"))
+        assert seen == ["10%", "20%", "30%"]
+        assert await page.evaluate("window.notReloaded") is True
+        await page.locator('[data-stat="phase"]').get_by_text("WaitingPromotion").wait_for(timeout=30_000)
+        assert rig.status().phase is Phase.WAITING_PROMOTION
+        assert await page.locator("svg.chart path[data-series=canary]").count() >= 1
+        shot = tmp_path / "canary.png"
+        await page.screenshot(path=str(shot), full_page=True)
+        if SHOTS is not None:
+            SHOTS.mkdir(parents=True, exist_ok=True)
+            shutil.copy(shot, SHOTS / "canary.png")
+
+        # Approve by keyboard: a wrong token is refused and asked again, the right one opens the gate.
+        approve = page.get_by_role("button", name="Approve")
+        await approve.focus()
+        await page.keyboard.press("Enter")
+        await answer_token(page, "not-the-token")
+        await page.locator("#token-error").get_by_text("wrong").wait_for()
+        assert rig.server is not None and rig.server.controller.store.get_manual(KEY) == {}
+        await page.fill("#token-input", token)
+        await page.keyboard.press("Enter")
+        await page.get_by_role("status").get_by_text("Approve: requested").wait_for()
+        await page.locator('[data-stat="phase"]').get_by_text("Succeeded").wait_for(timeout=30_000)
+        assert rig.status().phase is Phase.SUCCEEDED
+
+        # Another revision, rolled back by a click; the token is not asked again in this tab.
+        rig.commit(workload("9.0.2"), canary(rig.port, spec), message="9.0.2")
+        await (
+            page.locator('[data-stat="canary-weight"]')
+            .get_by_text("10%", exact=True)
+            .wait_for(timeout=30_000)
+        )
+        await page.get_by_role("button", name="Roll back").click()
+        await page.locator('[data-stat="phase"]').get_by_text("Failed").wait_for(timeout=30_000)
+        assert rig.status().phase is Phase.FAILED
+        assert not await page.locator("#token-dialog").is_visible()
+        assert await rig.versions(4) == {"9.0.1": 4}
+
+        # The other pages render, and say "none" for features this controller may not have.
+        for hash_, text in (
+            ("#/events", "ManualRequest"),
+            ("#/gitops", "flux-system/flux-system"),
+            ("#/violations", "None"),
+            ("#/flags", "None"),
+        ):
+            await page.goto(f"{rig.api}/{hash_}")
+            await page.locator("main").get_by_text(text).first.wait_for()
+        await page.goto(f"{rig.api}/#/events")
+        await page.select_option("#f-type", "Warning")
+        await page.get_by_role("button", name="Filter").click()
+        await page.wait_for_function(
+            "() => [...document.querySelectorAll('main tbody tr td:nth-child(2)')]"
+            ".every((td) => td.textContent === 'Warning')"
+        )
+        assert "ManualRequest" not in await page.locator("main").inner_text()
+        assert token not in await page.content()
+    finally:
+        await rig.stop()
+    assert browser.off_loopback == []
+    assert browser.errors == []
