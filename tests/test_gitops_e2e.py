@@ -245,3 +245,23 @@ async def test_flux_like_cli(tmp_path: Path) -> None:
         assert "Suspended" in out and "Resumed" in out
     finally:
         await rig.stop()
+
+
+async def test_run_with_a_path_applies_nested_kustomizations_of_the_same_repository(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    (rig.repo / "clusters").mkdir()
+    (rig.repo / "apps").mkdir()
+    (rig.repo / "apps" / "w.yaml").write_text(WORKLOAD.format(v="1"))
+    (rig.repo / "clusters" / "apps.yaml").write_text(
+        yaml.safe_dump(kustomization("apps", "flux-system", "apps"))
+    )
+    rig.commit(message="layout")
+    (rig.repo / "app.yaml").unlink(missing_ok=True)
+    server = Server(Settings(repo=rig.repo, data_dir=rig.data, listen_port=rig.api_port, path="clusters"))
+    await server.start()
+    try:
+        assert version_of(server.controller.store) == "1"
+        owner = server.controller.store.get_object("Workload", "apps/w")
+        assert owner is not None and owner.source.startswith("Kustomization flux-system/apps@")
+    finally:
+        await server.stop()

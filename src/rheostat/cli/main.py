@@ -184,15 +184,54 @@ def print_items(
     required=True,
     help="A Git repository or a plain folder of manifests.",
 )
-@click.option("--branch", default=None, help="Branch to follow (default: the checked-out one).")
+@click.option("--branch", default=None, help="Branch to follow (default: the repository's HEAD branch).")
 @click.option("--listen", default="127.0.0.1:8470", show_default=True, help="HOST:PORT of the API.")
 @data_dir_option
 @click.option(
     "--loadtester-exec", is_flag=True, help="Let the built-in load tester run commands other than hey."
 )
+@click.option(
+    "--path",
+    "root_path",
+    default="./",
+    show_default=True,
+    help="Folder of the repository the root Kustomization applies (Flux bootstrap's --path).",
+)
+@click.option(
+    "--metrics-server", default=None, help="Prometheus URL: builtin checks in PromQL, inline queries."
+)
+@click.option(
+    "--envoy-stats-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Serve Envoy's /stats/prometheus on 127.0.0.1:PORT for Prometheus to scrape.",
+)
+@click.option(
+    "--flags-token",
+    envvar="RHEOSTAT_FLAGS_TOKEN",
+    default=None,
+    help="Bearer token OFREP clients must send (needed when --listen is not loopback).",
+)
+@click.option(
+    "--audit-interval",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Seconds between policy audits of live objects.",
+)
 @click.option("-v", "--verbose", is_flag=True)
 def run_cmd(
-    repo: Path, branch: str | None, listen: str, data_dir: Path, loadtester_exec: bool, verbose: bool
+    repo: Path,
+    branch: str | None,
+    listen: str,
+    data_dir: Path,
+    loadtester_exec: bool,
+    root_path: str,
+    metrics_server: str | None,
+    envoy_stats_port: int | None,
+    flags_token: str | None,
+    audit_interval: float,
+    verbose: bool,
 ) -> None:
     """Start the controller, Envoy, the local platform and the API for the manifests in REPO."""
     host, _, port = listen.rpartition(":")
@@ -210,6 +249,11 @@ def run_cmd(
         listen_host=host.strip("[]"),
         listen_port=int(port),
         loadtester_exec=loadtester_exec,
+        path=root_path,
+        metrics_server=metrics_server,
+        envoy_stats_port=envoy_stats_port,
+        flags_token=flags_token,
+        audit_interval_s=audit_interval,
     )
 
     def announce(server: Server) -> None:
@@ -609,7 +653,7 @@ def bootstrap_cmd(repo: Path, branch: str) -> None:
         fail(exc)
     for path in written:
         click.echo(f"wrote {path}")
-    click.echo(f"committed on {branch}; run: rheostat run --repo {repo}")
+    click.echo(f"committed; run: rheostat run --repo {repo}")
 
 
 def main() -> None:

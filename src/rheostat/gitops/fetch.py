@@ -24,7 +24,12 @@ class GitFetcher:
             )
         return dict(data)
 
-    async def fetch(self, repo: GitRepository, last: Fetched | None) -> Fetched:
+    async def preview(self, repo: GitRepository) -> Fetched:
+        return await self.fetch(repo, None, workdir=self.workdir / ".preview")
+
+    async def fetch(
+        self, repo: GitRepository, last: Fetched | None, *, workdir: Path | None = None
+    ) -> Fetched:
         spec = repo.spec
         ref = spec.ref
         credentials = None
@@ -42,7 +47,7 @@ class GitFetcher:
                 )
                 if ref
                 else git.GitRef(),
-                workdir=self.workdir / repo.metadata.namespace / repo.metadata.name,
+                workdir=(workdir or self.workdir) / repo.metadata.namespace / repo.metadata.name,
                 credentials=credentials,
                 verify=verify,
                 ignore=spec.ignore,

@@ -17,7 +17,7 @@ from rheostat.gitops.reconciler import BOOTSTRAP, KUSTOMIZATION, GateVerdict, bo
 from rheostat.model.load import Manifest
 from rheostat.model.policy import is_policy
 from rheostat.policy import Inventory, PolicyError, PolicySet, Violation
-from rheostat.store import Store
+from rheostat.store import Store, StoredObject
 
 VIOLATIONS = "Violations"  # state kind: one row per owner ("gate: <Kustomization>") and one for the audit
 
@@ -126,16 +126,27 @@ class PolicyGate:
 
     def audit(self) -> list[Finding]:
         """Every live object against every live policy: a new policy flags what already runs."""
-        stored = [s for s in self.store.list_objects() if s.source != BOOTSTRAP]
+        findings = self.evaluate_audit(self.audit_inputs())
+        self.record_audit(findings)
+        return findings
+
+    def audit_inputs(self) -> list[StoredObject]:
+        """Read in the thread that owns the store; evaluating may then run in another."""
+        return [s for s in self.store.list_objects() if s.source != BOOTSTRAP]
+
+    def evaluate_audit(self, stored: list[StoredObject]) -> list[Finding]:
+        """Pure: no store access, so it can run in a worker thread."""
         policies = [s.body for s in stored if is_policy(s.body)]
         objects = [s for s in stored if not is_policy(s.body)]
         now = self.clock()
         try:
-            results = self.compile(policies).evaluate(
+            # Compiled apart from the gate's set: the audit runs in a worker thread, and a compiled engine is
+            # not shared across threads.
+            results = PolicySet.from_documents(policies).evaluate(
                 [s.body for s in objects], inventory=Inventory([s.body for s in objects])
             )
         except PolicyError as exc:
-            findings = [
+            return [
                 Finding(
                     exc.source,
                     "",
@@ -150,17 +161,18 @@ class PolicyGate:
                     now,
                 )
             ]
-        else:
-            commits = {f"{s.kind} {s.key}": s.source for s in objects}
-            findings = []
-            for v in results:
-                source = commits.get(f"{v.object_kind} {v.object_namespace}/{v.object_name}", "")
-                owner, _, commit = source.partition("@")
-                findings.append(
-                    self._finding(v, commit, {}, "audit", owner.removeprefix(f"{KUSTOMIZATION} "), now)
-                )
-        self._record("audit", findings)
+        commits = {f"{s.kind} {s.key}": s.source for s in objects}
+        findings = []
+        for v in results:
+            source = commits.get(f"{v.object_kind} {v.object_namespace}/{v.object_name}", "")
+            owner, _, commit = source.partition("@")
+            findings.append(
+                self._finding(v, commit, {}, "audit", owner.removeprefix(f"{KUSTOMIZATION} "), now)
+            )
         return findings
+
+    def record_audit(self, findings: list[Finding]) -> None:
+        self._record("audit", findings)
 
     # -- recording -------------------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import posixpath
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -138,7 +139,7 @@ class GitOps:
         repo = next((r for r in self.sources() if r.metadata.key == src_key), None)
         if repo is None:
             raise LookupError(f"GitRepository {src_key} not found")
-        fetched = await self.fetcher.fetch(repo, None)
+        fetched = await self.fetcher.preview(repo)  # a scratch copy: the source's own artifact stays as it is
         plan, _ = await self.plan(ks, {"revision": fetched.revision, "path": str(fetched.path)})
         return fetched.revision, plan
 
@@ -284,6 +285,8 @@ class GitOps:
             reason = exc.reason if isinstance(exc, FetchError) else "Timeout"
             failures = int(state.get("failures", 0)) + 1
             cond.failed(state, reason, str(exc) or "fetch timed out", now)
+            if reason == "VerificationFailed":
+                cond.set_condition(state, "SourceVerified", "False", "Failed", str(exc), now)
             state.update(failures=failures, nextAt=now + min(interval, 2.0 * 2 ** min(failures, 6)))
             self._save(SOURCE, key, state, "FetchFailed", f"{reason}: {exc}", warning=True, once=True)
             return False
@@ -432,7 +435,8 @@ class GitOps:
             return False
         if cond.condition(state, "Ready") is None or not cond.is_ready(state):
             return False
-        prefix = ks.spec.path.strip("./").rstrip("/")
+        prefix = posixpath.normpath(ks.spec.path).lstrip("/")
+        prefix = "" if prefix == "." else prefix
         if any(p.rsplit("/", 1)[-1] in KUSTOMIZE_FILES for p in changed):
             return False
         root = _path(artifact["path"]) / prefix

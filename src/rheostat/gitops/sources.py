@@ -31,6 +31,9 @@ class Fetched:
 class Fetcher(Protocol):
     async def fetch(self, repo: GitRepository, last: Fetched | None) -> Fetched: ...
 
+    async def preview(self, repo: GitRepository) -> Fetched:
+        """What `fetch` would give now, without touching the artifact the source keeps (for `diff`)."""
+
 
 SecretLookup = Callable[[str, str], Mapping[str, str] | None]  # (namespace, name) -> keys
 
@@ -45,6 +48,9 @@ def local_path(url: str) -> Path | None:
 
 class FolderFetcher:
     """A plain folder (not a Git repository): its revision is a digest of its YAML files."""
+
+    async def preview(self, repo: GitRepository) -> Fetched:
+        return await self.fetch(repo, None)
 
     async def fetch(self, repo: GitRepository, last: Fetched | None) -> Fetched:
         root = local_path(repo.spec.url)
@@ -70,3 +76,6 @@ class SourceFetchers:
 
     async def fetch(self, repo: GitRepository, last: Fetched | None) -> Fetched:
         return await (self.git if is_git(repo.spec.url) else self.folder).fetch(repo, last)
+
+    async def preview(self, repo: GitRepository) -> Fetched:
+        return await (self.git if is_git(repo.spec.url) else self.folder).preview(repo)

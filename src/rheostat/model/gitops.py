@@ -27,7 +27,7 @@ class GitRef(Strict):
     tag: str | None = None
     semver: str | None = None
     name: str | None = None
-    commit: str | None = Field(default=None, pattern=r"^[0-9a-f]{7,40}$")
+    commit: str | None = Field(default=None, pattern=r"^[0-9a-f]{40}$")  # a full SHA-1, as Flux
 
 
 class Verify(Strict):

@@ -73,7 +73,7 @@ def root_objects(settings: Settings) -> list[Manifest]:
             "metadata": {"name": "flux-system", "namespace": "flux-system"},
             "spec": {
                 "sourceRef": {"kind": "GitRepository", "name": "flux-system"},
-                "path": "./",
+                "path": settings.path,
                 "prune": True,
                 "interval": "10m",
             },
@@ -280,7 +280,10 @@ class Controller:
             self.flags.replace(sources_from_store(self.store))
         except FlagSetError as exc:
             with self.store.transaction():
-                self.store.add_event("FlagSet", exc.where, "FlagsNotServed", str(exc), warning=True)
+                kind, _, key = exc.where.split(":")[0].partition(" ")
+            self.store.add_event(
+                kind or "FlagSet", key or exc.where, "FlagsNotServed", str(exc), warning=True
+            )
 
     async def _audit(self) -> None:
         while True:
@@ -288,7 +291,8 @@ class Controller:
                 await asyncio.wait_for(self._audit_now.wait(), self.settings.audit_interval_s)
             self._audit_now.clear()
             try:
-                await asyncio.to_thread(self.gate.audit)
+                inputs = self.gate.audit_inputs()  # the store is read and written in this thread only
+                self.gate.record_audit(await asyncio.to_thread(self.gate.evaluate_audit, inputs))
             except Exception:  # an audit that fails is logged and tried again at the next interval
                 log.exception("policy audit failed")
 

@@ -10,7 +10,8 @@ from pathlib import Path
 class Settings:
     repo: Path  # a Git repository or a plain folder of manifests
     data_dir: Path = Path(".rheostat")
-    branch: str | None = None  # None: the repository's checked-out branch
+    branch: str | None = None  # None: the repository's HEAD branch (the checked-out one, for a local repo)
+    path: str = "./"  # the folder the root Kustomization applies, as Flux bootstrap's --path
     listen_host: str = "127.0.0.1"
     listen_port: int = 8470
     poll_interval_s: float = 1.0  # how often the repository is looked at; a commit shows within this

@@ -65,10 +65,11 @@ def is_loopback(host: str) -> bool:
 class TokenAuth(BaseHTTPMiddleware):
     """Actions need the token; when not bound to loopback, so does everything."""
 
-    def __init__(self, app: Any, token: str, loopback: bool) -> None:
+    def __init__(self, app: Any, token: str, loopback: bool, ofrep_token: bool = False) -> None:
         super().__init__(app)
         self.token = token
         self.loopback = loopback
+        self.ofrep_open = loopback or ofrep_token  # elsewhere OFREP is open only behind its own token
 
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         path = request.url.path
@@ -77,7 +78,8 @@ class TokenAuth(BaseHTTPMiddleware):
         # checks its own token (Settings.flags_token), as the protocol says.
         open_path = (
             path == "/healthz"
-            or path.startswith(("/hook/", "/ofrep/"))
+            or path.startswith("/hook/")
+            or (self.ofrep_open and path.startswith("/ofrep/"))
             or (self.loopback and path.startswith("/loadtester"))
         )
         if open_read or open_path:
@@ -322,7 +324,7 @@ def create_app(ctl: Controller, token: str) -> Starlette:
                 ctl.store.add_event(
                     "Receiver",
                     stored.key,
-                    "Triggered" if verdict.ok else "Refused",
+                    "Triggered" if verdict.status == 200 else ("Accepted" if verdict.ok else "Refused"),
                     verdict.message,
                     warning=not verdict.ok,
                 )
@@ -374,7 +376,11 @@ def create_app(ctl: Controller, token: str) -> Starlette:
     loopback = is_loopback(ctl.settings.listen_host)
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(TokenAuth, token=token, loopback=loopback)],
+        middleware=[
+            Middleware(
+                TokenAuth, token=token, loopback=loopback, ofrep_token=ctl.settings.flags_token is not None
+            )
+        ],
         exception_handlers={LookupError: not_found, ValueError: bad_request},
         lifespan=lifespan,
     )
