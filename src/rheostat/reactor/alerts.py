@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import re
+from collections.abc import Mapping
 from pathlib import Path
 
 import yaml
@@ -16,17 +19,28 @@ from rheostat.rollout.types import CanaryStatus, Event
 from rheostat.store import Store
 
 
-class Secrets:
-    """Secrets stay out of Git: `<dir>/<namespace>/<name>.yaml`, a mapping of keys to strings."""
+def env_name(namespace: str, name: str) -> str:
+    """RHEOSTAT_SECRET_<NAMESPACE>_<NAME>, upper case, anything else than letters and digits as `_`."""
+    return "RHEOSTAT_SECRET_" + re.sub(r"[^A-Z0-9]", "_", f"{namespace}_{name}".upper())
 
-    def __init__(self, root: Path) -> None:
+
+class Secrets:
+    """Secrets stay out of Git: a file `<dir>/<namespace>/<name>.yaml` (a mapping of keys to strings), or an
+    environment variable RHEOSTAT_SECRET_<NAMESPACE>_<NAME> holding the same mapping as YAML or JSON."""
+
+    def __init__(self, root: Path, environ: Mapping[str, str] | None = None) -> None:
         self.root = root
+        self.environ = os.environ if environ is None else environ
 
     def get(self, namespace: str, name: str) -> dict[str, str] | None:
         path = self.root / namespace / f"{name}.yaml"
-        if not path.is_file():
+        if path.is_file():
+            text = path.read_text()
+        elif env_name(namespace, name) in self.environ:
+            text = self.environ[env_name(namespace, name)]
+        else:
             return None
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(text) or {}
         if not isinstance(data, dict):
             raise ValueError(f"secret {namespace}/{name}: expected a mapping of keys to strings")
         return {str(k): str(v) for k, v in data.items()}
