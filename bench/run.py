@@ -11,6 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import (
     analysis_harness,
+    dashboard_bench,
     engine_ticks,
     envoy_overhead,
     gitops_scale,
@@ -37,6 +38,8 @@ def main() -> None:
     print("\n## Policy: Gatekeeper's general library\n")
     policy_admission.main()
     policy_engines.main()
+    print("\n## Dashboard and API: 200 canaries progressing\n")
+    dashboard_bench.main()
 
 
 if __name__ == "__main__":

@@ -100,6 +100,27 @@ async def test_every_route_reads_and_refuses_actions_without_the_token(tmp_path:
                 assert r.status_code == 404 and "nope" in r.json()["error"], path
             bad = await api.get("/api/v1/stream", params={"after": "x"})
             assert bad.status_code == 400 and bad.json()["error"].startswith("after:")
+            # Unknown routes and assets: 404 with a JSON error naming the path; a wrong method 405 likewise.
+            for path in ("/api/v1/nope", "/api/v1/canaries/e2e/web/nope/deeper", "/nowhere", "/ui/nope.js"):
+                r = await api.get(path)
+                assert r.status_code == 404, path
+                assert r.headers["content-type"] == "application/json", path
+                assert path in r.json()["error"], path
+            r = await api.get("/api/v1/reconcile")
+            assert r.status_code == 405 and "GET" in r.json()["error"] and "POST" in r.headers["allow"]
+            # Malformed query parameters: 400 naming the field, nothing read.
+            malformed = {
+                f"/api/v1/canaries/{KEY}/history": {"limit": "ten"},
+                "/api/v1/events": {"after": "1.5"},
+                f"/api/v1/workloads/{KEY}/logs": {"tail": "all"},
+            }
+            for path, params in malformed.items():
+                r = await api.get(path, params=params)
+                (field,) = params
+                assert r.status_code == 400, (path, r.text)
+                assert r.json()["error"].startswith(f"{field}: expected an integer"), (path, r.text)
+            r = await api.get("/api/v1/events", params={"limit": "-1"})
+            assert r.status_code == 400 and r.json()["error"] == "limit: expected an integer >= 0, got -1"
 
             # The dashboard and its assets: same origin only, no secret in them.
             page = await api.get("/")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import AsyncIterator
+from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -99,6 +100,13 @@ def gated(api_port: int) -> str:
     )
 
 
+async def snap(page: Any, name: str) -> None:
+    """With RHEOSTAT_SCREENSHOTS=<dir>, a screenshot of the page as `<dir>/<name>.png` (for docs/images)."""
+    if SHOTS is not None:
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
 async def stat(page: Any, name: str) -> str:
     text: str = await page.locator(f'[data-stat="{name}"]').inner_text()
     return text.strip()
@@ -125,6 +133,7 @@ async def test_watch_approve_and_roll_back_from_the_page(tmp_path: Path, browser
         row = page.locator("tbody tr").first
         await row.get_by_text(KEY, exact=True).first.wait_for()
         assert "Healthy" in await row.inner_text()
+        await snap(page, "overview")
         await page.get_by_role("link", name=KEY).click()
         await page.locator('[data-stat="phase"]').get_by_text("Initialized").wait_for()
         await page.evaluate("window.notReloaded = true")
@@ -185,6 +194,8 @@ async def test_watch_approve_and_roll_back_from_the_page(tmp_path: Path, browser
         ):
             await page.goto(f"{rig.api}/{hash_}")
             await page.locator("main").get_by_text(text).first.wait_for()
+            if hash_ == "#/gitops":
+                await snap(page, "gitops")
         await page.goto(f"{rig.api}/#/events")
         await page.select_option("#f-type", "Warning")
         await page.get_by_role("button", name="Filter").click()
@@ -194,6 +205,44 @@ async def test_watch_approve_and_roll_back_from_the_page(tmp_path: Path, browser
         )
         assert "ManualRequest" not in await page.locator("main").inner_text()
         assert token not in await page.content()
+    finally:
+        await rig.stop()
+    assert browser.off_loopback == []
+    assert browser.errors == []
+
+
+async def test_a_policy_violation_appears_after_a_bad_commit(tmp_path: Path, browser: Browser) -> None:
+    page = browser.page
+    policy = (
+        resources.files("rheostat.policy").joinpath("library", "workload-readiness-probe.yaml").read_text()
+    )
+    rig = Rig(tmp_path)
+    rig.commit(workload("9.0.0"), policy, message="first, with a readiness probe")
+    await rig.start()
+    try:
+        store = rig.server.controller.store if rig.server else None
+        assert store is not None
+        await rig.wait_for(
+            "the first revision applied", lambda: store.get_object("Workload", KEY) is not None
+        )
+        await page.goto(f"{rig.api}/#/violations")
+        await page.locator("main").get_by_text("None.", exact=True).wait_for()
+        await page.evaluate("window.notReloaded = true")
+
+        # A commit whose Workload has no readiness probe: the gate blocks it and the page lists why.
+        bad = workload("9.0.1").replace("    readinessProbe: {path: /readyz}\n", "")
+        assert "readinessProbe" not in bad
+        rig.commit(bad, policy, message="no probe")
+        row = page.locator("main tbody tr").filter(has_text="workload-must-have-readiness-probe")
+        await row.wait_for(timeout=30_000)
+        text = await row.inner_text()
+        assert "Workload e2e/web" in text and "deny" in text and "app.yaml" in text
+        assert "no spec.template.readinessProbe" in text
+        assert await page.evaluate("window.notReloaded") is True
+        assert await page.locator("main tbody tr").count() == 1
+        await snap(page, "violations")
+        stored = store.get_object("Workload", KEY)
+        assert stored is not None and "9.0.0" in str(stored.body)  # the bad revision was not applied
     finally:
         await rig.stop()
     assert browser.off_loopback == []

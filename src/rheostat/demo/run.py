@@ -238,8 +238,8 @@ async def run_demo(*, keep: bool = False, interval: str = "2s", console: Console
         )
         if keep:
             console.print(
-                f"still running: API {api}/api/v1/canaries, service http://127.0.0.1:{port}/, "
-                f"repository {repo}. Ctrl-C to stop."
+                f"still running: dashboard {api}/, API {api}/api/v1/canaries, "
+                f"service http://127.0.0.1:{port}/, repository {repo}. Ctrl-C to stop."
             )
             with contextlib.suppress(asyncio.CancelledError, KeyboardInterrupt):
                 await asyncio.Event().wait()

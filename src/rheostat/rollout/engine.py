@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -78,16 +79,24 @@ class Engine:
         self.clock = clock
         self.counters: dict[tuple[str, str], int] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self._parsed: dict[str, tuple[str, Canary]] = {}  # key -> (stored text, parsed): Canary is frozen
 
     # -- reading ---------------------------------------------------------------------------------------
 
     def canary(self, key: ObjectKey) -> Canary | None:
-        stored = self.store.get_object(CANARY, key)
-        if stored is None:
+        """The Canary as stored now (re-read every tick); parsed once per stored version."""
+        row = self.store.get_object_text(CANARY, key)
+        if row is None:
+            self._parsed.pop(key, None)
             return None
-        obj = parse_object(stored.body, stored.source or "store")
+        text, source = row
+        cached = self._parsed.get(key)
+        if cached is not None and cached[0] == text:
+            return cached[1]
+        obj = parse_object(json.loads(text), source or "store")
         if not isinstance(obj, Canary):
-            raise ManifestError(stored.source, key, [])
+            raise ManifestError(source, key, [])
+        self._parsed[key] = (text, obj)
         return obj
 
     def template(self, namespace: str, name: str) -> MetricTemplate | None:

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
@@ -29,7 +30,9 @@ from rheostat.model.load import Manifest, ManifestError, parse_object
 from rheostat.plugins.platforms.base import Group
 from rheostat.reactor.controller import ROOT, Controller
 from rheostat.rollout.engine import CANARY, target_of
+from rheostat.rollout.types import CanaryStatus
 from rheostat.server.dashboard import web_routes
+from rheostat.server.dashboard.params import query_int
 from rheostat.server.loadtester import loadtester_app
 from rheostat.server.ofrep import ofrep_app
 
@@ -96,16 +99,39 @@ class TokenAuth(BaseHTTPMiddleware):
         return await call_next(request)
 
 
-def canary_json(ctl: Controller, canary: Canary) -> dict[str, Any]:
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    """What the canary list needs, read in one query per table rather than three per canary."""
+
+    bodies: dict[str, dict[str, Any]]
+    statuses: dict[str, dict[str, Any]]
+    latest: dict[str, dict[str, Any]]
+    manual: dict[str, dict[str, Any]]
+
+    @classmethod
+    def read(cls, ctl: Controller, keys: list[str] | None = None) -> Batch:
+        store = ctl.store
+        bodies = {o.key: o.body for o in store.list_objects(CANARY) if keys is None or o.key in keys}
+        return cls(
+            bodies=bodies,
+            statuses=store.all_statuses(),
+            latest=store.latest_history(list(bodies)),
+            manual=store.all_manual(),
+        )
+
+
+def canary_json(ctl: Controller, canary: Canary, batch: Batch | None = None) -> dict[str, Any]:
     key = canary.metadata.key
-    st = ctl.engine.status(key)
-    history = ctl.store.history(key, limit=1)
-    last = history[-1].body if history else {}
+    if batch is None:
+        batch = Batch.read(ctl, [key])
+    st = CanaryStatus.from_json(batch.statuses[key]) if key in batch.statuses else CanaryStatus()
+    last = batch.latest.get(key, {})
+    body = batch.bodies.get(key) or canary.model_dump(mode="json", exclude_none=True)
     return {
         "apiVersion": canary.apiVersion,
         "kind": canary.kind,
-        "metadata": canary.metadata.model_dump(mode="json", exclude_none=True),
-        "spec": canary.spec.model_dump(mode="json", exclude_none=True),
+        "metadata": body["metadata"],
+        "spec": body["spec"],
         "strategy": canary.strategy.value,
         "status": {
             "phase": st.phase.value,
@@ -117,7 +143,7 @@ def canary_json(ctl: Controller, canary: Canary) -> dict[str, Any]:
             "lastPromotedSpec": st.last_promoted_spec,
             "lastTransitionTime": st.last_transition_time,
             "message": st.message,
-            "manual": {k: v for k, v in ctl.store.get_manual(key).items() if v},
+            "manual": {k: v for k, v in batch.manual.get(key, {}).items() if v},
             "conditions": [
                 {
                     "type": "Promoted",
@@ -150,14 +176,15 @@ def create_app(ctl: Controller, token: str) -> Starlette:
         return JSONResponse({"version": __version__})
 
     async def canaries(_: Request) -> Response:
-        return JSONResponse({"items": [canary_json(ctl, c) for c in ctl.canaries()]})
+        batch = Batch.read(ctl)
+        return JSONResponse({"items": [canary_json(ctl, c, batch) for c in ctl.canaries()]})
 
     async def canary(request: Request) -> Response:
         return JSONResponse(canary_json(ctl, find(request)))
 
     async def history(request: Request) -> Response:
         c = find(request)
-        rows = ctl.store.history(c.metadata.key, limit=int(request.query_params.get("limit", "1000")))
+        rows = ctl.store.history(c.metadata.key, limit=query_int(request, "limit", 1000))
         return JSONResponse({"items": [{"ts": r.ts, **r.body} for r in rows]})
 
     async def events(request: Request) -> Response:
@@ -165,8 +192,8 @@ def create_app(ctl: Controller, token: str) -> Starlette:
         rows = ctl.store.events(
             kind=q.get("kind"),
             key=q.get("key"),
-            after=int(q.get("after", "0")),
-            limit=int(q.get("limit", "200")),
+            after=query_int(request, "after", 0),
+            limit=query_int(request, "limit", 200),
         )
         return JSONResponse(
             {
@@ -220,7 +247,7 @@ def create_app(ctl: Controller, token: str) -> Starlette:
         if ctl.store.get_object("Workload", key) is None:
             raise LookupError(f"workload {key} not found")
         group = request.query_params.get("group")
-        tail = int(request.query_params.get("tail", "200"))
+        tail = query_int(request, "tail", 200)
         text = ctl.platform.logs(key, Group(group) if group else None, tail=tail)
         return PlainTextResponse(text)
 
@@ -341,6 +368,17 @@ def create_app(ctl: Controller, token: str) -> Starlette:
     async def bad_request(_: Request, exc: Exception) -> Response:
         return JSONResponse({"error": str(exc)}, 400)
 
+    async def http_error(request: Request, exc: Exception) -> Response:
+        """Starlette's own refusals (no such route, wrong method, no such asset) as JSON errors too."""
+        assert isinstance(exc, HTTPException)
+        if exc.status_code == 404:
+            message = f"no such route: {request.method} {request.url.path}"
+        elif exc.status_code == 405:
+            message = f"{request.method} is not allowed on {request.url.path}"
+        else:
+            message = exc.detail
+        return JSONResponse({"error": message}, exc.status_code, headers=exc.headers)
+
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         async with loadtester.router.lifespan_context(loadtester), ofrep.router.lifespan_context(ofrep):
@@ -381,7 +419,7 @@ def create_app(ctl: Controller, token: str) -> Starlette:
                 TokenAuth, token=token, loopback=loopback, ofrep_token=ctl.settings.flags_token is not None
             )
         ],
-        exception_handlers={LookupError: not_found, ValueError: bad_request},
+        exception_handlers={HTTPException: http_error, LookupError: not_found, ValueError: bad_request},
         lifespan=lifespan,
     )
     app.state.ofrep = (

@@ -144,6 +144,23 @@ class Store:
         self._db.execute("DELETE FROM canary_status WHERE key = ?", (key,))
         self._db.execute("DELETE FROM manual WHERE key = ?", (key,))
 
+    def all_statuses(self) -> dict[str, dict[str, Any]]:
+        return {r[0]: dict(json.loads(r[1])) for r in self._db.execute("SELECT key, body FROM canary_status")}
+
+    def all_manual(self) -> dict[str, dict[str, Any]]:
+        return {r[0]: dict(json.loads(r[1])) for r in self._db.execute("SELECT key, body FROM manual")}
+
+    def latest_history(self, keys: list[str]) -> dict[str, dict[str, Any]]:
+        """The newest history row of each canary: one index seek each (a GROUP BY would scan all history)."""
+        out = {}
+        for key in keys:
+            row = self._db.execute(
+                "SELECT body FROM history WHERE key = ? ORDER BY id DESC LIMIT 1", (key,)
+            ).fetchone()
+            if row is not None:
+                out[key] = dict(json.loads(row[0]))
+        return out
+
     def get_manual(self, key: str) -> dict[str, Any]:
         row = self._db.execute("SELECT body FROM manual WHERE key = ?", (key,)).fetchone()
         return {} if row is None else dict(json.loads(row[0]))

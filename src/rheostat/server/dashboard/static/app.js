@@ -231,7 +231,7 @@
       const v = await get("/api/v1/violations");
       if (!v) { replace(this.live, h("p", { class: "muted" }, "None: this controller has no policy gate.")); return; }
       replace(this.live, table(["Policy", "Action", "Object", "Commit", "File", "Message", "Found by"],
-        v.items.map((f) => [f.policy, h("td", {}, badge(f.kind === "error" ? "Failed" : f.action === "deny" ? "Degraded" : "Waiting"), " ", f.action),
+        v.items.map((f) => [f.policy, h("td", {}, h("span", { class: `badge ${f.kind === "error" ? "Failed" : f.action === "deny" ? "Degraded" : "Waiting"}` }, f.kind === "error" ? `error (${f.action})` : f.action)),
           h("td", { class: "mono" }, f.object), h("td", { class: "mono" }, short(f.commit)), h("td", { class: "mono" }, f.file || "–"),
           f.message, f.found_by || ""]), "None."));
     },
