@@ -430,44 +430,41 @@ def ready_of(item: dict[str, Any]) -> dict[str, Any]:
     return {"status": "Unknown", "message": ""}
 
 
+def gitops_rows(revision: Callable[[dict[str, Any]], str]) -> Callable[[dict[str, Any]], list[str]]:
+    def row(it: dict[str, Any]) -> list[str]:
+        st = it.get("status", {})
+        suspended = it["spec"].get("suspend", False) or st.get("suspended", False)
+        ready = ready_of(it)
+        meta = it["metadata"]
+        return [
+            meta["namespace"],
+            meta["name"],
+            ready["status"],
+            revision(st),
+            str(suspended),
+            ready["message"],
+        ]
+
+    return row
+
+
+GITOPS_COLUMNS = ("NAMESPACE", "NAME", "READY", "REVISION", "SUSPENDED", "MESSAGE")
+
+
 @get_group.command("sources")
 @server_option
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
 def get_sources(server: str, output: str) -> None:
-    def row(it: dict[str, Any]) -> list[str]:
-        st = it.get("status", {})
-        suspended = it["spec"].get("suspend", False) or st.get("suspended", False)
-        return [
-            it["metadata"]["namespace"],
-            it["metadata"]["name"],
-            ready_of(it)["status"],
-            (st.get("artifact") or {}).get("revision", ""),
-            str(suspended),
-            ready_of(it)["message"],
-        ]
-
-    columns = ("NAMESPACE", "NAME", "READY", "REVISION", "SUSPENDED", "MESSAGE")
-    print_items(fetch(server, "/sources")["items"], output, columns, row)
+    row = gitops_rows(lambda st: (st.get("artifact") or {}).get("revision", ""))
+    print_items(fetch(server, "/sources")["items"], output, GITOPS_COLUMNS, row)
 
 
 @get_group.command("kustomizations")
 @server_option
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
 def get_kustomizations(server: str, output: str) -> None:
-    def row(it: dict[str, Any]) -> list[str]:
-        st = it.get("status", {})
-        suspended = it["spec"].get("suspend", False) or st.get("suspended", False)
-        return [
-            it["metadata"]["namespace"],
-            it["metadata"]["name"],
-            ready_of(it)["status"],
-            st.get("lastAppliedRevision", ""),
-            str(suspended),
-            ready_of(it)["message"],
-        ]
-
-    columns = ("NAMESPACE", "NAME", "READY", "REVISION", "SUSPENDED", "MESSAGE")
-    print_items(fetch(server, "/kustomizations")["items"], output, columns, row)
+    row = gitops_rows(lambda st: st.get("lastAppliedRevision", ""))
+    print_items(fetch(server, "/kustomizations")["items"], output, GITOPS_COLUMNS, row)
 
 
 @get_group.command("violations")

@@ -42,7 +42,21 @@ class Finding:
         return asdict(self)
 
 
-AlertSink = Callable[[list[Finding]], Any]
+def unusable(exc: PolicyError, commit: str, found_by: str, owner: str, now: float) -> Finding:
+    """A policy that cannot be compiled is itself a blocking finding: the gate fails closed."""
+    return Finding(
+        exc.source,
+        "",
+        "deny",
+        "error",
+        "",
+        f"policy cannot be used: {exc.message}",
+        commit,
+        "",
+        found_by,
+        owner,
+        now,
+    )
 
 
 class PolicyGate:
@@ -88,19 +102,7 @@ class PolicyGate:
                 reviewed, inventory=self._inventory(owner_label, candidate)
             )
         except PolicyError as exc:
-            finding = Finding(
-                exc.source,
-                "",
-                "deny",
-                "error",
-                "",
-                f"policy cannot be used: {exc.message}",
-                revision,
-                "",
-                "gate",
-                owner,
-                now,
-            )
+            finding = unusable(exc, revision, "gate", owner, now)
             self._record(f"gate: {owner}", [finding])
             return GateVerdict(False, f"{finding.policy}: {finding.message} (the gate fails closed)")
         findings = [self._finding(v, revision, files or {}, "gate", owner, now) for v in results]
@@ -146,21 +148,7 @@ class PolicyGate:
                 [s.body for s in objects], inventory=Inventory([s.body for s in objects])
             )
         except PolicyError as exc:
-            return [
-                Finding(
-                    exc.source,
-                    "",
-                    "deny",
-                    "error",
-                    "",
-                    f"policy cannot be used: {exc.message}",
-                    "",
-                    "",
-                    "audit",
-                    "",
-                    now,
-                )
-            ]
+            return [unusable(exc, "", "audit", "", now)]
         commits = {f"{s.kind} {s.key}": s.source for s in objects}
         findings = []
         for v in results:

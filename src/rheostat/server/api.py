@@ -33,6 +33,7 @@ from rheostat.rollout.engine import CANARY, target_of
 from rheostat.rollout.types import CanaryStatus
 from rheostat.server.dashboard import web_routes
 from rheostat.server.dashboard.params import query_int
+from rheostat.server.events_stream import event_json
 from rheostat.server.loadtester import loadtester_app
 from rheostat.server.ofrep import ofrep_app
 
@@ -195,22 +196,7 @@ def create_app(ctl: Controller, token: str) -> Starlette:
             after=query_int(request, "after", 0),
             limit=query_int(request, "limit", 200),
         )
-        return JSONResponse(
-            {
-                "items": [
-                    {
-                        "id": e.id,
-                        "ts": e.ts,
-                        "kind": e.kind,
-                        "key": e.key,
-                        "reason": e.reason,
-                        "message": e.message,
-                        "type": "Warning" if e.warning else "Normal",
-                    }
-                    for e in rows
-                ]
-            }
-        )
+        return JSONResponse({"items": [event_json(e) for e in rows]})
 
     async def action(request: Request) -> Response:
         name = request.path_params["action"]
