@@ -180,7 +180,8 @@ async def test_blue_green_runs_iterations_at_zero_then_switches() -> None:
         ("Finalising", 100, 0),
         ("Succeeded", 100, 0),
     ]
-    assert len(h.metrics.queries) == 4  # three iterations plus the check before the switch
+    canary_queries = [q for q in h.metrics.queries if q.group == "canary"]
+    assert len(canary_queries) == 4  # three iterations plus the check before the switch
 
 
 async def test_ab_testing_routes_only_matching_requests() -> None:
@@ -329,3 +330,21 @@ spec:
     await h.initialized()
     await h.run(3)
     assert h.metrics.queries[-1].text == 'q{ns="test",w="podinfo",d="inbound"}[1m]'
+
+
+async def test_builtin_metrics_of_the_primary_are_recorded_beside_the_canary() -> None:
+    from rheostat.plugins.metrics.base import MetricQuery
+
+    h = Harness(canary_yaml(METRICS))
+    h.metrics.source = lambda q: (
+        {"canary": 98.5, "primary": 99.9}[q.group]
+        if q.name.endswith("rate")
+        else ({"canary": 120.0, "primary": 80.0}[q.group])
+    )
+    await h.initialized()
+    await h.run(3)
+    rows = h.store.history(h.key)[-1].body["metrics"]
+    by_name = {m["name"]: (m["value"], m["primaryValue"]) for m in rows}
+    assert by_name == {"request-success-rate": (98.5, 99.9), "request-duration": (120.0, 80.0)}
+    assert h.state().failed_checks == 1  # judged on the canary's value only
+    assert all(isinstance(q, MetricQuery) for q in h.metrics.queries)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -181,11 +182,21 @@ class Checker:
                 text,
                 variables=dict(metric.templateVariables or {}),
             )
-            return Sample(metric, await provider.query(q))
+            value = await provider.query(q)
+            primary = await self._primary(provider, q) if text is None else None
+            return Sample(metric, value, primary=primary)
         except NoData as exc:
             return Sample(metric, None, f"no values found ({exc})")
         except (ProviderError, RenderError, LookupError) as exc:
             return Sample(metric, None, str(exc))
+
+    @staticmethod
+    async def _primary(provider: MetricProvider, q: MetricQuery) -> float | None:
+        """A builtin metric of the primary, for people to compare (charts, history); never part of a verdict."""
+        try:
+            return await provider.query(dataclasses.replace(q, group="primary"))
+        except (NoData, ProviderError):
+            return None
 
     def _provider(self, canary: Canary, metric: Metric) -> tuple[MetricProvider, str | None]:
         if metric.templateRef is not None:

@@ -258,7 +258,15 @@ def history_row(status: CanaryStatus, routes: Routes, metrics: tuple[Any, ...]) 
         "iterations": status.iterations,
         "message": status.message,
         "metrics": [
-            {"name": m.name, "value": m.value, "min": m.min, "max": m.max, "ok": m.ok, "message": m.message}
+            {
+                "name": m.name,
+                "value": m.value,
+                "primaryValue": m.primary,
+                "min": m.min,
+                "max": m.max,
+                "ok": m.ok,
+                "message": m.message,
+            }
             for m in metrics
         ],
     }

@@ -24,6 +24,7 @@ class Sample:
     metric: Metric
     value: float | None
     error: str = ""
+    primary: float | None = None  # shown beside the canary's value; the threshold judge does not use it
 
 
 class Judge(Protocol):
@@ -47,7 +48,7 @@ class ThresholdJudge:
         failures: list[str] = []
         for s in samples:
             lo, hi = bounds(s.metric)
-            v = MetricValue(s.metric.name, s.value, lo, hi)
+            v = MetricValue(s.metric.name, s.value, lo, hi, primary=s.primary)
             if s.value is None or math.isnan(s.value):
                 why = s.error or "no values found"
                 failures.append(f"metric {s.metric.name}: {why}")

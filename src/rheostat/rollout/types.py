@@ -105,6 +105,7 @@ class MetricValue:
     max: float | None = None
     ok: bool = False
     message: str = ""
+    primary: float | None = None  # the same metric measured on the primary, for comparison (builtin metrics)
 
 
 class Verdict(enum.StrEnum):
