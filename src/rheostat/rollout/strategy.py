@@ -433,7 +433,8 @@ class _Tick:
     def wait_evidence(self) -> Decision:
         return self.hold(f"{self.name} {WAITING_EVIDENCE}")
 
-    def promote(self) -> Step:
+    def promotion_blocked(self) -> Step | None:
+        """None when promotion may go ahead: the judge has enough evidence and confirm-promotion is open."""
         if self.inconclusive:
             return self.wait_evidence()
         gate = self.gate(Check.CONFIRM_PROMOTION)
@@ -441,6 +442,11 @@ class _Tick:
             return gate
         if not gate:
             return self.wait_promotion()
+        return None
+
+    def promote(self) -> Step:
+        if (blocked := self.promotion_blocked()) is not None:
+            return blocked
         return self.decide(
             self.status(phase=Phase.PROMOTING),
             Event("Promoting", f"Copying {self.target} template to the primary"),
@@ -498,13 +504,8 @@ class _Tick:
                 routes=routes if routes != self.obs.routes else None,
             )
         if total == done:
-            if self.inconclusive:
-                return self.wait_evidence()
-            gate = self.gate(Check.CONFIRM_PROMOTION)
-            if isinstance(gate, NeedCheck):
-                return gate
-            if not gate:
-                return self.wait_promotion()
+            if (blocked := self.promotion_blocked()) is not None:
+                return blocked
             return self.decide(
                 self.status(phase=Phase.PROGRESSING, iterations=done + 1, canary_weight=100, mirrored=False),
                 Event("Switch", f"Routing all traffic to the canary {self.target}"),
