@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -121,15 +122,12 @@ class Rig:
         if self.server is not None:
             self.server.controller.request_reconcile()
 
-    async def start(self) -> Server:
-        settings = Settings(
-            repo=self.repo,
-            data_dir=self.data,
-            listen_port=self.api_port,
-            poll_interval_s=0.3,
-            sync_interval_s=0.3,
+    async def start(self, **settings: Any) -> Server:
+        """A server on this repository; `settings` override the Settings fields a test cares about."""
+        base: dict[str, Any] = {"poll_interval_s": 0.3, "sync_interval_s": 0.3}
+        self.server = Server(
+            Settings(repo=self.repo, data_dir=self.data, listen_port=self.api_port, **(base | settings))
         )
-        self.server = Server(settings)
         await self.server.start()
         return self.server
 

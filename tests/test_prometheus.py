@@ -24,9 +24,7 @@ import pytest
 from rheostat.model.base import ObjectKey
 from rheostat.plugins.metrics.base import MetricQuery, NoData, ProviderError
 from rheostat.plugins.metrics.prometheus import Auth, PrometheusProvider
-from rheostat.reactor.settings import Settings
 from rheostat.rollout.types import Phase
-from rheostat.server.main import Server
 from tests.rig import KEY, NS, Rig, Traffic, canary, workload
 from tests.servers import free_port
 
@@ -219,27 +217,6 @@ async def test_provider_down_slow_or_unauthorised_is_a_reason_never_a_value() ->
 # -- canaries judged by PromQL, end to end ----------------------------------------------------------------
 
 
-class PromRig(Rig):
-    def __init__(self, tmp: Path, metrics_server: str, stats_port: int) -> None:
-        super().__init__(tmp)
-        self.metrics_server = metrics_server
-        self.stats_port = stats_port
-
-    async def start(self) -> Server:
-        settings = Settings(
-            repo=self.repo,
-            data_dir=self.data,
-            listen_port=self.api_port,
-            poll_interval_s=0.3,
-            sync_interval_s=0.3,
-            metrics_server=self.metrics_server,
-            envoy_stats_port=self.stats_port,
-        )
-        self.server = Server(settings)
-        await self.server.start()
-        return self.server
-
-
 SUCCESS_TEMPLATE = """apiVersion: flagger.app/v1beta1
 kind: MetricTemplate
 metadata: {{name: envoy-success-rate, namespace: {ns}}}
@@ -274,16 +251,16 @@ webhooks:
 
 
 @contextlib.asynccontextmanager
-async def prom_rig(tmp_path: Path) -> AsyncIterator[tuple[PromRig, Prometheus]]:
+async def prom_rig(tmp_path: Path) -> AsyncIterator[tuple[Rig, Prometheus]]:
     stats_port = free_port()
     with prometheus(tmp_path, {"envoy": (f"127.0.0.1:{stats_port}", "/stats/prometheus")}) as prom:
-        rig = PromRig(tmp_path, prom.url, stats_port)
+        rig = Rig(tmp_path)
         template = SUCCESS_TEMPLATE.format(ns=NS, url=prom.url)
         rig.commit(
             workload("6.0.0", replicas=1), canary(rig.port, promql_analysis(rig.api, rig.port)), template
         )
         try:
-            await rig.start()
+            await rig.start(metrics_server=prom.url, envoy_stats_port=stats_port)
             await rig.wait(Phase.INITIALIZED)
             yield rig, prom
         finally:

@@ -413,9 +413,7 @@ class _Tick:
     # -- moving forward ------------------------------------------------------------------------------
 
     def hold(self, why: str) -> Decision:
-        if self.s.message == why:
-            return Decision(status=self.s)
-        return self.decide(None, Event("Halted", why))
+        return self.decide(None, Event("Halted", why))  # decide() keeps a repeated message to one event
 
     def wait_promotion(self) -> Decision:
         first = self.s.phase is not Phase.WAITING_PROMOTION
