@@ -243,3 +243,40 @@ async def test_kustomization_yaml_overlays_are_built_by_real_kustomize(tmp_path:
     await g.reconcile_once()
     web = store.get_object("Workload", "prod/web")
     assert web is not None and web.body["spec"]["replicas"] == 3
+
+
+@pytest.mark.parametrize(
+    ("spec", "field", "words"),
+    [
+        ({"url": "git@github.com:org/repo"}, "spec.url", "scp-like"),
+        ({"url": "/r", "ref": {"commit": "abc1234"}}, "spec.ref.commit", "pattern"),
+        ({"url": "/r", "interval": "soon"}, "spec.interval", "duration"),
+        ({"url": "/r", "verify": {"mode": "Always", "secretRef": {"name": "k"}}}, "spec.verify.mode", "HEAD"),
+    ],
+)
+def test_bad_gitrepository_fields_are_named(spec: dict[str, Any], field: str, words: str) -> None:
+    from rheostat.model.load import ManifestError
+
+    doc = {
+        "apiVersion": "source.toolkit.fluxcd.io/v1",
+        "kind": "GitRepository",
+        "metadata": {"name": "r", "namespace": "flux-system"},
+        "spec": spec,
+    }
+    with pytest.raises(ManifestError) as info:
+        parse_object(doc, "clusters/sources.yaml")
+    assert any(e.path == field for e in info.value.errors), info.value.errors
+    assert words in str(info.value) and str(info.value).startswith("clusters/sources.yaml: GitRepository")
+
+
+def test_a_kustomization_path_leaving_the_source_is_refused() -> None:
+    from rheostat.model.load import ManifestError
+
+    doc = {
+        "apiVersion": "kustomize.toolkit.fluxcd.io/v1",
+        "kind": "Kustomization",
+        "metadata": {"name": "k", "namespace": "flux-system"},
+        "spec": {"sourceRef": {"kind": "GitRepository", "name": "r"}, "path": "../etc", "prune": True},
+    }
+    with pytest.raises(ManifestError, match=r"spec.path: .*must stay inside the source"):
+        parse_object(doc, "k.yaml")
