@@ -30,10 +30,10 @@ from rheostat.model.load import Manifest, ManifestError, parse_object
 from rheostat.plugins.platforms.base import Group
 from rheostat.reactor.controller import ROOT, Controller
 from rheostat.rollout.engine import CANARY, target_of
-from rheostat.rollout.types import CanaryStatus
 from rheostat.server.dashboard import web_routes
 from rheostat.server.dashboard.params import query_int
 from rheostat.server.events_stream import event_json
+from rheostat.server.listing import CanaryListing
 from rheostat.server.loadtester import loadtester_app
 from rheostat.server.ofrep import ofrep_app
 
@@ -100,65 +100,6 @@ class TokenAuth(BaseHTTPMiddleware):
         return await call_next(request)
 
 
-@dataclasses.dataclass(frozen=True)
-class Batch:
-    """What the canary list needs, read in one query per table rather than three per canary."""
-
-    bodies: dict[str, dict[str, Any]]
-    statuses: dict[str, dict[str, Any]]
-    latest: dict[str, dict[str, Any]]
-    manual: dict[str, dict[str, Any]]
-
-    @classmethod
-    def read(cls, ctl: Controller, keys: list[str] | None = None) -> Batch:
-        store = ctl.store
-        bodies = {o.key: o.body for o in store.list_objects(CANARY) if keys is None or o.key in keys}
-        return cls(
-            bodies=bodies,
-            statuses=store.all_statuses(),
-            latest=store.latest_history(list(bodies)),
-            manual=store.all_manual(),
-        )
-
-
-def canary_json(ctl: Controller, canary: Canary, batch: Batch | None = None) -> dict[str, Any]:
-    key = canary.metadata.key
-    if batch is None:
-        batch = Batch.read(ctl, [key])
-    st = CanaryStatus.from_json(batch.statuses[key]) if key in batch.statuses else CanaryStatus()
-    last = batch.latest.get(key, {})
-    body = batch.bodies.get(key) or canary.model_dump(mode="json", exclude_none=True)
-    return {
-        "apiVersion": canary.apiVersion,
-        "kind": canary.kind,
-        "metadata": body["metadata"],
-        "spec": body["spec"],
-        "strategy": canary.strategy.value,
-        "status": {
-            "phase": st.phase.value,
-            "canaryWeight": int(last.get("canaryWeight", st.canary_weight)),
-            "primaryWeight": int(last.get("primaryWeight", 100 - st.canary_weight)),
-            "failedChecks": st.failed_checks,
-            "iterations": st.iterations,
-            "lastAppliedSpec": st.last_applied_spec,
-            "lastPromotedSpec": st.last_promoted_spec,
-            "lastTransitionTime": st.last_transition_time,
-            "message": st.message,
-            "manual": {k: v for k, v in batch.manual.get(key, {}).items() if v},
-            "conditions": [
-                {
-                    "type": "Promoted",
-                    "status": {"Succeeded": "True", "Initialized": "True", "Failed": "False"}.get(
-                        st.phase.value, "Unknown"
-                    ),
-                    "reason": st.phase.value,
-                    "message": st.message,
-                }
-            ],
-        },
-    }
-
-
 def create_app(ctl: Controller, token: str) -> Starlette:
     loadtester = loadtester_app(allow_exec=ctl.settings.loadtester_exec)
     ofrep = ofrep_app(ctl.flags, token=ctl.settings.flags_token)
@@ -176,12 +117,13 @@ def create_app(ctl: Controller, token: str) -> Starlette:
     async def version(_: Request) -> Response:
         return JSONResponse({"version": __version__})
 
+    listing = CanaryListing(ctl)  # rendered items, kept while their stored rows are unchanged
+
     async def canaries(_: Request) -> Response:
-        batch = Batch.read(ctl)
-        return JSONResponse({"items": [canary_json(ctl, c, batch) for c in ctl.canaries()]})
+        return Response(listing.all(), media_type="application/json")
 
     async def canary(request: Request) -> Response:
-        return JSONResponse(canary_json(ctl, find(request)))
+        return Response(listing.one(find(request)), media_type="application/json")
 
     async def history(request: Request) -> Response:
         c = find(request)

@@ -57,6 +57,17 @@ class HistoryRecord:
     body: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class CanaryRows:
+    """A canary's stored rows as text, undecoded: equal values mean an unchanged canary (for caching)."""
+
+    key: str
+    body: str
+    status: str | None
+    manual: str | None
+    history: str | None  # the newest history row's body
+
+
 class Store:
     def __init__(self, path: Path | str) -> None:
         self.path = str(path)
@@ -160,6 +171,22 @@ class Store:
             if row is not None:
                 out[key] = dict(json.loads(row[0]))
         return out
+
+    def canary_rows(self, kind: str, key: str | None = None) -> list[CanaryRows]:
+        """Every object of `kind` (or the one `key`) with its status, manual requests and newest history row,
+        ordered by key, in one query (an index seek each) and not decoded."""
+        sql = (
+            "SELECT o.key, o.body, s.body, m.body, "
+            "(SELECT h.body FROM history h WHERE h.key = o.key ORDER BY h.id DESC LIMIT 1) "
+            "FROM objects o LEFT JOIN canary_status s ON s.key = o.key LEFT JOIN manual m ON m.key = o.key "
+            "WHERE o.kind = ?"
+        )
+        args: tuple[str, ...] = (kind,)
+        if key is not None:
+            sql += " AND o.key = ?"
+            args = (kind, key)
+        rows = self._db.execute(sql + " ORDER BY o.key", args).fetchall()
+        return [CanaryRows(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
     def get_manual(self, key: str) -> dict[str, Any]:
         row = self._db.execute("SELECT body FROM manual WHERE key = ?", (key,)).fetchone()
