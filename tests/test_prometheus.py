@@ -275,7 +275,7 @@ async def test_canaries_promoted_and_rolled_back_by_promql_then_by_the_sequentia
         # Envoy is scraped through the stats listener: Prometheus sees its clusters.
         await prom.wait_for('up{job="envoy"} == 1')
         assert rig.server is not None
-        assert rig.server.controller.providers.builtin is rig.server.controller.providers.server
+        assert rig.server.controller.providers.builtin.workloads is rig.server.controller.providers.server
 
         good = promql_analysis(rig.api, rig.port)
         tick = rig.status().tick

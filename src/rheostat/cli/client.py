@@ -58,5 +58,5 @@ class Client:
     def text(self, path: str, **params: Any) -> str:
         return self._send("GET", f"/api/v1{path}", params=params).text
 
-    def post(self, path: str) -> Any:
-        return self._send("POST", f"/api/v1{path}").json()
+    def post(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        return self._send("POST", f"/api/v1{path}", **({"json": body} if body is not None else {})).json()

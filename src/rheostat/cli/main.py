@@ -395,10 +395,12 @@ def demo_cmd(keep: bool, interval: str) -> None:
     sys.exit(asyncio.run(run_demo(keep=keep, interval=interval)))
 
 
-def post(server: str, token: str | None, data_dir: Path, path: str) -> Any:
+def post(
+    server: str, token: str | None, data_dir: Path, path: str, body: dict[str, Any] | None = None
+) -> Any:
     c = client(server, token, data_dir)
     try:
-        return c.post(path)
+        return c.post(path, body)
     except ApiError as exc:
         fail(exc)
     finally:
@@ -485,6 +487,89 @@ def get_violations(server: str, output: str) -> None:
 
     columns = ("ACTION", "POLICY", "OBJECT", "COMMIT", "FOUND BY", "MESSAGE")
     print_items(fetch(server, "/violations")["items"], output, columns, row)
+
+
+@get_group.command("flags")
+@server_option
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+def get_flags(server: str, output: str) -> None:
+    """Feature flags: the state served, the default, a rollout's share, the kill switch and drift."""
+
+    def row(it: dict[str, Any]) -> list[str]:
+        rollout = it.get("rollout") or {}
+        if rollout.get("active"):
+            split = f"{rollout['share']}% new ({rollout.get('canary') or 'no canary'})"
+        else:
+            split = "-"
+        return [
+            it["key"],
+            it["state"],
+            str(it.get("defaultVariant") or "-"),
+            ", ".join(it["variants"]),
+            split,
+            it["revision"][:24],
+            it.get("drift") or "",
+        ]
+
+    columns = ("FLAG", "STATE", "DEFAULT", "VARIANTS", "ROLLOUT", "REVISION", "MESSAGE")
+    print_items(fetch(server, "/flags")["items"], output, columns, row)
+
+
+@cli.group("flags")
+def flags_group() -> None:
+    """Evaluate a flag, and the kill switch."""
+
+
+@flags_group.command("eval")
+@click.argument("key")
+@click.option("--context", "context", default="{}", show_default=True, help="Evaluation context as JSON.")
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+@server_option
+def flags_eval(key: str, context: str, output: str, server: str) -> None:
+    """What KEY answers for a context: value, variant and reason (as OFREP would)."""
+    try:
+        parsed = json.loads(context)
+    except json.JSONDecodeError as exc:
+        fail(ValueError(f"--context is not JSON: {exc.msg} at {exc.pos}"))
+    if not isinstance(parsed, dict):
+        fail(ValueError("--context must be a JSON object"))
+    answer = fetch(server, f"/flags/{key}/evaluate", context=json.dumps(parsed))
+    if output == "json":
+        click.echo(json.dumps(answer, indent=2))
+        return
+    out = stdout()
+    value = json.dumps(answer["value"]) if "value" in answer else "(the caller's default)"
+    out.print(f"value:   {value}", highlight=False)
+    out.print(f"variant: {answer.get('variant') or '-'}", highlight=False)
+    out.print(f"reason:  {answer['reason']}", highlight=False)
+    if "errorCode" in answer:
+        out.print(f"error:   {answer['errorCode']}: {answer.get('errorDetails', '')}", highlight=False)
+        sys.exit(1)
+
+
+@flags_group.command("disable")
+@click.argument("key")
+@click.option("--reason", default="", help="Why, kept with the kill and shown in events.")
+@server_option
+@token_option
+@data_dir_option
+def flags_disable(key: str, reason: str, server: str, token: str | None, data_dir: Path) -> None:
+    """Kill switch: KEY answers DISABLED at once, for everyone, until Git agrees or `flags enable`."""
+    item = post(server, token, data_dir, f"/flags/{key}/disable", {"reason": reason})
+    stdout().print(f"flag {key} disabled", highlight=False)
+    if item.get("drift"):
+        stdout().print(item["drift"], highlight=False)
+
+
+@flags_group.command("enable")
+@click.argument("key")
+@server_option
+@token_option
+@data_dir_option
+def flags_enable(key: str, server: str, token: str | None, data_dir: Path) -> None:
+    """Lift the kill switch: Git's definition of KEY serves again."""
+    post(server, token, data_dir, f"/flags/{key}/enable")
+    stdout().print(f"flag {key} serves Git's definition again", highlight=False)
 
 
 @cli.command("reconcile")

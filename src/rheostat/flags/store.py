@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from dataclasses import replace as dc_replace
 from typing import Any
 
 from pydantic import ValidationError
@@ -66,11 +67,45 @@ class FlagChange:
 
 
 @dataclass(frozen=True)
+class Pinned:
+    """A flag's primary definition during a rollout: a one-flag set (with its set's evaluators)."""
+
+    config: FlagdConfig
+    digest: str  # the FlagInfo.digest the definition had in Git
+    evaluator: FlagSetEvaluator
+
+
+@dataclass(frozen=True)
 class _State:
     version: int = 0
     etag: str = '"0"'
     evaluators: Mapping[str, FlagSetEvaluator] = field(default_factory=dict)  # flag key -> its set
     infos: Mapping[str, FlagInfo] = field(default_factory=dict)
+    configs: Mapping[str, FlagdConfig] = field(default_factory=dict)  # flag key -> its set's config
+    git_etag: str = '"0"'
+    primaries: Mapping[str, Pinned] = field(default_factory=dict)
+    splits: Mapping[str, int] = field(default_factory=dict)  # flag key -> percent served Git's definition
+    killed: Mapping[str, FlagSetEvaluator] = field(default_factory=dict)  # flag key -> DISABLED copy
+
+    @property
+    def special(self) -> bool:
+        return bool(self.primaries or self.killed)
+
+
+def bucket(key: str, targeting_key: str) -> int:
+    """0..99, sticky per (flag, targeting key); salted so it does not follow the flag's own `fractional`."""
+    digest = hashlib.blake2b(
+        f"{key}\0{targeting_key}".encode(), digest_size=8, person=b"rheostat-split"
+    ).digest()
+    return int.from_bytes(digest, "big") % 100
+
+
+def one_flag(config: FlagdConfig, key: str, **changes: Any) -> FlagdConfig:
+    """The flag `key` of a set alone, with the set's evaluators and metadata (and some fields changed)."""
+    flag = config.flags[key]
+    if changes:
+        flag = flag.model_copy(update=changes)
+    return config.model_copy(update={"flags": {key: flag}})
 
 
 def _digest(data: Any) -> str:
@@ -108,16 +143,114 @@ class FlagStore:
     def evaluate(
         self, key: str, context: Context | None = None, flag_type: FlagType | None = None, default: Any = None
     ) -> Resolution:
-        evaluator = self._state.evaluators.get(key)
+        state = self._state
+        evaluator = state.evaluators.get(key)
         if evaluator is None:
             return Resolution(key, default, False, None, ERROR, {}, FLAG_NOT_FOUND, f"flag {key!r} not found")
+        if state.special:
+            evaluator = _serving(state, key, evaluator, context.targeting_key if context else None)
         return evaluator.evaluate(key, context, flag_type, default)
 
     def evaluate_all(self, context: Context | None = None) -> list[Resolution]:
         """Every flag (disabled ones included, as flagd's bulk evaluation does), sorted by key."""
         state = self._state
         ctx = context.to_openfeature() if context is not None else None
-        return [state.evaluators[k].evaluate(k, ctx) for k in sorted(state.evaluators)]
+        if not state.special:
+            return [state.evaluators[k].evaluate(k, ctx) for k in sorted(state.evaluators)]
+        tk = context.targeting_key if context else None
+        return [
+            _serving(state, k, state.evaluators[k], tk).evaluate(k, ctx) for k in sorted(state.evaluators)
+        ]
+
+    # -- rollouts and the kill switch -----------------------------------------------------------------------
+
+    def primary(self, key: str) -> Pinned | None:
+        return self._state.primaries.get(key)
+
+    def split(self, key: str) -> int:
+        return self._state.splits.get(key, 0)
+
+    def rolling_out(self, key: str) -> bool:
+        """Git's definition differs from the primary: only the split's share of users gets it."""
+        state = self._state
+        pinned, info = state.primaries.get(key), state.infos.get(key)
+        return pinned is not None and info is not None and pinned.digest != info.digest
+
+    def killed(self, key: str) -> bool:
+        return key in self._state.killed
+
+    def pin(self, key: str) -> Pinned:
+        """Make Git's definition of `key` the primary (first sight, and promotion); the split goes to 0."""
+
+        def change(state: _State) -> dict[str, Any]:
+            if key not in state.infos:
+                raise KeyError(key)
+            config = one_flag(state.configs[key], key)
+            pinned = Pinned(config, state.infos[key].digest, FlagSetEvaluator(config))
+            splits = {k: v for k, v in state.splits.items() if k != key}
+            return {"primaries": {**state.primaries, key: pinned}, "splits": splits}
+
+        self._update(key, change)
+        return self._state.primaries[key]
+
+    def restore(self, key: str, config: FlagdConfig, digest: str, split: int) -> None:
+        """Put back a primary kept across a restart."""
+        pinned = Pinned(config, digest, FlagSetEvaluator(config))
+        self._update(
+            key,
+            lambda s: {"primaries": {**s.primaries, key: pinned}, "splits": {**s.splits, key: split}},
+        )
+
+    def unpin(self, key: str) -> None:
+        """No rollout any more (its Canary is gone): Git's definition serves everyone."""
+        self._update(
+            key,
+            lambda s: {
+                "primaries": {k: v for k, v in s.primaries.items() if k != key},
+                "splits": {k: v for k, v in s.splits.items() if k != key},
+            },
+        )
+
+    def set_split(self, key: str, percent: int) -> None:
+        if not 0 <= percent <= 100:
+            raise ValueError(f"split {percent} is outside 0..100")
+        self._update(
+            key, lambda s: None if s.splits.get(key, 0) == percent else {"splits": {**s.splits, key: percent}}
+        )
+
+    def disable(self, key: str) -> None:
+        """The kill switch: `key` answers DISABLED at once, for everyone, whatever Git or a rollout says."""
+
+        def change(state: _State) -> dict[str, Any]:
+            if key not in state.configs:
+                raise KeyError(key)
+            evaluator = FlagSetEvaluator(one_flag(state.configs[key], key, state="DISABLED"))
+            return {"killed": {**state.killed, key: evaluator}}
+
+        self._update(key, change)
+
+    def enable(self, key: str) -> None:
+        """Lift the kill switch: Git's definition (and any rollout) serves again."""
+        self._update(
+            key,
+            lambda s: (
+                {"killed": {k: v for k, v in s.killed.items() if k != key}} if key in s.killed else None
+            ),
+        )
+
+    def _update(self, key: str, change: Callable[[_State], dict[str, Any] | None]) -> None:
+        """Swap in the state `change` makes of the current one (None: nothing to do); answers for `key` moved."""
+        with self._lock:
+            old = self._state
+            fields = change(old)
+            if fields is None:
+                return
+            new = dc_replace(old, version=old.version + 1, **fields)
+            self._state = new = dc_replace(new, etag=_overlay_etag(new))
+            subscribers = list(self._subscribers)
+        event = FlagChange(new.version, new.etag, (key,), self._clock())
+        for notify in subscribers:
+            notify(event)
 
     # -- writing --------------------------------------------------------------------------------------------
 
@@ -169,13 +302,28 @@ class FlagStore:
                 | {k for k in old.infos if k not in infos}
             )
             set_meta = {s.name: s.config.metadata for s in sources}
-            etag = (
+            git_etag = (
                 '"' + _digest({"flags": {k: i.digest for k, i in infos.items()}, "sets": set_meta})[:32] + '"'
             )
-            if not changed and etag == old.etag:
+            if not changed and git_etag == old.git_etag:
                 return None
-            self._state = _State(old.version + 1, etag, evaluators, infos)
-            change = FlagChange(old.version + 1, etag, tuple(changed), self._clock())
+            configs = {key: src.config for src in sources for key in src.config.flags}
+            killed = {  # a killed flag stays off; its DISABLED copy follows Git's new definition
+                k: FlagSetEvaluator(one_flag(configs[k], k, state="DISABLED")) if k in changed else v
+                for k, v in old.killed.items()
+                if k in configs
+            }
+            new = dc_replace(
+                old,
+                version=old.version + 1,
+                evaluators=evaluators,
+                infos=infos,
+                configs=configs,
+                git_etag=git_etag,
+                killed=killed,
+            )
+            self._state = dc_replace(new, etag=_overlay_etag(new))
+            change = FlagChange(new.version, self._state.etag, tuple(changed), self._clock())
             subscribers = list(self._subscribers)
         for notify in subscribers:
             notify(change)
@@ -192,6 +340,32 @@ class FlagStore:
                     self._subscribers.remove(callback)
 
         return unsubscribe
+
+
+def _serving(state: _State, key: str, git: FlagSetEvaluator, targeting_key: str | None) -> FlagSetEvaluator:
+    """Which definition answers `key` for this targeting key: kill switch, then rollout, then Git."""
+    killed = state.killed.get(key)
+    if killed is not None:
+        return killed
+    pinned = state.primaries.get(key)
+    if pinned is None or pinned.digest == state.infos[key].digest:
+        return git
+    share = state.splits.get(key, 0)
+    if targeting_key is not None and share > 0 and bucket(key, targeting_key) < share:
+        return git
+    return pinned.evaluator
+
+
+def _overlay_etag(state: _State) -> str:
+    if not state.special and not state.splits:
+        return state.git_etag
+    overlay = {
+        "git": state.git_etag,
+        "primaries": {k: p.digest for k, p in state.primaries.items()},
+        "splits": dict(state.splits),
+        "killed": sorted(state.killed),
+    }
+    return '"' + _digest(overlay)[:32] + '"'
 
 
 # -- from the objects of the store ------------------------------------------------------------------------------

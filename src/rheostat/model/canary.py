@@ -57,8 +57,11 @@ class Ref(Strict):
     name: str
 
 
+FLAG_TARGETS = {"FeatureFlag": "core.openfeature.dev/v1beta1", "FlagSet": "rheostat.dev/v1alpha1"}
+
+
 class TargetRef(Ref):
-    kind: Literal["Deployment", "DaemonSet", "Service", "Workload"]
+    kind: Literal["Deployment", "DaemonSet", "Service", "Workload", "FeatureFlag", "FlagSet"]
 
 
 class ScalerReplicas(Strict):
@@ -480,8 +483,21 @@ class Analysis(Strict):
         return self.maxWeight if self.maxWeight is not None else 100
 
 
+class AppRef(Strict):
+    name: str
+
+
+class FlagTarget(Strict):
+    """Ours: which flag of a FeatureFlag/FlagSet target is rolled out, and where its outcomes are counted."""
+
+    key: str = Field(min_length=1)
+    variant: str | None = None  # the variant judged as "canary"; the new definition's defaultVariant if unset
+    appRef: AppRef | None = None  # the Workload whose processes count outcomes per variant on /metrics
+
+
 class CanarySpec(Strict):
     targetRef: TargetRef
+    flag: FlagTarget | None = None  # ours: set exactly when targetRef is a FeatureFlag or FlagSet
     analysis: Analysis | None = None
     canaryAnalysis: Analysis | None = None  # Flagger's deprecated alias, still read
     provider: Provider | None = None
@@ -491,7 +507,7 @@ class CanarySpec(Strict):
     ingressRef: IngressRef | None = None
     routeRef: RouteRef | None = None
     upstreamRef: UpstreamRef | None = None
-    service: Service
+    service: Service | None = None  # required for workload targets, meaningless for flags
     skipAnalysis: bool = False
     revertOnDeletion: bool = False
     suspend: bool = False
@@ -500,7 +516,36 @@ class CanarySpec(Strict):
     def _has_analysis(self) -> CanarySpec:
         if self.analysis is None and self.canaryAnalysis is None:
             raise ValueError("analysis: field required")
+        if self.is_flag:
+            self._flag_rules()
+        else:
+            if self.service is None:
+                raise ValueError("service: field required")
+            if self.flag is not None:
+                raise ValueError("flag: only for a targetRef of kind FeatureFlag or FlagSet")
         return self
+
+    def _flag_rules(self) -> None:
+        ref = self.targetRef
+        if ref.apiVersion != FLAG_TARGETS[ref.kind]:
+            raise ValueError(f"targetRef.apiVersion: a {ref.kind} is {FLAG_TARGETS[ref.kind]}")
+        if self.flag is None:
+            raise ValueError(f"flag: field required for a {ref.kind} target (flag.key names the flag)")
+        a = self.the_analysis
+        for name in ("match", "mirror", "iterations", "sessionAffinity"):
+            if getattr(a, name):
+                raise ValueError(
+                    f"analysis.{name}: a flag is rolled out by share of users (stepWeight/stepWeights) only"
+                )
+
+    @property
+    def is_flag(self) -> bool:
+        return self.targetRef.kind in FLAG_TARGETS
+
+    @property
+    def the_service(self) -> Service:
+        assert self.service is not None  # checked at load for every workload target
+        return self.service
 
     @property
     def the_analysis(self) -> Analysis:

@@ -5,17 +5,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 
 from watchfiles import awatch
 
+from rheostat.flags.kill import KillSwitch
+from rheostat.flags.rollout import FlagRollouts
 from rheostat.flags.store import FlagSetError, FlagStore, sources_from_store
 from rheostat.gitops.fetch import GitFetcher
 from rheostat.gitops.gate import Finding, PolicyGate
 from rheostat.gitops.reconciler import KUSTOMIZATION, SOURCE, GitOps, Hooks
 from rheostat.gitops.sources import SourceFetchers
-from rheostat.model.base import ObjectKey
+from rheostat.model.base import ObjectKey, object_key
 from rheostat.model.canary import Canary
 from rheostat.model.flags import FeatureFlag, FlagSet
 from rheostat.model.load import Manifest, parse_object
@@ -26,9 +29,11 @@ from rheostat.model.policy import (
     ValidatingAdmissionPolicy,
     ValidatingAdmissionPolicyBinding,
 )
-from rheostat.plugins.metrics.base import MetricProvider
+from rheostat.plugins.metrics.app_counters import AppCountersProvider, VariantTarget
+from rheostat.plugins.metrics.base import Counts, MetricProvider, MetricQuery
 from rheostat.plugins.metrics.envoy_stats import EnvoyStatsProvider
 from rheostat.plugins.metrics.prometheus import Auth, PrometheusProvider
+from rheostat.plugins.platforms.base import Group
 from rheostat.plugins.platforms.local import LocalPlatform
 from rheostat.plugins.routers.envoy import EnvoyRouter
 from rheostat.reactor.alerts import Alerter, Secrets
@@ -97,6 +102,29 @@ def ensure_token(data_dir: Path) -> tuple[str, bool]:
     return token, True
 
 
+class BuiltinByTarget:
+    """The builtin checks of a Canary: from the router's stats for a Workload, from the app for a flag."""
+
+    def __init__(
+        self,
+        workloads: EnvoyStatsProvider | PrometheusProvider,
+        flags: AppCountersProvider,
+        is_flag: Callable[[ObjectKey], bool],
+    ) -> None:
+        self.workloads = workloads
+        self.flags = flags
+        self.is_flag = is_flag
+
+    async def query(self, q: MetricQuery) -> float:
+        return await (self.flags if self.is_flag(q.canary) else self.workloads).query(q)
+
+    async def counts(self, canary: ObjectKey) -> Counts:
+        return await (self.flags if self.is_flag(canary) else self.workloads).counts(canary)
+
+    async def is_online(self) -> bool:
+        return await self.workloads.is_online()
+
+
 class MetricProviders:
     """Where each metric is measured.
 
@@ -107,10 +135,17 @@ class MetricProviders:
       (from the data dir's secrets; the secret lives in the template's namespace).
     """
 
-    def __init__(self, metrics_server: str | None, envoy: EnvoyStatsProvider, secrets: Secrets) -> None:
+    def __init__(
+        self,
+        metrics_server: str | None,
+        envoy: EnvoyStatsProvider,
+        secrets: Secrets,
+        app: AppCountersProvider,
+        is_flag: Callable[[ObjectKey], bool],
+    ) -> None:
         self.secrets = secrets
         self.server = PrometheusProvider(metrics_server) if metrics_server else None
-        self.builtin: EnvoyStatsProvider | PrometheusProvider = self.server or envoy
+        self.builtin = BuiltinByTarget(self.server or envoy, app, is_flag)
         self.by_kind: dict[str, MetricProvider] = {"builtin": self.builtin}
         if self.server is not None:
             self.by_kind["prometheus"] = self.server
@@ -142,6 +177,9 @@ class Controller:
         data = settings.data_dir
         data.mkdir(parents=True, exist_ok=True)
         self.store = Store(settings.state_db)
+        self.flags = FlagStore()
+        self.flag_rollouts = FlagRollouts(self.flags, self.store)
+        self.kill_switch = KillSwitch(self.flags, self.store)
         self.router = EnvoyRouter(
             data / "envoy", on_event=self._router_event, stats_port=settings.envoy_stats_port
         )
@@ -151,7 +189,10 @@ class Controller:
         self.metrics = EnvoyStatsProvider(self.router.admin_socket)
         self.hooks = HookCaller()
         self.secrets = Secrets(data / "secrets")
-        self.providers = MetricProviders(settings.metrics_server, self.metrics, self.secrets)
+        self.app_counters = AppCountersProvider(self._flag_targets)
+        self.providers = MetricProviders(
+            settings.metrics_server, self.metrics, self.secrets, self.app_counters, self._is_flag_canary
+        )
         self.checker = Checker(
             self.hooks,
             self.providers.by_kind,
@@ -166,9 +207,9 @@ class Controller:
             self.platform,
             self.checker,
             alerts=self.alerter,
+            flags=(self.flag_rollouts, self.flag_rollouts),
         )
         self.scheduler = Scheduler(self.engine, sync_interval_s=settings.sync_interval_s)
-        self.flags = FlagStore()
         self.gate = PolicyGate(self.store, on_findings=self._policy_alerts)
         self._audit_now = asyncio.Event()
         self.handover = Handover(self.engine, self.platform, self.router, self.scheduler)
@@ -190,8 +231,10 @@ class Controller:
         try:
             await self.platform.start()
             await self.metrics.start()
-            await self._restore_routes()
+            await self.app_counters.start()
+            self.flag_rollouts.restore()
             self.load_flags()
+            await self._restore_routes()
             await self.gitops.reconcile_once(force=True)
         except BaseException:
             await self.stop()
@@ -209,6 +252,8 @@ class Controller:
         await self.engine.close()
         with suppress(Exception):
             await self.metrics.stop()
+        with suppress(Exception):
+            await self.app_counters.stop()
         with suppress(Exception):
             await self.platform.stop()
         with suppress(Exception):
@@ -257,12 +302,43 @@ class Controller:
                 canary, status, int(row["primaryWeight"]), int(row["canaryWeight"]), bool(row.get("mirror"))
             )
             with suppress(Exception):
-                await self.router.reconcile(await self.engine.service_route(canary))
-                await self.router.set_routes(canary.metadata.key, routes)
+                router, _ = self.engine.parts(canary)
+                await router.reconcile(await self.engine.service_route(canary))
+                await router.set_routes(canary.metadata.key, routes)
+
+    def _is_flag_canary(self, key: ObjectKey) -> bool:
+        with suppress(Exception):
+            canary = self.engine.canary(key)
+            return canary is not None and canary.spec.is_flag
+        return False
+
+    async def _flag_targets(self) -> dict[ObjectKey, VariantTarget]:
+        """Flag canaries with an application that counts outcomes: its processes' /metrics."""
+        out: dict[ObjectKey, VariantTarget] = {}
+        for canary in self.canaries():
+            flag = canary.spec.flag
+            if flag is None or flag.appRef is None:
+                continue
+            app = object_key(canary.metadata.namespace, flag.appRef.name)
+            urls: list[str] = []
+            with suppress(Exception):  # an app not running yet has no endpoints: no data, not a crash
+                for group in (Group.PRIMARY, Group.CANARY):
+                    urls += [
+                        f"http://{u.host}:{u.port}/metrics" for u in await self.platform.endpoints(app, group)
+                    ]
+            info, pinned = self.flags.get(flag.key), self.flags.primary(flag.key)
+            out[canary.metadata.key] = VariantTarget(
+                canary=canary.metadata.key,
+                flag=flag.key,
+                canary_variant=flag.variant or (info.default_variant if info else None),
+                primary_variant=pinned.config.flags[flag.key].defaultVariant or None if pinned else None,
+                urls=tuple(urls),
+            )
+        return out
 
     async def _endpoints_changed(self, workload: ObjectKey) -> None:
         for canary in self.canaries():
-            if target_of(canary) == workload:
+            if not canary.spec.is_flag and target_of(canary) == workload:
                 await self.router.reconcile(await self.engine.service_route(canary))
 
     async def _applied(self, objects: list[Manifest], deleted: list[tuple[str, str]]) -> None:
@@ -278,12 +354,13 @@ class Controller:
         """Serve what the store holds; a revision was already checked whole, so this does not fail on it."""
         try:
             self.flags.replace(sources_from_store(self.store))
+            self.kill_switch.reconcile()
         except FlagSetError as exc:
+            kind, _, key = exc.where.split(":")[0].partition(" ")
             with self.store.transaction():
-                kind, _, key = exc.where.split(":")[0].partition(" ")
-            self.store.add_event(
-                kind or "FlagSet", key or exc.where, "FlagsNotServed", str(exc), warning=True
-            )
+                self.store.add_event(
+                    kind or "FlagSet", key or exc.where, "FlagsNotServed", str(exc), warning=True
+                )
 
     async def _audit(self) -> None:
         while True:

@@ -28,7 +28,7 @@ class Handover:
         out = set()
         for stored in self.engine.store.list_objects("Canary"):
             c = parse_object(stored.body, stored.source)
-            if isinstance(c, Canary):
+            if isinstance(c, Canary) and not c.spec.is_flag:
                 out.add(object_key(c.metadata.namespace, c.spec.targetRef.name))
         return out
 
@@ -37,6 +37,8 @@ class Handover:
         for kind, key in deleted:
             if kind == "Canary":
                 await self.router.finalize(ObjectKey(key))
+                if self.engine.flags is not None:
+                    await self.engine.flags[0].finalize(ObjectKey(key))
         for obj in objects:
             if isinstance(obj, Workload):
                 self.platform.set_managed(obj.metadata.key, obj.metadata.key in managed)

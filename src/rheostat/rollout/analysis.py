@@ -35,11 +35,15 @@ def render_query(text: str, canary: Canary, metric: Metric) -> str:
         "name": canary.metadata.name,
         "namespace": canary.metadata.namespace,
         "target": target,
-        "service": (spec.service.name or target),
+        "service": (spec.service.name if spec.service and spec.service.name else target),
         "ingress": spec.ingressRef.name if spec.ingressRef else target,
         "route": spec.routeRef.name if spec.routeRef else target,
         "interval": metric.interval,
     }
+    if spec.flag is not None:  # ours: a flag canary's key and (when set) the variant it judges
+        values["flag"] = spec.flag.key
+        if spec.flag.variant is not None:
+            values["variant"] = spec.flag.variant
     for k, v in (metric.templateVariables or {}).items():
         values[f"variables.{k}"] = v
 

@@ -47,6 +47,9 @@ class TickError(Exception):
 
 
 def target_of(canary: Canary) -> ObjectKey:
+    """What the platform acts on: a Workload's key, or for a flag target the flag's key (unique in a store)."""
+    if canary.spec.flag is not None:
+        return ObjectKey(canary.spec.flag.key)
     return object_key(canary.metadata.namespace, canary.spec.targetRef.name)
 
 
@@ -70,10 +73,12 @@ class Engine:
         *,
         alerts: AlertSink | None = None,
         clock: Callable[[], float] = time.time,
+        flags: tuple[Router, Platform] | None = None,
     ) -> None:
         self.store = store
         self.router = router
         self.platform = platform
+        self.flags = flags  # router and platform of Canaries whose target is a feature flag
         self.checker = checker
         self.alerts = alerts
         self.clock = clock
@@ -116,26 +121,39 @@ class Engine:
 
     # -- the tick --------------------------------------------------------------------------------------
 
+    def parts(self, canary: Canary) -> tuple[Router, Platform]:
+        """The router and platform a Canary's target lives on."""
+        if not canary.spec.is_flag:
+            return self.router, self.platform
+        if self.flags is None:
+            raise TickError(f"Canary {canary.metadata.key}: this controller does not roll out feature flags")
+        return self.flags
+
     async def service_route(self, canary: Canary) -> ServiceRoute:
         target = target_of(canary)
+        if canary.spec.is_flag:
+            return ServiceRoute(key=canary.metadata.key, port=0, primary=(), canary=(), target=target)
+        service = canary.spec.the_service
         return ServiceRoute(
             key=canary.metadata.key,
-            port=canary.spec.service.port,
+            port=service.port,
             primary=await self.platform.endpoints(target, Group.PRIMARY),
             canary=await self.platform.endpoints(target, Group.CANARY),
-            timeout_s=parse_duration(canary.spec.service.timeout) if canary.spec.service.timeout else None,
+            timeout_s=parse_duration(service.timeout) if service.timeout else None,
+            target=target,
         )
 
     async def observe(self, canary: Canary, status: CanaryStatus) -> Observations:
         target = target_of(canary)
-        await self.platform.ensure_primary(target)
-        await self.router.reconcile(await self.service_route(canary))
+        router, platform = self.parts(canary)
+        await platform.ensure_primary(target)
+        await router.reconcile(await self.service_route(canary))
         return Observations(
             now=self.clock(),
-            revision=await self.platform.revision(target),
-            primary=await self.platform.is_ready(target, Group.PRIMARY),
-            canary=await self.platform.is_ready(target, Group.CANARY),
-            routes=await self.router.get_routes(canary.metadata.key),
+            revision=await platform.revision(target),
+            primary=await platform.is_ready(target, Group.PRIMARY),
+            canary=await platform.is_ready(target, Group.CANARY),
+            routes=await router.get_routes(canary.metadata.key),
             manual=self.manual(canary.metadata.key),
         )
 
@@ -161,15 +179,16 @@ class Engine:
 
     async def apply(self, canary: Canary, d: Decision) -> None:
         target = target_of(canary)
+        router, platform = self.parts(canary)
         if d.routes is not None:
-            await self.router.set_routes(canary.metadata.key, d.routes)
+            await router.set_routes(canary.metadata.key, d.routes)
         for action in d.actions:
             if action is ActionKind.SCALE_UP:
-                await self.platform.scale(target, Group.CANARY, None)
+                await platform.scale(target, Group.CANARY, None)
             elif action is ActionKind.SCALE_DOWN:
-                await self.platform.scale(target, Group.CANARY, 0)
+                await platform.scale(target, Group.CANARY, 0)
             elif action is ActionKind.PROMOTE:
-                await self.platform.promote(target)
+                await platform.promote(target)
             elif action is ActionKind.POST_ROLLOUT:
                 self.spawn(self._post_rollout(canary, d.status))
 

@@ -33,6 +33,7 @@ from rheostat.rollout.engine import CANARY, target_of
 from rheostat.server.dashboard import web_routes
 from rheostat.server.dashboard.params import query_int
 from rheostat.server.events_stream import event_json
+from rheostat.server.flags_api import flag_routes
 from rheostat.server.listing import CanaryListing
 from rheostat.server.loadtester import loadtester_app
 from rheostat.server.ofrep import ofrep_app
@@ -334,6 +335,7 @@ def create_app(ctl: Controller, token: str) -> Starlette:
         Route(f"{prefix}/{{kind:str}}/{ns_name}/{{action:str}}", suspend, methods=["POST"]),
         Route("/hook/{digest}", hook, methods=["POST"]),
         Route(f"{prefix}/reconcile", reconcile, methods=["POST"]),
+        *flag_routes(ctl, prefix),
         Mount("/loadtester", app=loadtester),
         *ofrep.routes,  # OFREP's own paths (/ofrep/v1/...), served beside the API
     ]

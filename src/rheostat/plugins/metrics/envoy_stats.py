@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -106,11 +107,26 @@ def quantile(q: float, h: Histogram) -> float:
     lower, below = 0.0, 0
     for bound, count in zip(h.bounds, h.cumulative, strict=True):
         if count >= rank:
+            if math.isinf(bound):  # as Prometheus: past the last finite bound, that bound is the answer
+                return lower
             if count == below:
                 return bound
             return lower + (bound - lower) * (rank - below) / (count - below)
         lower, below = bound, count
     return h.bounds[-1]
+
+
+def window(history: Sequence[Scrape], now: Scrape, window_s: float) -> list[Scrape]:
+    """The scrapes covering the window, starting from the last one at or before its start."""
+    start = now.at - window_s
+    scrapes = [s for s in history if s.at >= start]
+    older = [s for s in history if s.at < start]
+    if older:
+        return [older[-1], *scrapes]
+    # No scrape before the window: if the source itself started inside the window, its counters are the increase.
+    if scrapes[0].at - scrapes[0].uptime_s >= start:
+        return [Scrape(at=start, uptime_s=0.0), *scrapes]
+    return scrapes
 
 
 class EnvoyStatsProvider:
@@ -187,16 +203,7 @@ class EnvoyStatsProvider:
         return Counts(group("primary"), group("canary"))
 
     def _window(self, now: Scrape, window_s: float) -> list[Scrape]:
-        """The scrapes covering the window, starting from the last one at or before its start."""
-        start = now.at - window_s
-        scrapes = [s for s in self.history if s.at >= start]
-        older = [s for s in self.history if s.at < start]
-        if older:
-            return [older[-1], *scrapes]
-        # No scrape before the window: if Envoy itself started inside the window, its counters are the increase.
-        if scrapes[0].at - scrapes[0].uptime_s >= start:
-            return [Scrape(at=start, uptime_s=0.0), *scrapes]
-        return scrapes
+        return window(self.history, now, window_s)
 
     async def _scrape_forever(self) -> None:
         while True:

@@ -26,6 +26,7 @@ class ServiceRoute:
     primary: tuple[Upstream, ...]
     canary: tuple[Upstream, ...]
     timeout_s: float | None = None
+    target: str = ""  # what the canary's targetRef resolves to (a Workload key, or a flag key)
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@ def _list(description: str) -> dict[str, Any]:
 
 
 NS_NAME = [_param("namespace"), _param("name")]
+FLAG_KEY = _param("key", description="the flag key")
 NOT_FOUND = {"404": _json("no such object", ERROR)}
 ACTION_ERRORS = {
     "401": _json("no bearer token", ERROR),
@@ -146,8 +147,37 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         "responses": _list("violations"),
     },
     ("/api/v1/flags", "get"): {
-        "summary": "Feature flags with variants and split",
+        "summary": "Feature flags: Git's definition, the state served, a rollout's split, the kill switch and drift",
         "responses": _list("flags"),
+    },
+    ("/api/v1/flags/{key}", "get"): {
+        "summary": "One feature flag",
+        "parameters": [FLAG_KEY],
+        "responses": {"200": _json("flag"), **NOT_FOUND},
+    },
+    ("/api/v1/flags/{key}/evaluate", "get"): {
+        "summary": "Evaluate a flag for a context: value, variant and reason (as OFREP would answer)",
+        "parameters": [
+            FLAG_KEY,
+            _param("context", "query", 'evaluation context as JSON, e.g. {"targetingKey": "u1"}'),
+        ],
+        "responses": {
+            "200": _json("resolution"),
+            "400": _json("the context is not usable", ERROR),
+            **NOT_FOUND,
+        },
+    },
+    ("/api/v1/flags/{key}/disable", "post"): {
+        "summary": "Kill switch: serve the flag as DISABLED at once, reported as drift until Git agrees (needs the token)",
+        "parameters": [FLAG_KEY],
+        "security": [{"bearer": []}],
+        "responses": {"202": _json("flag"), **ACTION_ERRORS},
+    },
+    ("/api/v1/flags/{key}/enable", "post"): {
+        "summary": "Lift the kill switch: Git's definition serves again (needs the token)",
+        "parameters": [FLAG_KEY],
+        "security": [{"bearer": []}],
+        "responses": {"202": _json("flag"), "409": _json("the flag is not disabled", ERROR), **ACTION_ERRORS},
     },
     ("/api/v1/kustomizations/{namespace}/{name}/diff", "get"): {
         "summary": "What applying the source's newest revision would change",

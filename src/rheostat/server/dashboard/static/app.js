@@ -242,12 +242,16 @@
     async update() {
       const f = await get("/api/v1/flags");
       if (!f) { replace(this.live, h("p", { class: "muted" }, "None: this controller serves no feature flags.")); return; }
-      replace(this.live, table(["Flag", "State", "Variants", "Current split"], f.items.map((x) => {
-        const name = x.key || x.name || (x.metadata && `${x.metadata.namespace}/${x.metadata.name}`) || "?";
-        const variants = x.variants || (x.spec && x.spec.variants) || {};
-        const split = x.split || x.targeting || (x.status && x.status.split) || x.defaultVariant || "";
-        return [h("td", { class: "mono" }, name), x.state || (x.disabled ? "DISABLED" : "ENABLED"),
-          h("td", { class: "mono" }, Object.keys(variants).join(", ")), h("td", { class: "mono" }, typeof split === "string" ? split : JSON.stringify(split))];
+      replace(this.live, table(["Flag", "State", "Default", "Variants", "Current split", "Revision", "Drift"], f.items.map((x) => {
+        const r = x.rollout;
+        const split = r && r.active
+          ? `${r.share}% get Git's definition, ${100 - r.share}% the primary (${r.primaryDefaultVariant || "–"})`
+          : "all users: Git's definition";
+        const state = x.killSwitch ? "DISABLED (kill switch)" : x.state;
+        return [h("td", { class: "mono" }, x.key),
+          h("td", {}, h("span", { class: `badge ${x.killSwitch ? "Failed" : x.state === "ENABLED" ? "Succeeded" : "Waiting"}` }, state)),
+          h("td", { class: "mono" }, x.defaultVariant || "–"), h("td", { class: "mono" }, x.variants.join(", ")),
+          split, h("td", { class: "mono" }, short(x.revision)), x.drift || ""];
       }), "None."));
     },
   };

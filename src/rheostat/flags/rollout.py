@@ -1,0 +1,113 @@
+"""A feature flag as a Canary's target: the router and the platform of a progressive flag rollout.
+
+The rollout engine drives a flag exactly as it drives a Workload; only the two plugins differ:
+
+* platform: the *primary* is the flag definition users are served; the *target revision* is the digest of
+  Git's definition. First sight pins Git's definition as the primary (Flagger's initialization); a new
+  definition in Git is then served only to the split's share of users until promotion pins it.
+* router: the split is the percent of targeting keys (sticky buckets) served Git's definition.
+
+Primaries and splits are kept in the state store, so a restart serves the same users the same definition.
+"""
+
+from __future__ import annotations
+
+from rheostat.flags.store import FlagStore
+from rheostat.model.base import ObjectKey
+from rheostat.model.flags import FlagdConfig
+from rheostat.plugins.platforms.base import Group, PlatformError, Readiness
+from rheostat.plugins.routers.base import RouterError, Routes, ServiceRoute, Upstream
+from rheostat.store import Store
+
+PRIMARY_STATE = "FlagPrimary"  # state rows, keyed by flag key: {digest, flagd, split, canary}
+
+
+class FlagRollouts:
+    """Router and Platform of Canaries whose targetRef is a FeatureFlag or FlagSet (target = flag key)."""
+
+    def __init__(self, flags: FlagStore, db: Store) -> None:
+        self.flags = flags
+        self.db = db
+        self._flag_of: dict[ObjectKey, str] = {}  # canary -> flag key, learnt from reconcile()
+
+    def restore(self) -> None:
+        """Put back the primaries and splits kept in the state store (at controller start)."""
+        for key, row in self.db.list_states(PRIMARY_STATE).items():
+            config = FlagdConfig.model_validate(row["flagd"])
+            self.flags.restore(key, config, str(row["digest"]), int(row.get("split", 0)))
+            if row.get("canary"):
+                self._flag_of[ObjectKey(str(row["canary"]))] = key
+
+    def _save(self, key: str, **changes: object) -> None:
+        row = self.db.get_state(PRIMARY_STATE, key) or {}
+        pinned = self.flags.primary(key)
+        if pinned is None:
+            self.db.delete_state(PRIMARY_STATE, key)
+            return
+        row.update(digest=pinned.digest, flagd=pinned.config.to_flagd(), split=self.flags.split(key))
+        row.update(changes)
+        self.db.put_state(PRIMARY_STATE, key, row)
+
+    # -- Platform --------------------------------------------------------------------------------------
+
+    async def ensure_primary(self, target: ObjectKey) -> None:
+        if self.flags.primary(target) is None and self.flags.get(target) is not None:
+            self.flags.pin(target)
+            self._save(target)
+
+    async def revision(self, target: ObjectKey) -> str:
+        info = self.flags.get(target)
+        if info is None:
+            raise PlatformError(f"flag {target!r} is not served (not in Git, or its flag set was refused)")
+        return info.digest[:16]
+
+    async def is_ready(self, target: ObjectKey, group: Group) -> Readiness:
+        if self.flags.get(target) is None:
+            return Readiness(False, f"flag {target!r} is not served")
+        return Readiness(True)
+
+    async def promote(self, target: ObjectKey) -> None:
+        self.flags.pin(target)
+        self._save(target, split=0)
+
+    async def scale(self, target: ObjectKey, group: Group, replicas: int | None) -> None:
+        return None  # a flag definition has no replicas
+
+    async def endpoints(self, target: ObjectKey, group: Group) -> tuple[Upstream, ...]:
+        return ()
+
+    # -- Router ----------------------------------------------------------------------------------------
+
+    async def reconcile(self, route: ServiceRoute) -> None:
+        key = route.target
+        for canary, flag in self._flag_of.items():
+            if flag == key and canary != route.key:
+                raise RouterError(f"flag {key!r} is already rolled out by Canary {canary}")
+        if self._flag_of.get(route.key) != key:
+            self._flag_of[route.key] = key
+            self._save(key, canary=route.key)
+
+    def _key(self, canary: ObjectKey) -> str:
+        key = self._flag_of.get(canary)
+        if key is None:
+            raise RouterError(f"Canary {canary} has no flag bound (reconcile first)")
+        return key
+
+    async def set_routes(self, key: ObjectKey, routes: Routes) -> None:
+        if routes.match or routes.mirror or routes.sticky is not None:
+            raise RouterError("a flag is rolled out by share of users only (no match, mirror or cookie)")
+        flag = self._key(key)
+        self.flags.set_split(flag, routes.canary)
+        self._save(flag)
+
+    async def get_routes(self, key: ObjectKey) -> Routes:
+        share = self.flags.split(self._key(key))
+        return Routes(100 - share, share)
+
+    async def finalize(self, key: ObjectKey) -> None:
+        """The Canary is gone: no rollout any more, Git's definition serves everyone."""
+        flag = self._flag_of.pop(key, None)
+        if flag is None:
+            return
+        self.flags.unpin(flag)
+        self.db.delete_state(PRIMARY_STATE, flag)
