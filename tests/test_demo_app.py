@@ -148,3 +148,10 @@ def test_sigterm_stops_cleanly_and_logs_start_and_stop() -> None:
     assert "listening on 127.0.0.1" in out
     assert "stopped" in out
     assert "GET /" not in out  # no line per request
+
+
+def test_checkout_needs_flags_and_a_user(app: App) -> None:
+    status, body = app.get("/checkout?user=u1")
+    assert status == 404 and b"OFREP_URL" in body  # started without OFREP_URL: no flagged path
+    status, body = app.get("/metrics")
+    assert status == 200 and b"process_start_time_seconds" in body

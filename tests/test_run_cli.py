@@ -675,6 +675,7 @@ def test_demo_command_ends_every_release_as_expected(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "every release ended as expected" in out.stdout, out.stdout[-3000:]
     assert "summary" in out.stdout
+    assert "new-checkout=on" in out.stdout  # the flag step: rolled out to a share of users, rolled back
     assert not left, f"the demo left processes behind: {describe(left)}"
     assert list(tmp_path.glob("rheostat-demo-*")) == [], "the demo cleans up its temporary folder"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -13,6 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
@@ -26,7 +28,10 @@ from rheostat.server.hey import parse_hey, run_hey
 from rheostat.server.main import Server
 
 KEY = ObjectKey("demo/podinfo")
+FLAG_KEY = ObjectKey("demo/checkout")  # the Canary that rolls out the flag `new-checkout`
 WINDOW_S = 10.0
+# The app evaluates `new-checkout` over OFREP for /checkout; its "on" code path is broken half the time.
+FLAG_ENV = {"FLAG_ERROR_VARIANT": "on", "FLAG_ERROR_RATE": "0.5"}
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,11 @@ RELEASES = (
 )
 
 
+FLAG_RELEASE = Release(
+    "new-checkout=on", {}, Phase.FAILED, "flag turned on; its new code path fails: rolled back to 0% of users"
+)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -58,9 +68,16 @@ def free_port() -> int:
 
 
 def manifests(
-    version: str, env: dict[str, str], port: int, api: str, interval: str, judge: str = "threshold"
+    version: str,
+    env: dict[str, str],
+    port: int,
+    api: str,
+    interval: str,
+    judge: str = "threshold",
+    flag_default: str = "off",
 ) -> str:
-    env_yaml = "".join(f'\n        {k}: "{v}"' for k, v in env.items()) or " {}"
+    env = {"OFREP_URL": api, **FLAG_ENV, **env}
+    env_yaml = "".join(f'\n        {k}: "{v}"' for k, v in env.items())
     return f"""apiVersion: rheostat.dev/v1alpha1
 kind: Workload
 metadata: {{name: podinfo, namespace: demo}}
@@ -92,6 +109,31 @@ spec:
       url: {api}/loadtester/
       timeout: 5s
       metadata: {{cmd: "hey -z 1m -q 10 -c 2 http://127.0.0.1:{port}/"}}
+---
+apiVersion: core.openfeature.dev/v1beta1
+kind: FeatureFlag
+metadata: {{name: checkout, namespace: demo}}
+spec:
+  flagSpec:
+    flags:
+      new-checkout:
+        state: ENABLED
+        variants: {{"on": true, "off": false}}
+        defaultVariant: "{flag_default}"
+---
+apiVersion: flagger.app/v1beta1
+kind: Canary
+metadata: {{name: checkout, namespace: demo}}
+spec:
+  targetRef: {{apiVersion: core.openfeature.dev/v1beta1, kind: FeatureFlag, name: checkout}}
+  flag: {{key: new-checkout, appRef: {{name: podinfo}}}}
+  analysis:
+    interval: {interval}
+    threshold: 2
+    maxWeight: 60
+    stepWeight: 20
+    metrics:
+    - {{name: request-success-rate, thresholdRange: {{min: 99}}, interval: 10s}}
 """
 
 
@@ -119,6 +161,33 @@ class View:
         self.server = server
         self.release = "-"
         self.log: list[str] = []
+        self.flag = False  # showing the flag rollout instead of the workload's
+
+    async def render(self) -> Group:
+        return await (self.render_flag() if self.flag else self.render_workload())
+
+    async def render_flag(self) -> Group:
+        """Share of users per definition, success rate per variant (from the app's own counters)."""
+        ctl = self.server.controller
+        st = ctl.engine.status(FLAG_KEY)
+        share = ctl.flags.split("new-checkout") if ctl.flags.rolling_out("new-checkout") else 0
+        table = Table(title=f"flag new-checkout {self.release}: {st.phase.value}", expand=False)
+        for col in ("variant", "users", "success rate"):
+            table.add_column(col, justify="right" if col != "variant" else "left")
+        for group, variant, users in (("primary", "off", 100 - share), ("canary", "on", share)):
+            try:
+                v = await ctl.app_counters.query(
+                    MetricQuery(FLAG_KEY, "request-success-rate", WINDOW_S, group=group)
+                )
+                rate = f"{v:.1f}%"
+            except (NoData, ProviderError):
+                rate = "-"
+            table.add_row(f"{variant} ({group})", f"{users}%", rate)
+        events = [
+            f"{time.strftime('%H:%M:%S', time.localtime(e.ts))} {e.reason}: {e.message}"
+            for e in ctl.store.events(kind="Canary", key=FLAG_KEY, limit=6)
+        ]
+        return Group(table, Text("\n".join(events), style="dim"))
 
     async def sample(self, group: str) -> tuple[str, str]:
         metrics = self.server.controller.metrics
@@ -131,7 +200,7 @@ class View:
                 out.append("-")
         return out[0], out[1]
 
-    async def render(self) -> Group:
+    async def render_workload(self) -> Group:
         ctl = self.server.controller
         st = ctl.engine.status(KEY)
         hist = ctl.store.history(KEY, limit=1)
@@ -161,14 +230,26 @@ async def traffic(port: int, stop: asyncio.Event) -> None:
         await run_hey(spec, stop=stop)
 
 
-async def wait_phase(server: Server, want: set[Phase], since_tick: int, timeout_s: float) -> Phase:
+async def shoppers(port: int, stop: asyncio.Event) -> None:
+    """Users with stable ids checking out through Envoy: the flagged code path, ~30 requests/s."""
+    async with httpx.AsyncClient(timeout=5.0) as client:
+        while not stop.is_set():
+            user = f"user-{random.randrange(1000)}"
+            with contextlib.suppress(httpx.HTTPError):
+                await client.get(f"http://127.0.0.1:{port}/checkout", params={"user": user})
+            await asyncio.sleep(1 / 30)
+
+
+async def wait_phase(
+    server: Server, want: set[Phase], since_tick: int, timeout_s: float, key: ObjectKey = KEY
+) -> Phase:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        st = server.controller.engine.status(KEY)
+        st = server.controller.engine.status(key)
         if st.tick > since_tick and st.phase in want:
             return st.phase
         await asyncio.sleep(0.2)
-    return server.controller.engine.status(KEY).phase
+    return server.controller.engine.status(key).phase
 
 
 async def run_demo(*, keep: bool = False, interval: str = "2s", console: Console | None = None) -> int:
@@ -221,6 +302,28 @@ async def run_demo(*, keep: bool = False, interval: str = "2s", console: Console
                 if rel.judge == "sequential":
                     verdicts.append((rel, server.controller.engine.status(KEY).message))
                 live.update(await view.render())
+            # The flag: Git turns `new-checkout` on; its "on" code path fails, so it is rolled back.
+            view.flag, view.release = True, FLAG_RELEASE.why
+            good = RELEASES[0]  # the workload stays at the promoted version: only the flag changes
+            tick = server.controller.engine.status(FLAG_KEY).tick
+            buyers = asyncio.create_task(shoppers(port, stop_traffic), name="demo-shoppers")
+            commit(
+                repo,
+                manifests(good.version, good.env, port, api, interval, good.judge, flag_default="on"),
+                "new-checkout: on",
+            )
+            server.controller.request_reconcile()
+            t0 = time.monotonic()
+            waiter = asyncio.create_task(
+                wait_phase(server, {Phase.SUCCEEDED, Phase.FAILED}, tick + 1, 150, FLAG_KEY)
+            )
+            while not waiter.done():
+                live.update(await view.render())
+                await asyncio.wait({waiter}, timeout=0.5)
+            results.append((FLAG_RELEASE, waiter.result(), time.monotonic() - t0))
+            live.update(await view.render())
+            buyers.cancel()
+            await asyncio.gather(buyers, return_exceptions=True)
         console.print()
         ok = all(phase is rel.expect for rel, phase, _ in results)
         summary = Table(title="summary")
