@@ -214,6 +214,21 @@ async def test_deleting_the_canary_hands_the_flag_back_to_git() -> None:
     assert rig.share_on() == 1.0 and rig.flags.primary("new-checkout") is None
 
 
+async def test_a_canary_moved_to_another_flag_hands_the_first_back_to_git() -> None:
+    rig = FlagRig()
+    rig.flags.replace([flag_set("off")])
+    await rig.tick()
+    rig.flags.replace([flag_set("on")])
+    await rig.tick()
+    doc = canary_doc()
+    doc["spec"]["flag"]["key"] = "color"
+    with rig.db.transaction():
+        rig.db.put_object(CANARY, rig.key, doc, "test")
+    await rig.tick()
+    assert rig.flags.primary("new-checkout") is None and rig.share_on() == 1.0
+    assert rig.flags.primary("color") is not None
+
+
 def test_kill_switch_turns_a_flag_off_for_everyone_until_git_agrees() -> None:
     db = Store(":memory:")
     flags = FlagStore()

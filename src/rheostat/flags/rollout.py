@@ -83,7 +83,11 @@ class FlagRollouts:
         for canary, flag in self._flag_of.items():
             if flag == key and canary != route.key:
                 raise RouterError(f"flag {key!r} is already rolled out by Canary {canary}")
-        if self._flag_of.get(route.key) != key:
+        before = self._flag_of.get(route.key)
+        if before != key:
+            if before is not None:  # the Canary now rolls out another flag: the old one goes back to Git
+                self.flags.unpin(before)
+                self.db.delete_state(PRIMARY_STATE, before)
             self._flag_of[route.key] = key
             self._save(key, canary=route.key)
 
