@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 
 from rheostat.rollout.types import Phase
@@ -243,6 +244,54 @@ async def test_a_policy_violation_appears_after_a_bad_commit(tmp_path: Path, bro
         await snap(page, "violations")
         stored = store.get_object("Workload", KEY)
         assert stored is not None and "9.0.0" in str(stored.body)  # the bad revision was not applied
+    finally:
+        await rig.stop()
+    assert browser.off_loopback == []
+    assert browser.errors == []
+
+
+async def test_the_flags_page_shows_a_rollout_split_and_the_kill_switch(
+    tmp_path: Path, browser: Browser
+) -> None:
+    from tests.test_flag_rollout_e2e import feature_flag
+
+    page = browser.page
+    rig = Rig(tmp_path)
+    rollout = f"""apiVersion: flagger.app/v1beta1
+kind: Canary
+metadata: {{name: checkout, namespace: e2e}}
+spec:
+  targetRef: {{apiVersion: core.openfeature.dev/v1beta1, kind: FeatureFlag, name: checkout}}
+  flag: {{key: new-checkout}}
+  analysis:
+{chr(10).join("    " + line for line in gated(rig.api_port).splitlines())}
+"""
+    rig.commit(feature_flag("off"), rollout, message="first")
+    await rig.start()
+    try:
+        assert rig.server is not None
+        flags = rig.server.controller.flags
+        await rig.wait_for("the flag served", lambda: flags.primary("new-checkout") is not None)
+        await page.goto(f"{rig.api}/#/flags")
+        row = page.locator("main tbody tr").filter(has_text="new-checkout")
+        await row.get_by_text("all users: Git's definition").wait_for()
+        await page.evaluate("window.notReloaded = true")
+
+        rig.commit(feature_flag("on"), rollout, message="new-checkout on")  # stops at 30%, behind the gate
+        await row.get_by_text("30% get Git's definition").wait_for(timeout=30_000)
+        assert "(off)" in await row.inner_text()  # the rest still get the primary's default
+        await snap(page, "flags")
+
+        token = (rig.data / "token").read_text().strip()
+        async with httpx.AsyncClient(base_url=rig.api, timeout=5) as api:
+            r = await api.post(
+                "/api/v1/flags/new-checkout/disable", headers={"Authorization": f"Bearer {token}"}, json={}
+            )
+            assert r.status_code == 202
+        await row.get_by_text("DISABLED (kill switch)").wait_for(timeout=30_000)
+        assert "set `state: DISABLED`" in await row.inner_text() and "app.yaml" in await row.inner_text()
+        assert await page.evaluate("window.notReloaded") is True
+        assert token not in await page.content()
     finally:
         await rig.stop()
     assert browser.off_loopback == []

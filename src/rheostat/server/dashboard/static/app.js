@@ -251,7 +251,8 @@
         return [h("td", { class: "mono" }, x.key),
           h("td", {}, h("span", { class: `badge ${x.killSwitch ? "Failed" : x.state === "ENABLED" ? "Succeeded" : "Waiting"}` }, state)),
           h("td", { class: "mono" }, x.defaultVariant || "–"), h("td", { class: "mono" }, x.variants.join(", ")),
-          split, h("td", { class: "mono" }, short(x.revision)), x.drift || ""];
+          h("td", {}, split, r && r.canary ? [" · ", h("a", { href: `#/canary/${r.canary}` }, r.canary)] : ""),
+          h("td", { class: "mono" }, short(x.revision)), x.drift || ""];
       }), "None."));
     },
   };
