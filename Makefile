@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: demo test check bench run clean system-deps
+.PHONY: demo test check bench bench-deps run clean system-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,7 +38,15 @@ check: $(STAMP)
 test: check system-deps
 	$(PY) -m pytest
 
-bench: $(STAMP) system-deps
+# wrk (Debian's package) is the load generator of the OFREP benchmark (bench/flags_bench.py): installed when
+# missing and we may (root); else say what to run. Only `make bench` needs it.
+bench-deps:
+	@command -v wrk >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing: wrk"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk >/dev/null; \
+	  else echo "missing: wrk; run: sudo apt-get install wrk"; fi; }
+
+bench: $(STAMP) system-deps bench-deps
 	$(PY) bench/run.py
 
 clean:

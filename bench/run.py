@@ -14,6 +14,7 @@ from bench import (
     dashboard_bench,
     engine_ticks,
     envoy_overhead,
+    flags_bench,
     gitops_scale,
     policy_admission,
     policy_engines,
@@ -40,6 +41,8 @@ def main() -> None:
     policy_engines.main()
     print("\n## Dashboard and API: 200 canaries progressing\n")
     dashboard_bench.main()
+    print("\n## Flags: evaluation and OFREP\n")
+    flags_bench.main([])
 
 
 if __name__ == "__main__":

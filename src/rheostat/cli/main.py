@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
+import uvloop
 import yaml
 from rich.console import Console
 from rich.table import Table
@@ -242,6 +243,9 @@ def run_cmd(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # flagd-core logs at ERROR, once per request, what a rule could not use (e.g. `fractional` without a
+    # targeting key); the answer to the client already says so, and a log line per request drowns the rest.
+    logging.getLogger("openfeature.contrib").setLevel(logging.CRITICAL)
     settings = Settings(
         repo=repo,
         data_dir=data_dir,
@@ -263,7 +267,9 @@ def run_cmd(
             server.token_seen()
 
     try:
-        asyncio.run(run_forever(settings, announce))
+        # uvloop: 3 to 45% more OFREP and API requests per second than asyncio's loop (docs/benchmarks.md)
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(run_forever(settings, announce))
     except (RouterError, PlatformError, OSError) as exc:
         fail(exc)
 

@@ -10,12 +10,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rheostat import __version__
 from rheostat.gitops import conditions as cond
@@ -36,7 +37,7 @@ from rheostat.server.events_stream import event_json
 from rheostat.server.flags_api import flag_routes
 from rheostat.server.listing import CanaryListing
 from rheostat.server.loadtester import loadtester_app
-from rheostat.server.ofrep import ofrep_app
+from rheostat.server.ofrep import OfrepApp, ofrep_app
 
 RUN = ("Progressing", "WaitingPromotion")
 # Where each action means something; anywhere else it is refused, so no request lingers into the next run.
@@ -67,18 +68,35 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-class TokenAuth(BaseHTTPMiddleware):
-    """Actions need the token; when not bound to loopback, so does everything."""
+class TokenAuth:
+    """Actions need the token; when not bound to loopback, so does everything.
 
-    def __init__(self, app: Any, token: str, loopback: bool, ofrep_token: bool = False) -> None:
-        super().__init__(app)
+    Plain ASGI: Starlette's BaseHTTPMiddleware (a task group and memory streams per request) cost about
+    300 µs a request here. Where OFREP is open, its evaluation POSTs go straight to its handlers
+    (`OfrepApp.serve_evaluation`), before the router."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        token: str,
+        loopback: bool,
+        ofrep_token: bool = False,
+        ofrep: OfrepApp | None = None,
+    ) -> None:
+        self.app = app
         self.token = token
         self.loopback = loopback
         self.ofrep_open = loopback or ofrep_token  # elsewhere OFREP is open only behind its own token
+        self.ofrep = ofrep if self.ofrep_open else None
 
-    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        path = request.url.path
-        open_read = self.loopback and request.method in ("GET", "HEAD")
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self.ofrep is not None and await self.ofrep.serve_evaluation(scope, receive, send):
+            return
+        path: str = scope["path"]
+        open_read = self.loopback and scope["method"] in ("GET", "HEAD")
         # Receivers carry their own signature; the load tester is Flagger's unauthenticated contract; OFREP
         # checks its own token (Settings.flags_token), as the protocol says.
         open_path = (
@@ -88,17 +106,21 @@ class TokenAuth(BaseHTTPMiddleware):
             or (self.loopback and path.startswith("/loadtester"))
         )
         if open_read or open_path:
-            return await call_next(request)
-        header = request.headers.get("authorization", "")
+            await self.app(scope, receive, send)
+            return
+        header = Headers(scope=scope).get("authorization", "")
         if not header.startswith("Bearer "):
-            return JSONResponse(
+            refusal = JSONResponse(
                 {"error": "this needs the API token: Authorization: Bearer <token>"},
                 401,
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        if not hmac.compare_digest(header[7:].strip().encode(), self.token.encode()):
-            return JSONResponse({"error": "the API token is wrong"}, 403)
-        return await call_next(request)
+        elif not hmac.compare_digest(header[7:].strip().encode(), self.token.encode()):
+            refusal = JSONResponse({"error": "the API token is wrong"}, 403)
+        else:
+            await self.app(scope, receive, send)
+            return
+        await refusal(scope, receive, send)
 
 
 def create_app(ctl: Controller, token: str) -> Starlette:
@@ -346,7 +368,11 @@ def create_app(ctl: Controller, token: str) -> Starlette:
         routes=routes,
         middleware=[
             Middleware(
-                TokenAuth, token=token, loopback=loopback, ofrep_token=ctl.settings.flags_token is not None
+                TokenAuth,
+                token=token,
+                loopback=loopback,
+                ofrep_token=ctl.settings.flags_token is not None,
+                ofrep=ofrep,
             )
         ],
         exception_handlers={HTTPException: http_error, LookupError: not_found, ValueError: bad_request},

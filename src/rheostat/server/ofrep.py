@@ -1,6 +1,6 @@
 """OpenFeature Remote Evaluation Protocol (OFREP) over the flags in force.
 
-`ofrep_app(store, ...)` is a Starlette app with:
+`ofrep_app(store, ...)` is a Starlette app (`OfrepApp`) with:
 
 - `POST /ofrep/v1/evaluate/flags/{key}`: one flag. 200 `{key, value?, reason, variant, metadata}`; 404
   `{key, errorCode: FLAG_NOT_FOUND, errorDetails}`; 400 `{key, errorCode, errorDetails}` with errorCode one of
@@ -14,6 +14,9 @@ flag, or a flag whose code default applies; `value` is then left out). With a to
 without one is 401 and one with a wrong one 403 (`Authorization: Bearer <token>` or `X-API-Key: <token>`).
 With a rate limit, a client over it gets 429 and `Retry-After` in whole seconds. A fault is a 500
 `{errorDetails}` without a stack trace; an evaluation error is never a 500.
+
+The two evaluation endpoints are plain ASGI with orjson, and an answer's JSON is kept while the store returns
+the same `Resolution` (docs/flags.md, "How it is served"; figures in docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -26,14 +29,16 @@ import json
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from rheostat.flags.evaluate import (
     DISABLED,
@@ -52,8 +57,14 @@ log = logging.getLogger(__name__)
 
 BASE = "/ofrep/v1"
 EVENTS_PATH = f"{BASE}/events"
+EVALUATE_ALL_PATH = f"{BASE}/evaluate/flags"
+EVALUATE_ONE_PREFIX = f"{EVALUATE_ALL_PATH}/"
 OFREP_400_CODES = frozenset({PARSE_ERROR, TARGETING_KEY_MISSING, INVALID_CONTEXT, GENERAL})
 MAX_BODY = 1_000_000
+
+Headers = list[tuple[bytes, bytes]]
+_JSON: Headers = [(b"content-type", b"application/json")]
+_SORTED = orjson.OPT_NON_STR_KEYS | orjson.OPT_SORT_KEYS
 
 
 @dataclass(frozen=True)
@@ -82,9 +93,19 @@ class _Buckets:
         return (1.0 - tokens) / self.limit.rate if self.limit.rate > 0 else 3600.0
 
 
-def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
-    return Response(data, status, headers=headers, media_type="application/json")
+def _dumps(body: Any, option: int = orjson.OPT_NON_STR_KEYS) -> bytes:
+    try:
+        return orjson.dumps(body, option=option)
+    except TypeError:  # what orjson refuses (an integer over 64 bits): the standard library writes it
+        sort = bool(option & orjson.OPT_SORT_KEYS)
+        return json.dumps(body, separators=(",", ":"), ensure_ascii=False, sort_keys=sort).encode()
+
+
+def _loads(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:  # what orjson refuses the standard library may take (NaN, UTF-16, 2**64)
+        return json.loads(raw)
 
 
 def _success(res: Resolution) -> dict[str, Any]:
@@ -115,8 +136,82 @@ def _etag_matches(header: str, etag: str) -> bool:
     return any(tag.strip().removeprefix("W/") == bare for tag in header.split(","))
 
 
+def _header(scope: Scope, name: bytes) -> str | None:
+    """The first value of a request header (names are lower case in ASGI)."""
+    for key, value in scope["headers"]:
+        if key == name:
+            text: str = value.decode("latin-1")
+            return text
+    return None
+
+
+def _route_path(scope: Scope) -> str:
+    """The path below the app's root_path, as Starlette's router sees it."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] == "/":
+        return path[len(root) :]
+    return path
+
+
+async def _send(send: Send, status: int, body: bytes = b"", headers: Headers | None = None) -> None:
+    raw: Headers = [] if status == 304 else [(b"content-length", str(len(body)).encode())]
+    if headers:
+        raw.extend(headers)
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _Disconnected(Exception):
+    pass
+
+
+async def _read_body(receive: Receive) -> bytes:
+    first = b""
+    chunks: list[bytes] | None = None
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise _TooLarge
+        if chunks is not None:
+            chunks.append(chunk)
+        elif first:
+            chunks = [first, chunk]
+        else:
+            first = chunk
+        if not message.get("more_body", False):
+            return b"".join(chunks) if chunks is not None else first
+
+
+def _context(raw: bytes) -> Context:
+    if not raw.strip():
+        return Context()
+    try:
+        body = _loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidContext(f"the request body is not JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise InvalidContext("the request body must be a JSON object")
+    return Context.from_json(body.get("context"))
+
+
 class OfrepServer:
-    """The state behind one OFREP app: the store, the token, the rate limit, the event streams."""
+    """The state behind one OFREP app: the store, the token, the rate limit, the event streams.
+
+    The two evaluation endpoints are plain ASGI (`evaluate_one_asgi`, `evaluate_all_asgi`): no Request or
+    Response objects, orjson, and the JSON of an answer kept while the store hands back the very same
+    `Resolution` (a flag without targeting has one answer, made once per flag definition; see
+    `FlagSetEvaluator`), so those answers cost a dictionary look-up.
+    """
 
     def __init__(
         self,
@@ -136,6 +231,10 @@ class OfrepServer:
         self._streams: set[asyncio.Queue[FlagChange | None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._unsubscribe = store.subscribe(self._changed)
+        # flag key -> (the Resolution, its JSON), for the store version `_answers_version`
+        self._answers: dict[str, tuple[Resolution, bytes]] = {}
+        self._answers_version = -1
+        self._event_streams: dict[tuple[Any, ...], bytes] = {}  # the bulk answer's `eventStreams`, per host
 
     # -- change push ------------------------------------------------------------------------------------------
 
@@ -160,95 +259,119 @@ class OfrepServer:
 
     # -- checks every request passes --------------------------------------------------------------------------
 
-    def _guard(self, request: Request) -> Response | None:
+    def _denied(self, scope: Scope) -> tuple[int, Headers] | None:
+        """None when the request may go on, else the status and headers of the refusal."""
+        if self.token is None and self.buckets is None:
+            return None
         presented: str | None = None
-        auth = request.headers.get("authorization")
+        auth = _header(scope, b"authorization")
         if auth is not None and auth[:7].lower() == "bearer ":
             presented = auth[7:].strip()
-        elif "x-api-key" in request.headers:
-            presented = request.headers["x-api-key"]
+        else:
+            presented = _header(scope, b"x-api-key")
         if self.token is not None:
             if not presented:
-                return Response(status_code=401, headers={"WWW-Authenticate": 'Bearer realm="ofrep"'})
+                return 401, [(b"www-authenticate", b'Bearer realm="ofrep"')]
             if not hmac.compare_digest(presented.encode(), self.token.encode()):
-                return Response(status_code=403)
+                return 403, []
         if self.buckets is not None:
-            client = presented or (request.client.host if request.client else "unknown")
+            client = presented or (scope["client"][0] if scope.get("client") else "unknown")
             wait = self.buckets.take(client)
             if wait > 0:
-                return Response(status_code=429, headers={"Retry-After": str(max(1, math.ceil(wait)))})
+                return 429, [(b"retry-after", str(max(1, math.ceil(wait))).encode())]
         return None
 
-    async def _context(self, request: Request) -> Context:
-        raw = await request.body()
-        if len(raw) > MAX_BODY:
-            raise _TooLarge
-        if not raw.strip():
-            return Context()
-        try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise InvalidContext(f"the request body is not JSON: {exc}") from exc
-        if not isinstance(body, dict):
-            raise InvalidContext("the request body must be a JSON object")
-        return Context.from_json(body.get("context"))
+    def _json_of(self, res: Resolution) -> bytes:
+        """The JSON of one answer (keys sorted: the bulk ETag hashes it), kept while `res` is served."""
+        version = self.store.version
+        if version != self._answers_version:
+            self._answers.clear()
+            self._answers_version = version
+        kept = self._answers.get(res.key)
+        if kept is not None and kept[0] is res:
+            return kept[1]
+        data = _dumps(_failure(res) if res.error_code is not None else _success(res), _SORTED)
+        self._answers[res.key] = (res, data)
+        return data
+
+    def _event_streams_of(self, scope: Scope) -> bytes:
+        where = (
+            scope.get("scheme"),
+            _header(scope, b"host"),
+            scope.get("server"),
+            scope.get("root_path", ""),
+        )
+        data = self._event_streams.get(where)
+        if data is None:
+            url = str(Request(scope).base_url).rstrip("/") + EVENTS_PATH
+            data = _dumps([{"type": "sse", "url": url, "inactivityDelaySec": self.inactivity_delay_s}])
+            if len(self._event_streams) >= 64:  # the Host header is the client's: keep a few
+                self._event_streams.clear()
+            self._event_streams[where] = data
+        return data
 
     # -- endpoints --------------------------------------------------------------------------------------------
 
-    async def evaluate_one(self, request: Request) -> Response:
-        key = request.path_params["key"]
-        denied = self._guard(request)
+    async def evaluate_one_asgi(self, scope: Scope, receive: Receive, send: Send, key: str) -> None:
+        """`POST /ofrep/v1/evaluate/flags/{key}`."""
+        denied = self._denied(scope)
         if denied is not None:
-            return denied
+            await _send(send, denied[0], b"", denied[1])
+            return
         try:
-            context = await self._context(request)
-            res = self.store.evaluate(key, context)
+            res = self.store.evaluate(key, _context(await _read_body(receive)))
+            if res.error_code is None:
+                status, data = 200, self._json_of(res)
+            elif res.error_code == FLAG_NOT_FOUND:
+                body = {"key": key, "errorCode": FLAG_NOT_FOUND, "errorDetails": res.error_message or ""}
+                status, data = 404, _dumps(body)
+            else:
+                status, data = 400, self._json_of(res)
         except InvalidContext as exc:
-            return _json({"key": key, "errorCode": INVALID_CONTEXT, "errorDetails": str(exc)}, 400)
+            status, data = 400, _dumps({"key": key, "errorCode": INVALID_CONTEXT, "errorDetails": str(exc)})
         except _TooLarge:
-            return _json({"errorDetails": f"request body over {MAX_BODY} bytes"}, 413)
+            status, data = 413, _dumps({"errorDetails": f"request body over {MAX_BODY} bytes"})
+        except _Disconnected:
+            return
         except Exception as exc:
             log.exception("OFREP evaluation of %s failed", key)
-            return _json({"errorDetails": f"internal error: {type(exc).__name__}"}, 500)
-        if res.error_code == FLAG_NOT_FOUND:
-            return _json(
-                {"key": key, "errorCode": FLAG_NOT_FOUND, "errorDetails": res.error_message or ""}, 404
-            )
-        if res.error_code is not None:
-            return _json(_failure(res), 400)
-        return _json(_success(res))
+            status, data = 500, _dumps({"errorDetails": f"internal error: {type(exc).__name__}"})
+        await _send(send, status, data, _JSON)
 
-    async def evaluate_all(self, request: Request) -> Response:
-        denied = self._guard(request)
+    async def evaluate_all_asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """`POST /ofrep/v1/evaluate/flags`."""
+        denied = self._denied(scope)
         if denied is not None:
-            return denied
+            await _send(send, denied[0], b"", denied[1])
+            return
+        headers = _JSON
         try:
-            context = await self._context(request)
-            results = self.store.evaluate_all(context)
+            results = self.store.evaluate_all(_context(await _read_body(receive)))
+            flags = b"[" + b",".join([self._json_of(r) for r in results]) + b"]"
+            etag = '"' + hashlib.sha256(flags).hexdigest()[:32] + '"'
+            if_none_match = _header(scope, b"if-none-match")
+            if if_none_match is not None and _etag_matches(if_none_match, etag):
+                status, data, headers = 304, b"", [(b"etag", etag.encode())]
+            else:
+                status = 200
+                data = b'{"flags":' + flags + b',"eventStreams":' + self._event_streams_of(scope) + b"}"
+                headers = [*_JSON, (b"etag", etag.encode()), (b"cache-control", b"no-cache")]
         except InvalidContext as exc:
-            return _json({"errorCode": INVALID_CONTEXT, "errorDetails": str(exc)}, 400)
+            status, data = 400, _dumps({"errorCode": INVALID_CONTEXT, "errorDetails": str(exc)})
         except _TooLarge:
-            return _json({"errorDetails": f"request body over {MAX_BODY} bytes"}, 413)
+            status, data = 413, _dumps({"errorDetails": f"request body over {MAX_BODY} bytes"})
+        except _Disconnected:
+            return
         except Exception as exc:
             log.exception("OFREP bulk evaluation failed")
-            return _json({"errorDetails": f"internal error: {type(exc).__name__}"}, 500)
-        flags = [_failure(r) if r.error_code is not None else _success(r) for r in results]
-        data = json.dumps(flags, separators=(",", ":"), ensure_ascii=False, sort_keys=True).encode()
-        etag = '"' + hashlib.sha256(data).hexdigest()[:32] + '"'
-        if_none_match = request.headers.get("if-none-match")
-        if if_none_match is not None and _etag_matches(if_none_match, etag):
-            return Response(status_code=304, headers={"ETag": etag})
-        url = str(request.base_url).rstrip("/") + request.scope.get("root_path", "") + EVENTS_PATH
-        body = {
-            "flags": flags,
-            "eventStreams": [{"type": "sse", "url": url, "inactivityDelaySec": self.inactivity_delay_s}],
-        }
-        return _json(body, headers={"ETag": etag, "Cache-Control": "no-cache"})
+            status, data = 500, _dumps({"errorDetails": f"internal error: {type(exc).__name__}"})
+        await _send(send, status, data, headers)
 
     async def events(self, request: Request) -> Response:
-        denied = self._guard(request)
+        denied = self._denied(request.scope)
         if denied is not None:
-            return denied
+            status, headers = denied
+            return Response(status_code=status, headers={k.decode(): v.decode() for k, v in headers})
         self._loop = asyncio.get_running_loop()
         queue: asyncio.Queue[FlagChange | None] = asyncio.Queue()
         self._streams.add(queue)
@@ -283,8 +406,43 @@ class OfrepServer:
         return f"id: {version}\nevent: message\ndata: {data}\n\n"
 
 
-class _TooLarge(Exception):
-    pass
+class _Endpoint:
+    """A plain ASGI endpoint for a Starlette Route (an object, not a function, so Route does not wrap it in
+    a Request/Response handler). Serves the routes when OFREP's routes are mounted in another app."""
+
+    def __init__(self, handle: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
+        self.handle = handle
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.handle(scope, receive, send)
+
+
+class OfrepApp(Starlette):
+    """The OFREP Starlette app; `POST`s to the two evaluation paths skip Starlette's middleware and router
+    (the same handlers its routes call), everything else goes the usual way."""
+
+    ofrep: OfrepServer
+
+    async def serve_evaluation(self, scope: Scope, receive: Receive, send: Send) -> bool:
+        """Serve the request if it is an evaluation `POST` (True); else touch nothing (False). For an app
+        that has OFREP's routes among its own, to call from its outermost middleware."""
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return False
+        path = _route_path(scope)
+        if path.startswith(EVALUATE_ONE_PREFIX):
+            key = path[len(EVALUATE_ONE_PREFIX) :]
+            if not key or "/" in key:  # as the route's {key}: Starlette answers those
+                return False
+            await self.ofrep.evaluate_one_asgi(scope, receive, send, key)
+            return True
+        if path == EVALUATE_ALL_PATH:
+            await self.ofrep.evaluate_all_asgi(scope, receive, send)
+            return True
+        return False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not await self.serve_evaluation(scope, receive, send):
+            await super().__call__(scope, receive, send)
 
 
 def ofrep_app(
@@ -294,9 +452,9 @@ def ofrep_app(
     rate_limit: RateLimit | None = None,
     clock: Callable[[], float] = time.monotonic,
     keepalive_s: float = 15.0,
-) -> Starlette:
+) -> OfrepApp:
     """The OFREP Starlette app over `store`; its `state.ofrep` is the OfrepServer (call `.close()` to end
-    event streams before stopping the server)."""
+    event streams before stopping the server). Its `routes` serve the same when mounted in another app."""
     server = OfrepServer(store, token=token, rate_limit=rate_limit, clock=clock, keepalive_s=keepalive_s)
 
     @contextlib.asynccontextmanager
@@ -307,13 +465,19 @@ def ofrep_app(
         finally:
             server.close()
 
-    app = Starlette(
+    async def one(scope: Scope, receive: Receive, send: Send) -> None:
+        await server.evaluate_one_asgi(scope, receive, send, scope["path_params"]["key"])
+
+    app = OfrepApp(
         routes=[
-            Route(f"{BASE}/evaluate/flags/{{key}}", server.evaluate_one, methods=["POST"]),
-            Route(f"{BASE}/evaluate/flags", server.evaluate_all, methods=["POST"]),
+            Route(f"{EVALUATE_ONE_PREFIX}{{key}}", _Endpoint(one), methods=["POST"], name="evaluate_one"),
+            Route(
+                EVALUATE_ALL_PATH, _Endpoint(server.evaluate_all_asgi), methods=["POST"], name="evaluate_all"
+            ),
             Route(EVENTS_PATH, server.events, methods=["GET"]),
         ],
         lifespan=lifespan,
     )
+    app.ofrep = server
     app.state.ofrep = server
     return app
