@@ -38,6 +38,13 @@ class FlagRollouts:
             if row.get("canary"):
                 self._flag_of[ObjectKey(str(row["canary"]))] = key
 
+    def bound(self) -> list[ObjectKey]:
+        """The flag Canaries this router has seen (it binds each at its first tick, forgets it when deleted)."""
+        return list(self._flag_of)
+
+    def canary_of(self, flag: str) -> ObjectKey | None:
+        return next((c for c, f in self._flag_of.items() if f == flag), None)
+
     def _save(self, key: str, **changes: object) -> None:
         row = self.db.get_state(PRIMARY_STATE, key) or {}
         pinned = self.flags.primary(key)

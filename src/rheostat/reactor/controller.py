@@ -315,9 +315,10 @@ class Controller:
     async def _flag_targets(self) -> dict[ObjectKey, VariantTarget]:
         """Flag canaries with an application that counts outcomes: its processes' /metrics."""
         out: dict[ObjectKey, VariantTarget] = {}
-        for canary in self.canaries():
-            flag = canary.spec.flag
-            if flag is None or flag.appRef is None:
+        for key in self.flag_rollouts.bound():  # not every Canary: this runs every second
+            canary = self.engine.canary(key)
+            flag = canary.spec.flag if canary is not None else None
+            if canary is None or flag is None or flag.appRef is None:
                 continue
             app = object_key(canary.metadata.namespace, flag.appRef.name)
             urls: list[str] = []
@@ -327,11 +328,12 @@ class Controller:
                         f"http://{u.host}:{u.port}/metrics" for u in await self.platform.endpoints(app, group)
                     ]
             info, pinned = self.flags.get(flag.key), self.flags.primary(flag.key)
-            out[canary.metadata.key] = VariantTarget(
-                canary=canary.metadata.key,
+            primary = pinned.config.flags[flag.key].defaultVariant if pinned is not None else None
+            out[key] = VariantTarget(
+                canary=key,
                 flag=flag.key,
                 canary_variant=flag.variant or (info.default_variant if info else None),
-                primary_variant=pinned.config.flags[flag.key].defaultVariant or None if pinned else None,
+                primary_variant=primary or None,
                 urls=tuple(urls),
             )
         return out

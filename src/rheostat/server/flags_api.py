@@ -19,12 +19,9 @@ def flag_routes(ctl: Controller, prefix: str) -> list[Route]:
         pinned = ctl.flags.primary(key)
         if pinned is None:
             return None
-        canary = next(
-            (c.metadata.key for c in ctl.canaries() if c.spec.flag is not None and c.spec.flag.key == key), ""
-        )
         flag = pinned.config.flags[key]
         return {
-            "canary": canary,
+            "canary": ctl.flag_rollouts.canary_of(key) or "",
             "active": ctl.flags.rolling_out(key),  # Git's definition differs from the one most users get
             "share": ctl.flags.split(key),  # percent of targeting keys served Git's definition
             "primaryRevision": pinned.digest[:16],
