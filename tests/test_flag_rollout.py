@@ -291,3 +291,48 @@ def test_a_workload_canary_still_needs_its_service() -> None:
     doc["spec"]["service"] = {"port": 9000}
     with pytest.raises(ManifestError, match="flag: only for"):
         parse_object(doc, "canary.yaml")
+
+
+FLAGS_YAML = """apiVersion: core.openfeature.dev/v1beta1
+kind: FeatureFlag
+metadata: {name: checkout, namespace: shop}
+spec:
+  flagSpec:
+    flags:
+      new-checkout: {state: ENABLED, variants: {"on": true, "off": false}, defaultVariant: "off"}
+"""
+
+
+def canary_yaml(name: str = "checkout", **flag: Any) -> str:
+    doc = canary_doc(**flag)
+    doc["metadata"]["name"] = name
+    return yaml.safe_dump(doc)
+
+
+@pytest.mark.parametrize(
+    ("docs", "field", "message"),
+    [
+        ([canary_yaml()], "spec.targetRef.name", "FeatureFlag shop/checkout is not declared"),
+        ([FLAGS_YAML, canary_yaml(key="nope")], "spec.flag.key", "has no flag 'nope'"),
+        ([FLAGS_YAML, canary_yaml(), canary_yaml("again")], "spec.flag.key", "already rolled out by Canary"),
+        ([FLAGS_YAML, canary_yaml(appRef={"name": "shop"})], "spec.flag.appRef.name", "Workload shop/shop"),
+    ],
+)
+def test_a_revision_with_a_bad_flag_target_is_refused_naming_the_field(
+    docs: list[str], field: str, message: str
+) -> None:
+    from rheostat.gitops.checks import check_references
+    from rheostat.model.load import parse_text
+
+    objects = parse_text("---\n".join(docs), "flags.yaml")
+    with pytest.raises(ManifestError) as err:
+        check_references(objects, "flags.yaml")
+    text = str(err.value)
+    assert "flags.yaml" in text and field in text and message in text, text
+
+
+def test_a_good_flag_target_passes_the_checks() -> None:
+    from rheostat.gitops.checks import check_references
+    from rheostat.model.load import parse_text
+
+    check_references(parse_text(FLAGS_YAML + "---\n" + canary_yaml(), "flags.yaml"), "flags.yaml")

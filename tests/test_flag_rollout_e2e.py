@@ -226,3 +226,42 @@ async def test_a_good_flag_is_promoted_and_the_cli_sees_it_and_the_kill_switch_s
     finally:
         await shoppers.stop()
         await rig.stop()
+
+
+async def test_the_flags_api_refuses_bad_input_and_changes_nothing(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.commit(feature_flag("on"), message="first")
+    try:
+        await rig.start()
+        assert rig.server is not None
+        flags = rig.server.controller.flags
+        await rig.wait_for("the flag served", lambda: flags.get("new-checkout") is not None)
+        token = (rig.data / "token").read_text().strip()
+        auth = {"Authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(base_url=rig.api, timeout=5) as api:
+            base = "/api/v1/flags/new-checkout"
+            for context, field in (
+                ("{", "context: not JSON"),
+                ("[1]", "context must be a JSON object"),
+                ('{"targetingKey": 7}', "context.targetingKey"),
+            ):
+                r = await api.get(f"{base}/evaluate", params={"context": context})
+                assert r.status_code == 400 and field in r.json()["error"], (context, r.text)
+            r = await api.get("/api/v1/flags/nope/evaluate")
+            assert r.status_code == 404 and "nope" in r.json()["error"]
+            assert (await api.post("/api/v1/flags/nope/disable", headers=auth)).status_code == 404
+            assert (await api.post(f"{base}/disable")).status_code == 401
+            assert (
+                await api.post(f"{base}/disable", headers={"Authorization": "Bearer x"})
+            ).status_code == 403
+            r = await api.post(f"{base}/disable", headers=auth, content=b"{nope")
+            assert r.status_code == 400 and r.json()["error"].startswith("body:")
+            r = await api.post(f"{base}/disable", headers=auth, json={"reason": 3})
+            assert r.status_code == 400 and r.json()["error"].startswith("reason:")
+            assert not flags.killed("new-checkout")  # none of those changed anything
+            r = await api.post(f"{base}/enable", headers=auth)
+            assert r.status_code == 409 and "not disabled" in r.json()["error"]
+            answer = (await api.get(f"{base}/evaluate", params={"context": "{}"})).json()
+            assert (answer["value"], answer["variant"], answer["reason"]) == (True, "on", "STATIC")
+    finally:
+        await rig.stop()

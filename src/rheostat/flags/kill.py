@@ -7,6 +7,7 @@ until Git's definition says `state: DISABLED` too, and then the override is drop
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from rheostat.flags.store import FlagStore
 from rheostat.store import Store
@@ -38,7 +39,7 @@ class KillSwitch:
             self.db.add_event(FLAG, key, "KillSwitchLifted", f"flag {key} serves Git's definition again")
         return True
 
-    def killed(self) -> dict[str, dict[str, object]]:
+    def killed(self) -> dict[str, dict[str, Any]]:
         return self.db.list_states(KILL_STATE)
 
     def reconcile(self) -> None:

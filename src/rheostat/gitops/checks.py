@@ -65,13 +65,16 @@ def check_references(
     own = {o.metadata.key for o in objects if isinstance(o, Workload)}
     ports: dict[int, str] = {}
     flag_keys: dict[str, str] = {}
+    flag_sets = {
+        _flag_set_id(x): frozenset(x.config.flags) for x in objects if isinstance(x, FlagSet | FeatureFlag)
+    }
     for o in objects:
         if not isinstance(o, Canary):
             continue
         ref = o.spec.targetRef
         where = f"Canary {o.metadata.key}"
         if o.spec.is_flag:
-            _check_flag_target(o, objects, index, owner, source, own, flag_keys)
+            _check_flag_target(o, flag_sets, index, owner, source, own, flag_keys)
             continue
         if ref.kind != "Workload":
             raise ManifestError(
@@ -109,7 +112,7 @@ def _flag_set_id(obj: FlagSet | FeatureFlag) -> str:
 
 def _check_flag_target(
     o: Canary,
-    objects: list[Manifest],
+    mine: dict[str, frozenset[str]],  # this revision's flag sets: "Kind ns/name" -> their flag keys
     index: Index,
     owner: str,
     source: str,
@@ -121,9 +124,6 @@ def _check_flag_target(
     where = f"Canary {o.metadata.key}"
     ref, key = o.spec.targetRef, o.spec.flag.key
     wanted = f"{ref.kind} {object_key(o.metadata.namespace, ref.name)}"
-    mine = {
-        _flag_set_id(x): frozenset(x.config.flags) for x in objects if isinstance(x, FlagSet | FeatureFlag)
-    }
     keys = mine.get(wanted)
     if keys is None:
         keys, by = index.flag_sets.get(wanted, (None, owner))

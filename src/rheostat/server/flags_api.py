@@ -39,8 +39,8 @@ def flag_routes(ctl: Controller, prefix: str) -> list[Route]:
             f"{info.key} in {where} to keep it off, or lift it with `rheostat flags enable {info.key}`"
         )
 
-    def item(info: FlagInfo) -> dict[str, Any]:
-        kill = ctl.kill_switch.killed().get(info.key)
+    def item(info: FlagInfo, kills: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        kill = kills.get(info.key)
         return {
             "key": info.key,
             "flagSet": info.flag_set,
@@ -64,10 +64,11 @@ def flag_routes(ctl: Controller, prefix: str) -> list[Route]:
         return info
 
     async def flags(_: Request) -> Response:
-        return JSONResponse({"items": [item(i) for i in ctl.flags.flags()]})
+        kills = ctl.kill_switch.killed()  # one read for the whole list
+        return JSONResponse({"items": [item(i, kills) for i in ctl.flags.flags()]})
 
     async def flag(request: Request) -> Response:
-        return JSONResponse(item(found(request)))
+        return JSONResponse(item(found(request), ctl.kill_switch.killed()))
 
     async def evaluate(request: Request) -> Response:
         """GET with `?context=<JSON>`: a read, so it needs no token on loopback, like every other read."""
@@ -94,13 +95,13 @@ def flag_routes(ctl: Controller, prefix: str) -> list[Route]:
                 raise ValueError("reason: expected a string")
             reason = data.get("reason", "")
         ctl.kill_switch.disable(info.key, reason)
-        return JSONResponse(item(info), 202)
+        return JSONResponse(item(info, ctl.kill_switch.killed()), 202)
 
     async def enable(request: Request) -> Response:
         info = found(request)
         if not ctl.kill_switch.enable(info.key):
             return JSONResponse({"error": f"flag {info.key!r} is not disabled by the kill switch"}, 409)
-        return JSONResponse(item(info), 202)
+        return JSONResponse(item(info, ctl.kill_switch.killed()), 202)
 
     return [
         Route(f"{prefix}/flags", flags),
