@@ -250,7 +250,9 @@ def tick(
     history: list[GroupCounts],
 ) -> tuple[CanaryStatus, Routes]:
     ready = Readiness(True)
-    obs = Observations(now=float(t), revision="new", primary=ready, canary=ready, routes=routes)
+    obs = Observations(
+        now=float(t), revision="new", primary_revision="old", primary=ready, canary=ready, routes=routes
+    )
     step = next_step(canary, status, obs)
     while isinstance(step, NeedCheck):
         obs = obs.with_check(step.check, analyse(judge, evidence, metrics, history, t, step.check))

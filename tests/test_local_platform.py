@@ -180,7 +180,7 @@ async def test_promote_replaces_primary_one_by_one_without_dropping_requests(
 
     async with httpx.AsyncClient(timeout=2) as client:
         poller = asyncio.create_task(poll(client))
-        await platform.promote(KEY)
+        await platform.promote(KEY, await platform.revision(KEY))
         assert not (await platform.is_ready(KEY, Group.PRIMARY)).ready  # the engine waits on this
         await ready(platform, within=20)
         stop.set()
@@ -196,7 +196,7 @@ async def test_promote_replaces_primary_one_by_one_without_dropping_requests(
     assert recorder.published[-1] == await platform.endpoints(KEY, Group.PRIMARY)
 
     current = pids(platform)
-    await platform.promote(KEY)  # the same revision again: nothing happens
+    await platform.promote(KEY, await platform.revision(KEY))  # the same revision again: nothing happens
     assert (await platform.is_ready(KEY, Group.PRIMARY)).ready
     assert pids(platform) == current
 

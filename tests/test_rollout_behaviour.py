@@ -49,21 +49,42 @@ async def test_failed_checks_reaching_threshold_roll_back() -> None:
     assert "Rollback" in events
 
 
-async def test_no_data_and_provider_errors_fail_checks_never_pass() -> None:
+async def test_no_data_waits_while_nan_infinity_and_provider_errors_fail_checks_never_pass() -> None:
     h = Harness(canary_yaml(METRICS.replace("threshold: 2", "threshold: 3")))
     await h.initialized()
     await h.run(2)
     h.metrics.values["request-duration"] = None
-    await h.tick()
-    assert h.state().failed_checks == 1
-    assert "no values found" in h.state().message
+    await h.tick()  # no traffic measured yet: wait, no failed check, the weight holds
+    assert (h.state().failed_checks, h.weights) == (0, (90, 10))
+    assert "waiting for traffic to measure request-duration" in h.state().message
+    assert [e.reason for e in h.store.events(key=h.key)][-1] == "WaitingForData"
     h.metrics.values["request-duration"] = float("nan")
     await h.tick()
-    assert h.state().failed_checks == 2
+    assert h.state().failed_checks == 1 and "the value is nan" in h.state().message
+    h.metrics.values["request-duration"] = float("inf")
+    await h.tick()
+    assert h.state().failed_checks == 2 and "the value is inf" in h.state().message
     h.metrics.values["request-duration"] = 10.0
     h.metrics.online = False
     await h.tick()
     assert h.state().phase is Phase.FAILED
+
+
+async def test_no_data_becomes_a_failed_check_past_the_progress_deadline() -> None:
+    h = Harness(canary_yaml(METRICS, progressDeadlineSeconds=60))
+    await h.initialized()
+    await h.run(2)  # the run started at the first of these ticks (the canary was ready)
+    h.metrics.values["request-success-rate"] = None
+    started = h.state().run_started
+    assert started > 0
+    waited = await h.run(5)  # 10 to 50 s after the run started: waiting
+    assert [w[2] for w in waited] == [10] * 5 and h.state().failed_checks == 0
+    waiting = [e for e in h.store.events(key=h.key) if e.reason == "WaitingForData"]
+    assert len(waiting) == 1  # said once, not every tick
+    assert h.clock.t - started == 60
+    await h.tick()  # 60 s: the deadline
+    assert h.state().failed_checks == 1
+    assert "no data within the progress deadline" in h.state().message
 
 
 async def test_new_revision_mid_analysis_resets_and_restarts() -> None:
@@ -329,6 +350,9 @@ spec:
         h.store.put_object("MetricTemplate", "istio-system/latency", tmpl.model_dump(mode="json"), "t")
     await h.initialized()
     await h.run(3)
+    # The run began serving 10 s before this check: the window never reaches back before it.
+    assert h.metrics.queries[-1].text == 'q{ns="test",w="podinfo",d="inbound"}[10s]'
+    await h.run(6)
     assert h.metrics.queries[-1].text == 'q{ns="test",w="podinfo",d="inbound"}[1m]'
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -61,9 +62,9 @@ def wire(h: Harness, fuse: Fuse) -> None:
         fuse.hit()
         await scale(target, group, n)
 
-    async def promote_(target: ObjectKey) -> None:
+    async def promote_(target: ObjectKey, revision: str) -> None:
         fuse.hit()
-        await promote(target)
+        await promote(target, revision)
 
     def put_status_(key: str, body: dict[str, Any]) -> None:
         fuse.hit()
@@ -142,6 +143,7 @@ async def test_one_canary_crashing_never_stops_the_others() -> None:
         good.store.put_object(
             "Canary", other.metadata.key, other.model_dump(mode="json", exclude_none=True), "t"
         )
+    good.engine.clock = time.time  # the scheduler ticks in real time, so metric windows grow
     sched = Scheduler(good.engine, sync_interval_s=0.05)
     task = asyncio.create_task(sched.run())
     try:

@@ -170,7 +170,7 @@ def tick(c: Canary, weight: int, outcome: CheckOutcome, phase: Phase = Phase.PRO
         phase=phase, canary_weight=weight, last_applied_spec="new", last_promoted_spec="old"
     )
     ready = Readiness(True)
-    obs = Observations(1.0, "new", ready, ready, Routes(100 - weight, weight))
+    obs = Observations(1.0, "new", "old", ready, ready, Routes(100 - weight, weight))
     obs = obs.with_check(Check.ANALYSIS, outcome)
     step = next_step(c, status, obs)
     assert isinstance(step, Decision)

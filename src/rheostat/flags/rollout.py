@@ -15,7 +15,7 @@ from __future__ import annotations
 from rheostat.flags.store import FlagStore
 from rheostat.model.base import ObjectKey
 from rheostat.model.flags import FlagdConfig
-from rheostat.plugins.platforms.base import Group, PlatformError, Readiness
+from rheostat.plugins.platforms.base import Group, PlatformError, Readiness, TargetMoved
 from rheostat.plugins.routers.base import RouterError, Routes, ServiceRoute, Upstream
 from rheostat.store import Store
 
@@ -68,12 +68,21 @@ class FlagRollouts:
             raise PlatformError(f"flag {target!r} is not served (not in Git, or its flag set was refused)")
         return info.digest[:16]
 
+    async def primary_revision(self, target: ObjectKey) -> str | None:
+        pinned = self.flags.primary(target)
+        return None if pinned is None else pinned.digest[:16]
+
     async def is_ready(self, target: ObjectKey, group: Group) -> Readiness:
         if self.flags.get(target) is None:
             return Readiness(False, f"flag {target!r} is not served")
         return Readiness(True)
 
-    async def promote(self, target: ObjectKey) -> None:
+    async def promote(self, target: ObjectKey, revision: str) -> None:
+        if await self.primary_revision(target) == revision:
+            return
+        now = await self.revision(target)
+        if now != revision:
+            raise TargetMoved(f"flag {target!r} is at definition {now} in Git now, not {revision}")
         self.flags.pin(target)
         self._save(target, split=0)
 

@@ -27,7 +27,33 @@ class RenderError(Exception):
     pass
 
 
-def render_query(text: str, canary: Canary, metric: Metric) -> str:
+MIN_WINDOW_S = 1.0  # a shorter window holds no scrape to compare with: no data yet
+
+
+@dataclass(frozen=True)
+class RunWindow:
+    """The current run as the metrics see it: evidence is kept per `id`, windows never reach before `started`.
+
+    `started` is when the canary group was first seen ready in this run (wall time); 0 means "not serving
+    yet", and then windows are not clamped (checks that need no run, e.g. tests of the Checker alone).
+    """
+
+    id: str = ""
+    started: float = 0.0
+    now: float = 0.0
+
+    def clamp(self, interval_s: float) -> float:
+        if self.started <= 0:
+            return interval_s
+        return max(0.0, min(interval_s, self.now - self.started))
+
+
+def format_window(seconds: float) -> str:
+    """A clamped window for `{{ interval }}`: whole seconds (PromQL ranges), or milliseconds below 10 s."""
+    return f"{int(seconds)}s" if seconds >= 10 else f"{int(seconds * 1000)}ms"
+
+
+def render_query(text: str, canary: Canary, metric: Metric, window_s: float | None = None) -> str:
     """Flagger's template variables; an unknown one is an error (Go's missingkey=error)."""
     spec = canary.spec
     target = spec.targetRef.name
@@ -38,7 +64,7 @@ def render_query(text: str, canary: Canary, metric: Metric) -> str:
         "service": (spec.service.name if spec.service and spec.service.name else target),
         "ingress": spec.ingressRef.name if spec.ingressRef else target,
         "route": spec.routeRef.name if spec.routeRef else target,
-        "interval": metric.interval,
+        "interval": metric.interval if window_s is None else format_window(window_s),
     }
     if spec.flag is not None:  # ours: a flag canary's key and (when set) the variant it judges
         values["flag"] = spec.flag.key
@@ -127,12 +153,14 @@ class Checker:
         self.template_providers = template_providers
         self.sequential = sequential
 
-    async def run(self, canary: Canary, check: Check, phase: str, checksum: str) -> CheckOutcome:
+    async def run(
+        self, canary: Canary, check: Check, phase: str, checksum: str, run: RunWindow | None = None
+    ) -> CheckOutcome:
         if check is Check.ANALYSIS:
             hooks = await self.run_hooks(canary, "rollout", phase, checksum)
             if not hooks.ok:
                 return hooks
-            return await self.run_metrics(canary, checksum)
+            return await self.run_metrics(canary, run or RunWindow(checksum))
         if check is Check.ROLLBACK:
             return await self.run_rollback_hooks(canary, phase, checksum)
         return await self.run_hooks(canary, check.value, phase, checksum)
@@ -156,33 +184,39 @@ class Checker:
             bool(asked), f"rollback hook {', '.join(asked)} asked for a rollback" if asked else ""
         )
 
-    async def run_metrics(self, canary: Canary, run: str = "") -> CheckOutcome:
+    async def run_metrics(self, canary: Canary, run: RunWindow | str = "") -> CheckOutcome:
+        run = run if isinstance(run, RunWindow) else RunWindow(run)
         analysis = canary.spec.the_analysis
         if analysis.judge == "sequential":
             return await self._sequential(canary, run)
         if not analysis.metrics:
             return CheckOutcome(True)
-        samples = await asyncio.gather(*(self.measure(canary, m) for m in analysis.metrics))
+        samples = await asyncio.gather(*(self.measure(canary, m, run) for m in analysis.metrics))
         judge: Judge = JUDGES.create(analysis.judge)
         return judge.verdict(samples)
 
-    async def _sequential(self, canary: Canary, run: str) -> CheckOutcome:
+    async def _sequential(self, canary: Canary, run: RunWindow) -> CheckOutcome:
         others = [m for m in canary.spec.the_analysis.metrics if m.name not in BUILTIN]
-        samples = await asyncio.gather(*(self.measure(canary, m) for m in others))
+        samples = await asyncio.gather(*(self.measure(canary, m, run) for m in others))
         monitor = self.sequential or Monitor(None)
         try:
-            assessment = await monitor.observe(canary, run)
+            assessment = await monitor.observe(canary, run.id)
         except ProviderError as exc:
             return SequentialJudge(None, str(exc)).verdict(samples)
         return SequentialJudge(assessment).verdict(samples)
 
-    async def measure(self, canary: Canary, metric: Metric) -> Sample:
+    async def measure(self, canary: Canary, metric: Metric, run: RunWindow | None = None) -> Sample:
+        """One metric over its interval, clamped to the current run: never the traffic of a run before it."""
+        interval_s = parse_duration(metric.interval)
+        window_s = (run or RunWindow()).clamp(interval_s)
         try:
-            provider, text = self._provider(canary, metric)
+            provider, text = self._provider(canary, metric, window_s if window_s < interval_s else None)
+            if window_s < min(MIN_WINDOW_S, interval_s):
+                raise NoData(f"the canary has served this revision for {window_s:.1f}s only")
             q = MetricQuery(
                 canary.metadata.key,
                 metric.name,
-                parse_duration(metric.interval),
+                window_s,
                 text,
                 variables=dict(metric.templateVariables or {}),
             )
@@ -190,7 +224,7 @@ class Checker:
             primary = await self._primary(provider, q) if text is None else None
             return Sample(metric, value, primary=primary)
         except NoData as exc:
-            return Sample(metric, None, f"no values found ({exc})")
+            return Sample(metric, None, f"no values found ({exc})", no_data=True)
         except (ProviderError, RenderError, LookupError) as exc:
             return Sample(metric, None, str(exc))
 
@@ -202,14 +236,17 @@ class Checker:
         except (NoData, ProviderError):
             return None
 
-    def _provider(self, canary: Canary, metric: Metric) -> tuple[MetricProvider, str | None]:
+    def _provider(
+        self, canary: Canary, metric: Metric, window_s: float | None
+    ) -> tuple[MetricProvider, str | None]:
+        """The provider and rendered query; `window_s` replaces `{{ interval }}` when the run is younger."""
         if metric.templateRef is not None:
             ns = metric.templateRef.namespace or canary.metadata.namespace
             template = self.templates(ns, metric.templateRef.name)
             if template is None:
                 raise LookupError(f"MetricTemplate {ns}/{metric.templateRef.name} not found")
             kind = template.spec.provider.type
-            text = render_query(template.spec.query, canary, metric)
+            text = render_query(template.spec.query, canary, metric, window_s)
             if self.template_providers is not None and kind != "builtin":
                 try:
                     return self.template_providers(template), text
@@ -217,7 +254,9 @@ class Checker:
                     raise LookupError(f"MetricTemplate {ns}/{metric.templateRef.name}: {exc}") from exc
             return self._named(kind, f"MetricTemplate {ns}/{metric.templateRef.name}"), text
         if metric.query is not None:
-            return self._named("prometheus", "inline query"), render_query(metric.query, canary, metric)
+            return self._named("prometheus", "inline query"), render_query(
+                metric.query, canary, metric, window_s
+            )
         if metric.name in BUILTIN:
             return self._named("builtin", f"builtin metric {metric.name}"), None
         raise LookupError(f"metric {metric.name}: no usable metrics template and query were configured")

@@ -8,7 +8,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from rheostat.model.base import ObjectKey, object_key
@@ -17,12 +17,13 @@ from rheostat.model.load import ManifestError, parse_object
 from rheostat.model.metric_template import MetricTemplate
 from rheostat.plugins.platforms.base import Group, Platform
 from rheostat.plugins.routers.base import Router, Routes, ServiceRoute
-from rheostat.rollout.analysis import Checker
+from rheostat.rollout.analysis import Checker, RunWindow
 from rheostat.rollout.strategy import next_step
 from rheostat.rollout.types import (
     ActionKind,
     CanaryStatus,
     Check,
+    CheckOutcome,
     Decision,
     Event,
     Manual,
@@ -57,6 +58,19 @@ def checksum(status: CanaryStatus) -> str:
     return hashlib.sha256(status.last_applied_spec.encode()).hexdigest()[:16]
 
 
+def run_window(status: CanaryStatus, obs: Observations) -> RunWindow:
+    """The run being judged. A run whose canary is first seen ready in this tick starts now (as the step
+    records it); the id changes with every run, even of the same revision, so no evidence carries over."""
+    started = status.run_started
+    if started <= 0 and obs.canary.ready:
+        started = obs.now
+    return RunWindow(run_id(status, started), started, obs.now)
+
+
+def run_id(status: CanaryStatus, started: float | None = None) -> str:
+    return f"{checksum(status)}@{status.run_started if started is None else started:.3f}"
+
+
 @dataclass(frozen=True)
 class TickResult:
     decision: Decision
@@ -85,6 +99,7 @@ class Engine:
         self.counters: dict[tuple[str, str], int] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._parsed: dict[str, tuple[str, Canary]] = {}  # key -> (stored text, parsed): Canary is frozen
+        self._asked: dict[ObjectKey, asyncio.Event] = {}  # set by a manual request during that canary's tick
 
     # -- reading ---------------------------------------------------------------------------------------
 
@@ -151,6 +166,7 @@ class Engine:
         return Observations(
             now=self.clock(),
             revision=await platform.revision(target),
+            primary_revision=await platform.primary_revision(target),
             primary=await platform.is_ready(target, Group.PRIMARY),
             canary=await platform.is_ready(target, Group.CANARY),
             routes=await router.get_routes(canary.metadata.key),
@@ -158,24 +174,72 @@ class Engine:
         )
 
     async def tick(self, key: ObjectKey) -> TickResult | None:
+        asked = self._asked[key] = asyncio.Event()
         canary = self.canary(key)
         if canary is None or canary.spec.suspend or self.manual(key).paused:
             return None
         status = self.status(key)
         obs = await self.observe(canary, status)
         step = next_step(canary, status, obs)
-        for _ in range(len(Check)):
+        interrupted: asyncio.Event | None = asked
+        for _ in range(len(Check) + 1):
             if not isinstance(step, NeedCheck):
                 break
-            outcome = await self.checker.run(canary, step.check, status.phase.value, checksum(status))
-            obs = obs.with_check(step.check, outcome)
+            outcome = await self._check(canary, step.check, status, obs, interrupted)
+            if outcome is None:  # a manual request came in while checking: it is served now, not later
+                interrupted = None  # once per tick, so a stream of requests cannot starve it
+                obs = replace(obs, manual=self.manual(key))
+                if obs.manual.paused:
+                    return None
+            else:
+                obs = obs.with_check(step.check, outcome)
             step = next_step(canary, status, obs)
         if isinstance(step, NeedCheck):
             raise TickError(f"the step kept asking for checks ({step.check})")
         await self.apply(canary, step)
-        self.record(canary, step, obs)
+        try:
+            self.record(canary, step, obs)
+        except Exception:
+            await self.hold_safe_routes(canary, step, obs)
+            raise
         self.notify(canary, step)
         return TickResult(step, obs)
+
+    async def _check(
+        self,
+        canary: Canary,
+        check: Check,
+        status: CanaryStatus,
+        obs: Observations,
+        asked: asyncio.Event | None,
+    ) -> CheckOutcome | None:
+        """The outcome of one group of checks, or None if `asked` was set first (the check is cancelled)."""
+        work = asyncio.ensure_future(
+            self.checker.run(canary, check, status.phase.value, checksum(status), run_window(status, obs))
+        )
+        if asked is None:
+            return await work
+        waiter = asyncio.ensure_future(asked.wait())
+        try:
+            await asyncio.wait({work, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        if work.done():
+            return work.result()
+        work.cancel()
+        await asyncio.gather(work, return_exceptions=True)
+        return None
+
+    async def hold_safe_routes(self, canary: Canary, d: Decision, obs: Observations) -> None:
+        """The tick could not be recorded (e.g. the disk is full): never keep more canary traffic than the
+        recorded state had, so a decision that is not on disk cannot expose users to more of the canary."""
+        if d.routes is None or d.routes.canary <= obs.routes.canary:
+            return
+        router, _ = self.parts(canary)
+        try:
+            await router.set_routes(canary.metadata.key, obs.routes)
+        except Exception:
+            log.exception("could not set the routes of %s back", canary.metadata.key)
 
     async def apply(self, canary: Canary, d: Decision) -> None:
         target = target_of(canary)
@@ -188,7 +252,7 @@ class Engine:
             elif action is ActionKind.SCALE_DOWN:
                 await platform.scale(target, Group.CANARY, 0)
             elif action is ActionKind.PROMOTE:
-                await platform.promote(target)
+                await platform.promote(target, d.status.last_applied_spec)
             elif action is ActionKind.POST_ROLLOUT:
                 self.spawn(self._post_rollout(canary, d.status))
 
@@ -253,6 +317,9 @@ class Engine:
             self.store.put_manual(key, current)
             what = ", ".join(f"{k}={v}" for k, v in changes.items())
             self.store.add_event(CANARY, key, "ManualRequest", f"requested by hand: {what}")
+        asked = self._asked.get(key)
+        if asked is not None:
+            asked.set()
         return self.manual(key)
 
     async def close(self) -> None:

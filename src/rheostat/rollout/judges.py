@@ -25,6 +25,7 @@ class Sample:
     value: float | None
     error: str = ""
     primary: float | None = None  # shown beside the canary's value; the threshold judge does not use it
+    no_data: bool = False  # the query found nothing (no traffic yet), as opposed to an error
 
 
 class Judge(Protocol):
@@ -46,22 +47,28 @@ class ThresholdJudge:
     def verdict(self, samples: Sequence[Sample]) -> CheckOutcome:
         values: list[MetricValue] = []
         failures: list[str] = []
+        only_no_data = True
         for s in samples:
             lo, hi = bounds(s.metric)
             v = MetricValue(s.metric.name, s.value, lo, hi, primary=s.primary)
-            if s.value is None or math.isnan(s.value):
-                why = s.error or "no values found"
+            if s.value is None or not math.isfinite(s.value):
+                why = s.error or ("no values found" if s.value is None else f"the value is {s.value}")
                 failures.append(f"metric {s.metric.name}: {why}")
-                values.append(replace(v, value=None, message=why))
+                values.append(replace(v, value=None, message=why, no_data=s.no_data))
+                only_no_data = only_no_data and s.no_data
                 continue
             if lo is not None and s.value < lo:
                 failures.append(f"metric {s.metric.name} {s.value:.4g} < {lo:g}")
+                only_no_data = False
             elif hi is not None and s.value > hi:
                 failures.append(f"metric {s.metric.name} {s.value:.4g} > {hi:g}")
+                only_no_data = False
             else:
                 v = replace(v, ok=True)
             values.append(v)
-        return CheckOutcome(not failures, "; ".join(failures), tuple(values))
+        return CheckOutcome(
+            not failures, "; ".join(failures), tuple(values), no_data=bool(failures) and only_no_data
+        )
 
 
 class SequentialJudge:
@@ -89,7 +96,7 @@ class SequentialJudge:
         if a.verdict is Verdict.FAIL:
             return CheckOutcome(False, a.message, metrics, Verdict.FAIL)
         if not others.ok:
-            return CheckOutcome(False, others.message, metrics)
+            return CheckOutcome(False, others.message, metrics, no_data=others.no_data)
         return CheckOutcome(True, a.message, metrics, a.verdict)
 
 

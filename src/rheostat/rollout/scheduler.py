@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Awaitable, Callable
 
 from rheostat.model.base import ObjectKey
-from rheostat.rollout.engine import CANARY, Engine, checksum
+from rheostat.rollout.engine import CANARY, Engine, run_id
 from rheostat.rollout.strategy import WAITING_EVIDENCE
 from rheostat.rollout.types import Phase, Verdict
 from rheostat.util.tasks import cancel_all, supervised
@@ -76,6 +76,7 @@ class Scheduler:
 
     async def _loop(self, key: ObjectKey) -> None:
         wake = self._wake[key]
+        unrecorded: list[str] = []  # failures that could not be written as events (e.g. the disk is full)
         while True:
             wake.clear()
             interval = 10.0
@@ -87,14 +88,33 @@ class Scheduler:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # one canary's fault is an event on it, never the end of the others
-                log.warning("tick of %s failed", key, exc_info=True)
-                detail = "".join(traceback.format_exception_only(exc)).strip()
-                with self.engine.store.transaction():
-                    self.engine.store.add_event(CANARY, key, "TickFailed", detail[:500], warning=True)
+                detail = "".join(traceback.format_exception_only(exc)).strip()[:500]
+                if not unrecorded:
+                    log.warning("tick of %s failed", key, exc_info=True)
+                unrecorded.append(detail)
+            if unrecorded:
+                unrecorded = self._record_failures(key, unrecorded)
             if self.on_tick is not None:
-                await self.on_tick(key)
+                try:
+                    await self.on_tick(key)
+                except Exception:
+                    log.exception("after the tick of %s", key)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), timeout=interval)
+
+    def _record_failures(self, key: ObjectKey, failures: list[str]) -> list[str]:
+        """Write the failed ticks as one event; when even that fails, keep them for the next try."""
+        message = (
+            failures[0] if len(failures) == 1 else f"{len(failures)} ticks failed; the last: {failures[-1]}"
+        )
+        try:
+            with self.engine.store.transaction():
+                self.engine.store.add_event(CANARY, key, "TickFailed", message, warning=True)
+        except Exception as exc:
+            if len(failures) == 1:
+                log.error("cannot record the failed tick of %s (%s); retrying every interval", key, exc)
+            return failures[-100:]
+        return []
 
     async def _watch(self, key: ObjectKey) -> None:
         monitor = self.engine.checker.sequential
@@ -109,11 +129,12 @@ class Scheduler:
                     canary is None
                     or canary.spec.the_analysis.judge != "sequential"
                     or status.phase not in (Phase.PROGRESSING, Phase.WAITING_PROMOTION)
+                    or status.run_started <= 0  # the canary is not serving this run yet
                 ):
                     monitor.forget(key)
                     last = None
                     continue
-                verdict = (await monitor.observe(canary, checksum(status))).verdict
+                verdict = (await monitor.observe(canary, run_id(status))).verdict
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the tick reports a failing source as a failed check; here, just wait

@@ -23,6 +23,7 @@ from rheostat.rollout.types import (
     Check,
     Decision,
     Event,
+    MetricValue,
     NeedCheck,
     Observations,
     Outcome,
@@ -110,6 +111,7 @@ class _Tick:
             last_applied_spec=revision,
             waiting_alerted=False,
             session_cookie=revision,
+            run_started=0.0,
         )
 
     def rollback(self, message: str, alert: Severity = Severity.ERROR) -> Decision:
@@ -140,6 +142,7 @@ class _Tick:
         for part in (
             self.initialize,
             self.at_rest,
+            self.moved_while_promoting,
             self.primary_ready,
             self.start_run,
             self.revision_changed,
@@ -172,12 +175,21 @@ class _Tick:
                     outcome=Outcome.FAILED,
                 )
             return self.decide(None, Event("Waiting", f"waiting for the primary: {self.obs.primary.message}"))
-        rev = self.obs.revision
+        rev = self.obs.primary_revision
+        if rev is None:  # the platform has not created the primary yet
+            return self.decide(
+                None, Event("Waiting", f"waiting for the primary of {self.name} to be created")
+            )
+        events = [Event("Initialized", f"Initialization done! {self.name}", alert=Severity.INFO)]
+        if self.obs.revision != rev:  # changed while initializing: the primary keeps the first, this one runs
+            events.append(
+                Event("NewRevision", f"{self.target} changed while initializing; its new revision runs next")
+            )
         return self.decide(
             self.status(
                 phase=Phase.INITIALIZED, last_applied_spec=rev, last_promoted_spec=rev, canary_weight=0
             ),
-            Event("Initialized", f"Initialization done! {self.name}", alert=Severity.INFO),
+            *events,
             routes=ALL_PRIMARY,
             actions=(ActionKind.SCALE_DOWN,),
         )
@@ -211,12 +223,56 @@ class _Tick:
             )
         return Decision(status=status)
 
+    def moved_while_promoting(self) -> Step | None:
+        """The target changed after its analysis passed: finish promoting what was analysed, nothing newer.
+
+        The primary keeps the analysed revision; the canary group no longer runs it, so it gets no more
+        traffic. The new revision runs as a new canary once the promotion is recorded.
+        """
+        if self.s.phase not in (Phase.PROMOTING, Phase.FINALISING):
+            return None
+        analysed = self.s.last_applied_spec
+        if self.obs.primary_revision != analysed:
+            if self.obs.revision == analysed:  # the promotion did not take (lost platform state): again
+                return self.decide(
+                    None,
+                    Event("Promoting", f"Copying {self.target} template to the primary"),
+                    actions=(ActionKind.PROMOTE,),
+                )
+            return self.decide(
+                self.new_run(self.obs.revision),
+                Event(
+                    "NewRevision",
+                    f"the primary of {self.name} never took {analysed} and {self.target} moved on; "
+                    "restarting analysis",
+                    True,
+                    Severity.WARN,
+                ),
+                routes=ALL_PRIMARY,
+                actions=(ActionKind.SCALE_UP,),
+                clear_manual=REQUESTS,
+            )
+        if self.obs.revision == analysed or (self.s.phase is Phase.FINALISING and self.s.canary_weight == 0):
+            return None
+        return self.decide(
+            self.status(phase=Phase.FINALISING, canary_weight=0),
+            Event(
+                "TargetChanged",
+                f"{self.target} changed during the promotion of {analysed}: all traffic of {self.name} on the "
+                "primary; the new revision runs next",
+                True,
+            ),
+            routes=ALL_PRIMARY if self.obs.routes != ALL_PRIMARY else None,
+            actions=(ActionKind.SCALE_DOWN,),
+        )
+
     def primary_ready(self) -> Step | None:
         if self.c.spec.skipAnalysis or self.obs.primary.ready:
             return None
         r = self.obs.primary
         if self.deadline_passed(r) and self.s.phase not in AT_REST:
-            if self.s.phase in (Phase.PROMOTING, Phase.FINALISING):
+            moved = self.obs.revision != self.s.last_applied_spec  # the canary no longer runs what passed
+            if self.s.phase in (Phase.PROMOTING, Phase.FINALISING) and not moved:
                 return self.decide(
                     self.status(phase=Phase.FAILED, canary_weight=100),
                     Event(
@@ -306,6 +362,8 @@ class _Tick:
     def canary_ready(self) -> Step | None:
         r = self.obs.canary
         if r.ready:
+            if self.s.run_started <= 0 and self.s.phase in (Phase.PROGRESSING, Phase.WAITING_PROMOTION):
+                self.s = replace(self.s, run_started=self.obs.now)  # metric windows start here
             return None
         if self.deadline_passed(r):
             return self.rollback(f"canary not ready, progress deadline exceeded: {r.message}")
@@ -405,10 +463,26 @@ class _Tick:
             return NeedCheck(check)
         if outcome.verdict is Verdict.FAIL:  # conclusive evidence of a regression: no threshold to wait for
             return self.rollback(outcome.message or f"{check.value}: the canary is worse than the primary")
+        if not outcome.ok and outcome.no_data:
+            return self.no_data(outcome.message)
         if not outcome.ok:
             return self.failed_check(outcome.message or f"{check.value} checks failed")
         self.inconclusive = outcome.verdict is Verdict.CONTINUE
         return None
+
+    def no_data(self, message: str) -> Decision:
+        """No traffic measured yet: wait, until the progress deadline (from the run's start) says otherwise."""
+        started = self.s.run_started or self.obs.now
+        if self.obs.now - started >= self.c.spec.progressDeadlineSeconds:
+            return self.failed_check(f"no data within the progress deadline: {message}")
+        names = ", ".join(m.name for m in self.obs_outcome_metrics() if m.no_data) or "its metrics"
+        return self.decide(
+            None, Event("WaitingForData", f"{self.name} is waiting for traffic to measure {names}")
+        )
+
+    def obs_outcome_metrics(self) -> tuple[MetricValue, ...]:
+        outcome = self.obs.checks.get(Check.ANALYSIS)
+        return outcome.metrics if outcome is not None else ()
 
     # -- moving forward ------------------------------------------------------------------------------
 

@@ -45,6 +45,7 @@ class CanaryStatus:
     message: str = ""
     waiting_alerted: bool = False  # the "waiting for approval" alert goes out once per wait
     session_cookie: str = ""  # value of the sticky cookie of the current run
+    run_started: float = 0.0  # when the canary group was first seen ready in this run; 0: not yet
     tick: int = 0
 
     def to_json(self) -> dict[str, object]:
@@ -60,6 +61,7 @@ class CanaryStatus:
             "message": self.message,
             "waitingAlerted": self.waiting_alerted,
             "sessionAffinityCookie": self.session_cookie,
+            "runStarted": self.run_started,
             "tick": self.tick,
         }
 
@@ -69,7 +71,10 @@ class CanaryStatus:
             value = data.get(key, 0)
             return int(value) if isinstance(value, int | float) else 0
 
-        lt = data.get("lastTransitionTime", 0.0)
+        def real(key: str) -> float:
+            value = data.get(key, 0.0)
+            return float(value) if isinstance(value, int | float) else 0.0
+
         return cls(
             phase=Phase(str(data.get("phase", Phase.INITIALIZING.value))),
             canary_weight=num("canaryWeight"),
@@ -78,10 +83,11 @@ class CanaryStatus:
             mirrored=bool(data.get("mirrored", False)),
             last_applied_spec=str(data.get("lastAppliedSpec", "")),
             last_promoted_spec=str(data.get("lastPromotedSpec", "")),
-            last_transition_time=float(lt) if isinstance(lt, int | float) else 0.0,
+            last_transition_time=real("lastTransitionTime"),
             message=str(data.get("message", "")),
             waiting_alerted=bool(data.get("waitingAlerted", False)),
             session_cookie=str(data.get("sessionAffinityCookie", "")),
+            run_started=real("runStarted"),
             tick=num("tick"),
         )
 
@@ -106,6 +112,7 @@ class MetricValue:
     ok: bool = False
     message: str = ""
     primary: float | None = None  # the same metric measured on the primary, for comparison (builtin metrics)
+    no_data: bool = False  # the query ran and found nothing (no traffic yet), as opposed to an error
 
 
 class Verdict(enum.StrEnum):
@@ -122,6 +129,7 @@ class CheckOutcome:
     message: str = ""
     metrics: tuple[MetricValue, ...] = ()
     verdict: Verdict | None = None  # None: `ok` alone decides (a failure counts toward the threshold)
+    no_data: bool = False  # failed only for lack of data: early in a run that means "wait", not "failed"
 
 
 @dataclass(frozen=True)
@@ -142,7 +150,8 @@ STALE_AT_START = frozenset({"halt", "rollback", "promote"})  # an approval given
 @dataclass(frozen=True)
 class Observations:
     now: float
-    revision: str
+    revision: str  # what the target declares now
+    primary_revision: str | None  # what the primary is given (None: not created yet)
     primary: Readiness
     canary: Readiness
     routes: Routes

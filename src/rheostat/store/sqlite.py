@@ -98,12 +98,20 @@ class Store:
         try:
             yield
         except BaseException:
-            self._db.execute("ROLLBACK")
+            self._rollback()
             raise
         else:
-            self._db.execute("COMMIT")
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.Error:
+                self._rollback()  # e.g. SQLITE_FULL: never leave a transaction open behind a failed commit
+                raise
         finally:
             self._depth = 0
+
+    def _rollback(self) -> None:
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
 
     # -- desired objects -----------------------------------------------------------------------------
 

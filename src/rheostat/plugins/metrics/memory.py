@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 from rheostat.plugins.metrics.base import MetricQuery, NoData, ProviderError
@@ -24,9 +23,9 @@ class MemoryMetrics:
         if not self.online:
             raise ProviderError("metrics provider is down")
         value = self.source(q) if self.source is not None else self.values.get(q.name)
-        if value is None or math.isnan(value):
+        if value is None:
             raise NoData(f"no values found for metric {q.name}")
-        return value
+        return value  # NaN and infinities are answered as they are: the judge must refuse them
 
     async def is_online(self) -> bool:
         return self.online

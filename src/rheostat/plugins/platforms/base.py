@@ -27,6 +27,10 @@ class PlatformError(Exception):
     """The platform could not carry out a request."""
 
 
+class TargetMoved(PlatformError):
+    """Promotion of a revision the target no longer declares (it changed after the analysis)."""
+
+
 class Platform(Protocol):
     async def ensure_primary(self, target: ObjectKey) -> None:
         """Create the primary group from the target's current template if it does not exist."""
@@ -34,10 +38,17 @@ class Platform(Protocol):
     async def revision(self, target: ObjectKey) -> str:
         """The revision (template hash) the target declares now."""
 
+    async def primary_revision(self, target: ObjectKey) -> str | None:
+        """The revision the primary is given (it may still be rolling out); None before ensure_primary."""
+
     async def is_ready(self, target: ObjectKey, group: Group) -> Readiness: ...
 
-    async def promote(self, target: ObjectKey) -> None:
-        """Give the primary the target's template. Idempotent: promoting the same revision twice is a no-op."""
+    async def promote(self, target: ObjectKey, revision: str) -> None:
+        """Give the primary the target's template of `revision`, the one analysed.
+
+        Idempotent: a primary that already has `revision` is left alone. Raises TargetMoved when the target
+        declares another revision now, so a version that was never analysed is never promoted.
+        """
 
     async def scale(self, target: ObjectKey, group: Group, replicas: int | None) -> None:
         """Scale a group; None means the target's declared replicas."""

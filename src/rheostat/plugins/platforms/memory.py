@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 
 from rheostat.model.base import ObjectKey
-from rheostat.plugins.platforms.base import Group, PlatformError, Readiness
+from rheostat.plugins.platforms.base import Group, PlatformError, Readiness, TargetMoved
 from rheostat.plugins.routers.base import Upstream
 
 
@@ -60,14 +60,21 @@ class MemoryPlatform:
     async def revision(self, target: ObjectKey) -> str:
         return self._get(target).revision
 
+    async def primary_revision(self, target: ObjectKey) -> str | None:
+        return self._get(target).primary_revision
+
     async def is_ready(self, target: ObjectKey, group: Group) -> Readiness:
         w = self._get(target)
         if w.ready[group]:
             return Readiness(True)
         return Readiness(False, f"{group} not ready", w.not_ready_since.get(group), w.fatal[group])
 
-    async def promote(self, target: ObjectKey) -> None:
+    async def promote(self, target: ObjectKey, revision: str) -> None:
         w = self._get(target)
+        if w.primary_revision == revision:
+            return
+        if w.revision != revision:
+            raise TargetMoved(f"{target} declares {w.revision} now, not {revision}")
         if w.primary_revision != w.revision:
             w.primary_revision = w.revision
             w.promotions += 1

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from rheostat.model.base import ObjectKey
 from rheostat.model.workload import ProcessTemplate, Workload
-from rheostat.plugins.platforms.base import Group, PlatformError, Readiness
+from rheostat.plugins.platforms.base import Group, PlatformError, Readiness, TargetMoved
 from rheostat.plugins.platforms.local import procfs
 from rheostat.plugins.platforms.local.group import GroupHooks, ReplicaGroup
 from rheostat.plugins.platforms.local.ports import PortPool
@@ -203,16 +203,25 @@ class LocalPlatform:
     async def revision(self, target: ObjectKey) -> str:
         return self._get(target).workload.spec.template.revision()
 
+    async def primary_revision(self, target: ObjectKey) -> str | None:
+        template = self._get(target).primary_template
+        return None if template is None else template.revision()
+
     async def is_ready(self, target: ObjectKey, group: Group) -> Readiness:
         return self._get(target).group(group).readiness()
 
-    async def promote(self, target: ObjectKey) -> None:
-        """Start rolling the target's template out to the primary; is_ready(PRIMARY) is false until done."""
+    async def promote(self, target: ObjectKey, revision: str) -> None:
+        """Start rolling the analysed template out to the primary; is_ready(PRIMARY) is false until done."""
         entry = self._get(target)
+        if entry.primary_template is not None and entry.primary_template.revision() == revision:
+            return
         template = entry.workload.spec.template
-        if entry.primary_template is None or entry.primary_template.revision() != template.revision():
-            entry.primary_template = template
-            self._sync(entry)
+        if template.revision() != revision:
+            raise TargetMoved(
+                f"workload {target} declares revision {template.revision()} now, not {revision}"
+            )
+        entry.primary_template = template
+        self._sync(entry)
 
     async def scale(self, target: ObjectKey, group: Group, replicas: int | None) -> None:
         if replicas is not None and replicas < 0:
