@@ -271,3 +271,30 @@ async def test_a_taken_listener_port_is_a_clear_event_and_nothing_half_applied(t
     finally:
         blocker.close()
         await rig.stop()
+
+
+async def test_a_good_release_right_after_a_rolled_back_one_is_judged_on_its_own_traffic(
+    tmp_path: Path,
+) -> None:
+    # The bad release's 5xx are still inside the 10 s window when the good one starts: they must not count.
+    rig = Rig(tmp_path)
+    spec = analysis(rig.api, rig.port).replace("interval: 5s", "interval: 10s")
+    rig.commit(workload("6.0.0", replicas=1), canary(rig.port, spec), message="6.0.0")
+    await rig.start()
+    try:
+        await rig.wait(Phase.INITIALIZED)
+        bad = workload("6.0.1", env={"ERROR_RATE": "1"})
+        rig.commit(bad, canary(rig.port, spec), message="6.0.1 answers 500")
+        await rig.wait(Phase.FAILED, after_tick=rig.status().tick)
+        tick = rig.status().tick
+        rig.commit(workload("6.0.2"), canary(rig.port, spec), message="6.0.2, good")
+        await rig.wait(Phase.SUCCEEDED, Phase.FAILED, after_tick=tick)
+        assert rig.status().phase is Phase.SUCCEEDED, rig.events()[-10:]
+        assert await rig.versions(10) == {"6.0.2": 10}
+        assert rig.server is not None
+        run = [e for e in rig.server.controller.store.events(key=KEY, limit=200) if e.ts > 0]
+        last_start = max(e.id for e in run if e.reason == "NewRevision")
+        failed = [e.message for e in run if e.id > last_start and e.reason == "CheckFailed"]
+        assert failed == []  # not even one failed check: the window began with this run
+    finally:
+        await rig.stop()
