@@ -360,7 +360,7 @@ spec:
   provider: {{type: prometheus, address: "{url}"}}
   query: |
     sum(rate(envoy_cluster_upstream_rq_xx{{envoy_cluster_name="{{{{ namespace }}}}-{{{{ name }}}}-canary",envoy_response_code_class!="5"}}[{{{{ interval }}}}]))
-    / sum(rate(envoy_cluster_upstream_rq_xx{{envoy_cluster_name="{{{{ namespace }}}}-{{{{ name }}}}-canary"}}[{{{{ interval }}}}])) * 100
+    / (sum(rate(envoy_cluster_upstream_rq_xx{{envoy_cluster_name="{{{{ namespace }}}}-{{{{ name }}}}-canary"}}[{{{{ interval }}}}])) > 0) * 100
 """
 
 
