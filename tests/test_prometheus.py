@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import time
+import tracemalloc
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +28,7 @@ from rheostat.model.base import ObjectKey
 from rheostat.plugins.metrics.base import MetricQuery, NoData, ProviderError
 from rheostat.plugins.metrics.prometheus import Auth, PrometheusProvider
 from rheostat.rollout.types import Phase
+from tests.answering import Answer, AnswerServer, answering
 from tests.rig import KEY, NS, Rig, Traffic, canary, workload
 from tests.servers import free_port
 
@@ -150,21 +154,24 @@ async def test_provider_values_no_data_errors_and_the_sample_app(tmp_path: Path)
         ok = await prom.wait_for('sum(http_requests_total{job="app",code="200"})')
         assert ok >= 2
         assert await p.value('sum(http_requests_total{job="app",code="500"})') >= 1
-        # several series: the last one, as Flagger
-        series = await p.vector(
-            'label_replace(vector(1), "x", "a", "", "") or label_replace(vector(2), "x", "b", "", "")'
-        )
-        assert len(series) == 2
-        assert (
-            await p.value(
-                'label_replace(vector(1), "x", "a", "", "") or label_replace(vector(2), "x", "b", "", "")'
-            )
-            == series[-1][1]
-        )
+        # several series: not one value to judge (Flagger takes the last one, whichever that is)
+        two = 'label_replace(vector(1), "x", "a", "", "") or label_replace(vector(2), "x", "b", "", "")'
+        assert len(await p.vector(two)) == 2
+        with pytest.raises(ProviderError, match=r'2 series \({x="a"}, {x="b"}\).*aggregate'):
+            await p.value(two)
         with pytest.raises(NoData, match="no series"):
             await p.value('http_requests_total{job="nothing-like-this"}')
-        with pytest.raises(NoData, match="NaN"):
-            await p.value("vector(0) / vector(0)")
+        for query, shown in (
+            ("vector(0) / vector(0)", "NaN"),
+            ("vector(1) / 0", "+Inf"),
+            ("-vector(1) / 0", "-Inf"),
+        ):
+            with pytest.raises(ProviderError, match=rf"returned {re.escape(shown)}, not a number"):
+                await p.value(query)
+        # the builtin checks, on a cluster with no traffic: no data (wait), not NaN (a failed check)
+        for builtin in ("request-success-rate", "request-duration"):
+            with pytest.raises(NoData):
+                await p.query(MetricQuery(ObjectKey("t/quiet"), builtin, 30.0))
         with pytest.raises(ProviderError, match=r"HTTP 400.*bad_data.*sum\(rate\(oops\[1m\)\)\)\)"):
             await p.value("sum(rate(oops[1m))))")
         q = MetricQuery(ObjectKey("t/web"), "custom", 60.0, 'sum(http_requests_total{job="app"})')
@@ -214,6 +221,135 @@ async def test_provider_down_slow_or_unauthorised_is_a_reason_never_a_value() ->
         Auth.from_secret({"user": "x"})
 
 
+# -- answers that are not Prometheus' (a real HTTP server answering what the test says) ----------------
+
+
+@pytest.fixture
+def server() -> Iterator[AnswerServer]:
+    yield from answering()
+
+
+def _vector(*values: object) -> str:
+    series = ",".join(f'{{"metric":{{"n":"{i}"}},"value":[1,{json.dumps(v)}]}}' for i, v in enumerate(values))
+    return f'{{"status":"success","data":{{"resultType":"vector","result":[{series}]}}}}'
+
+
+UNUSABLE = [
+    # (status, body, what the failed check says)
+    (200, '{"status":"success","data":["x"]}', "without a `data` object"),
+    (200, '{"status":"success"}', "without a `data` object"),
+    (200, '{"status":"success","data":{"resultType":"vector","result":{"a":1}}}', "result is not a list"),
+    (
+        200,
+        '{"status":"success","data":{"resultType":"vector","result":["x"]}}',
+        "series without string labels",
+    ),
+    (
+        200,
+        '{"status":"success","data":{"resultType":"vector","result":[{"metric":{"a":1},"value":[1,"2"]}]}}',
+        "string labels",
+    ),
+    (200, '{"status":"success","data":{"resultType":"scalar","result":[1,"lots"]}}', "not a number ('lots')"),
+    (200, '{"status":"success","data":{"resultType":"scalar","result":{"1":"2"}}}', "not a number (a dict)"),
+    (200, '{"status":"success","data":{"resultType":"scalar","result":[1,2]}}', "not a number"),
+    (
+        200,
+        '{"status":"success","data":{"resultType":"matrix","result":[]}}',
+        "returned a matrix, not a single value",
+    ),
+    (200, '{"status":"success","data":{"resultType":7,"result":[]}}', "returned a <int>, not a single value"),
+    (200, _vector("1", "2"), "returned 2 series"),
+    (200, _vector("NaN"), "returned NaN, not a number"),
+    (200, _vector("+Inf"), "returned +Inf, not a number"),
+    (200, _vector("-Inf"), "returned -Inf, not a number"),
+    (200, '{"status":"success","data":{"resultType":"scalar","result":[1,"1e999"]}}', "returned +Inf"),
+    (
+        422,
+        '{"status":"error","errorType":"execution","error":"query timed out"}',
+        "HTTP 422: execution: query timed out",
+    ),
+    (
+        200,
+        '{"status":"error","errorType":"bad_data","error":"parse error at char 3"}',
+        "HTTP 200: bad_data: parse error",
+    ),
+    (200, '{"status":"pending"}', "with status 'pending'"),
+    (200, '{"status":{"deep":[1]},"error":["x"]}', "<list>"),
+    (200, "[1, 2]", "JSON that is not an object"),
+    (200, "null", "JSON that is not an object"),
+    (
+        200,
+        "upstream connect error or disconnect/reset before headers",
+        "not JSON: 'upstream connect error or dis",
+    ),
+    (
+        200,
+        "<!doctype html><html><head><title>Grafana</title>" + "x" * 5000,
+        "not JSON: '<!doctype html><html>",
+    ),
+    (502, "", "HTTP 502 with an empty body"),
+    (200, "   \n", "HTTP 200 with an empty body"),
+    (200, "[" * 100_000 + "]" * 100_000, "not JSON: '[[[["),
+    (200, '{"status":"success","data":{"resultType":"vector","result":[]}} trailing', "not JSON"),
+]
+
+
+@pytest.mark.parametrize(("status", "body", "reason"), UNUSABLE)
+async def test_every_unusable_answer_is_a_failed_check_with_the_reason(
+    server: AnswerServer, status: int, body: str, reason: str
+) -> None:
+    server.answer = Answer(status, body.encode())
+    p = PrometheusProvider(server.url)
+    with pytest.raises(ProviderError) as info:
+        await p.value("up")
+    assert reason in str(info.value) and "query: up" in str(info.value)
+    assert len(str(info.value)) < 600  # a short, bounded quote of what came back
+    # the same answer to the sequential judge's raw counts: a ProviderError too, never another exception
+    if '"resultType":"vector"' not in body or "NaN" in body or "Inf" in body:
+        with pytest.raises(ProviderError):
+            await p.counts(ObjectKey("t/web"))
+    assert not await p.is_online()
+
+
+async def test_an_empty_vector_is_no_data_and_counts_need_finite_numbers(server: AnswerServer) -> None:
+    server.answer = Answer(200, _vector().encode())
+    p = PrometheusProvider(server.url)
+    with pytest.raises(NoData, match="no series"):
+        await p.value("up")
+    assert (await p.counts(ObjectKey("t/web"))).canary.requests == 0
+    buckets = '{"status":"success","data":{"resultType":"vector","result":[{"metric":{"envoy_cluster_name":"t-web-canary","le":"soon"},"value":[1,"3"]}]}}'
+    server.answer = Answer(200, buckets.encode())
+    with pytest.raises(ProviderError, match="bucket bound that is not a number"):
+        await p.counts(ObjectKey("t/web"))
+
+
+async def test_a_trickling_answer_is_cut_at_the_timeout_for_the_whole_request(server: AnswerServer) -> None:
+    """Headers at once, then a byte at a time: httpx's read timeout alone would wait for all of it."""
+    server.answer = Answer(200, _vector("1").encode(), trickle=1, pause_s=0.1)
+    p = PrometheusProvider(server.url, timeout_s=0.5)
+    with pytest.raises(ProviderError, match=r"did not answer within 0.5s; query: up"):
+        await p.value("up")
+    assert server.served.requests and not server.served.done.is_set()  # still trickling when we gave up
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+async def test_a_huge_answer_is_refused_past_the_cap_in_bounded_memory(
+    server: AnswerServer, chunked: bool
+) -> None:
+    server.answer = Answer(200, b"[" + b" " * (1024 * 1024 - 1), repeat=200, chunked=chunked)  # 200 MiB
+    p = PrometheusProvider(server.url, timeout_s=30)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ProviderError, match=r"larger than 10 MiB; stopped reading; query: up"):
+            await p.value("up")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 40 * 1024 * 1024
+    assert await asyncio.to_thread(server.served.done.wait, 30)
+    assert server.served.cut and server.served.sent < 100 * 1024 * 1024
+
+
 # -- canaries judged by PromQL, end to end ----------------------------------------------------------------
 
 
@@ -224,7 +360,7 @@ spec:
   provider: {{type: prometheus, address: "{url}"}}
   query: |
     sum(rate(envoy_cluster_upstream_rq_xx{{envoy_cluster_name="{{{{ namespace }}}}-{{{{ name }}}}-canary",envoy_response_code_class!="5"}}[{{{{ interval }}}}]))
-    / sum(rate(envoy_cluster_upstream_rq_xx{{envoy_cluster_name="{{{{ namespace }}}}-{{{{ name }}}}-canary"}}[{{{{ interval }}}}])) * 100
+    / (sum(rate(envoy_cluster_upstream_rq_xx{{envoy_cluster_name="{{{{ namespace }}}}-{{{{ name }}}}-canary"}}[{{{{ interval }}}}])) > 0) * 100
 """
 
 

@@ -16,7 +16,12 @@ class GitFetcher:
         self.secrets = secrets
 
     def _secret(self, repo: GitRepository, name: str, what: str) -> dict[str, str]:
-        data = self.secrets(repo.metadata.namespace, name)
+        try:
+            data = self.secrets(repo.metadata.namespace, name)
+        except (ValueError, OSError) as exc:  # a secret file that cannot be read or is not a mapping
+            raise FetchError(
+                "AuthenticationFailed" if what == "secretRef" else "VerificationFailed", f"{what}: {exc}"
+            ) from None
         if data is None:
             raise FetchError(
                 "AuthenticationFailed" if what == "secretRef" else "VerificationFailed",

@@ -21,7 +21,7 @@ from rheostat.flags.store import FlagSource, source_of
 from rheostat.gitops import conditions as cond
 from rheostat.gitops.build import KUSTOMIZE_FILES, BuildCache, BuildError, build
 from rheostat.gitops.checks import Index, check_flags, check_references
-from rheostat.gitops.sources import Fetched, Fetcher, FetchError
+from rheostat.gitops.sources import Fetched, Fetcher, FetchError, unreadable
 from rheostat.model.flags import FeatureFlag, FlagSet
 from rheostat.model.gitops import GitRepository, Kustomization
 from rheostat.model.load import FieldError, Manifest, ManifestError, parse_object
@@ -281,7 +281,9 @@ class GitOps:
             fetched = await asyncio.wait_for(
                 self.fetcher.fetch(repo, last_fetched), parse_duration(repo.spec.timeout) + 5
             )
-        except (FetchError, TimeoutError) as exc:
+        except (FetchError, TimeoutError, OSError) as exc:
+            if isinstance(exc, OSError) and not isinstance(exc, TimeoutError):
+                exc = unreadable(repo, exc)  # a fetcher used without SourceFetchers
             reason = exc.reason if isinstance(exc, FetchError) else "Timeout"
             failures = int(state.get("failures", 0)) + 1
             cond.failed(state, reason, str(exc) or "fetch timed out", now)

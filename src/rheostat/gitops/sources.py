@@ -68,14 +68,27 @@ def is_git(url: str) -> bool:
 
 
 class SourceFetchers:
-    """Chooses git or folder per repository URL."""
+    """Chooses git or folder per repository URL. A source that cannot be read (permissions, a file that is
+    not readable) is a FetchError naming the path, never an exception out of the reconciler's pass."""
 
     def __init__(self, git: Fetcher, folder: Fetcher | None = None) -> None:
         self.git = git
         self.folder = folder or FolderFetcher()
 
     async def fetch(self, repo: GitRepository, last: Fetched | None) -> Fetched:
-        return await (self.git if is_git(repo.spec.url) else self.folder).fetch(repo, last)
+        try:
+            return await (self.git if is_git(repo.spec.url) else self.folder).fetch(repo, last)
+        except OSError as exc:
+            raise unreadable(repo, exc) from None
 
     async def preview(self, repo: GitRepository) -> Fetched:
-        return await (self.git if is_git(repo.spec.url) else self.folder).preview(repo)
+        try:
+            return await (self.git if is_git(repo.spec.url) else self.folder).preview(repo)
+        except OSError as exc:
+            raise unreadable(repo, exc) from None
+
+
+def unreadable(repo: GitRepository, exc: OSError) -> FetchError:
+    """The same message for the same fault, so it is one event however often the fetch is retried."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    return FetchError("GitOperationFailed", f"cannot read {repo.spec.url}: {exc.strerror or exc}{where}")

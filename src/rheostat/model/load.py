@@ -32,6 +32,7 @@ from rheostat.model.policy import (
     is_constraint,
 )
 from rheostat.model.workload import Workload
+from rheostat.model.yaml_limits import YamlLimitError, safe_load_all
 
 Manifest = (
     Canary
@@ -63,8 +64,6 @@ MANIFEST_TYPES = (
     FlagSet,
     FeatureFlag,
 )
-
-SafeLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~10x faster
 
 KINDS: dict[tuple[str, str], type[BaseModel]] = {
     ("flagger.app/v1beta1", "Canary"): Canary,
@@ -130,6 +129,11 @@ def parse_object(doc: Any, source: str = "<input>", index: int = 0) -> Manifest:
             raise ManifestError(source, f"flag set {flag_set_name(doc, source)}", errors) from exc
     obj = _describe(doc, index)
     key = (doc.get("apiVersion"), doc.get("kind"))
+    for field, value in zip(("apiVersion", "kind"), key, strict=True):
+        if not isinstance(value, str):
+            raise ManifestError(
+                source, obj, [FieldError(field, f"expected a string, got {type(value).__name__}")]
+            )
     model = Constraint if is_constraint(doc) else KINDS.get(key)  # type: ignore[arg-type]
     if model is None:
         known = ", ".join(f"{k} ({a})" for a, k in KINDS)
@@ -150,12 +154,14 @@ def parse_object(doc: Any, source: str = "<input>", index: int = 0) -> Manifest:
 def parse_text(text: str, source: str = "<input>") -> list[Manifest]:
     """Every object of a multi-document YAML text; the first bad one raises ManifestError."""
     try:
-        docs = [d for d in yaml.load_all(text, Loader=SafeLoader) if d is not None]
+        docs = safe_load_all(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "YAML"
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ManifestError(source, where, [FieldError("", f"malformed YAML: {problem}")]) from exc
+        if not isinstance(exc, YamlLimitError):
+            problem = f"malformed YAML: {problem}"
+        raise ManifestError(source, where, [FieldError("", problem)]) from exc
     return [parse_object(doc, source, i) for i, doc in enumerate(docs)]
 
 
@@ -185,6 +191,8 @@ def manifest_files(root: Path) -> Iterator[Path]:
 def _is_flag_file(path: Path) -> bool:
     try:
         return is_flagd_document(json.loads(path.read_text(encoding="utf-8")))
+    except RecursionError:
+        return True  # too deep to tell: read as YAML, where the depth is refused with its line
     except (OSError, ValueError):
         return False
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 from importlib import resources
 from typing import Any
 
-import yaml
-
+from rheostat.model.yaml_limits import safe_load_all
 from rheostat.policy.engine import PolicySet
 
 
@@ -16,7 +15,7 @@ def starter_documents() -> list[dict[str, Any]]:
     docs: list[dict[str, Any]] = []
     for entry in sorted(folder.iterdir(), key=lambda e: e.name):
         if entry.name.endswith((".yaml", ".yml")):
-            docs += [d for d in yaml.safe_load_all(entry.read_text(encoding="utf-8")) if d is not None]
+            docs += safe_load_all(entry.read_text(encoding="utf-8"))
     return docs
 
 

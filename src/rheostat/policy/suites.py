@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from rheostat.model.yaml_limits import safe_load, safe_load_all
 from rheostat.policy.engine import PolicySet
 from rheostat.policy.inventory import Inventory
 from rheostat.policy.rego import RegoCompiler
@@ -70,7 +69,7 @@ class CaseResult:
 
 
 def _load_all(path: Path) -> list[dict[str, Any]]:
-    return [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d is not None]
+    return safe_load_all(path.read_text(encoding="utf-8"))
 
 
 def _assertion(raw: dict[str, Any]) -> Assertion:
@@ -85,7 +84,7 @@ def _assertion(raw: dict[str, Any]) -> Assertion:
 
 def read_suite(path: Path) -> list[Case]:
     """The cases of one suite.yaml; a file that is not a Suite has none (gator ignores it too)."""
-    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    doc = safe_load(path.read_text(encoding="utf-8"))
     if not isinstance(doc, dict) or doc.get("kind") != "Suite" or doc.get("apiVersion") != SUITE_API:
         return []
     if doc.get("skip"):

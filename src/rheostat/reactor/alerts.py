@@ -13,6 +13,7 @@ from rheostat.gitops.gate import Finding
 from rheostat.model.alert_provider import AlertProvider
 from rheostat.model.canary import Canary
 from rheostat.model.load import parse_object
+from rheostat.model.yaml_limits import safe_load
 from rheostat.plugins.notifiers.base import Alert, Severity
 from rheostat.plugins.notifiers.factory import notifier_from_provider
 from rheostat.rollout.types import CanaryStatus, Event
@@ -40,7 +41,13 @@ class Secrets:
             text = self.environ[env_name(namespace, name)]
         else:
             return None
-        data = yaml.safe_load(text) or {}
+        try:
+            data = safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or "not YAML"
+            raise ValueError(f"secret {namespace}/{name}:{where}: {problem}") from None
         if not isinstance(data, dict):
             raise ValueError(f"secret {namespace}/{name}: expected a mapping of keys to strings")
         return {str(k): str(v) for k, v in data.items()}

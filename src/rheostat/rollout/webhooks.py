@@ -1,15 +1,20 @@
-"""Flagger's webhook contract: POST JSON, 200-202 is success, anything else or a timeout is a failure."""
+"""Flagger's webhook contract: POST JSON, 200-202 is success, anything else, a timeout or an answer larger
+than MAX_BODY is a failure."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httpx
 
 from rheostat.model.canary import Canary, Webhook
+from rheostat.plugins.http_limits import BodyTooLarge, MiB, request
 from rheostat.util.durations import parse_duration
+
+MAX_BODY = 1 * MiB  # a hook's answer matters only for its message; past this the hook fails
 
 
 @dataclass(frozen=True)
@@ -47,11 +52,16 @@ class Caller(Protocol):
 
 
 class HookCaller:
-    """Calls hooks with two pooled clients: one verifying TLS, one for hooks with disableTLS."""
+    """Calls hooks with two pooled clients: one verifying TLS, one for hooks with disableTLS.
 
-    def __init__(self) -> None:
+    Each attempt has one deadline, the hook's `timeout`, for connect, headers and body together, and reads
+    at most MAX_BODY of the answer. `headers_for(url)` adds headers to a call (the API token for the
+    controller's own load tester); they are sent, never logged or put in a result."""
+
+    def __init__(self, headers_for: Callable[[str], Mapping[str, str]] | None = None) -> None:
         self._client = httpx.AsyncClient()
         self._insecure = httpx.AsyncClient(verify=False)  # only for hooks that ask for it
+        self._headers_for = headers_for
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -61,29 +71,45 @@ class HookCaller:
         client = self._insecure if hook.disableTLS else self._client
         timeout = parse_duration(hook.timeout)
         attempts = 1 + max(0, hook.retries or 0)
+        # identity: a compressed answer could expand past the cap inside one chunk
+        headers = {
+            "Accept-Encoding": "identity",
+            **(self._headers_for(hook.url) if self._headers_for else {}),
+        }
         result = HookResult(hook.name, False, None, "not called")
         for _ in range(attempts):
             try:
-                resp = await client.post(hook.url, json=body, timeout=timeout)
-            except httpx.TimeoutException:
+                reply = await request(
+                    client,
+                    "POST",
+                    hook.url,
+                    deadline_s=timeout,
+                    cap=MAX_BODY,
+                    json=body,
+                    headers=headers,
+                    timeout=timeout,
+                )
+            except (TimeoutError, httpx.TimeoutException):
                 result = HookResult(
                     hook.name, False, None, f"webhook {hook.name} timed out after {hook.timeout}"
                 )
                 continue
-            except httpx.HTTPError as exc:
+            except BodyTooLarge as exc:
+                return HookResult(hook.name, False, None, f"webhook {hook.name}: {exc}")
+            except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as exc:
                 result = HookResult(
                     hook.name, False, None, f"webhook {hook.name} failed: {type(exc).__name__}"
                 )
                 continue
-            if 200 <= resp.status_code <= 202:
-                return HookResult(hook.name, True, resp.status_code, "")
-            text = resp.text.strip()[:300]
+            if 200 <= reply.status <= 202:
+                return HookResult(hook.name, True, reply.status, "")
+            text = reply.text(300).strip()
             result = HookResult(
                 hook.name,
                 False,
-                resp.status_code,
-                f"webhook {hook.name} returned {resp.status_code}" + (f": {text}" if text else ""),
+                reply.status,
+                f"webhook {hook.name} returned {reply.status}" + (f": {text}" if text else ""),
             )
-            if resp.status_code < 500:
+            if reply.status < 500:
                 break  # a refusal is an answer, not a fault to retry
         return result

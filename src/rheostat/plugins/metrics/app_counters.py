@@ -26,6 +26,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from rheostat.model.base import ObjectKey
+from rheostat.plugins.http_limits import BodyTooLarge, MiB, request
 from rheostat.plugins.metrics.base import Counts, GroupCounts, MetricQuery, NoData, ProviderError
 from rheostat.plugins.metrics.envoy_stats import (
     DURATION,
@@ -46,6 +47,7 @@ REQUESTS = "feature_flag_requests_total"
 ERRORS = "feature_flag_request_errors_total"
 BUCKETS = "feature_flag_request_duration_seconds_bucket"
 START = "process_start_time_seconds"
+MAX_BODY = 10 * MiB  # one process's /metrics
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,7 @@ class AppCountersProvider:
         self.targets = targets
         self.scrape_interval_s = scrape_interval_s
         self.history: dict[ObjectKey, deque[Scrape]] = {}
+        self.timeout_s = timeout_s  # for each scrape of a process, body included
         self._client = httpx.AsyncClient(timeout=timeout_s, trust_env=False)
         self._task: asyncio.Task[None] | None = None
 
@@ -131,14 +134,19 @@ class AppCountersProvider:
 
     async def scrape(self, target: VariantTarget) -> Scrape:
         async def one(url: str) -> str:
-            response = await self._client.get(url)
-            response.raise_for_status()
-            return response.text
+            reply = await request(self._client, "GET", url, deadline_s=self.timeout_s, cap=MAX_BODY)
+            if reply.status >= 400:
+                raise ProviderError(f"cannot read the application's counters: {url} answered {reply.status}")
+            return reply.body.decode("utf-8", errors="replace")
 
         try:
             texts = await asyncio.gather(*(one(u) for u in target.urls))
             scrape = parse_app_metrics(list(texts), target.flag, time.monotonic(), time.time())
-        except (httpx.HTTPError, ValueError) as exc:
+        except (TimeoutError, httpx.TimeoutException):
+            raise ProviderError(
+                f"cannot read the application's counters: no answer within {self.timeout_s:g}s"
+            ) from None
+        except (httpx.HTTPError, httpx.InvalidURL, BodyTooLarge, ValueError) as exc:
             raise ProviderError(f"cannot read the application's counters: {exc}") from exc
         history = self.history.setdefault(target.canary, deque(maxlen=MAX_HISTORY))
         history.append(scrape)

@@ -53,20 +53,61 @@ class Scrape:
 
 
 def parse_stats(payload: Any, at: float) -> Scrape:
-    """`/stats?format=json&histogram_buckets=cumulative` -> Scrape."""
+    """`/stats?format=json&histogram_buckets=cumulative` -> Scrape; ProviderError for another shape.
+
+    Entries that are not counters (text readouts) are left out."""
+    stats = payload.get("stats") if isinstance(payload, dict) else None
+    if not isinstance(stats, list):
+        raise ProviderError("Envoy's stats are not an object with a `stats` list")
     counters: dict[str, int] = {}
     histograms: dict[str, Histogram] = {}
-    for entry in payload.get("stats", []):
+    for entry in stats:
+        if not isinstance(entry, dict):
+            raise ProviderError("an entry of Envoy's stats is not an object")
         if "histograms" in entry:
-            for h in entry["histograms"]:
-                buckets = h.get("buckets", [])
-                histograms[h["name"]] = Histogram(
-                    tuple(float(b["upper_bound"]) for b in buckets),
-                    tuple(int(b["cumulative"]) for b in buckets),
-                )
-        elif isinstance(entry.get("value"), int):
-            counters[entry["name"]] = entry["value"]
+            for h in _list(entry["histograms"], "histograms"):
+                name, histogram = _histogram(h)
+                histograms[name] = histogram
+            continue
+        value = entry.get("value")
+        if isinstance(value, int) and not isinstance(value, bool) and isinstance(entry.get("name"), str):
+            if value < 0:
+                raise ProviderError(f"Envoy's counter {entry['name'][:80]} is negative")
+            counters[entry["name"]] = value
     return Scrape(at, float(counters.get("server.uptime", 0)), counters, histograms)
+
+
+def _list(value: Any, what: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise ProviderError(f"Envoy's {what} are not a list")
+    return value
+
+
+def _histogram(h: Any) -> tuple[str, Histogram]:
+    """One histogram of the payload, checked: increasing bounds, cumulative non-negative counts."""
+    if not isinstance(h, dict) or not isinstance(h.get("name"), str):
+        raise ProviderError("a histogram of Envoy's stats has no name")
+    name = h["name"]
+    bounds: list[float] = []
+    counts: list[int] = []
+    for b in _list(h.get("buckets", []), f"buckets of {name[:80]}"):
+        bound = b.get("upper_bound") if isinstance(b, dict) else None
+        count = b.get("cumulative") if isinstance(b, dict) else None
+        if (
+            not isinstance(bound, int | float)
+            or isinstance(bound, bool)
+            or math.isnan(bound)
+            or not isinstance(count, int)
+            or isinstance(count, bool)
+            or count < 0
+            or (bounds and (bound <= bounds[-1] or count < counts[-1]))
+        ):
+            raise ProviderError(
+                f"the histogram {name[:80]} of Envoy's stats has a bucket that is not cumulative"
+            )
+        bounds.append(float(bound))
+        counts.append(count)
+    return name, Histogram(tuple(bounds), tuple(counts))
 
 
 def counter_increase(scrapes: Sequence[Scrape], name: str) -> int:
@@ -180,7 +221,7 @@ class EnvoyStatsProvider:
             if completed <= 0:
                 raise NoData(f"no requests to {cluster} in the last {q.window_s}s")
             failed = counter_increase(scrapes, f"{cluster}.upstream_rq_5xx")
-            return 100.0 * (completed - failed) / completed
+            return 100.0 * (completed - min(failed, completed)) / completed  # counters read apart may cross
         histogram = histogram_increase(scrapes, f"{cluster}.upstream_rq_time")
         if histogram is None or histogram.total == 0:
             raise NoData(f"no request durations for {cluster} in the last {q.window_s}s")

@@ -2,13 +2,16 @@
 builtin checks written in PromQL on Envoy's metric names, and raw counts for the sequential judge.
 
 As Flagger (pkg/metrics/providers/prometheus.go): an instant query at `<address>/api/v1/query`, 5 s timeout by
-default, HTTP >= 400 is an error, an empty vector or NaN is "no values", and a vector of several series gives
-the value of the last one. Credentials come from a secret with `token` (bearer) or `username` and `password`
+default (for the whole exchange, body included), HTTP >= 400 is an error and an empty vector is "no values".
+Unlike Flagger, NaN, +Inf, -Inf and a vector of several series are errors, not a value: a check judged on
+them would be judged on nothing. Any answer that is not Prometheus' JSON envelope is an error that says what
+is wrong with it. Credentials come from a secret with `token` (bearer) or `username` and `password`
 (basic); they are sent, never logged, and never part of an error message.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,9 +20,11 @@ from typing import Any
 import httpx
 
 from rheostat.model.base import ObjectKey
+from rheostat.plugins.http_limits import BodyTooLarge, MiB, Reply, request
 from rheostat.plugins.metrics.base import Counts, GroupCounts, MetricQuery, NoData, ProviderError
 
 DEFAULT_TIMEOUT_S = 5.0
+MAX_BODY = 10 * MiB  # an instant query's answer; past this it is a failed check, not memory spent
 SUCCESS_RATE = "request-success-rate"
 DURATION = "request-duration"
 Series = tuple[dict[str, str], float]
@@ -35,20 +40,25 @@ def window(seconds: float) -> str:
 
 
 def success_rate_query(canary: ObjectKey, group: str, window_s: float) -> str:
-    """Percentage of non-5xx responses, from Envoy's `upstream_rq_xx` counters (the builtin check)."""
+    """Percentage of non-5xx responses, from Envoy's `upstream_rq_xx` counters (the builtin check).
+
+    `> 0` on the denominator: a window without requests is an empty vector (no data), not 0/0 = NaN."""
     c, w = cluster(canary, group), window(window_s)
     return (
         f'sum(rate(envoy_cluster_upstream_rq_xx{{envoy_cluster_name="{c}",envoy_response_code_class!="5"}}[{w}]))'
-        f' / sum(rate(envoy_cluster_upstream_rq_xx{{envoy_cluster_name="{c}"}}[{w}])) * 100'
+        f' / (sum(rate(envoy_cluster_upstream_rq_xx{{envoy_cluster_name="{c}"}}[{w}])) > 0) * 100'
     )
 
 
 def duration_query(canary: ObjectKey, group: str, window_s: float) -> str:
-    """p99 in milliseconds from Envoy's `upstream_rq_time` histogram (the builtin check)."""
+    """p99 in milliseconds from Envoy's `upstream_rq_time` histogram (the builtin check).
+
+    Kept only where the window has samples, so no traffic is no data rather than NaN."""
     c, w = cluster(canary, group), window(window_s)
     return (
         "histogram_quantile(0.99, sum(rate("
         f'envoy_cluster_upstream_rq_time_bucket{{envoy_cluster_name="{c}"}}[{w}])) by (le))'
+        f' and on() (sum(rate(envoy_cluster_upstream_rq_time_count{{envoy_cluster_name="{c}"}}[{w}])) > 0)'
     )
 
 
@@ -123,14 +133,13 @@ class PrometheusProvider:
         errors = await self.vector(
             f'sum by (envoy_cluster_name) (envoy_cluster_upstream_rq_xx{{{names},envoy_response_code_class="5"}})'
         )
-        buckets = await self.vector(
-            f"sum by (envoy_cluster_name, le) (envoy_cluster_upstream_rq_time_bucket{{{names}}})"
-        )
+        buckets_query = f"sum by (envoy_cluster_name, le) (envoy_cluster_upstream_rq_time_bucket{{{names}}})"
+        buckets = await self.vector(buckets_query)
 
         def group(name: str) -> GroupCounts:
             c = cluster(canary, name)
             hist = sorted(
-                (float(labels["le"]), int(v))
+                (_bound(labels["le"], text=buckets_query), int(v))
                 for labels, v in buckets
                 if labels.get("envoy_cluster_name") == c and "le" in labels
             )
@@ -146,27 +155,44 @@ class PrometheusProvider:
     # -- the HTTP API ----------------------------------------------------------------------------------
 
     async def value(self, text: str) -> float:
-        """One number: a scalar, or the last series of a vector. Empty or NaN is NoData."""
+        """One finite number: a scalar, or a vector of exactly one series. No series is NoData."""
         result_type, result = await self._query(text)
         if result_type == "scalar":
             value = _number(result, text)
         elif result_type == "vector":
-            if not result:
-                raise NoData(f"the query returned no series: {text}")
-            value = _number(result[-1].get("value"), text)  # several series: the last one, as Flagger
+            series = _series(result, text)
+            if not series:
+                raise NoData(f"the query returned no series; query: {text}")
+            if len(series) > 1:
+                shown = ", ".join(_labels(labels) for labels, _ in series[:3])
+                raise ProviderError(
+                    f"the query returned {len(series)} series ({shown}{', ...' if len(series) > 3 else ''}), "
+                    f"not one value; aggregate it (sum, max, ...); query: {text}"
+                )
+            value = series[0][1]
         else:
-            raise ProviderError(f"the query returned a {result_type}, not a single value: {text}")
-        if math.isnan(value):
-            raise NoData(f"the query returned NaN: {text}")
+            raise ProviderError(
+                f"the query returned a {result_type or 'result'}, not a single value; query: {text}"
+            )
+        if not math.isfinite(value):
+            raise ProviderError(f"the query returned {_show(value)}, not a number to judge; query: {text}")
         return value
 
     async def vector(self, text: str) -> list[Series]:
+        """Every series of an instant vector; each value finite."""
         result_type, result = await self._query(text)
         if result_type != "vector":
-            raise ProviderError(f"the query returned a {result_type}, not a vector: {text}")
-        return [(dict(s.get("metric", {})), _number(s.get("value"), text)) for s in result]
+            raise ProviderError(
+                f"the query returned a {result_type or 'result'}, not a vector; query: {text}"
+            )
+        series = _series(result, text)
+        for labels, value in series:
+            if not math.isfinite(value):
+                raise ProviderError(f"the query returned {_show(value)} for {_labels(labels)}; query: {text}")
+        return series
 
     async def _query(self, text: str) -> tuple[str, Any]:
+        """(resultType, result) of a successful answer; ProviderError for anything else."""
         auth: httpx.Auth | None = None
         headers = httpx.Headers(self.headers)
         if self.auth is not None and self.auth.token:
@@ -177,34 +203,101 @@ class PrometheusProvider:
             async with httpx.AsyncClient(
                 timeout=self.timeout_s, verify=not self.insecure_skip_verify, transport=self.transport
             ) as client:
-                response = await client.get(
-                    f"{self.address}/api/v1/query", params={"query": text}, headers=headers, auth=auth
+                reply = await request(
+                    client,
+                    "GET",
+                    f"{self.address}/api/v1/query",
+                    deadline_s=self.timeout_s,
+                    cap=MAX_BODY,
+                    params={"query": text},
+                    headers=headers,
+                    auth=auth,
                 )
-        except httpx.TimeoutException:
+        except (TimeoutError, httpx.TimeoutException):
             raise ProviderError(
                 f"Prometheus at {self.address} did not answer within {self.timeout_s:g}s; query: {text}"
             ) from None
-        except httpx.HTTPError as exc:
+        except BodyTooLarge as exc:
+            raise ProviderError(f"Prometheus at {self.address}: {exc}; query: {text}") from None
+        except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as exc:
             raise ProviderError(
                 f"Prometheus at {self.address} is unreachable ({type(exc).__name__}); query: {text}"
             ) from None
-        body: Any = None
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if response.status_code >= 400 or not isinstance(body, dict) or body.get("status") != "success":
-            detail = ""
-            if isinstance(body, dict) and body.get("error"):
-                detail = f": {body.get('errorType', 'error')}: {body['error']}"
-            raise ProviderError(f"Prometheus answered HTTP {response.status_code}{detail}; query: {text}")
-        data = body.get("data") or {}
-        return str(data.get("resultType", "")), data.get("result")
+        return _answer(reply, text)
+
+
+def _answer(reply: Reply, text: str) -> tuple[str, Any]:
+    """The `data` of Prometheus' JSON envelope, or ProviderError saying what is wrong with the answer."""
+    where = f"Prometheus answered HTTP {reply.status}"
+    if not reply.body.strip():
+        raise ProviderError(f"{where} with an empty body; query: {text}")
+    try:
+        body = json.loads(reply.body)
+    except (ValueError, RecursionError):
+        raise ProviderError(
+            f"{where} with a body that is not JSON: {reply.text(80)!r}; query: {text}"
+        ) from None
+    if not isinstance(body, dict):
+        raise ProviderError(f"{where} with JSON that is not an object; query: {text}")
+    if reply.status >= 400 or body.get("status") != "success":
+        detail = ""
+        if body.get("error"):
+            detail = f": {_short(body.get('errorType', 'error'), 80)}: {_short(body['error'], 300)}"
+        elif body.get("status") != "success":
+            detail = f" with status {_short(body.get('status'), 40)!r}"
+        raise ProviderError(f"{where}{detail}; query: {text}")
+    data = body.get("data")
+    if not isinstance(data, dict):
+        raise ProviderError(f"{where} without a `data` object; query: {text}")
+    return _short(data.get("resultType", ""), 40), data.get("result")
+
+
+def _series(result: Any, text: str) -> list[Series]:
+    """A vector's `[{"metric": {...}, "value": [t, "v"]}, ...]`, checked item by item."""
+    if not isinstance(result, list):
+        raise ProviderError(f"Prometheus returned a vector whose result is not a list; query: {text}")
+    out: list[Series] = []
+    for item in result:
+        labels = item.get("metric", {}) if isinstance(item, dict) else None
+        if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+            raise ProviderError(f"Prometheus returned a series without string labels; query: {text}")
+        out.append((dict(labels), _number(item.get("value"), text)))
+    return out
 
 
 def _number(pair: Any, text: str) -> float:
     """Prometheus' `[timestamp, "value"]`."""
+    value = pair[1] if isinstance(pair, list) and len(pair) == 2 else None
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    shown = repr(value[:40]) if isinstance(value, str) else f"a {type(pair).__name__}"
+    raise ProviderError(f"Prometheus returned a value that is not a number ({shown}); query: {text}")
+
+
+def _short(value: Any, limit: int) -> str:
+    """A field of an answer for a message: strings cut short, anything else by its type only."""
+    return value[:limit] if isinstance(value, str) else f"<{type(value).__name__}>"
+
+
+def _labels(labels: Mapping[str, str]) -> str:
+    return "{" + ", ".join(f'{k[:40]}="{v[:40]}"' for k, v in sorted(labels.items())[:6]) + "}"
+
+
+def _bound(le: str, *, text: str) -> float:
+    """A histogram bucket's `le` label: a number or +Inf."""
     try:
-        return float(pair[1])
-    except (TypeError, ValueError, IndexError):
-        raise ProviderError(f"Prometheus returned a value that is not a number; query: {text}") from None
+        bound = float(le)
+    except ValueError:
+        raise ProviderError(
+            f"Prometheus returned a bucket bound that is not a number ({le[:40]!r}); query: {text}"
+        ) from None
+    if math.isnan(bound):
+        raise ProviderError(f"Prometheus returned a bucket bound that is NaN; query: {text}")
+    return bound
+
+
+def _show(value: float) -> str:
+    return "NaN" if math.isnan(value) else ("+Inf" if value > 0 else "-Inf")

@@ -8,8 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import httpx
-
+from rheostat.plugins.http_limits import Reply
 from rheostat.plugins.notifiers.base import Alert, Severity
 from rheostat.plugins.notifiers.delivery import DeliveryError, NotifierSettings, post_json
 
@@ -109,17 +108,16 @@ class SlackNotifier:
             _check_web_api_reply(response)
 
 
-def _check_web_api_reply(response: httpx.Response) -> None:
+def _check_web_api_reply(reply: Reply) -> None:
     # The Web API answers 200 with {"ok": false, "error": "..."} when it refuses a message.
     try:
-        reply = response.json()
-    except ValueError:
+        answer = json.loads(reply.body)
+    except (ValueError, RecursionError):
         return
-    if isinstance(reply, dict) and reply.get("ok") is False:
-        error = str(reply.get("error", "unknown error"))[:100]
-        raise DeliveryError(
-            f"slack: chat.postMessage refused the message: {error}", status=response.status_code
-        )
+    if isinstance(answer, dict) and answer.get("ok") is False:
+        error = answer.get("error", "unknown error")
+        shown = error[:100] if isinstance(error, str) else "unknown error"
+        raise DeliveryError(f"slack: chat.postMessage refused the message: {shown}", status=reply.status)
 
 
 class DiscordNotifier:

@@ -14,9 +14,11 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from rheostat.plugins.http_limits import BodyTooLarge, MiB, Reply, request
 from rheostat.plugins.notifiers.base import NotifierError
 
-DEFAULT_TIMEOUT = 5.0
+DEFAULT_TIMEOUT = 5.0  # seconds for the whole exchange, body included
+MAX_REPLY = 1 * MiB  # an alert endpoint's answer is only checked, never kept
 
 
 @dataclass(frozen=True)
@@ -79,32 +81,38 @@ async def post_json(
     *,
     what: str,
     headers: Mapping[str, str] | None = None,
-) -> httpx.Response:
-    """POST `body` as JSON; DeliveryError on a network error or a non-2xx reply. The body is read."""
+) -> Reply:
+    """POST `body` as JSON; DeliveryError on a network error, a timeout of the whole exchange, an answer
+    larger than MAX_REPLY or a non-2xx reply. The answer is read (at most MAX_REPLY)."""
     _install_log_redaction()
     secrets = _secrets(url, settings)
     redacting = _redacting.set(True)
+    sent = {"Content-Type": "application/json", "Accept-Encoding": "identity", **(headers or {})}
     try:
         # One client per alert: alerts are rare, and nothing is left open between them.
         async with httpx.AsyncClient(
             proxy=settings.proxy, timeout=settings.timeout, transport=settings.transport
         ) as client:
-            response = await client.post(
-                url, content=body, headers={"Content-Type": "application/json", **(headers or {})}
+            reply = await request(
+                client, "POST", url, deadline_s=settings.timeout, cap=MAX_REPLY, content=body, headers=sent
             )
-    except httpx.HTTPError as exc:
+    except (TimeoutError, httpx.TimeoutException):
+        raise DeliveryError(f"{what}: POST {redact_url(url)} timed out after {settings.timeout:g}s") from None
+    except BodyTooLarge as exc:
+        raise DeliveryError(f"{what}: POST {redact_url(url)}: {exc}") from None
+    except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as exc:
         # `from None`: the cause's text can hold the URL, and tracebacks get logged.
         reason = _scrub(str(exc), secrets) or type(exc).__name__
         raise DeliveryError(f"{what}: POST {redact_url(url)} failed: {reason}") from None
     finally:
         _redacting.reset(redacting)
-    if not 200 <= response.status_code < 300:
-        snippet = _scrub(response.text[:200], secrets).strip()
+    if not 200 <= reply.status < 300:
+        snippet = _scrub(reply.text(200), secrets).strip()
         raise DeliveryError(
-            f"{what}: POST {redact_url(url)} answered {response.status_code}: {snippet}",
-            status=response.status_code,
+            f"{what}: POST {redact_url(url)} answered {reply.status}: {snippet}",
+            status=reply.status,
         )
-    return response
+    return reply
 
 
 def _secrets(url: str, settings: NotifierSettings) -> list[str]:
