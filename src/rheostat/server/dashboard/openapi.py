@@ -224,7 +224,7 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("/api/v1/kustomizations/{namespace}/{name}/diff", "get"): {
         "summary": "What applying the source's newest revision would change",
         "parameters": NS_NAME,
-        "responses": {"200": _json("plan"), "422": _json("the revision does not build", ERROR)},
+        "responses": {"200": _json("plan"), **NOT_FOUND, "422": _json("the revision does not build", ERROR)},
     },
     ("/api/v1/trace/{kind}/{namespace}/{name}", "get"): {
         "summary": "Which Kustomization, source, revision and file made an object",
