@@ -32,14 +32,20 @@ from rheostat.plugins.platforms.base import Group
 from rheostat.reactor.controller import ROOT, Controller
 from rheostat.rollout.engine import CANARY, target_of
 from rheostat.server.dashboard import web_routes
-from rheostat.server.dashboard.params import query_int
 from rheostat.server.events_stream import event_json
 from rheostat.server.flags_api import flag_routes
+from rheostat.server.limits import BodyLimit
 from rheostat.server.listing import CanaryListing
 from rheostat.server.loadtester import loadtester_app
 from rheostat.server.ofrep import OfrepApp, ofrep_app
+from rheostat.server.params import MAX_ROWS, query_int
 
 RUN = ("Progressing", "WaitingPromotion")
+# The load tester's read-only answers, which webhooks call (open on loopback); the rest of /loadtester/ changes
+# a switch or runs a command, so it needs the token like every other action.
+LOADTESTER_CHECKS = frozenset(
+    f"/loadtester/{p}" for p in ("healthz", "gate/check", "gate/approve", "gate/halt", "rollback/check")
+)
 # Where each action means something; anywhere else it is refused, so no request lingers into the next run.
 APPLIES = {
     "promote": RUN,
@@ -97,13 +103,13 @@ class TokenAuth:
             return
         path: str = scope["path"]
         open_read = self.loopback and scope["method"] in ("GET", "HEAD")
-        # Receivers carry their own signature; the load tester is Flagger's unauthenticated contract; OFREP
-        # checks its own token (Settings.flags_token), as the protocol says.
+        # Receivers carry their own signature; OFREP checks its own token (Settings.flags_token), as the
+        # protocol says; the load tester's read-only checks stay open to webhooks, as Flagger's contract.
         open_path = (
             path == "/healthz"
             or path.startswith("/hook/")
             or (self.ofrep_open and path.startswith("/ofrep/"))
-            or (self.loopback and path.startswith("/loadtester"))
+            or (self.loopback and path in LOADTESTER_CHECKS)
         )
         if open_read or open_path:
             await self.app(scope, receive, send)
@@ -150,7 +156,7 @@ def create_app(ctl: Controller, token: str) -> Starlette:
 
     async def history(request: Request) -> Response:
         c = find(request)
-        rows = ctl.store.history(c.metadata.key, limit=query_int(request, "limit", 1000))
+        rows = ctl.store.history(c.metadata.key, limit=query_int(request, "limit", 1000, maximum=MAX_ROWS))
         return JSONResponse({"items": [{"ts": r.ts, **r.body} for r in rows]})
 
     async def events(request: Request) -> Response:
@@ -159,7 +165,7 @@ def create_app(ctl: Controller, token: str) -> Starlette:
             kind=q.get("kind"),
             key=q.get("key"),
             after=query_int(request, "after", 0),
-            limit=query_int(request, "limit", 200),
+            limit=query_int(request, "limit", 200, maximum=MAX_ROWS),
         )
         return JSONResponse({"items": [event_json(e) for e in rows]})
 
@@ -198,7 +204,11 @@ def create_app(ctl: Controller, token: str) -> Starlette:
         if ctl.store.get_object("Workload", key) is None:
             raise LookupError(f"workload {key} not found")
         group = request.query_params.get("group")
-        tail = query_int(request, "tail", 200)
+        if group is not None and group not in {g.value for g in Group}:
+            raise ValueError(
+                f"group: expected one of {', '.join(g.value for g in Group)}, got {group[:40]!r}"
+            )
+        tail = query_int(request, "tail", 200, maximum=MAX_ROWS)
         text = ctl.platform.logs(key, Group(group) if group else None, tail=tail)
         return PlainTextResponse(text)
 
@@ -286,7 +296,7 @@ def create_app(ctl: Controller, token: str) -> Starlette:
         return JSONResponse({"items": ctl.gate.findings()})
 
     async def hook(request: Request) -> Response:
-        body = await request.body()
+        # The receiver is found from the path alone; only then is the body read (capped, server/limits.py).
         for stored in ctl.store.list_objects("Receiver"):
             receiver = parse_object(stored.body, stored.source)
             assert isinstance(receiver, Receiver)
@@ -294,6 +304,7 @@ def create_app(ctl: Controller, token: str) -> Starlette:
             token = secret.get("token")
             if not token or hook_path(receiver, token) != request.url.path:
                 continue
+            body = await request.body()
             verdict = verify(receiver, token, dict(request.headers), body)
             if verdict.ok and verdict.status == 200:
                 for r in receiver.spec.resources:
@@ -367,13 +378,14 @@ def create_app(ctl: Controller, token: str) -> Starlette:
     app = Starlette(
         routes=routes,
         middleware=[
+            Middleware(BodyLimit),
             Middleware(
                 TokenAuth,
                 token=token,
                 loopback=loopback,
                 ofrep_token=ctl.settings.flags_token is not None,
                 ofrep=ofrep,
-            )
+            ),
         ],
         exception_handlers={HTTPException: http_error, LookupError: not_found, ValueError: bad_request},
         lifespan=lifespan,

@@ -28,6 +28,7 @@ from starlette.responses import Response, StreamingResponse
 from rheostat.reactor.controller import Controller
 from rheostat.rollout.engine import CANARY
 from rheostat.server.listing import status_json
+from rheostat.server.params import parse_int
 
 BATCH = 500  # events per poll; a backlog larger than this drains over the next polls
 
@@ -93,13 +94,7 @@ class StreamHub:
         if raw is None:  # a fresh page: only what happens from now on (the page read the rest itself)
             newest = self.ctl.store.events(limit=1)
             return newest[-1].id if newest else 0
-        try:
-            after = int(raw)
-        except ValueError:
-            raise ValueError(f"after: expected an event id (an integer), got {raw!r}") from None
-        if after < 0:
-            raise ValueError(f"after: expected an event id >= 0, got {after}")
-        return after
+        return parse_int(raw, "after")  # Last-Event-ID is the same event id
 
     async def _events(self, request: Request, after: int) -> AsyncIterator[str]:
         self.open += 1

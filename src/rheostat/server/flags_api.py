@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from starlette.requests import Request
@@ -12,6 +11,7 @@ from starlette.routing import Route
 from rheostat.flags.evaluate import Context, InvalidContext
 from rheostat.flags.store import FlagInfo
 from rheostat.reactor.controller import Controller
+from rheostat.server.limits import parse_json
 
 
 def flag_routes(ctl: Controller, prefix: str) -> list[Route]:
@@ -75,9 +75,7 @@ def flag_routes(ctl: Controller, prefix: str) -> list[Route]:
         info = found(request)
         raw = request.query_params.get("context", "{}")
         try:
-            context = Context.from_json(json.loads(raw))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"context: not JSON ({exc.msg} at {exc.pos})") from None
+            context = Context.from_json(parse_json(raw, "context"))
         except InvalidContext as exc:
             raise ValueError(str(exc)) from None
         return JSONResponse(ctl.flags.evaluate(info.key, context).to_json())
@@ -87,10 +85,7 @@ def flag_routes(ctl: Controller, prefix: str) -> list[Route]:
         reason = ""
         body = await request.body()
         if body:
-            try:
-                data = json.loads(body)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"body: not JSON ({exc.msg})") from None
+            data = parse_json(body, "body")
             if not isinstance(data, dict) or not isinstance(data.get("reason", ""), str):
                 raise ValueError("reason: expected a string")
             reason = data.get("reason", "")

@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -291,21 +292,37 @@ def loadtester_app(
         toggle(gates.open_rollbacks, "rollback", opening=True),
         toggle(gates.open_rollbacks, "rollback", opening=False),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan, max_body_size=1 << 20)
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        max_body_size=1 << 20,
+        exception_handlers={BadPayload: _bad_payload},
+    )
     app.state.loadtester = tester
     app.state.gates = gates
     return app
 
 
+class BadPayload(ValueError):
+    """The body is not a JSON object; answered 400 with the reason."""
+
+
 async def _json_object(request: Request) -> dict[str, Any] | None:
+    """The body as a JSON object, None when it is empty; raises BadPayload."""
     body = await request.body()
-    if not body:
+    if not body.strip():
         return None
     try:
-        payload = await request.json()
-    except ValueError:
-        return None
-    return payload if isinstance(payload, dict) else None
+        payload = orjson.loads(body)  # refuses nesting past 1024 levels, where json.loads would recurse
+    except orjson.JSONDecodeError as exc:
+        raise BadPayload(f"request body is not JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise BadPayload(f"request body must be a JSON object, got {type(payload).__name__}")
+    return payload
+
+
+async def _bad_payload(_: Request, exc: Exception) -> Response:
+    return PlainTextResponse(str(exc), status_code=400)
 
 
 def _canary_key(payload: Mapping[str, Any]) -> str:

@@ -13,6 +13,8 @@ import uvicorn
 from rheostat.reactor.controller import Controller, ensure_token
 from rheostat.reactor.settings import Settings
 from rheostat.server.api import create_app, is_loopback
+from rheostat.server.limits import BoundedHttpTools
+from rheostat.server.own_hooks import own_hook_headers
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +34,12 @@ class Server:
             log_level="warning",
             lifespan="on",
             access_log=False,
+            http=BoundedHttpTools,  # httptools, with a cap on the request line and headers (431)
         )
         self.uvicorn = uvicorn.Server(config)
         self._task: asyncio.Task[None] | None = None
+        # For the controller's webhook caller: the token for its calls to this API's own load tester.
+        self.hook_headers = own_hook_headers(self.url, self.token)
 
     @property
     def token_unseen(self) -> bool:

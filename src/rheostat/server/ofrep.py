@@ -52,6 +52,7 @@ from rheostat.flags.evaluate import (
     Resolution,
 )
 from rheostat.flags.store import FlagChange, FlagStore
+from rheostat.server import limits
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ EVENTS_PATH = f"{BASE}/events"
 EVALUATE_ALL_PATH = f"{BASE}/evaluate/flags"
 EVALUATE_ONE_PREFIX = f"{EVALUATE_ALL_PATH}/"
 OFREP_400_CODES = frozenset({PARSE_ERROR, TARGETING_KEY_MISSING, INVALID_CONTEXT, GENERAL})
-MAX_BODY = 1_000_000
+MAX_BODY = limits.MAX_BODY
 
 Headers = list[tuple[bytes, bytes]]
 _JSON: Headers = [(b"content-type", b"application/json")]
@@ -199,6 +200,8 @@ def _context(raw: bytes) -> Context:
         body = _loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidContext(f"the request body is not JSON: {exc}") from exc
+    except RecursionError:  # orjson refused it (over 1024 levels), and so does the standard library
+        raise InvalidContext("the request body is not JSON: nested too deeply") from None
     if not isinstance(body, dict):
         raise InvalidContext("the request body must be a JSON object")
     return Context.from_json(body.get("context"))
@@ -329,7 +332,7 @@ class OfrepServer:
                 status, data = 400, self._json_of(res)
         except InvalidContext as exc:
             status, data = 400, _dumps({"key": key, "errorCode": INVALID_CONTEXT, "errorDetails": str(exc)})
-        except _TooLarge:
+        except (_TooLarge, limits.BodyTooLarge):
             status, data = 413, _dumps({"errorDetails": f"request body over {MAX_BODY} bytes"})
         except _Disconnected:
             return
@@ -358,7 +361,7 @@ class OfrepServer:
                 headers = [*_JSON, (b"etag", etag.encode()), (b"cache-control", b"no-cache")]
         except InvalidContext as exc:
             status, data = 400, _dumps({"errorCode": INVALID_CONTEXT, "errorDetails": str(exc)})
-        except _TooLarge:
+        except (_TooLarge, limits.BodyTooLarge):
             status, data = 413, _dumps({"errorDetails": f"request body over {MAX_BODY} bytes"})
         except _Disconnected:
             return
@@ -376,7 +379,7 @@ class OfrepServer:
         queue: asyncio.Queue[FlagChange | None] = asyncio.Queue()
         self._streams.add(queue)
         last = request.headers.get("last-event-id", "")
-        missed = last.isdigit() and int(last) < self.store.version
+        missed = len(last) <= 19 and last.isascii() and last.isdigit() and int(last) < self.store.version
         return StreamingResponse(
             self._stream(queue, missed),
             media_type="text/event-stream",

@@ -14,6 +14,7 @@ from typing import Any
 from starlette.routing import BaseRoute, Mount, Route
 
 from rheostat import __version__
+from rheostat.server.params import INT64_MAX, MAX_ROWS
 
 Op = dict[str, Any]
 ERROR = {"$ref": "#/components/schemas/Error"}
@@ -49,6 +50,30 @@ ACTION_ERRORS = {
     "403": _json("wrong bearer token", ERROR),
     "404": _json("unknown object or action", ERROR),
 }
+TEXT_TOKEN_ERRORS = {"401": _json("no bearer token", ERROR), "403": _text("wrong bearer token, or refused")}
+LOADTESTER_BODY = {
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string"},
+                    "namespace": {"type": "string"},
+                    "phase": {"type": "string"},
+                    "checksum": {"type": "string"},
+                    "metadata": {"type": "object", "additionalProperties": {"type": "string"}},
+                },
+            }
+        }
+    }
+}
+OFREP_BODY = {
+    "content": {
+        "application/json": {
+            "schema": {"type": "object", "properties": {"context": {"type": "object"}}},
+        }
+    }
+}
 GITOPS_KIND = _param("kind", description="`sources` or `kustomizations`", enum=["sources", "kustomizations"])
 
 OPERATIONS: dict[tuple[str, str], Op] = {
@@ -66,7 +91,11 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         "summary": "Server-sent events of changes",
         "description": "`event: event` per new event row (`id:` is its id; resume with `Last-Event-ID` or "
         "`?after=`), `event: canaries` with every canary's phase and weights when any of them changed.",
-        "parameters": [_param("after", "query", "resume after this event id", type="integer", minimum=0)],
+        "parameters": [
+            _param(
+                "after", "query", "resume after this event id", type="integer", minimum=0, maximum=INT64_MAX
+            )
+        ],
         "responses": {
             "200": {
                 "description": "stream",
@@ -87,7 +116,12 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     },
     ("/api/v1/canaries/{namespace}/{name}/history", "get"): {
         "summary": "Per tick: phase, weights, failed checks, iterations and each metric value and verdict",
-        "parameters": [*NS_NAME, _param("limit", "query", "newest rows", type="integer", default=1000)],
+        "parameters": [
+            *NS_NAME,
+            _param(
+                "limit", "query", "newest rows", type="integer", default=1000, minimum=0, maximum=MAX_ROWS
+            ),
+        ],
         "responses": {**_list("history rows, oldest first"), **NOT_FOUND},
     },
     ("/api/v1/canaries/{namespace}/{name}/{action}", "post"): {
@@ -116,7 +150,7 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         "parameters": [
             *NS_NAME,
             _param("group", "query", "one group only", enum=["primary", "canary"]),
-            _param("tail", "query", "last lines", type="integer", default=200),
+            _param("tail", "query", "last lines", type="integer", default=200, minimum=0, maximum=MAX_ROWS),
         ],
         "responses": {"200": _text("log lines"), **NOT_FOUND},
     },
@@ -125,8 +159,16 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         "parameters": [
             _param("kind", "query", "only this kind (Canary, Workload, Kustomization, ...)"),
             _param("key", "query", "only this object (namespace/name)"),
-            _param("after", "query", "only events after this id", type="integer", default=0),
-            _param("limit", "query", "newest N", type="integer", default=200),
+            _param(
+                "after",
+                "query",
+                "only events after this id",
+                type="integer",
+                default=0,
+                minimum=0,
+                maximum=INT64_MAX,
+            ),
+            _param("limit", "query", "newest N", type="integer", default=200, minimum=0, maximum=MAX_ROWS),
         ],
         "responses": _list("events"),
     },
@@ -182,7 +224,7 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("/api/v1/kustomizations/{namespace}/{name}/diff", "get"): {
         "summary": "What applying the source's newest revision would change",
         "parameters": NS_NAME,
-        "responses": {"200": _json("plan"), "422": _json("the revision does not build", ERROR)},
+        "responses": {"200": _json("plan"), **NOT_FOUND, "422": _json("the revision does not build", ERROR)},
     },
     ("/api/v1/trace/{kind}/{namespace}/{name}", "get"): {
         "summary": "Which Kustomization, source, revision and file made an object",
@@ -216,24 +258,75 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         "responses": {"200": _json("accepted"), "404": _json("no receiver at this path", ERROR)},
     },
     ("/loadtester/", "post"): {
-        "summary": "Flagger's load tester contract: run `metadata.cmd` (hey built in)",
-        "responses": {"202": _text("task accepted"), "400": _text("bad payload")},
+        "summary": "Flagger's load tester contract: run `metadata.cmd` (hey built in; needs the token)",
+        "requestBody": LOADTESTER_BODY,
+        "security": [{"bearer": []}],
+        "responses": {
+            "200": _text("a blocking task succeeded"),
+            "202": _text("task accepted"),
+            "400": _text("bad payload"),
+            **TEXT_TOKEN_ERRORS,
+            "500": _text("a blocking task failed or timed out"),
+        },
     },
     ("/loadtester/healthz", "get"): {"summary": "Load tester liveness", "responses": {"200": _text("OK")}},
+    ("/ofrep/v1/evaluate/flags/{key}", "post"): {
+        "summary": "OFREP: evaluate one flag for a context",
+        "parameters": [FLAG_KEY],
+        "requestBody": OFREP_BODY,
+        "responses": {
+            "200": _json("the flag's value, variant and reason"),
+            "400": _json("the context is not usable (OFREP errorCode and errorDetails)"),
+            "404": _json("FLAG_NOT_FOUND"),
+            "413": _json("the body is too large"),
+        },
+    },
+    ("/ofrep/v1/evaluate/flags", "post"): {
+        "summary": "OFREP: evaluate every flag for a context (ETag, If-None-Match)",
+        "requestBody": OFREP_BODY,
+        "responses": {
+            "200": _json("every flag"),
+            "304": {"description": "unchanged since the ETag sent"},
+            "400": _json("the context is not usable (OFREP errorCode and errorDetails)"),
+            "413": _json("the body is too large"),
+        },
+    },
+    ("/ofrep/v1/events", "get"): {
+        "summary": "OFREP: server-sent events, one `refetchEvaluation` per change of the flags",
+        "responses": {
+            "200": {"description": "stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}}
+        },
+    },
 }
 for what in ("gate", "rollback"):
-    for verb in ("check", "open", "close"):
+    OPERATIONS[(f"/loadtester/{what}/check", "post")] = {
+        "summary": f"Flagger load tester {what} switch: 200 when open for the canary, 403 when closed",
+        "requestBody": LOADTESTER_BODY,
+        "responses": {"200": _text("open"), "400": _text("bad payload"), "403": _text("closed")},
+    }
+    OPERATIONS[(f"/loadtester/{what}/check", "get")] = {
+        "summary": f"Flagger load tester {what} switch: 200 when open for the canary, 403 when closed",
+        "responses": {"200": _text("open"), "403": _text("closed")},
+    }
+    for verb in ("open", "close"):
         OPERATIONS[(f"/loadtester/{what}/{verb}", "post")] = {
-            "summary": f"Flagger load tester {what} switch: {verb}",
-            "responses": {"200": _text("open"), "202": _text("done"), "403": _text("closed")},
+            "summary": f"Flagger load tester {what} switch: {verb} it for a canary (needs the token)",
+            "requestBody": LOADTESTER_BODY,
+            "security": [{"bearer": []}],
+            "responses": {"202": _text("done"), "400": _text("no name or namespace"), **TEXT_TOKEN_ERRORS},
         }
-    OPERATIONS[(f"/loadtester/{what}/check", "get")] = OPERATIONS[(f"/loadtester/{what}/check", "post")]
 for fixed, code in (("approve", "200"), ("halt", "403")):
     for method in ("get", "post"):
         OPERATIONS[(f"/loadtester/gate/{fixed}", method)] = {
             "summary": f"Flagger load tester gate that always answers {code}",
             "responses": {code: _text(fixed)},
         }
+# What any request may get besides its own answers: a bad query parameter or body, a body or head too large.
+COMMON = {
+    "400": _json("a malformed query parameter, out of its range, or a body that is not JSON", ERROR),
+    "413": _json("the request body is over its cap (1 MiB; 4 MiB for /hook/)", ERROR),
+    "431": _json("the request line and headers are over 64 KiB", ERROR),
+}
 
 
 def operations(routes: list[BaseRoute], prefix: str = "") -> list[tuple[str, str]]:
@@ -255,10 +348,9 @@ def openapi_document(routes: list[BaseRoute]) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for path, method in operations(routes):
         op = OPERATIONS.get((path, method))
-        if op is None and path.startswith("/ofrep/"):
-            op = {"summary": "OpenFeature Remote Evaluation Protocol (OFREP); see the OFREP specification"}
         if op is None:
             op = {"summary": "(not described)", "x-undocumented": True}
+        op = {**op, "responses": {**COMMON, **op.get("responses", {})}}
         paths.setdefault(path, {})[method] = op
     return {
         "openapi": "3.1.0",
