@@ -122,11 +122,19 @@ def crd_cases(shared: Path) -> list[tuple[str, tuple[str, ...], Any, dict[str, A
     return cases
 
 
+# Free-form strings in the CRD that Rheostat reads and checks: a placeholder would rightly be refused.
+REAL_VALUES: dict[tuple[str, ...], Any] = {
+    ("spec", "service", "retries", "retryOn"): "connect-failure,refused-stream,503",
+    ("spec", "service", "retries", "perTryTimeout"): "2s",
+}
+
+
 def test_every_field_of_flaggers_crds_is_accepted(shared: Path) -> None:
     cases = crd_cases(shared)
     assert len(cases) > 200
     rejected = []
     for kind, path, value, schema in cases:
+        value = REAL_VALUES.get(path, value)
         doc = copy.deepcopy(BASES[kind])
         set_path(doc, schema, path, value)
         if path[:3] == ("spec", "analysis", "match"):

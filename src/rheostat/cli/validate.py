@@ -1,21 +1,23 @@
-"""`rheostat validate DIR`: schemas and policies over a folder of manifests, offline, for a pull request."""
+"""`rheostat validate DIR`: schemas, `run`'s cross-object checks and policies over a folder, for a pull request."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rheostat import __version__
-from rheostat.model.load import ManifestError, manifest_files, parse_text
+from rheostat.gitops.checks import check_flags, find_problems, resolve_host
+from rheostat.model.load import Manifest, ManifestError, manifest_files, parse_text
 from rheostat.model.policy import is_policy
 from rheostat.policy import Inventory, PolicyError, PolicySet, starter_documents
 
 
 @dataclass(frozen=True)
 class Result:
-    rule: str  # "schema", or the policy's name
+    rule: str  # "schema", "cross-object" (what `run` checks across objects), or the policy's name
     level: str  # "error" (blocks), "warning", "note"
     file: str
     object: str
@@ -29,19 +31,16 @@ def _body(obj: Any) -> dict[str, Any]:
 def validate(paths: Iterable[Path], *, starter: bool = False) -> list[Result]:
     results: list[Result] = []
     objects: list[tuple[str, dict[str, Any]]] = []
+    parsed: list[tuple[str, Manifest]] = []
     for root in paths:
         for f in manifest_files(root):
             try:
                 for obj in parse_text(f.read_text(encoding="utf-8"), str(f)):
                     objects.append((str(f), _body(obj)))
+                    parsed.append((str(f), obj))
             except ManifestError as exc:
-                for e in exc.errors or [None]:  # type: ignore[list-item]
-                    detail = (
-                        f"{e.path}: {e.message}"
-                        if e is not None and e.path
-                        else (e.message if e else str(exc))
-                    )
-                    results.append(Result("schema", "error", str(f), exc.obj, detail))
+                results += _schema_results(exc, str(f))
+    results += cross_object(parsed)
     policies = [b for _, b in objects if is_policy(b)] + (starter_documents() if starter else [])
     reviewed = [(f, b) for f, b in objects if not is_policy(b)]
     try:
@@ -57,6 +56,38 @@ def validate(paths: Iterable[Path], *, starter: bool = False) -> list[Result]:
         file = files.get((v.object_kind, v.object_namespace or "default", v.object_name), "")
         results.append(Result(v.policy, level, file, v.object_ref, v.message))
     return results
+
+
+def _schema_results(exc: ManifestError, file: str) -> list[Result]:
+    out = []
+    for e in exc.errors or [None]:  # type: ignore[list-item]
+        detail = f"{e.path}: {e.message}" if e is not None and e.path else (e.message if e else str(exc))
+        out.append(Result("schema", "error", file, exc.obj, detail))
+    return out
+
+
+def cross_object(parsed: list[tuple[str, Manifest]]) -> list[Result]:
+    """The checks `run` makes before applying a revision (gitops/checks.py), the folder being one revision.
+
+    A webhook host that does not resolve here is a warning: `run` does not look hosts up when it applies.
+    """
+    manifests = [obj for _, obj in parsed]
+    out = [
+        Result(
+            "cross-object",
+            "warning" if p.warning else "error",
+            parsed[p.at][0],
+            p.obj,
+            f"{p.field}: {p.message}",
+        )
+        for p in find_problems(manifests, resolve=functools.cache(resolve_host))
+    ]
+    try:
+        check_flags(manifests, [])
+    except ManifestError as exc:
+        files = {f"{obj.kind} {obj.metadata.key}": file for file, obj in parsed}
+        out.append(Result("cross-object", "error", files.get(exc.obj, ""), exc.obj, exc.errors[0].message))
+    return out
 
 
 def sarif(results: list[Result]) -> dict[str, Any]:

@@ -2,15 +2,39 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+import dataclasses
+import ipaddress
+import socket
+import threading
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from rheostat.flags.store import FlagSetError, FlagSource, FlagStore, source_of
 from rheostat.model.base import ObjectKey, object_key
 from rheostat.model.canary import Canary
 from rheostat.model.flags import FeatureFlag, FlagSet
 from rheostat.model.load import FieldError, Manifest, ManifestError
+from rheostat.model.metric_template import MetricTemplate
 from rheostat.model.workload import Workload
+from rheostat.rollout.judges import BUILTIN
+
+# What `run` can measure with (reactor/controller.py MetricProviders) and what its platforms can run.
+SUPPORTED_PROVIDERS = ("prometheus", "builtin")
+TARGET_KINDS = "supported targets: Workload (rheostat.dev/v1alpha1), FeatureFlag and FlagSet (flag rollouts)"
+RESOLVE_TIMEOUT_S = 2.0
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One cross-object problem: the object ("Kind ns/name"), the field and what is wrong."""
+
+    obj: str
+    field: str
+    message: str
+    warning: bool = False
+    at: int = -1  # the object's position in the checked list (two files may declare one name)
 
 
 @dataclass
@@ -57,71 +81,169 @@ class Index:
 
 
 def check_references(
-    objects: Iterable[Manifest], source: str, index: Index | None = None, owner: str = ""
+    objects: Iterable[Manifest],
+    source: str,
+    index: Index | None = None,
+    owner: str = "",
+    files: Mapping[str, str] | None = None,
 ) -> None:
-    """`objects` are the candidate revision of `owner`; `index` holds what every owner applied."""
-    objects = list(objects)
-    index = index or Index()
-    own = {o.metadata.key for o in objects if isinstance(o, Workload)}
-    ports: dict[int, str] = {}
-    flag_keys: dict[str, str] = {}
-    flag_sets = {
-        _flag_set_id(x): frozenset(x.config.flags) for x in objects if isinstance(x, FlagSet | FeatureFlag)
-    }
-    for o in objects:
+    """`objects` are the candidate revision of `owner`; `index` holds what every owner applied.
+
+    ManifestError for the first object with an error, naming its file (from `files`, "Kind ns/name" -> file)
+    and every wrong field. Warnings do not refuse a revision.
+    """
+    errors = [f for f in find_problems(objects, index, owner) if not f.warning]
+    if errors:
+        first = errors[0].obj
+        raise ManifestError(
+            (files or {}).get(first, source),
+            first,
+            [FieldError(f.field, f.message) for f in errors if f.obj == first],
+        )
+
+
+def find_problems(
+    objects: Iterable[Manifest],
+    index: Index | None = None,
+    owner: str = "",
+    resolve: Callable[[str], str | None] | None = None,
+) -> list[Finding]:
+    """Every cross-object problem of a revision; `resolve(host)` (validate only) says why a host does not resolve."""
+    revision = _Revision(list(objects), index or Index(), owner, resolve)
+    return [
+        dataclasses.replace(f, at=at) for at, o in enumerate(revision.objects) for f in revision.problems(o)
+    ]
+
+
+@dataclass
+class _Revision:
+    objects: list[Manifest]
+    index: Index
+    owner: str
+    resolve: Callable[[str], str | None] | None
+    ports: dict[int, str] = field(default_factory=dict)  # port -> Canary, in this revision
+    flag_keys: dict[str, str] = field(default_factory=dict)  # flag key -> the Canary rolling it out
+
+    def __post_init__(self) -> None:
+        self.workloads = {o.metadata.key for o in self.objects if isinstance(o, Workload)}
+        self.flag_sets = {
+            _flag_set_id(x): frozenset(x.config.flags)
+            for x in self.objects
+            if isinstance(x, FlagSet | FeatureFlag)
+        }
+
+    def problems(self, o: Manifest) -> list[Finding]:
+        if isinstance(o, MetricTemplate) and o.spec.provider.type not in SUPPORTED_PROVIDERS:
+            message = f"provider type {o.spec.provider.type!r} is not supported; supported: " + ", ".join(
+                SUPPORTED_PROVIDERS
+            )
+            return [Finding(f"MetricTemplate {o.metadata.key}", "spec.provider.type", message)]
         if not isinstance(o, Canary):
-            continue
-        ref = o.spec.targetRef
+            return []
         where = f"Canary {o.metadata.key}"
+        found = [Finding(where, f, m) for f, m in _metric_problems(o)]
+        found += _webhook_problems(o, where, self.resolve)
+        return found + [Finding(where, f, m) for f, m in self._target_problems(o)]
+
+    def _target_problems(self, o: Canary) -> list[tuple[str, str]]:
         if o.spec.is_flag:
-            _check_flag_target(o, flag_sets, index, owner, source, own, flag_keys)
-            continue
+            return _flag_target_problems(
+                o, self.flag_sets, self.index, self.owner, self.workloads, self.flag_keys
+            )
+        ref = o.spec.targetRef
         if ref.kind != "Workload":
-            raise ManifestError(
-                source,
-                where,
-                [
-                    FieldError(
-                        "spec.targetRef.kind",
-                        f"{ref.kind} targets need the kubernetes platform; the local platform runs "
-                        "`rheostat.dev/v1alpha1` Workload targets",
-                    )
-                ],
-            )
+            return [
+                (
+                    "spec.targetRef.kind",
+                    f"{ref.kind} targets need a Kubernetes platform, which Rheostat does not have; "
+                    + TARGET_KINDS,
+                )
+            ]
         target = object_key(o.metadata.namespace, ref.name)
-        if target not in own and index.workloads.get(target, owner) == owner:
-            raise ManifestError(
-                source, where, [FieldError("spec.targetRef.name", f"Workload {target} is not declared")]
-            )
+        if target not in self.workloads and self.index.workloads.get(target, self.owner) == self.owner:
+            return [("spec.targetRef.name", f"Workload {target} is not declared")]
         port = o.spec.the_service.port
-        taken = ports.get(port) or next(
-            (c for c, w in [index.ports.get(port, ("", owner))] if w != owner), None
+        taken = self.ports.get(port) or next(
+            (c for c, w in [self.index.ports.get(port, ("", self.owner))] if w != self.owner), None
         )
         if taken:
-            raise ManifestError(
-                source,
-                where,
-                [FieldError("spec.service.port", f"port {port} is already used by Canary {taken}")],
+            return [("spec.service.port", f"port {port} is already used by Canary {taken}")]
+        self.ports[port] = o.metadata.key
+        return []
+
+
+def _metric_problems(o: Canary) -> list[tuple[str, str]]:
+    out = []
+    for i, m in enumerate(o.spec.the_analysis.metrics):
+        if m.templateRef is None and m.query is None and m.name not in BUILTIN:
+            out.append(
+                (
+                    f"spec.analysis.metrics[{i}].name",
+                    f"{m.name!r} is not a builtin metric and has no templateRef or query; builtin metrics: "
+                    + ", ".join(BUILTIN),
+                )
             )
-        ports[port] = o.metadata.key
+    return out
+
+
+def _webhook_problems(o: Canary, where: str, resolve: Callable[[str], str | None] | None) -> list[Finding]:
+    out = []
+    for i, hook in enumerate(o.spec.the_analysis.webhooks):
+        field = f"spec.analysis.webhooks[{i}].url"
+        try:
+            url = urlsplit(hook.url)
+            url.port  # noqa: B018  (raises on a port that is not a number in range)
+        except ValueError as exc:
+            out.append(Finding(where, field, f"{hook.url!r} is not a URL: {exc}"))
+            continue
+        if url.scheme not in ("http", "https") or not url.hostname:
+            out.append(Finding(where, field, f"{hook.url!r} is not an http:// or https:// URL with a host"))
+            continue
+        reason = resolve(url.hostname) if resolve is not None else None
+        if reason is not None:
+            # Not an error: DNS where the controller runs may differ; a hook that cannot connect fails its check.
+            out.append(Finding(where, field, reason, warning=True))
+    return out
+
+
+def resolve_host(host: str, timeout_s: float = RESOLVE_TIMEOUT_S) -> str | None:
+    """None if `host` resolves (an IP, a name in /etc/hosts or in DNS) within `timeout_s`, else why not."""
+    with contextlib.suppress(ValueError):
+        ipaddress.ip_address(host)
+        return None
+    outcome: list[OSError | None] = []
+
+    def look_up() -> None:
+        try:
+            socket.getaddrinfo(host, None)
+            outcome.append(None)
+        except OSError as exc:
+            outcome.append(exc)
+
+    # A daemon thread: a resolver that hangs neither blocks the caller past the bound nor the process exit.
+    thread = threading.Thread(target=look_up, name=f"resolve {host}", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if not outcome:
+        return f"host {host!r} did not resolve within {timeout_s:g}s"
+    error = outcome[0]
+    return None if error is None else f"host {host!r} does not resolve: {error.strerror or error}"
 
 
 def _flag_set_id(obj: FlagSet | FeatureFlag) -> str:
     return f"{obj.kind} {obj.metadata.key}"
 
 
-def _check_flag_target(
+def _flag_target_problems(
     o: Canary,
     mine: dict[str, frozenset[str]],  # this revision's flag sets: "Kind ns/name" -> their flag keys
     index: Index,
     owner: str,
-    source: str,
     workloads: set[ObjectKey],
     taken: dict[str, str],
-) -> None:
+) -> list[tuple[str, str]]:
     """The flag set must be declared and hold the flag; one Canary per flag; the app must be declared."""
     assert o.spec.flag is not None  # the model requires it for flag targets
-    where = f"Canary {o.metadata.key}"
     ref, key = o.spec.targetRef, o.spec.flag.key
     wanted = f"{ref.kind} {object_key(o.metadata.namespace, ref.name)}"
     keys = mine.get(wanted)
@@ -130,23 +252,18 @@ def _check_flag_target(
         if by == owner:  # what this owner applied before is replaced by this revision
             keys = None
     if keys is None:
-        raise ManifestError(source, where, [FieldError("spec.targetRef.name", f"{wanted} is not declared")])
+        return [("spec.targetRef.name", f"{wanted} is not declared")]
     if key not in keys:
-        raise ManifestError(source, where, [FieldError("spec.flag.key", f"{wanted} has no flag {key!r}")])
+        return [("spec.flag.key", f"{wanted} has no flag {key!r}")]
     if key in taken:
-        raise ManifestError(
-            source,
-            where,
-            [FieldError("spec.flag.key", f"flag {key!r} is already rolled out by Canary {taken[key]}")],
-        )
+        return [("spec.flag.key", f"flag {key!r} is already rolled out by Canary {taken[key]}")]
     taken[key] = o.metadata.key
     app = o.spec.flag.appRef
     if app is not None:
         target = object_key(o.metadata.namespace, app.name)
         if target not in workloads and index.workloads.get(target, owner) == owner:
-            raise ManifestError(
-                source, where, [FieldError("spec.flag.appRef.name", f"Workload {target} is not declared")]
-            )
+            return [("spec.flag.appRef.name", f"Workload {target} is not declared")]
+    return []
 
 
 def check_flags(objects: Iterable[Manifest], others: Iterable[FlagSource]) -> None:

@@ -489,7 +489,7 @@ class GitOps:
                 plan.drifted.append(obj)
             else:
                 plan.updated.append(obj)
-        check_references(built.objects, owner, self._index(), owner)
+        check_references(built.objects, owner, self._index(), owner, files=built.files)
         check_flags(built.objects, self._flag_sources(owner))
         if ks.spec.prune:
             plan.pruned = sorted(inventory - wanted)

@@ -130,10 +130,54 @@ class AnalysisMatch(Strict):
     sourceLabels: dict[str, str] | None = None
 
 
+# Envoy's x-envoy-retry-on and x-envoy-retry-grpc-on policies; Istio's retryOn also takes status codes.
+RETRY_ON = (
+    "5xx",
+    "gateway-error",
+    "reset",
+    "reset-before-request",
+    "connect-failure",
+    "envoy-ratelimited",
+    "retriable-4xx",
+    "refused-stream",
+    "retriable-status-codes",
+    "retriable-headers",
+    "http3-post-connect-failure",
+    "cancelled",
+    "deadline-exceeded",
+    "internal",
+    "resource-exhausted",
+    "unavailable",
+)
+
+
 class Retries(Strict):
-    attempts: int | None = None
+    """`service.retries` (Istio's HTTPRetry): retries after the first attempt, for every method."""
+
+    attempts: Annotated[int, Field(ge=0)] | None = None
     perTryTimeout: str | None = None
     retryOn: str | None = None
+
+    @field_validator("perTryTimeout")
+    @classmethod
+    def _per_try(cls, v: str | None) -> str | None:
+        if v is not None and parse_duration(v) <= 0:
+            raise ValueError(f"perTryTimeout {v!r} must be above 0")
+        return v
+
+    @field_validator("retryOn")
+    @classmethod
+    def _retry_on(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        parts = [p.strip() for p in v.split(",") if p.strip()]
+        unknown = [p for p in parts if p not in RETRY_ON and not (p.isdigit() and 100 <= int(p) <= 599)]
+        if unknown or not parts:
+            raise ValueError(
+                f"retryOn {v!r}: unknown {', '.join(unknown) or 'empty list'}; "
+                f"use status codes or {', '.join(RETRY_ON)}"
+            )
+        return v
 
 
 class Rewrite(Strict):

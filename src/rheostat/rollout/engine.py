@@ -155,6 +155,7 @@ class Engine:
             primary=await self.platform.endpoints(target, Group.PRIMARY),
             canary=await self.platform.endpoints(target, Group.CANARY),
             timeout_s=parse_duration(service.timeout) if service.timeout else None,
+            retries=service.retries,
             target=target,
         )
 

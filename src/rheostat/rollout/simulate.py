@@ -6,7 +6,6 @@ import math
 from dataclasses import dataclass
 from typing import Any, get_args
 
-from rheostat.model.base import object_key
 from rheostat.model.canary import Canary, Metric, Webhook
 from rheostat.model.metric_template import MetricTemplate, ProviderType
 from rheostat.plugins.metrics.base import MetricProvider, MetricQuery
@@ -14,7 +13,7 @@ from rheostat.plugins.metrics.memory import MemoryMetrics
 from rheostat.plugins.platforms.memory import MemoryPlatform
 from rheostat.plugins.routers.memory import MemoryRouter
 from rheostat.rollout.analysis import Checker
-from rheostat.rollout.engine import CANARY, Engine
+from rheostat.rollout.engine import CANARY, Engine, target_of
 from rheostat.rollout.judges import bounds
 from rheostat.rollout.types import AT_REST, Phase
 from rheostat.rollout.webhooks import HookResult
@@ -113,14 +112,14 @@ async def simulate(canary: Canary, *, ticks: int = 200, fail_from: int | None = 
     clock = _Clock()
     platform = MemoryPlatform(clock)
     router = MemoryRouter()
-    target = object_key(canary.metadata.namespace, canary.spec.targetRef.name)
+    target = target_of(canary)  # a flag Canary's target is its flag key, on the same fakes
     platform.set_revision(target, "revision-1")
     store.put_object(
         CANARY, canary.metadata.key, canary.model_dump(mode="json", exclude_none=True), "simulate"
     )
     providers: dict[str, MetricProvider] = {kind: provider for kind in get_args(ProviderType)}
     checker = Checker(_PassingHooks(), providers, _any_template)
-    engine = Engine(store, router, platform, checker, clock=clock.now)
+    engine = Engine(store, router, platform, checker, clock=clock.now, flags=(router, platform))
     interval = canary.spec.the_analysis.interval_s
     rows: list[Row] = []
     try:

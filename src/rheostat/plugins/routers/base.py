@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from rheostat.model.base import ObjectKey
-from rheostat.model.canary import AnalysisMatch
+from rheostat.model.canary import AnalysisMatch, Retries
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,7 @@ class ServiceRoute:
     primary: tuple[Upstream, ...]
     canary: tuple[Upstream, ...]
     timeout_s: float | None = None
+    retries: Retries | None = None  # `service.retries`; None: the router's default for idempotent requests
     target: str = ""  # what the canary's targetRef resolves to (a Workload key, or a flag key)
 
 

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from rheostat.model.base import ObjectKey
-from rheostat.model.canary import AnalysisMatch, StringMatch
+from rheostat.model.canary import AnalysisMatch, Retries, StringMatch
 from rheostat.plugins.routers.base import RouterError, Routes, ServiceRoute, StickyCookie, Upstream
+from rheostat.util.durations import parse_duration
 
 Json = dict[str, Any]
 
@@ -45,6 +46,46 @@ def _geometric_buckets(low: float, high: float, ratio: float) -> list[float]:
 
 
 RQ_TIME_BUCKETS_MS = _geometric_buckets(0.5, 60_000.0, 1.1)
+
+# What a mesh gives by default (docs/rollouts.md#resilience). A request that never reached the app, or was cut
+# before an answer, is tried again on another endpoint, but only for idempotent methods (RFC 9110 9.2.2):
+# a POST may have been acted on. `service.retries` replaces this policy, for every method.
+DEFAULT_RETRY_ON = "connect-failure,reset,refused-stream"
+DEFAULT_RETRIES = 2
+IDEMPOTENT_METHODS = ("GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE")
+RETRY_BACK_OFF = {"base_interval": "0.010s", "max_interval": "0.100s"}
+PREVIOUS_HOSTS = {
+    "name": "envoy.retry_host_predicates.previous_hosts",
+    "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+    },
+}
+# Passive outlier detection: an endpoint that refuses connections (local origin) or keeps answering 5xx is
+# taken out for a while; at most half of a group, and a group of one keeps its endpoint (Envoy's panic mode).
+OUTLIER_DETECTION: Json = {
+    "split_external_local_origin_errors": True,
+    "consecutive_local_origin_failure": 3,
+    "enforcing_consecutive_local_origin_failure": 100,
+    "consecutive_gateway_failure": 3,
+    "enforcing_consecutive_gateway_failure": 100,
+    "consecutive_5xx": 5,
+    "enforcing_consecutive_5xx": 100,
+    "enforcing_success_rate": 0,
+    "enforcing_local_origin_success_rate": 0,
+    "interval": "1s",
+    "base_ejection_time": "10s",
+    "max_ejection_time": "60s",
+    "max_ejection_percent": 50,
+}
+# Envoy allows 3 retries in flight per cluster by default; a budget scales with the traffic instead.
+CIRCUIT_BREAKERS: Json = {
+    "thresholds": [
+        {
+            "priority": "DEFAULT",
+            "retry_budget": {"budget_percent": {"value": 25.0}, "min_retry_concurrency": 10},
+        }
+    ]
+}
 
 
 @dataclass(frozen=True)
@@ -194,6 +235,7 @@ def clusters(services: Iterable[ServiceRoute], version: str) -> Json:
 def route_config(service: ServiceRoute, routes: Routes, version: str) -> Json:
     name = resource_name(service.key)
     primary, canary = cluster_name(service.key, "primary"), cluster_name(service.key, "canary")
+    retry = retry_policy(service.retries)
     action_extras: Json = {}
     if service.timeout_s is not None:
         action_extras["timeout"] = _duration(service.timeout_s)
@@ -250,12 +292,51 @@ def route_config(service: ServiceRoute, routes: Routes, version: str) -> Json:
                 "@type": ROUTE_TYPE,
                 "name": name,
                 "virtual_hosts": [  # exact domains win over "*", whatever the order
-                    {"name": name, "domains": ["*"], "routes": entries},
-                    *_group_hosts(service, action_extras),
+                    {"name": name, "domains": ["*"], "routes": entries, **retry},
+                    *(dict(v, **retry) for v in _group_hosts(service, action_extras)),
                 ],
             }
         ],
     }
+
+
+def retry_policy(retries: Retries | None) -> Json:
+    """The virtual host's `retry_policy`: the default for idempotent methods, or `service.retries` as given."""
+    if retries is None:
+        return {
+            "retry_policy": {
+                **_retry(DEFAULT_RETRY_ON, DEFAULT_RETRIES),
+                "retriable_request_headers": [
+                    _header(":method", {"safe_regex": {"regex": "|".join(IDEMPOTENT_METHODS)}})
+                ],
+            }
+        }
+    attempts = DEFAULT_RETRIES if retries.attempts is None else retries.attempts
+    if attempts == 0:
+        return {}
+    policy = _retry(retries.retryOn or DEFAULT_RETRY_ON, attempts)
+    if retries.perTryTimeout is not None:
+        policy["per_try_timeout"] = _duration(parse_duration(retries.perTryTimeout))
+    return {"retry_policy": policy}
+
+
+def _retry(retry_on: str, attempts: int) -> Json:
+    # Istio's retryOn may hold status codes: Envoy wants those apart, under retriable-status-codes.
+    names = [p.strip() for p in retry_on.split(",") if p.strip()]
+    codes = [int(p) for p in names if p.isdigit()]
+    names = [p for p in names if not p.isdigit()]
+    if codes and "retriable-status-codes" not in names:
+        names.append("retriable-status-codes")
+    policy: Json = {
+        "retry_on": ",".join(names),
+        "num_retries": attempts,
+        "retry_back_off": RETRY_BACK_OFF,
+        "retry_host_predicate": [PREVIOUS_HOSTS],
+        "host_selection_retry_max_attempts": 3,
+    }
+    if codes:
+        policy["retriable_status_codes"] = codes
+    return policy
 
 
 def _group_hosts(service: ServiceRoute, extras: Json) -> list[Json]:
@@ -356,6 +437,8 @@ def _cluster(name: str, upstreams: tuple[Upstream, ...]) -> Json:
         "name": name,
         "type": "STATIC",
         "connect_timeout": "1s",
+        "outlier_detection": OUTLIER_DETECTION,
+        "circuit_breakers": CIRCUIT_BREAKERS,
         "load_assignment": {
             "cluster_name": name,
             "endpoints": [{"lb_endpoints": endpoints}] if endpoints else [],
