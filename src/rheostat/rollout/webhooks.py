@@ -61,7 +61,7 @@ class HookCaller:
     def __init__(self, headers_for: Callable[[str], Mapping[str, str]] | None = None) -> None:
         self._client = httpx.AsyncClient()
         self._insecure = httpx.AsyncClient(verify=False)  # only for hooks that ask for it
-        self._headers_for = headers_for
+        self.headers_for = headers_for
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -74,7 +74,7 @@ class HookCaller:
         # identity: a compressed answer could expand past the cap inside one chunk
         headers = {
             "Accept-Encoding": "identity",
-            **(self._headers_for(hook.url) if self._headers_for else {}),
+            **(self.headers_for(hook.url) if self.headers_for else {}),
         }
         result = HookResult(hook.name, False, None, "not called")
         for _ in range(attempts):

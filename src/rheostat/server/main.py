@@ -40,6 +40,7 @@ class Server:
         self._task: asyncio.Task[None] | None = None
         # For the controller's webhook caller: the token for its calls to this API's own load tester.
         self.hook_headers = own_hook_headers(self.url, self.token)
+        self.controller.hooks.headers_for = self.hook_headers
 
     @property
     def token_unseen(self) -> bool:
