@@ -131,9 +131,8 @@ def parse_object(doc: Any, source: str = "<input>", index: int = 0) -> Manifest:
     key = (doc.get("apiVersion"), doc.get("kind"))
     for field, value in zip(("apiVersion", "kind"), key, strict=True):
         if not isinstance(value, str):
-            raise ManifestError(
-                source, obj, [FieldError(field, f"expected a string, got {type(value).__name__}")]
-            )
+            why = "is missing" if value is None else f"expected a string, got {type(value).__name__}"
+            raise ManifestError(source, obj, [FieldError(field, why)])
     model = Constraint if is_constraint(doc) else KINDS.get(key)  # type: ignore[arg-type]
     if model is None:
         known = ", ".join(f"{k} ({a})" for a, k in KINDS)
