@@ -134,6 +134,19 @@ async def test_hey_task_is_accepted_at_once_and_not_started_twice(target: Target
         assert sorted(tasks_of(app).running()) == [("other.test", cmd), ("podinfo.test", cmd)]
 
 
+async def test_a_run_that_ended_stops_only_its_canarys_tasks(target: Target) -> None:
+    app = loadtester_app()
+    cmd = f"hey -z 1m -q 5 -c 1 {target.url}"
+    async with asgi(app) as client:
+        await client.post("/", json=task(cmd))
+        await client.post("/", json=task(cmd, name="other"))
+        assert tasks_of(app).stop("podinfo.test") == 1  # what the engine asks when podinfo's run ends
+        await asyncio.sleep(0.05)
+        assert tasks_of(app).running() == [("other.test", cmd)]
+        again = await client.post("/", json=task(cmd))  # the next run starts its own
+        assert again.text == "task accepted"
+
+
 async def test_shutdown_cancels_running_tasks(target: Target) -> None:
     app = loadtester_app()
     async with asgi(app) as client:

@@ -199,3 +199,20 @@ async def test_the_platform_refuses_to_promote_a_revision_the_target_no_longer_d
         await platform.promote("ns/app", "rev-2")  # type: ignore[arg-type]
     await platform.promote("ns/app", "rev-3")  # type: ignore[arg-type]
     assert platform.workloads["ns/app"].primary_revision == "rev-3"  # type: ignore[index]
+
+
+async def test_the_end_of_a_run_is_announced_once_so_its_load_tests_stop() -> None:
+    h = Watched()
+    ended: list[str] = []
+    h.engine.on_run_end = lambda c: ended.append(h.state().last_applied_spec)
+    await h.until(Phase.INITIALIZED)
+    h.change("rev-2")
+    await h.until(Phase.PROGRESSING)
+    await h.step()
+    h.change("rev-3")  # replaced by another run
+    await h.step()
+    assert ended == ["rev-3"]  # the status is recorded before the announcement
+    h.metrics.values["request-success-rate"] = 10.0
+    await h.until(Phase.FAILED)
+    await h.step()
+    assert len(ended) == 2

@@ -7,6 +7,7 @@ import difflib
 import json
 import logging
 import math
+import sqlite3
 import sys
 import time
 from collections.abc import Callable
@@ -253,6 +254,8 @@ def run_cmd(
         datadir.acquire(data_dir)  # before anything of the data dir is read or written
     except DataDirInUse as exc:
         fail(exc)
+    except OSError as exc:  # e.g. a full disk
+        fail(RuntimeError(f"cannot take the data dir {data_dir}: {exc}"))
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -287,6 +290,8 @@ def run_cmd(
             runner.run(run_forever(settings, announce, stop_data_plane=stop_data_plane))
     except (RouterError, PlatformError, OSError, DataDirInUse) as exc:
         fail(exc)
+    except sqlite3.Error as exc:  # e.g. a full disk: one line, not a traceback
+        fail(RuntimeError(f"cannot write the state store in {data_dir}: {exc}"))
     finally:
         datadir.release(data_dir)
     if not stop_data_plane:

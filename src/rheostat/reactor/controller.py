@@ -14,6 +14,7 @@ from watchfiles import awatch
 from rheostat.flags.kill import KillSwitch
 from rheostat.flags.rollout import FlagRollouts
 from rheostat.flags.store import FlagSetError, FlagStore, sources_from_store
+from rheostat.gitops.checks import SUPPORTED_PROVIDERS
 from rheostat.gitops.fetch import GitFetcher
 from rheostat.gitops.gate import Finding, PolicyGate
 from rheostat.gitops.reconciler import KUSTOMIZATION, SOURCE, GitOps, Hooks
@@ -156,7 +157,9 @@ class MetricProviders:
         if spec.type != "prometheus":
             if spec.type in self.by_kind:
                 return self.by_kind[spec.type]
-            raise LookupError(f"provider type {spec.type!r} is not supported; use prometheus")
+            raise LookupError(
+                f"provider type {spec.type!r} is not supported; supported: {', '.join(SUPPORTED_PROVIDERS)}"
+            )
         address = spec.address or (self.server.address if self.server is not None else None)
         if not address:
             raise LookupError("provider.address is not set and there is no metrics server")

@@ -61,9 +61,13 @@ def acquire(data_dir: Path) -> None:
         who = fh.read().strip() or "?"
         fh.close()
         raise DataDirInUse(Path(data_dir), who) from None
-    fh.truncate(0)
-    fh.write(f"{os.getpid()}\n")
-    fh.flush()
+    try:
+        fh.truncate(0)
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+    except OSError:  # e.g. a full disk: the lock is not taken, nothing else was touched
+        fh.close()
+        raise
     _held[key] = (fh, 1)
 
 

@@ -20,6 +20,7 @@ from rheostat.plugins.routers.base import Router, Routes, ServiceRoute
 from rheostat.rollout.analysis import Checker, RunWindow
 from rheostat.rollout.strategy import next_step
 from rheostat.rollout.types import (
+    RUNNING,
     ActionKind,
     CanaryStatus,
     Check,
@@ -67,6 +68,13 @@ def run_window(status: CanaryStatus, obs: Observations) -> RunWindow:
     return RunWindow(run_id(status, started), started, obs.now)
 
 
+def run_ended(before: CanaryStatus, after: CanaryStatus) -> bool:
+    """A run came to rest, or another revision's run replaced it."""
+    if before.phase not in RUNNING:
+        return False
+    return after.phase not in RUNNING or after.last_applied_spec != before.last_applied_spec
+
+
 def run_id(status: CanaryStatus, started: float | None = None) -> str:
     return f"{checksum(status)}@{status.run_started if started is None else started:.3f}"
 
@@ -100,6 +108,8 @@ class Engine:
         self._background: set[asyncio.Task[None]] = set()
         self._parsed: dict[str, tuple[str, Canary]] = {}  # key -> (stored text, parsed): Canary is frozen
         self._asked: dict[ObjectKey, asyncio.Event] = {}  # set by a manual request during that canary's tick
+        # Called when a run ends or gives way to another (its load tests must stop: see server/loadtester.py).
+        self.on_run_end: Callable[[Canary], None] | None = None
 
     # -- reading ---------------------------------------------------------------------------------------
 
@@ -204,6 +214,8 @@ class Engine:
             await self.hold_safe_routes(canary, step, obs)
             raise
         self.notify(canary, step)
+        if self.on_run_end is not None and run_ended(status, step.status):
+            self.on_run_end(canary)
         return TickResult(step, obs)
 
     async def _check(

@@ -36,7 +36,7 @@ from rheostat.server.events_stream import event_json
 from rheostat.server.flags_api import flag_routes
 from rheostat.server.limits import BodyLimit
 from rheostat.server.listing import CanaryListing
-from rheostat.server.loadtester import loadtester_app
+from rheostat.server.loadtester import LoadTester, loadtester_app
 from rheostat.server.ofrep import OfrepApp, ofrep_app
 from rheostat.server.params import MAX_ROWS, query_int
 
@@ -132,6 +132,12 @@ class TokenAuth:
 def create_app(ctl: Controller, token: str) -> Starlette:
     loadtester = loadtester_app(allow_exec=ctl.settings.loadtester_exec)
     ofrep = ofrep_app(ctl.flags, token=ctl.settings.flags_token)
+    tester: LoadTester = loadtester.state.loadtester
+
+    def stop_load_tests(c: Canary) -> None:
+        tester.stop(f"{c.metadata.name}.{c.metadata.namespace}")
+
+    ctl.engine.on_run_end = stop_load_tests
 
     def find(request: Request) -> Canary:
         key = ObjectKey(f"{request.path_params['namespace']}/{request.path_params['name']}")

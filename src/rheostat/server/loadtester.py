@@ -96,6 +96,16 @@ class LoadTester:
         async with asyncio.timeout(self.timeout):
             return await run_command(argv)
 
+    def stop(self, canary: str) -> int:
+        """Cancel the `cmd` tasks of a canary (`name.namespace`) whose run ended; how many were running.
+
+        A load test started for one run must not go on hitting the next run's canary (a bad release's
+        `hey` to an erroring path would be counted against the good release after it)."""
+        tasks = [task for (who, _), task in self._tasks.items() if who == canary and not task.done()]
+        for task in tasks:
+            task.cancel()
+        return len(tasks)
+
     async def wait_idle(self) -> None:
         """Wait until every queued task has finished."""
         while pending := [task for task in self._tasks.values() if not task.done()]:
