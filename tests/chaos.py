@@ -134,7 +134,7 @@ FLAG_KEY = "new-checkout"
 FLAG_VARIANTS = ("on", "off")  # good defaults; "broken" is the variant whose code path fails
 
 
-def feature_flag(default: str) -> str:
+def feature_flag(default: str, release: int) -> str:
     return f"""apiVersion: core.openfeature.dev/v1beta1
 kind: FeatureFlag
 metadata: {{name: checkout, namespace: {NS}}}
@@ -145,6 +145,7 @@ spec:
         state: ENABLED
         variants: {{"on": true, "off": false, "broken": true}}
         defaultVariant: "{default}"
+        metadata: {{release: {release}}}  # every release a new definition, even with the same default
 """
 
 
@@ -407,7 +408,8 @@ class Session:
                 "FLAG_ERROR_RATE": "1",
             }
             docs = [workload("1.0.0", mark=self.mark, env=env), web_canary("flag", self.svc_port)]
-            return "---\n".join([*docs, feature_flag(release.version), flag_canary()])
+            flag = feature_flag(release.version, next(self.versions))
+            return "---\n".join([*docs, flag, flag_canary()])
         env = {"ERROR_RATE": "0.5"} if release.bad else {}
         return "---\n".join(
             [workload(release.version, mark=self.mark, env=env), web_canary(self.strategy, self.svc_port)]
@@ -626,11 +628,10 @@ def run_trial(
         return lambda: s.tick() >= tick or at_rest() is not None
 
     windows: list[tuple[float, float]] = []
-    begun = time.monotonic()
-    s.commit(release)
-    ready = begun
+    begun = ready = time.monotonic()
     ticks_before_last = 0
     try:
+        s.commit(release)
         for _ in range(rng.randint(1, max_kills)):
             # a random point of the run: some tick of it (or rest, if it ends first), then into that tick
             point = tick0 + rng.randrange(length)
