@@ -243,8 +243,12 @@ async def test_taken_listener_port_is_a_clear_error(
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         busy = taken.getsockname()[1]
-        with pytest.raises(RouterError, match=rf"127\.0\.0\.1:{busy}.*Address already in use"):
+        # Named before Envoy is asked to bind it: the port, and who holds it (this test's process).
+        holder = rf"port 127\.0\.0\.1:{busy} is held by pid {os.getpid()} \(\S*python"
+        with pytest.raises(RouterError, match=rf"listener for {KEY}: {holder}"):
             await router.reconcile(service(primary, None, busy))
+        assert not router.layout.rds(KEY).exists()  # nothing of the canary was half-applied
+        assert "shop-web-primary" not in router.layout.cds.read_text()
     other = free_port()
     await router.reconcile(service(primary, None, other, key=ObjectKey("shop/api")))
     assert await who(client, other, 5) == {"primary": 5}
@@ -367,3 +371,66 @@ async def test_envoy_binary_that_cannot_run_names_the_package(tmp_path: Path) ->
 
 async def test_admin_socket_is_private(router: EnvoyRouter) -> None:
     assert router.admin_socket.stat().st_mode & 0o777 == 0o600
+
+
+def envoy_alive(pid: int) -> bool:
+    try:
+        return b") Z " not in Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return False
+
+
+async def test_envoy_outlives_the_router_and_the_next_one_adopts_it_with_its_routes(
+    tmp_path: Path, primary: Backend, canary: Backend, client: httpx.AsyncClient
+) -> None:
+    first = EnvoyRouter(tmp_path / "envoy")
+    await first.start()
+    port, other = free_port(), free_port()
+    try:
+        await first.reconcile(replace(service(primary, canary, port), timeout_s=7.5))
+        await first.reconcile(service(primary, None, other, key=ObjectKey("shop/api-v2")))
+        sticky = StickyCookie(name="canary", value="yes")
+        await first.set_routes(KEY, Routes(primary=40, canary=60, sticky=sticky))
+        pid = first.pid
+        assert pid is not None
+    finally:
+        await first.stop(end_envoy=False)
+    files = {p: p.read_bytes() for p in (tmp_path / "envoy" / "xds").rglob("*.json")}
+    assert envoy_alive(pid), "Envoy keeps serving without its controller"
+    assert await who(client, other, 3) == {"primary": 3}
+
+    second = EnvoyRouter(tmp_path / "envoy")
+    await second.start()
+    try:
+        assert second.pid == pid and second.adopted
+        assert {p: p.read_bytes() for p in files} == files, "adopting rewrites nothing"
+        assert await second.get_routes(KEY) == Routes(primary=40, canary=60, sticky=sticky)
+        # The same service again changes nothing; a new one is added beside the adopted listeners.
+        await second.reconcile(replace(service(primary, canary, port), timeout_s=7.5))
+        await second.set_routes(KEY, Routes(primary=40, canary=60, sticky=sticky))
+        assert {p: p.read_bytes() for p in files} == files
+        third = free_port()
+        await second.reconcile(service(primary, None, third, key=ObjectKey("shop/cart")))
+        assert await who(client, third, 3) == {"primary": 3}
+        assert await who(client, other, 3) == {"primary": 3}
+        await second.set_routes(KEY, Routes(primary=0, canary=100))
+        assert await who(client, port, 5) == {"canary": 5}
+    finally:
+        await second.stop()
+    assert not envoy_alive(pid)
+    assert not (tmp_path / "envoy" / "envoy.pid").exists()
+
+
+async def test_an_envoy_on_another_bootstrap_is_replaced_not_adopted(tmp_path: Path) -> None:
+    first = EnvoyRouter(tmp_path / "envoy")
+    await first.start()
+    pid = first.pid
+    assert pid is not None
+    await first.stop(end_envoy=False)
+    second = EnvoyRouter(tmp_path / "envoy", stats_port=free_port())
+    try:
+        await second.start()
+        assert not second.adopted and second.pid not in (None, pid)
+        assert not envoy_alive(pid)
+    finally:
+        await second.stop()

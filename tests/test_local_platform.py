@@ -329,11 +329,8 @@ asyncio.run(main())
 """
 
 
-async def test_controller_crash_takes_its_processes_along_and_a_restart_resumes(tmp_path: Path) -> None:
-    data_dir = tmp_path / "data"
-    # The shell forks a sleeper, then becomes the app: PDEATHSIG ends the app, not the sleeper.
-    app = f"sleep 30 & exec {sys.executable} -m rheostat.demo.app --port $PORT --version v5"
-    w = workload("v5", command=["sh", "-c", app, "{port}"])
+async def crashed_controller(data_dir: Path, w: Workload) -> list[int]:
+    """Run CONTROLLER in its own process until the primary is ready, then SIGKILL it; the app pids."""
     child = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
@@ -345,31 +342,89 @@ async def test_controller_crash_takes_its_processes_along_and_a_restart_resumes(
     try:
         assert child.stdout is not None
         line = await asyncio.wait_for(child.stdout.readline(), 20)
-        app_pids = json.loads(line)
-        assert len(app_pids) == 2
-        assert all(alive(pid) for pid in app_pids)
+        app_pids: list[int] = json.loads(line)
     finally:
         child.kill()  # SIGKILL: the controller gets no chance to clean up
         await child.wait()
+    return app_pids
 
-    async def orphans_gone() -> bool:
-        return not any(alive(pid) for pid in app_pids)
 
-    await eventually(orphans_gone, within=5, what="PDEATHSIG to end the app processes")
-    sleepers = [pid for app_pid in app_pids for pid in session_members(app_pid)]
+async def test_replicas_outlive_a_controller_crash_and_are_adopted_by_the_next(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    # The shell forks a sleeper, then becomes the app: the whole session is the replica.
+    app = f"sleep 30 & exec {sys.executable} -m rheostat.demo.app --port $PORT --version v5"
+    w = workload("v5", command=["sh", "-c", app, "{port}"])
+    app_pids = await crashed_controller(data_dir, w)
+    assert len(app_pids) == 2
+    await asyncio.sleep(0.5)
+    assert all(alive(pid) for pid in app_pids), "replicas must survive the controller's SIGKILL"
+    sleepers = [pid for app_pid in app_pids for pid in session_members(app_pid) if pid != app_pid]
     assert len(sleepers) == 2
 
     resumed = LocalPlatform(data_dir, drain_s=0.1)
     await resumed.start()
     try:
-        assert not any(alive(pid) for pid in sleepers)  # start() ended what the crashed run left
-        await ready(resumed)
+        # Adopted, not restarted: the same processes, ready at once, serving the same version.
+        assert (await resumed.is_ready(KEY, Group.PRIMARY)).ready
+        assert sorted(pids(resumed)) == sorted(app_pids)
         async with httpx.AsyncClient() as client:
             assert await versions(client, await resumed.endpoints(KEY, Group.PRIMARY)) == ["v5", "v5"]
-        assert set(pids(resumed)).isdisjoint(app_pids)
         assert await resumed.revision(KEY) == w.spec.template.revision()
+
+        # An adopted replica that dies is noticed without being our child, and replaced.
+        os.kill(app_pids[0], signal.SIGKILL)
+
+        async def replaced() -> bool:
+            now = pids(resumed)
+            return (
+                app_pids[0] not in now
+                and len(now) == 2
+                and (await resumed.is_ready(KEY, Group.PRIMARY)).ready
+            )
+
+        await eventually(replaced, within=15, what="the dead adopted replica to be replaced")
     finally:
         await resumed.stop()
+    assert not any(alive(pid) for pid in [*app_pids, *sleepers]), "stop() ends adopted sessions too"
+
+
+async def test_what_does_not_match_the_state_file_is_ended_not_adopted(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    app_pids = await crashed_controller(data_dir, workload("v6"))
+    state_path = data_dir / "state.json"
+    state = json.loads(state_path.read_text())
+    records = sorted(state["processes"], key=lambda r: r["index"])
+    records[0]["start_ticks"] += 1  # as if the pid had been recycled by another process
+    records[1]["revision"] = "something-else"
+    state_path.write_text(json.dumps(state))
+
+    resumed = LocalPlatform(data_dir, drain_s=0.1)
+    await resumed.start()
+    try:
+        # Neither is adopted; both are ended (the first one found through its environment marker).
+        assert not any(alive(pid) for pid in app_pids)
+        await ready(resumed)
+        assert set(pids(resumed)).isdisjoint(app_pids)
+    finally:
+        await resumed.stop()
+
+
+async def test_stop_without_ending_processes_leaves_them_for_the_next_start(tmp_path: Path) -> None:
+    first = LocalPlatform(tmp_path / "data", drain_s=0.1)
+    await first.start()
+    await managed(first, workload("v7", replicas=1))
+    await ready(first)
+    kept = pids(first)
+    await first.stop(end_processes=False)
+    assert all(alive(pid) for pid in kept)
+    second = LocalPlatform(tmp_path / "data", drain_s=0.1)
+    await second.start()
+    try:
+        assert pids(second) == kept
+        assert (await second.is_ready(KEY, Group.PRIMARY)).ready
+    finally:
+        await second.stop()
+    assert not any(alive(pid) for pid in kept)
 
 
 async def test_a_second_controller_cannot_take_a_data_dir_in_use(

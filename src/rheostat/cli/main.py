@@ -25,6 +25,8 @@ from rheostat.model.canary import Canary
 from rheostat.model.load import ManifestError, load_file
 from rheostat.plugins.platforms.base import PlatformError
 from rheostat.plugins.routers.base import RouterError
+from rheostat.reactor import datadir, dataplane
+from rheostat.reactor.datadir import DataDirInUse
 from rheostat.reactor.settings import Settings
 from rheostat.rollout.simulate import shortest_promotion_s, simulate
 from rheostat.server.main import Server, run_forever
@@ -220,6 +222,11 @@ def print_items(
     show_default=True,
     help="Seconds between policy audits of live objects.",
 )
+@click.option(
+    "--stop-data-plane",
+    is_flag=True,
+    help="On exit also end Envoy and the replicas (by default they keep serving, for the next start).",
+)
 @click.option("-v", "--verbose", is_flag=True)
 def run_cmd(
     repo: Path,
@@ -232,12 +239,20 @@ def run_cmd(
     envoy_stats_port: int | None,
     flags_token: str | None,
     audit_interval: float,
+    stop_data_plane: bool,
     verbose: bool,
 ) -> None:
-    """Start the controller, Envoy, the local platform and the API for the manifests in REPO."""
+    """Start the controller, Envoy, the local platform and the API for the manifests in REPO.
+
+    A data plane left running by a previous `rheostat run` on the same data dir is adopted, not restarted.
+    """
     host, _, port = listen.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         fail(ValueError(f"--listen {listen!r}: expected HOST:PORT with a port from 1 to 65535"))
+    try:
+        datadir.acquire(data_dir)  # before anything of the data dir is read or written
+    except DataDirInUse as exc:
+        fail(exc)
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -269,9 +284,35 @@ def run_cmd(
     try:
         # uvloop: 3 to 45% more OFREP and API requests per second than asyncio's loop (docs/benchmarks.md)
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(run_forever(settings, announce))
-    except (RouterError, PlatformError, OSError) as exc:
+            runner.run(run_forever(settings, announce, stop_data_plane=stop_data_plane))
+    except (RouterError, PlatformError, OSError, DataDirInUse) as exc:
         fail(exc)
+    finally:
+        datadir.release(data_dir)
+    if not stop_data_plane:
+        err.print(
+            f"rheostat stopped; Envoy and the replicas keep serving (the next `rheostat run` adopts them); "
+            f"end them with `rheostat down --data-dir {data_dir}`",
+            highlight=False,
+        )
+
+
+@cli.command("down")
+@data_dir_option
+def down_cmd(data_dir: Path) -> None:
+    """End the data plane (Envoy and every replica) a stopped `rheostat run` left running on a data dir."""
+    try:
+        ended = dataplane.down(data_dir)
+    except DataDirInUse as exc:
+        fail(RuntimeError(f"{exc}: stop it first (with --stop-data-plane, or then run `rheostat down`)"))
+    except OSError as exc:
+        fail(exc)
+    parts = []
+    if ended.envoy is not None:
+        parts.append(f"Envoy (pid {ended.envoy})")
+    if ended.replicas:
+        parts.append(f"{len(ended.replicas)} replica(s) (pids {', '.join(map(str, ended.replicas))})")
+    click.echo(f"ended {' and '.join(parts)}" if parts else f"nothing was running for {data_dir}")
 
 
 @cli.group("get")

@@ -36,6 +36,7 @@ from rheostat.plugins.metrics.prometheus import Auth, PrometheusProvider
 from rheostat.plugins.platforms.base import Group
 from rheostat.plugins.platforms.local import LocalPlatform
 from rheostat.plugins.routers.envoy import EnvoyRouter
+from rheostat.reactor import datadir
 from rheostat.reactor.alerts import Alerter, Secrets
 from rheostat.reactor.settings import Settings
 from rheostat.reactor.wiring import Handover
@@ -220,6 +221,7 @@ class Controller:
             bootstrap=root_objects(settings),
         )
         self._tasks: list[asyncio.Task[None]] = []
+        self._locked = False
 
     def _template(self, ns: str, name: str) -> MetricTemplate | None:
         return self.engine.template(ns, name)
@@ -227,7 +229,14 @@ class Controller:
     # -- lifecycle ---------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        await self.router.start()
+        """Take the data dir (DataDirInUse if another controller has it), then adopt or start the data plane."""
+        datadir.acquire(self.settings.data_dir)
+        self._locked = True
+        try:
+            await self.router.start()
+        except BaseException:
+            self._unlock()
+            raise
         try:
             await self.platform.start()
             await self.metrics.start()
@@ -237,7 +246,8 @@ class Controller:
             await self._restore_routes()
             await self.gitops.reconcile_once(force=True)
         except BaseException:
-            await self.stop()
+            # A data plane taken over from a previous controller keeps serving; one we started is ended.
+            await self.stop(stop_data_plane=not self.router.adopted)
             raise
         self._tasks = [
             supervised(self.scheduler.run(), name="scheduler"),
@@ -246,7 +256,9 @@ class Controller:
             supervised(self._audit(), name="policy-audit"),
         ]
 
-    async def stop(self) -> None:
+    async def stop(self, *, stop_data_plane: bool = True) -> None:
+        """Stop the controller. With `stop_data_plane=False` Envoy and the replicas keep serving, and the next
+        start on this data dir adopts them (what `rheostat run` does on SIGTERM)."""
         await cancel_all(self._tasks)
         await self.scheduler.stop()
         await self.engine.close()
@@ -255,11 +267,17 @@ class Controller:
         with suppress(Exception):
             await self.app_counters.stop()
         with suppress(Exception):
-            await self.platform.stop()
+            await self.platform.stop(end_processes=stop_data_plane)
         with suppress(Exception):
-            await self.router.stop()
+            await self.router.stop(end_envoy=stop_data_plane)
         await self.hooks.aclose()
         self.store.close()
+        self._unlock()
+
+    def _unlock(self) -> None:
+        if self._locked:
+            self._locked = False
+            datadir.release(self.settings.data_dir)
 
     # -- the repository ----------------------------------------------------------------------------
 

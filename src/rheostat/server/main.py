@@ -73,16 +73,18 @@ class Server:
                 raise OSError(f"the API could not listen on {self.url}")
             await asyncio.sleep(0.02)
 
-    async def stop(self) -> None:
+    async def stop(self, *, stop_data_plane: bool = True) -> None:
         self.app.state.streams.close()  # open event streams end, so uvicorn's shutdown does not wait on them
         self.app.state.ofrep.close()
         self.uvicorn.should_exit = True
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
-        await self.controller.stop()
+        await self.controller.stop(stop_data_plane=stop_data_plane)
 
 
-async def run_forever(settings: Settings, announce: Callable[[Server], None]) -> None:
+async def run_forever(
+    settings: Settings, announce: Callable[[Server], None], *, stop_data_plane: bool = True
+) -> None:
     server = Server(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -93,4 +95,4 @@ async def run_forever(settings: Settings, announce: Callable[[Server], None]) ->
         announce(server)
         await stop.wait()
     finally:
-        await server.stop()
+        await server.stop(stop_data_plane=stop_data_plane)

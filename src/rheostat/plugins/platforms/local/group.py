@@ -75,6 +75,29 @@ class ReplicaGroup:
             self._task = self._ctx.tasks.spawn(self._run(), name=f"group {self.key} {self.group}")
         self._on_change()
 
+    async def adopt(self, template: ProcessTemplate, found: list[tuple[int, int, int, int | None]]) -> None:
+        """Take over replicas a previous controller left running: (index, port, pid, start ticks) each.
+
+        Called before `set_desired`, so the group counts them and starts only what is missing.
+        """
+        replicas = [Replica(self._ctx, index, template, port) for index, port, _, _ in found]
+        self.replicas.extend(replicas)
+        await asyncio.gather(
+            *(r.adopt(pid, ticks) for r, (_, _, pid, ticks) in zip(replicas, found, strict=True))
+        )
+        for r in replicas:
+            log.info(
+                "%s: adopted %s (pid %s) revision %s on port %d", self.key, r.name, r.pid, r.revision, r.port
+            )
+
+    async def detach(self) -> None:
+        """Stop converging and supervising; the processes keep running for the next controller."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        await asyncio.gather(*(r.detach() for r in self.replicas))
+
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()

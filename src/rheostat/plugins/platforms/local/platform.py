@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from rheostat.model.base import ObjectKey
 from rheostat.model.workload import ProcessTemplate, Workload
 from rheostat.plugins.platforms.base import Group, PlatformError, Readiness
-from rheostat.plugins.platforms.local import procfs
+from rheostat.plugins.platforms.local import leftovers, procfs
 from rheostat.plugins.platforms.local.group import GroupHooks, ReplicaGroup
 from rheostat.plugins.platforms.local.ports import PortPool
 from rheostat.plugins.platforms.local.process import ReplicaContext
@@ -94,26 +94,55 @@ class LocalPlatform:
     # -- lifecycle ------------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Take the data dir, end what a crashed predecessor left running, and relaunch its workloads."""
+        """Take the data dir, adopt the replicas a previous controller left running, end the rest, and
+        relaunch what is missing of every workload in the state file."""
         if self._running:
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._lock()
         state = load_state(self._state_path)
-        await asyncio.to_thread(self._kill_leftovers, state["processes"])
-        self._running = True
+        records: dict[ObjectKey, WorkloadRecord] = {}
         for key, record in state["workloads"].items():
             try:
                 self._restore(ObjectKey(key), record)
+                records[ObjectKey(key)] = record
             except ValidationError as exc:
                 log.error("state for %s is invalid, dropped: %s", key, exc)
+        templates = {
+            (key, str(group)): template
+            for key, entry in self._entries.items()
+            for group, template in (
+                (Group.PRIMARY, entry.primary_template),
+                (Group.CANARY, entry.workload.spec.template),
+            )
+        }
+        revisions = {(str(k), g): t.revision() if t else None for (k, g), t in templates.items()}
+        found = await asyncio.to_thread(leftovers.adoptable, state["processes"], revisions)
+        keep = {f.pid for f in found}
+        await asyncio.to_thread(self._kill_leftovers, state["processes"], keep)
+        self._running = True
+        for key, entry in self._entries.items():
+            for g in (entry.primary, entry.canary):
+                mine = [f for f in found if (f.key, f.group) == (key, str(g.group))]
+                template = templates[(key, str(g.group))]
+                if mine and template is not None:
+                    for f in mine:
+                        self._ports.claim(f.port)
+                    await g.adopt(template, [(f.index, f.port, f.pid, f.ticks) for f in mine])
+            self._sync(entry)
+        if found:
+            log.warning("adopted %d replica(s) left running by a previous controller", len(found))
         self._save()
 
-    async def stop(self) -> None:
-        """Stop every process and task. Declared workloads stay in the state file for the next start()."""
+    async def stop(self, *, end_processes: bool = True) -> None:
+        """Stop every task, and every process unless `end_processes=False` (they are then left running for the
+        next start() to adopt). Declared workloads stay in the state file for the next start()."""
         if not self._running:
             return
-        await asyncio.gather(*(self._stop_entry(e) for e in self._entries.values()))
+        if end_processes:
+            await asyncio.gather(*(self._stop_entry(e) for e in self._entries.values()))
+        else:
+            await asyncio.gather(*(g.detach() for e in self._entries.values() for g in (e.primary, e.canary)))
         await self._tasks.close()
         self._save()
         self._running = False
@@ -136,18 +165,14 @@ class LocalPlatform:
         lock_file.flush()
         self._lock_file = lock_file
 
-    def _kill_leftovers(self, records: list[ProcessRecord]) -> None:
-        sessions = []
-        for rec in records:
-            ticks = procfs.start_ticks(rec["pid"])
-            if ticks is not None and rec["start_ticks"] is not None and ticks != rec["start_ticks"]:
-                continue  # the pid now belongs to someone else
-            sessions.append(rec["pid"])
-        if sessions:
+    def _kill_leftovers(self, records: list[ProcessRecord], keep: set[int]) -> None:
+        sessions = leftovers.to_end(self.data_dir, records, keep)
+        if sessions:  # only live ones: a pid counts if its /proc start time matches the record
             log.warning("ending processes left by a previous controller: %s", sessions)
         procfs.kill_sessions(sessions, LEFTOVER_GRACE_S)
 
     def _restore(self, key: ObjectKey, record: WorkloadRecord) -> None:
+        """The entry as the state file has it; start() adopts its live replicas, then syncs it."""
         workload = Workload.model_validate(record["workload"])
         entry = self._new_entry(workload)
         self._managed[key] = record["managed"]
@@ -156,7 +181,6 @@ class LocalPlatform:
         entry.primary_scale = record["primary_scale"]
         entry.canary_scale = record["canary_scale"]
         self._entries[key] = entry
-        self._sync(entry)
 
     # -- declaring workloads ----------------------------------------------------------------------------------
 
@@ -364,6 +388,7 @@ class LocalPlatform:
                     if r.pid is not None:
                         state["processes"].append(
                             {
+                                "key": key,
                                 "group": str(g.group),
                                 "index": r.index,
                                 "pid": r.pid,

@@ -30,6 +30,10 @@ class PortPool:
                 return port
         raise OSError("no free loopback port")
 
+    def claim(self, port: int) -> None:
+        """A port an adopted replica already listens on."""
+        self._taken.add(port)
+
     def renew(self, port: int) -> int:
         """The same port if nothing else grabbed it meanwhile, otherwise a fresh one."""
         if bindable(port) is not None:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import functools
 import logging
 import os
 import shutil
@@ -39,7 +37,7 @@ STARTUP_PROBE_S = 0.1  # probe faster than periodSeconds until first ready: roll
 LOG_CAP_BYTES = 1 << 20
 LOG_CHECK_S = 5.0
 STOP_GRACE_S = 5.0
-PR_SET_PDEATHSIG = 1
+MARKER_ENV = "RHEOSTAT_DATA_PLANE"  # in every replica's environment: its log folder under the data dir
 
 
 class LaunchError(Exception):
@@ -59,23 +57,6 @@ class ReplicaContext:
     on_event: Callable[[ObjectKey, str, str], None]
     on_change: Callable[[], None]  # readiness changed: the group re-plans and the router may need news
     on_launch: Callable[[], None]  # a new pid: persist it
-
-
-@functools.cache
-def _prctl() -> Callable[..., int] | None:
-    # Loaded in the parent: dlopen between fork and exec can deadlock on the loader lock.
-    if not sys.platform.startswith("linux"):
-        return None
-    prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
-    return prctl
-
-
-def _die_with_parent(prctl: Callable[..., int] | None, parent_pid: int) -> None:
-    """Runs in the child before exec: SIGKILL it when the controller dies, however it dies."""
-    if prctl is not None:
-        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
-        os._exit(1)
 
 
 async def wait_exit(proc: subprocess.Popen[bytes], within_s: float | None) -> int | None:
@@ -106,7 +87,43 @@ async def wait_exit(proc: subprocess.Popen[bytes], within_s: float | None) -> in
     return proc.wait()  # already exited: this only reaps it
 
 
-def _describe_exit(code: int) -> str:
+class _Child:
+    """A replica this controller started: its exit code is ours to read."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        self.pid = proc.pid
+
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def exit_code(self) -> int | None:
+        return self.proc.poll()
+
+    async def wait(self, within_s: float | None) -> None:
+        await wait_exit(self.proc, within_s)
+
+
+class _Adopted:
+    """A replica a previous controller started: not our child, so it is watched through /proc."""
+
+    def __init__(self, pid: int, ticks: int | None) -> None:
+        self.pid = pid
+        self.ticks = ticks
+
+    def running(self) -> bool:
+        return procfs.same_process(self.pid, self.ticks)
+
+    def exit_code(self) -> int | None:
+        return None  # only a parent learns it
+
+    async def wait(self, within_s: float | None) -> None:
+        await procfs.wait_gone(self.pid, self.ticks, within_s)
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "exited (code unknown: a previous controller started it)"
     if code < 0:
         try:
             return f"killed by {signal.Signals(-code).name}"
@@ -130,7 +147,7 @@ class Replica:
         self.retiring = False
         self.restarts = 0
         self.message = "starting"
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._proc: _Child | _Adopted | None = None
         self._task: asyncio.Task[None] | None = None
         self._log_offset = 0
         self._last_pid: int | None = None  # for messages after the process is gone
@@ -145,6 +162,27 @@ class Replica:
 
     def start(self) -> None:
         self._task = self.ctx.tasks.spawn(self._supervise(), name=f"replica {self.ctx.key} {self.name}")
+
+    async def adopt(self, pid: int, ticks: int | None) -> None:
+        """Supervise a process a previous controller left running; ready at once if its probe passes now."""
+        self._proc = _Adopted(pid, ticks)
+        self.pid = self._last_pid = pid
+        self.start_ticks = ticks
+        self.ever_ready = await probe(self.port, self.template.readinessProbe)
+        message = "" if self.ever_ready else f"{self.name} adopted (pid {pid}), waiting for readiness"
+        self._set(ready=self.ever_ready, message=message)
+        self.start()
+
+    async def detach(self) -> None:
+        """Stop supervising and leave the process running, for the next controller to adopt."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        if isinstance(self._proc, _Child):
+            # Given up on purpose: Popen must not warn that it "is still running" when collected.
+            self._proc.proc.returncode = 0
+            self._proc = _Adopted(self._proc.pid, self.start_ticks)
 
     def status(self) -> ReplicaStatus:
         return ReplicaStatus(
@@ -165,12 +203,12 @@ class Replica:
             await asyncio.gather(self._task, return_exceptions=True)
         proc = self._proc
         if proc is not None:
-            if proc.poll() is None:
+            if proc.running():
                 procfs.signal_session(proc.pid, signal.SIGTERM)
-                await wait_exit(proc, grace_s)
+                await proc.wait(grace_s)
             # Also reaches children the replica left behind in its session.
             procfs.signal_session(proc.pid, signal.SIGKILL)
-            await wait_exit(proc, None)
+            await proc.wait(None)
             self._proc = None
         self._set(ready=False, message="stopped")
         self.pid = None
@@ -183,7 +221,8 @@ class Replica:
         unready_exits = 0
         while True:
             try:
-                self._launch()
+                if self._proc is None:  # else adopted: already running
+                    self._launch()
             except LaunchError as exc:
                 if not self.fatal or self.message != str(exc):
                     self._emit("ProcessFailed", str(exc))
@@ -192,6 +231,8 @@ class Replica:
                 backoff = min(backoff * 2, BACKOFF_MAX_S)
                 continue
             code, ready_for = await self._watch()
+            if self._last_pid is not None:  # what it forked dies with it, adopted or not
+                procfs.signal_session(self._last_pid, signal.SIGKILL)
             self._proc = None
             self.pid = None
             if ready_for >= BACKOFF_RESET_S:
@@ -215,17 +256,17 @@ class Replica:
             backoff = min(backoff * 2, BACKOFF_MAX_S)
             self.port = self.ctx.ports.renew(self.port)
 
-    async def _watch(self) -> tuple[int, float]:
-        """Probe until the process exits; its exit code and how long it was ready."""
+    async def _watch(self) -> tuple[int | None, float]:
+        """Probe until the process exits; its exit code (None if unknown) and how long it was ready."""
         proc = self._proc
         assert proc is not None
         loop = asyncio.get_running_loop()
         next_probe = next_log_check = loop.time()
         failures = 0
-        ready_since: float | None = None
+        ready_since: float | None = loop.time() if self.ready else None  # adopted and ready
         was_ready_for = 0.0
         period = self.template.readinessProbe.periodSeconds if self.template.readinessProbe else 0.5
-        while (code := proc.poll()) is None:
+        while proc.running():
             now = loop.time()
             if now >= next_probe:
                 ok = await probe(self.port, self.template.readinessProbe)
@@ -252,7 +293,9 @@ class Replica:
             await asyncio.sleep(EXIT_POLL_S)
         if ready_since is not None:
             was_ready_for += loop.time() - ready_since
-        return code, was_ready_for
+        if isinstance(proc, _Child):
+            await proc.wait(None)  # reap it
+        return proc.exit_code(), was_ready_for
 
     def _launch(self) -> None:
         argv, env, cwd = self._command()
@@ -267,8 +310,8 @@ class Replica:
             out.flush()
             self._log_offset = out.tell()
             try:
-                # Popen runs on the loop's thread on purpose: PDEATHSIG fires when the *thread* that forked
-                # the child ends, so a worker thread from to_thread() would kill replicas when it retires.
+                # Its own session and nothing tying it to us: the replica outlives a controller crash or
+                # restart and is adopted by the next one. It writes its own copy of the log file.
                 proc = subprocess.Popen(
                     argv,
                     stdin=subprocess.DEVNULL,
@@ -277,7 +320,6 @@ class Replica:
                     env=env,
                     cwd=cwd,
                     start_new_session=True,
-                    preexec_fn=functools.partial(_die_with_parent, _prctl(), os.getpid()),
                 )
             except FileNotFoundError as exc:
                 raise LaunchError(f"{self.name}: command {argv[0]!r} not found") from exc
@@ -285,7 +327,7 @@ class Replica:
                 raise LaunchError(f"{self.name}: command {argv[0]!r} is not executable") from exc
             except OSError as exc:
                 raise LaunchError(f"{self.name}: cannot run {argv[0]!r}: {exc}") from exc
-        self._proc = proc
+        self._proc = _Child(proc)
         self.pid = self._last_pid = proc.pid
         self.start_ticks = procfs.start_ticks(proc.pid)
         if not self.fatal:  # a crash loop keeps its diagnosis (and last output) until the process is ready
@@ -300,6 +342,7 @@ class Replica:
         env = {name: os.environ[name] for name in PASS_ENV if name in os.environ}
         env.update({name: value.replace("{port}", port) for name, value in self.template.env.items()})
         env["PORT"] = port
+        env[MARKER_ENV] = str(self.ctx.log_dir.absolute())
         cwd = self.template.workingDir
         if cwd is not None and not os.path.isdir(cwd):
             raise LaunchError(f"{self.name}: workingDir {cwd!r} is not a directory")

@@ -1,4 +1,5 @@
-"""What survives a controller crash: declared workloads, promoted templates, scales and process ids.
+"""What survives a controller crash: declared workloads, promoted templates, scales and the replicas left
+running (pid, /proc start time, port, revision), which the next controller adopts.
 
 Written as JSON through a temporary file and a rename, so a crash leaves the old or the new file, never half.
 """
@@ -9,7 +10,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, TypedDict, cast
+from typing import Any, NotRequired, TypedDict, cast
 
 log = logging.getLogger(__name__)
 
@@ -17,6 +18,7 @@ STATE_VERSION = 1
 
 
 class ProcessRecord(TypedDict):
+    key: NotRequired[str]  # the workload; records written before adoption existed lack it (never adopted)
     group: str
     index: int
     pid: int

@@ -337,6 +337,8 @@ def _listener(key: ObjectKey, port: int, layout: Layout) -> Json:
         "@type": LISTENER_TYPE,
         "name": name,
         "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+        # No SO_REUSEPORT: a second Envoy on the machine cannot silently bind the same port and split traffic.
+        "enable_reuse_port": False,
         "filter_chains": [
             {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
         ],

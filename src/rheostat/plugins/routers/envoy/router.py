@@ -18,11 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from rheostat.model.base import ObjectKey
+from rheostat.plugins.platforms.local import procfs
+from rheostat.plugins.platforms.local.ports import bindable
 from rheostat.plugins.routers.base import RouterError, Routes, ServiceRoute
-from rheostat.plugins.routers.envoy import config
+from rheostat.plugins.routers.envoy import adopt, config
 from rheostat.plugins.routers.envoy.admin import AdminClient, AdminError, stat_int, stat_text
 from rheostat.plugins.routers.envoy.files import replace_atomic, write_json_atomic
-from rheostat.plugins.routers.envoy.process import EnvoyProcess, find_envoy
+from rheostat.plugins.routers.envoy.process import EnvoyProcess, end_leftover, find_envoy
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +32,7 @@ CONFIRM_TIMEOUT_S = 5.0
 DRAIN_TIMEOUT_S = 10.0
 POLL_S = 0.005
 MAX_UDS_PATH = 107  # sun_path is 108 bytes including the NUL
+PIDFILE = "envoy.pid"
 
 
 @dataclass(frozen=True)
@@ -86,41 +89,87 @@ class EnvoyRouter:
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Adopt the Envoy a previous controller left running (its files stay as they are), or start one."""
         if self._process is not None:
             raise RouterError("the Envoy router is already started")
         if len(str(self.admin_socket)) > MAX_UDS_PATH:
             raise RouterError(f"admin socket path is too long for a unix socket: {self.admin_socket}")
         binary = find_envoy(self.envoy_path)
-        shutil.rmtree(self.layout.root / "xds", ignore_errors=True)
-        self.layout.lds.parent.mkdir(parents=True, exist_ok=True)
-        self.layout.rds(ObjectKey("x/x")).parent.mkdir(parents=True, exist_ok=True)
-        self.admin_socket.unlink(missing_ok=True)
-        self._accepted.clear()
-        for path, data in (
-            (self.layout.lds, config.listeners({}, self.layout, self._next_version())),
-            (self.layout.cds, config.clusters([], self._next_version())),
-        ):
-            self._remember(path, write_json_atomic(path, data, self.layout.tmp))
-        self.layout.bootstrap.write_text(
-            json.dumps(config.bootstrap(self.layout, self.admin_socket, stats_port=self.stats_port), indent=1)
+        self.layout.root.mkdir(parents=True, exist_ok=True)
+        boot = json.dumps(
+            config.bootstrap(self.layout, self.admin_socket, stats_port=self.stats_port), indent=1
         )
         self._admin = AdminClient(self.admin_socket)
         self._process = EnvoyProcess(
-            binary, self.layout.bootstrap, self.layout.log, self._admin, on_restart=self._restarted
+            binary,
+            self.layout.bootstrap,
+            self.layout.log,
+            self._admin,
+            pidfile=self.layout.root / PIDFILE,
+            on_restart=self._restarted,
         )
         try:
-            await self._process.start()
+            if not await self._adopt(boot):
+                await self._start_fresh(boot)
         except BaseException:
             await self._admin.aclose()
             self._admin = self._process = None
             raise
 
-    async def stop(self) -> None:
+    async def _adopt(self, boot: str) -> bool:
+        process = self._require_process()
+        try:
+            same_boot = self.layout.bootstrap.read_text() == boot
+        except OSError:
+            same_boot = False
+        if not same_boot or not await process.adopt():
+            return False
+        try:
+            view = adopt.load_view(self.layout)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning(
+                "Envoy (pid %s) runs files this router cannot read (%s); restarting it", process.pid, exc
+            )
+            await process.detach()
+            return False
+        self._accepted.clear()
+        for path, content in view.files.items():
+            self._remember(path, content)
+        self._ports, self._services, self._routes = view.ports, view.services, view.routes
+        log.warning("adopted Envoy (pid %s) with %d listener(s), left running by a previous controller",
+                    process.pid, len(view.ports))  # fmt: skip
+        return True
+
+    async def _start_fresh(self, boot: str) -> None:
+        """End an Envoy we cannot adopt, then start one with no listeners."""
+        left = await asyncio.to_thread(end_leftover, self.layout.root / PIDFILE)
+        if left is not None:
+            log.warning("ended Envoy (pid %s) left by a previous controller: it could not be adopted", left)
+        shutil.rmtree(self.layout.root / "xds", ignore_errors=True)
+        self.layout.lds.parent.mkdir(parents=True, exist_ok=True)
+        self.layout.rds(ObjectKey("x/x")).parent.mkdir(parents=True, exist_ok=True)
+        self.admin_socket.unlink(missing_ok=True)
+        self._accepted.clear()
+        self._ports, self._services, self._routes = {}, {}, {}
+        for path, data in (
+            (self.layout.lds, config.listeners({}, self.layout, self._next_version())),
+            (self.layout.cds, config.clusters([], self._next_version())),
+        ):
+            self._remember(path, write_json_atomic(path, data, self.layout.tmp))
+        self.layout.bootstrap.write_text(boot)
+        await self._require_process().start()
+
+    async def stop(self, *, end_envoy: bool = True) -> None:
+        """Stop the router; with `end_envoy=False` Envoy keeps serving for the next start to adopt."""
         if self._process is not None:
-            await self._process.stop()
+            await (self._process.stop() if end_envoy else self._process.detach())
         if self._admin is not None:
             await self._admin.aclose()
         self._process = self._admin = None
+
+    @property
+    def adopted(self) -> bool:
+        return self._process is not None and self._process.adopted
 
     @property
     def pid(self) -> int | None:
@@ -131,6 +180,8 @@ class EnvoyRouter:
     async def reconcile(self, route: ServiceRoute) -> None:
         async with self._lock:
             key = route.key
+            if self._ports.get(key) != route.port:
+                self._check_port(key, route.port)
             await self._apply_clusters(route)
             routes = self._routes.get(key, Routes())
             new_listener = self._ports.get(key) != route.port
@@ -297,6 +348,21 @@ class EnvoyRouter:
             return await call(self._require_admin())
         except AdminError as exc:
             raise RouterError(str(exc)) from exc
+
+    def _require_process(self) -> EnvoyProcess:
+        if self._process is None:
+            raise RouterError("the Envoy router is not started")
+        return self._process
+
+    def _check_port(self, key: ObjectKey, port: int) -> None:
+        """A listener port another process holds is an error naming it, before Envoy is asked to bind it."""
+        if bindable(port) is not None:
+            return
+        holders = procfs.port_holders(port)
+        if any(pid == self.pid for pid, _ in holders):
+            return  # our own Envoy: it will answer for its own listeners
+        who = ", ".join(f"pid {pid} ({cmd})" for pid, cmd in holders) or "a process we cannot see"
+        raise RouterError(f"listener for {key}: port 127.0.0.1:{port} is held by {who}")
 
     def _require_admin(self) -> AdminClient:
         if self._admin is None:
