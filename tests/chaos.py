@@ -24,6 +24,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -549,6 +550,8 @@ class Trial:
     wrong_version: str = ""
     mismatch: str = ""
     dropped_in_restart: int = 0
+    drops: Counter[str] = field(default_factory=Counter)  # what the dropped requests got
+    at_restart: str = ""  # the status when the last restart served: phase, weight, failed checks
     dropped_elsewhere: int = 0
     requests: int = 0
     extra_processes: str = ""
@@ -587,7 +590,8 @@ class Trial:
             v["stuck"] = f"not at rest {STUCK_AFTER_S:.0f}s after the last restart (phase {self.phase})"
         if self.over_bound:
             v["settle bound"] = (
-                f"{self.ticks_after_restart} ticks after the last restart, bound {self.tick_bound}"
+                f"{self.ticks_after_restart} ticks after the last restart ({self.at_restart}),"
+                f" bound {self.tick_bound}"
             )
         if self.double_promotion:
             v["double promotion"] = f"{self.promotions} Promoted events"
@@ -602,7 +606,9 @@ class Trial:
         if self.mismatch:
             v["store/Envoy"] = self.mismatch
         if self.dropped_in_restart:
-            v["dropped"] = f"{self.dropped_in_restart} user requests failed in restart windows"
+            v["dropped"] = (
+                f"{self.dropped_in_restart} user requests failed in restart windows: {dict(self.drops)}"
+            )
         if self.extra_processes:
             v["orphans"] = self.extra_processes
         return v
@@ -647,6 +653,8 @@ def run_trial(
             ready = s.ctl.start()
             windows.append((killed, ready + RESTART_GRACE_S))
         tick_restart = s.tick()
+        st = s.status()
+        t.at_restart = f"{st['phase']} {st['canaryWeight']}% failedChecks={st['failedChecks']}"
         ticks_before_last = max(ticks_before_last, tick_restart - tick0)
         t.tick_bound = settle_bound(s.strategy, release.bad, ticks_before_last)
 
@@ -677,6 +685,7 @@ def run_trial(
                 continue
             if any(a.end >= w0 and a.start <= w1 for w0, w1 in windows):
                 t.dropped_in_restart += 1
+                t.drops[a.detail] += 1
             else:
                 t.dropped_elsewhere += 1
     return t
