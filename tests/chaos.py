@@ -762,27 +762,21 @@ class Run:
 
 
 def run_many(
-    trials: int, seed: int, root: Path, *, per_session: int = 25, log: Callable[[str], None] = print
+    trials: int, seed: int, root: Path, *, per_session: int = 5, log: Callable[[str], None] = print
 ) -> Run:
-    """`trials` trials, strategies in turn, each session used for up to `per_session` trials."""
+    """`trials` trials in sessions of up to `per_session`, the strategies taking turns (a cut run covers all)."""
     rng = random.Random(seed)
     run = Run()
-    plan = [STRATEGIES[i % len(STRATEGIES)] for i in range(trials)]
-    counts = {s: plan.count(s) for s in STRATEGIES}
-    for strategy in STRATEGIES:
-        left = counts[strategy]
-        n = 0
-        while left > 0:
-            n += 1
-            batch = min(per_session, left)
-            left -= batch
-            with session(strategy, root / f"{strategy}-{n}") as s:
-                for _ in range(batch):
-                    t = run_trial(s, rng)
-                    run.trials.append(t)
-                    broken = t.violations()
-                    log(f"{len(run.trials):4d} {t.line()} {broken or 'ok'}")
-            run.orphans += s.orphans
+    n = 0
+    while len(run.trials) < trials:
+        strategy = STRATEGIES[n % len(STRATEGIES)]
+        n += 1
+        with session(strategy, root / f"{n}-{strategy}") as s:
+            for _ in range(min(per_session, trials - len(run.trials))):
+                t = run_trial(s, rng)
+                run.trials.append(t)
+                log(f"{len(run.trials):4d} {t.line()} {t.violations() or 'ok'}")
+        run.orphans += s.orphans
     return run
 
 
