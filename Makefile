@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: demo test check bench bench-deps run clean system-deps
+.PHONY: demo test check bench bench-deps chaos run clean system-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,11 @@ bench-deps:
 
 bench: $(STAMP) system-deps bench-deps
 	$(PY) bench/run.py
+
+# Seeded chaos trials of the real `rheostat run` (tests/chaos.py; figures in docs/reliability.md).
+# CHAOS_TRIALS (default 100) and CHAOS_SEED (default 1) choose how many and which.
+chaos: $(STAMP) system-deps
+	$(PY) -m tests.chaos
 
 clean:
 	rm -rf $(VENV) .rheostat build src/*.egg-info
