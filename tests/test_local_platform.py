@@ -388,22 +388,32 @@ async def test_replicas_outlive_a_controller_crash_and_are_adopted_by_the_next(t
     assert not any(alive(pid) for pid in [*app_pids, *sleepers]), "stop() ends adopted sessions too"
 
 
-async def test_what_does_not_match_the_state_file_is_ended_not_adopted(tmp_path: Path) -> None:
+async def test_a_recycled_pid_is_ended_and_an_older_revision_serves_until_replaced(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     app_pids = await crashed_controller(data_dir, workload("v6"))
     state_path = data_dir / "state.json"
     state = json.loads(state_path.read_text())
     records = sorted(state["processes"], key=lambda r: r["index"])
     records[0]["start_ticks"] += 1  # as if the pid had been recycled by another process
-    records[1]["revision"] = "something-else"
+    records[1]["revision"] = "older"  # as if the crash came in the middle of a rolling update
     state_path.write_text(json.dumps(state))
+    recycled, older = records[0]["pid"], records[1]["pid"]
+    assert sorted(app_pids) == sorted([recycled, older])
 
     resumed = LocalPlatform(data_dir, drain_s=0.1)
     await resumed.start()
     try:
-        # Neither is adopted; both are ended (the first one found through its environment marker).
-        assert not any(alive(pid) for pid in app_pids)
+        # The first is not adopted but ended (found through its environment marker). The second is
+        # adopted and keeps serving, so the group is never left without an endpoint...
+        assert not alive(recycled) and alive(older)
+        assert len(await resumed.endpoints(KEY, Group.PRIMARY)) >= 1
+        # ...until the rolling update has replaced it by a replica of the revision the group runs.
+
+        async def replaced() -> bool:
+            return not alive(older)
+
         await ready(resumed)
+        await eventually(replaced, within=15, what="the older replica to be replaced")
         assert set(pids(resumed)).isdisjoint(app_pids)
     finally:
         await resumed.stop()

@@ -359,8 +359,8 @@ metadata: {{name: envoy-success-rate, namespace: {ns}}}
 spec:
   provider: {{type: prometheus, address: "{url}"}}
   query: |
-    sum(rate(envoy_cluster_upstream_rq_xx{{envoy_cluster_name="{{{{ namespace }}}}-{{{{ name }}}}-canary",envoy_response_code_class!="5"}}[{{{{ interval }}}}]))
-    / (sum(rate(envoy_cluster_upstream_rq_xx{{envoy_cluster_name="{{{{ namespace }}}}-{{{{ name }}}}-canary"}}[{{{{ interval }}}}])) > 0) * 100
+    100 * (1 - (sum(rate(envoy_cluster_upstream_rq_xx{{envoy_cluster_name="{{{{ namespace }}}}-{{{{ name }}}}-canary",envoy_response_code_class="5"}}[{{{{ interval }}}}])) or on() vector(0))
+    / (sum(rate(envoy_cluster_upstream_rq_xx{{envoy_cluster_name="{{{{ namespace }}}}-{{{{ name }}}}-canary"}}[{{{{ interval }}}}])) > 0))
 """
 
 

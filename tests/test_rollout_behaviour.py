@@ -372,3 +372,41 @@ async def test_builtin_metrics_of_the_primary_are_recorded_beside_the_canary() -
     assert by_name == {"request-success-rate": (98.5, 99.9), "request-duration": (120.0, 80.0)}
     assert h.state().failed_checks == 1  # judged on the canary's value only
     assert all(isinstance(q, MetricQuery) for q in h.metrics.queries)
+
+
+async def test_a_query_with_no_values_while_the_canary_serves_is_a_failed_check_not_a_wait() -> None:
+    # A canary answering only 5xx has no 2xx series: `sum(rate(2xx)) / sum(rate(all))` is empty. While the
+    # builtin source sees traffic, that is a failed check at once, not a wait that keeps users on it.
+    from rheostat.model.load import parse_text
+
+    h = Harness(
+        canary_yaml("""
+interval: 10s
+threshold: 2
+stepWeight: 25
+metrics:
+- name: ok-ratio
+  templateRef: {name: ok-ratio}
+  thresholdRange: {min: 99}
+  interval: 10s
+"""),
+        metrics={"ok-ratio": None, "request-success-rate": 0.0},
+    )
+    (tmpl,) = parse_text("""
+apiVersion: flagger.app/v1beta1
+kind: MetricTemplate
+metadata: {name: ok-ratio, namespace: test}
+spec:
+  provider: {type: prometheus, address: "http://prometheus:9090"}
+  query: 'sum(rate(ok[{{ interval }}])) / sum(rate(all[{{ interval }}]))'
+""")
+    with h.store.transaction():
+        h.store.put_object("MetricTemplate", "test/ok-ratio", tmpl.model_dump(mode="json"), "t")
+    await h.initialized()
+    await h.run(3)
+    st = h.state()
+    assert st.failed_checks == 1
+    assert "although the canary served requests in the window" in st.message
+    h.metrics.values["request-success-rate"] = None  # no traffic at all: then it waits
+    await h.tick()
+    assert h.state().failed_checks == 1 and "waiting for traffic to measure ok-ratio" in h.state().message

@@ -224,9 +224,25 @@ class Checker:
             primary = await self._primary(provider, q) if text is None else None
             return Sample(metric, value, primary=primary)
         except NoData as exc:
+            if text is not None and await self._served(canary, window_s):
+                # Traffic, yet no values: the query cannot see it (e.g. no 2xx series of a canary that
+                # only fails). Waiting would keep users on a broken canary: a failed check now.
+                why = f"no values found ({exc}), although the canary served requests in the window"
+                return Sample(metric, None, why)
             return Sample(metric, None, f"no values found ({exc})", no_data=True)
         except (ProviderError, RenderError, LookupError) as exc:
             return Sample(metric, None, str(exc))
+
+    async def _served(self, canary: Canary, window_s: float) -> bool:
+        """Whether the builtin source saw the canary serve requests in the window (False if unknown)."""
+        builtin = self.metrics.get("builtin")
+        if builtin is None or window_s <= 0:
+            return False
+        try:
+            await builtin.query(MetricQuery(canary.metadata.key, BUILTIN[0], window_s))
+        except (NoData, ProviderError):
+            return False
+        return True
 
     @staticmethod
     async def _primary(provider: MetricProvider, q: MetricQuery) -> float | None:

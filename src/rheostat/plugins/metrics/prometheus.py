@@ -42,12 +42,13 @@ def window(seconds: float) -> str:
 def success_rate_query(canary: ObjectKey, group: str, window_s: float) -> str:
     """Percentage of non-5xx responses, from Envoy's `upstream_rq_xx` counters (the builtin check).
 
-    `> 0` on the denominator: a window without requests is an empty vector (no data), not 0/0 = NaN."""
+    Computed as 100 x (1 - 5xx / all), with no 5xx series read as 0: a canary that answers only 5xx has no
+    2xx series at all, and must read 0%, not "no data". `> 0` on the denominator: a window without
+    requests is an empty vector (no data), not 0/0 = NaN."""
     c, w = cluster(canary, group), window(window_s)
-    return (
-        f'sum(rate(envoy_cluster_upstream_rq_xx{{envoy_cluster_name="{c}",envoy_response_code_class!="5"}}[{w}]))'
-        f' / (sum(rate(envoy_cluster_upstream_rq_xx{{envoy_cluster_name="{c}"}}[{w}])) > 0) * 100'
-    )
+    errors = f'sum(rate(envoy_cluster_upstream_rq_xx{{envoy_cluster_name="{c}",envoy_response_code_class="5"}}[{w}]))'
+    total = f'sum(rate(envoy_cluster_upstream_rq_xx{{envoy_cluster_name="{c}"}}[{w}]))'
+    return f"100 * (1 - (({errors}) or on() vector(0)) / ({total} > 0))"
 
 
 def duration_query(canary: ObjectKey, group: str, window_s: float) -> str:

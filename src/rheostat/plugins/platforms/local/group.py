@@ -75,15 +75,21 @@ class ReplicaGroup:
             self._task = self._ctx.tasks.spawn(self._run(), name=f"group {self.key} {self.group}")
         self._on_change()
 
-    async def adopt(self, template: ProcessTemplate, found: list[tuple[int, int, int, int | None]]) -> None:
-        """Take over replicas a previous controller left running: (index, port, pid, start ticks) each.
+    async def adopt(
+        self, template: ProcessTemplate, found: list[tuple[int, int, int, int | None, str]]
+    ) -> None:
+        """Take over replicas a previous controller left running: (index, port, pid, start ticks, revision).
 
-        Called before `set_desired`, so the group counts them and starts only what is missing.
+        Called before `set_desired`, so the group counts them and starts only what is missing. A replica
+        of an older revision keeps serving until the rolling update replaces it (it is probed with the
+        current template's readiness probe; if it exits, it comes back on the current template).
         """
-        replicas = [Replica(self._ctx, index, template, port) for index, port, _, _ in found]
+        replicas = [Replica(self._ctx, index, template, port) for index, port, *_ in found]
+        for r, (*_, revision) in zip(replicas, found, strict=True):
+            r.revision = revision
         self.replicas.extend(replicas)
         await asyncio.gather(
-            *(r.adopt(pid, ticks) for r, (_, _, pid, ticks) in zip(replicas, found, strict=True))
+            *(r.adopt(pid, ticks) for r, (_, _, pid, ticks, _) in zip(replicas, found, strict=True))
         )
         for r in replicas:
             log.info(

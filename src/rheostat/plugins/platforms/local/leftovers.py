@@ -1,7 +1,9 @@
 """Replicas a previous controller left running: which can be adopted, and ending the rest.
 
 A replica is adopted only if it is the very process recorded (pid and /proc start time), of a declared
-workload, on the revision its group runs, and nothing outside its session holds its port. Anything else that
+workload and group, and nothing outside its session holds its port. One on an older revision than its group
+runs now (a rolling update the crash interrupted) is adopted too: it keeps serving until the update replaces
+it, as it would have without the crash. Anything else that
 carries this data dir's marker in its environment is ended, so nothing is orphaned for good.
 """
 
@@ -26,6 +28,7 @@ class Found:
     port: int
     pid: int
     ticks: int | None
+    revision: str  # what it runs, which may be older than its group's template
 
 
 def _port_ok(pid: int, port: int) -> bool:
@@ -37,13 +40,15 @@ def adoptable(records: list[ProcessRecord], revisions: Mapping[tuple[str, str], 
     found: dict[tuple[str, str, int], Found] = {}
     for rec in records:
         key = rec.get("key")
-        if key is None or revisions.get((key, rec["group"])) != rec["revision"]:
+        if key is None or revisions.get((key, rec["group"])) is None:
             continue
         slot = (key, rec["group"], rec["index"])
         if slot in found or not procfs.same_process(rec["pid"], rec["start_ticks"]):
             continue
         if _port_ok(rec["pid"], rec["port"]):
-            found[slot] = Found(key, rec["group"], rec["index"], rec["port"], rec["pid"], rec["start_ticks"])
+            found[slot] = Found(
+                key, rec["group"], rec["index"], rec["port"], rec["pid"], rec["start_ticks"], rec["revision"]
+            )
     return list(found.values())
 
 

@@ -128,7 +128,7 @@ class LocalPlatform:
                 if mine and template is not None:
                     for f in mine:
                         self._ports.claim(f.port)
-                    await g.adopt(template, [(f.index, f.port, f.pid, f.ticks) for f in mine])
+                    await g.adopt(template, [(f.index, f.port, f.pid, f.ticks, f.revision) for f in mine])
             self._sync(entry)
         if found:
             log.warning("adopted %d replica(s) left running by a previous controller", len(found))

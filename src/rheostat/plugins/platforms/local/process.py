@@ -235,6 +235,7 @@ class Replica:
                 procfs.signal_session(self._last_pid, signal.SIGKILL)
             self._proc = None
             self.pid = None
+            self.revision = self.template.revision()  # an adopted older one comes back as what it now runs
             if ready_for >= BACKOFF_RESET_S:
                 backoff = BACKOFF_MIN_S
             unready_exits = 0 if ready_for > 0 else unready_exits + 1
