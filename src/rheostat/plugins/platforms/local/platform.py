@@ -86,6 +86,7 @@ class LocalPlatform:
         self._tasks = TaskSet()
         self._lock_file: IO[str] | None = None
         self._running = False
+        self._adopting = False
 
     @property
     def _state_path(self) -> Path:
@@ -121,6 +122,20 @@ class LocalPlatform:
         keep = {f.pid for f in found}
         await asyncio.to_thread(self._kill_leftovers, state["processes"], keep)
         self._running = True
+        self._adopting = True  # no endpoints published until every group has its replicas back
+        try:
+            await self._adopt_all(found, templates)
+        finally:
+            self._adopting = False
+        for key in self._entries:
+            self._endpoints_changed(key)
+        if found:
+            log.warning("adopted %d replica(s) left running by a previous controller", len(found))
+        self._save()
+
+    async def _adopt_all(
+        self, found: list[leftovers.Found], templates: dict[tuple[ObjectKey, str], ProcessTemplate | None]
+    ) -> None:
         for key, entry in self._entries.items():
             for g in (entry.primary, entry.canary):
                 mine = [f for f in found if (f.key, f.group) == (key, str(g.group))]
@@ -130,9 +145,6 @@ class LocalPlatform:
                         self._ports.claim(f.port)
                     await g.adopt(template, [(f.index, f.port, f.pid, f.ticks, f.revision) for f in mine])
             self._sync(entry)
-        if found:
-            log.warning("adopted %d replica(s) left running by a previous controller", len(found))
-        self._save()
 
     async def stop(self, *, end_processes: bool = True) -> None:
         """Stop every task, and every process unless `end_processes=False` (they are then left running for the
@@ -365,6 +377,8 @@ class LocalPlatform:
     async def _publish(self, key: ObjectKey) -> None:
         entry = self._entries.get(key)
         if entry is None or self._on_endpoints is None:
+            return
+        if self._adopting:  # half-adopted groups would tell the router of too few endpoints (a 503 blip)
             return
         async with entry.publish_lock:
             snapshot = (entry.primary.endpoints(), entry.canary.endpoints())

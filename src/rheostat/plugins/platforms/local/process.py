@@ -168,7 +168,13 @@ class Replica:
         self._proc = _Adopted(pid, ticks)
         self.pid = self._last_pid = pid
         self.start_ticks = ticks
-        self.ever_ready = await probe(self.port, self.template.readinessProbe)
+        # It was serving a moment ago: one slow probe while the new controller starts up (CPU-bound) must
+        # not take it out of Envoy's endpoints, so it gets the same failure threshold as a ready replica.
+        for _ in range(FAILURE_THRESHOLD):
+            self.ever_ready = await probe(self.port, self.template.readinessProbe)
+            if self.ever_ready:
+                break
+            await asyncio.sleep(STARTUP_PROBE_S)
         message = "" if self.ever_ready else f"{self.name} adopted (pid {pid}), waiting for readiness"
         self._set(ready=self.ever_ready, message=message)
         self.start()
