@@ -157,3 +157,22 @@ def test_quantile_interpolates_inside_the_bucket() -> None:
     assert quantile(0.5, h) == 10.0
     assert quantile(0.7, h) == pytest.approx(15.0)
     assert quantile(0.99, h) == pytest.approx(38.0)
+
+
+async def test_after_a_controller_restart_a_window_is_judged_only_once_it_is_covered(
+    router: EnvoyRouter, port: int
+) -> None:
+    # Envoy runs on (adopted) with its counters; the new controller's history starts empty. Two scrapes a
+    # moment apart must not judge the canary on the one request between them.
+    await asyncio.sleep(3.0)  # Envoy's uptime now exceeds the window: its counters are not "since start"
+    await send(port, ["/?status=500"] * 20)
+    restarted = EnvoyStatsProvider(router.admin_socket)
+    await restarted.scrape()
+    await send(port, ["/"])  # one good request
+    with pytest.raises(NoData, match="of the 2s window so far"):
+        await restarted.query(MetricQuery(canary=KEY, name="request-success-rate", window_s=2))
+    await asyncio.sleep(2.1)
+    await send(port, ["/?status=500"] * 4)
+    await asyncio.sleep(1.2)  # a stats flush
+    rate = await restarted.query(MetricQuery(canary=KEY, name="request-success-rate", window_s=3))
+    assert rate < 50  # judged on the covered window: mostly the 500s, not the one good request

@@ -35,9 +35,9 @@ from rheostat.plugins.metrics.envoy_stats import (
     Histogram,
     Scrape,
     counter_increase,
+    full_window,
     histogram_increase,
     quantile,
-    window,
 )
 from rheostat.util.tasks import supervised
 
@@ -162,7 +162,7 @@ class AppCountersProvider:
         if variant is None:
             raise NoData(f"no {q.group} variant of flag {target.flag!r} is known")
         now = await self.scrape(target)
-        scrapes = window(self.history[target.canary], now, q.window_s)
+        scrapes = full_window(self.history[target.canary], now, q.window_s)
         if q.name == SUCCESS_RATE:
             served = counter_increase(scrapes, f"{variant}.requests")
             if served <= 0:

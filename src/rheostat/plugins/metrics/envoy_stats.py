@@ -170,6 +170,19 @@ def window(history: Sequence[Scrape], now: Scrape, window_s: float) -> list[Scra
     return scrapes
 
 
+def full_window(history: Sequence[Scrape], now: Scrape, window_s: float) -> list[Scrape]:
+    """`window`, or NoData while the scrapes do not cover all of it.
+
+    After a controller restart the history starts afresh while Envoy (adopted) keeps its counters: a window
+    of two scrapes a few milliseconds apart would judge a canary on one or two requests. So a window is
+    judged only once it is covered, like the first window of a run."""
+    scrapes = window(history, now, window_s)
+    covered = scrapes[-1].at - scrapes[0].at
+    if covered < window_s - 0.001:  # (a synthetic start is exactly window_s before now, up to rounding)
+        raise NoData(f"the counters were read over {covered:.1f}s of the {window_s:g}s window so far")
+    return scrapes
+
+
 class EnvoyStatsProvider:
     """MetricProvider for `<ns>-<name>-<group>` clusters of an EnvoyRouter's Envoy."""
 
@@ -244,7 +257,7 @@ class EnvoyStatsProvider:
         return Counts(group("primary"), group("canary"))
 
     def _window(self, now: Scrape, window_s: float) -> list[Scrape]:
-        return window(self.history, now, window_s)
+        return full_window(self.history, now, window_s)
 
     async def _scrape_forever(self) -> None:
         while True:
