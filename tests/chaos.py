@@ -780,7 +780,12 @@ def run_many(
     return run
 
 
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # so that each session's `finally` ends its processes on SIGTERM too
+
+
 def main() -> int:
+    signal.signal(signal.SIGTERM, _interrupted)
     trials = int(os.environ.get("CHAOS_TRIALS", "100"))
     seed = int(os.environ.get("CHAOS_SEED", "1"))
     with tempfile.TemporaryDirectory(prefix="rheostat-chaos-") as tmp:
