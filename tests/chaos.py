@@ -73,9 +73,18 @@ def run_ticks(strategy: str, bad: bool) -> int:
     return 1 + READY_TICKS + STEPS[strategy] + switch + (THRESHOLD - 1) + 1 + READY_TICKS + 2
 
 
-def settle_bound(strategy: str, bad: bool, ticks_done_before_last_restart: int) -> int:
-    """The bound: two intervals after the last restart plus what the run still had to do."""
-    return 2 + max(0, run_ticks(strategy, bad) - ticks_done_before_last_restart)
+def settle_bound(
+    strategy: str, bad: bool, ticks_done_before_last_restart: int, failed_checks: int = 0
+) -> int:
+    """The bound: two intervals after the last restart plus what the run still had to do.
+
+    A bad release still has `threshold - failedChecks` failing checks to go, whatever ticks it spent before
+    (a check on a handful of requests can pass a canary failing half of them: the judge's statistics, not
+    the restart's)."""
+    left = run_ticks(strategy, bad) - ticks_done_before_last_restart
+    if bad:
+        left = max(left, THRESHOLD - failed_checks)
+    return 2 + max(0, left)
 
 
 # -- manifests --------------------------------------------------------------------------------------------
@@ -656,7 +665,7 @@ def run_trial(
         st = s.status()
         t.at_restart = f"{st['phase']} {st['canaryWeight']}% failedChecks={st['failedChecks']}"
         ticks_before_last = max(ticks_before_last, tick_restart - tick0)
-        t.tick_bound = settle_bound(s.strategy, release.bad, ticks_before_last)
+        t.tick_bound = settle_bound(s.strategy, release.bad, ticks_before_last, int(st["failedChecks"]))
 
         try:
             st = s.wait(f"{s.key} at rest", at_rest, STUCK_AFTER_S)
