@@ -73,17 +73,38 @@ def run_ticks(strategy: str, bad: bool) -> int:
     return 1 + READY_TICKS + STEPS[strategy] + switch + (THRESHOLD - 1) + 1 + READY_TICKS + 2
 
 
+def ticks_to_finish(strategy: str, status: dict[str, Any]) -> int:
+    """Ticks a good run still needs from this status, without faults: the steps or iterations left, blue/
+    green's switch, up to threshold-1 held ticks for failed checks, promoting, the primary's rollover,
+    finalising and the promoted tick."""
+    phase = status["phase"]
+    tail = 1 + READY_TICKS + 2
+    if phase in AT_REST:
+        return 0
+    if phase == "Finalising":
+        return 2
+    if phase == "Promoting":
+        return tail - 1
+    done = int(status["canaryWeight"]) // 20 if strategy in ("canary", "flag") else int(status["iterations"])
+    switch = 1 if strategy == "bluegreen" and int(status["canaryWeight"]) < 100 else 0
+    return max(0, STEPS[strategy] - done) + switch + (THRESHOLD - 1) + tail
+
+
 def settle_bound(
-    strategy: str, bad: bool, ticks_done_before_last_restart: int, failed_checks: int = 0
+    strategy: str, bad: bool, ticks_done_before_last_restart: int, status: dict[str, Any] | None = None
 ) -> int:
     """The bound: two intervals after the last restart plus what the run still had to do.
 
-    A bad release still has `threshold - failedChecks` failing checks to go, whatever ticks it spent before
-    (a check on a handful of requests can pass a canary failing half of them: the judge's statistics, not
-    the restart's)."""
+    What it still had to do is read from the status at the last restart too: a bad release still has
+    `threshold - failedChecks` failing checks to go, a good one its steps and its promotion, whatever ticks
+    it spent before (a check on a handful of requests can pass a canary failing half of them, a check with
+    no traffic yet waits: the judge's business, not the restart's)."""
     left = run_ticks(strategy, bad) - ticks_done_before_last_restart
-    if bad:
-        left = max(left, THRESHOLD - failed_checks)
+    if status is not None and status["phase"] not in AT_REST:
+        if bad:
+            left = max(left, THRESHOLD - int(status["failedChecks"]))
+        else:
+            left = max(left, ticks_to_finish(strategy, status))
     return 2 + max(0, left)
 
 
@@ -665,7 +686,7 @@ def run_trial(
         st = s.status()
         t.at_restart = f"{st['phase']} {st['canaryWeight']}% failedChecks={st['failedChecks']}"
         ticks_before_last = max(ticks_before_last, tick_restart - tick0)
-        t.tick_bound = settle_bound(s.strategy, release.bad, ticks_before_last, int(st["failedChecks"]))
+        t.tick_bound = settle_bound(s.strategy, release.bad, ticks_before_last, st)
 
         try:
             st = s.wait(f"{s.key} at rest", at_rest, STUCK_AFTER_S)
