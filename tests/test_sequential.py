@@ -13,7 +13,7 @@ from rheostat.model.load import ManifestError, parse_object
 from rheostat.plugins.metrics.base import Counts, GroupCounts, ProviderError
 from rheostat.plugins.platforms.base import Readiness
 from rheostat.plugins.routers.base import Routes
-from rheostat.rollout.analysis import Checker, Monitor, sequential_settings
+from rheostat.rollout.analysis import Checker, Monitor, RunWindow, sequential_settings
 from rheostat.rollout.judges import SequentialJudge
 from rheostat.rollout.sequential import (
     Evidence,
@@ -211,16 +211,16 @@ async def test_monitor_keeps_evidence_per_run_and_checker_judges_from_it() -> No
     monitor = Monitor(source)
     checker = Checker(hooks=None, metrics={}, templates=lambda ns, n: None, sequential=monitor)  # type: ignore[arg-type]
     c = canary()
-    assert (await checker.run_metrics(c, "run-1")).verdict is Verdict.CONTINUE
+    assert (await checker.run_metrics(c, RunWindow("run-1"))).verdict is Verdict.CONTINUE
     source.next = Counts(group(900, 0), group(100, 40))
-    out = await checker.run_metrics(c, "run-1")
+    out = await checker.run_metrics(c, RunWindow("run-1"))
     assert out.verdict is Verdict.FAIL and not out.ok
     assert any(m.name == "sequential-errors-ratio" for m in out.metrics)
     evidence = monitor.evidence(c.metadata.key)
     assert evidence is not None and evidence.errors.canary_bad == 40
-    await checker.run_metrics(c, "run-2")  # a new run starts from nothing
+    await checker.run_metrics(c, RunWindow("run-2"))  # a new run starts from nothing
     evidence = monitor.evidence(c.metadata.key)
     assert evidence is not None and evidence.errors.canary_bad == 0
     source.down = True
-    down = await checker.run_metrics(c, "run-2")
+    down = await checker.run_metrics(c, RunWindow("run-2"))
     assert not down.ok and down.verdict is None and "source is down" in down.message

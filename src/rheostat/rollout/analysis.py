@@ -11,7 +11,14 @@ from dataclasses import dataclass, field
 from rheostat.model.base import ObjectKey
 from rheostat.model.canary import Canary, Metric
 from rheostat.model.metric_template import MetricTemplate
-from rheostat.plugins.metrics.base import CountSource, MetricProvider, MetricQuery, NoData, ProviderError
+from rheostat.plugins.metrics.base import (
+    MIN_WINDOW_S,
+    CountSource,
+    MetricProvider,
+    MetricQuery,
+    NoData,
+    ProviderError,
+)
 from rheostat.rollout.judges import BUILTIN, JUDGES, Judge, Sample, SequentialJudge
 from rheostat.rollout.sequential import Assessment, Evidence, SequentialSettings
 from rheostat.rollout.types import Check, CheckOutcome
@@ -25,9 +32,6 @@ _VAR = re.compile(r"{{\s*([a-zA-Z_][\w.]*)\s*}}")
 
 class RenderError(Exception):
     pass
-
-
-MIN_WINDOW_S = 1.0  # a shorter window holds no scrape to compare with: no data yet
 
 
 @dataclass(frozen=True)
@@ -184,8 +188,7 @@ class Checker:
             bool(asked), f"rollback hook {', '.join(asked)} asked for a rollback" if asked else ""
         )
 
-    async def run_metrics(self, canary: Canary, run: RunWindow | str = "") -> CheckOutcome:
-        run = run if isinstance(run, RunWindow) else RunWindow(run)
+    async def run_metrics(self, canary: Canary, run: RunWindow) -> CheckOutcome:
         analysis = canary.spec.the_analysis
         if analysis.judge == "sequential":
             return await self._sequential(canary, run)

@@ -38,13 +38,14 @@ from rheostat.server.limits import BodyLimit
 from rheostat.server.listing import CanaryListing
 from rheostat.server.loadtester import LoadTester, loadtester_app
 from rheostat.server.ofrep import OfrepApp, ofrep_app
+from rheostat.server.own_hooks import LOADTESTER
 from rheostat.server.params import MAX_ROWS, query_int
 
 RUN = ("Progressing", "WaitingPromotion")
 # The load tester's read-only answers, which webhooks call (open on loopback); the rest of /loadtester/ changes
 # a switch or runs a command, so it needs the token like every other action.
 LOADTESTER_CHECKS = frozenset(
-    f"/loadtester/{p}" for p in ("healthz", "gate/check", "gate/approve", "gate/halt", "rollback/check")
+    f"{LOADTESTER}/{p}" for p in ("healthz", "gate/check", "gate/approve", "gate/halt", "rollback/check")
 )
 # Where each action means something; anywhere else it is refused, so no request lingers into the next run.
 APPLIES = {
@@ -375,7 +376,7 @@ def create_app(ctl: Controller, token: str) -> Starlette:
         Route("/hook/{digest}", hook, methods=["POST"]),
         Route(f"{prefix}/reconcile", reconcile, methods=["POST"]),
         *flag_routes(ctl, prefix),
-        Mount("/loadtester", app=loadtester),
+        Mount(LOADTESTER, app=loadtester),
         *ofrep.routes,  # OFREP's own paths (/ofrep/v1/...), served beside the API
     ]
     web = web_routes(ctl, routes)  # the dashboard, /api/v1/openapi.json, /api/v1/stream and /metrics

@@ -7,6 +7,10 @@ from typing import Protocol
 
 from rheostat.model.base import ObjectKey
 
+MIN_WINDOW_S = (
+    1.0  # the shortest window judged (unless the metric's interval is shorter): less is no data yet
+)
+
 
 class NoData(Exception):
     """The query ran and found no values (no traffic, or NaN): a failed check, never a pass."""

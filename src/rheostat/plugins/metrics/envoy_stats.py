@@ -20,7 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from rheostat.model.base import ObjectKey
-from rheostat.plugins.metrics.base import Counts, GroupCounts, MetricQuery, NoData, ProviderError
+from rheostat.plugins.metrics.base import (
+    MIN_WINDOW_S,
+    Counts,
+    GroupCounts,
+    MetricQuery,
+    NoData,
+    ProviderError,
+)
 from rheostat.plugins.routers.envoy.admin import AdminClient, AdminError
 from rheostat.util.tasks import supervised
 
@@ -170,18 +177,15 @@ def window(history: Sequence[Scrape], now: Scrape, window_s: float) -> list[Scra
     return scrapes
 
 
-MIN_COVER_S = 1.0  # the least a window's scrapes must span before it is judged (with no longer history)
-
-
 def full_window(history: Sequence[Scrape], now: Scrape, window_s: float) -> list[Scrape]:
-    """`window`, or NoData while its scrapes span less than the window and less than MIN_COVER_S.
+    """`window`, or NoData while its scrapes span less than the window and less than MIN_WINDOW_S.
 
     After a controller restart the history starts afresh while Envoy (adopted) keeps its counters: a window
     of two scrapes a few milliseconds apart would judge a canary on the one request between them. A second
     of scrapes is judged, as the first second of a run is; a longer window fills in as the history grows."""
     scrapes = window(history, now, window_s)
     covered = scrapes[-1].at - scrapes[0].at
-    if covered < min(window_s, MIN_COVER_S) - 0.001:  # (a synthetic start is exactly window_s back)
+    if covered < min(window_s, MIN_WINDOW_S) - 0.001:  # (a synthetic start is exactly window_s back)
         raise NoData(f"the counters were read over {covered:.1f}s of the {window_s:g}s window so far")
     return scrapes
 
