@@ -111,6 +111,9 @@ def unprivileged(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     this process and on the git it runs; root again afterwards (through the saved uid)."""
     folder = Path(tempfile.mkdtemp(prefix="rheostat-unreadable-"))
     monkeypatch.setenv("HOME", str(folder))  # git reads ~/.gitconfig; root's home is not ours
+    # The git it runs starts in our working directory, which the clone's folder may not let uid 65534 reach
+    # (a `mktemp -d` folder is 0700): work from the folder of our own instead.
+    monkeypatch.chdir(folder)
     root = os.geteuid() == 0
     try:
         if root:
