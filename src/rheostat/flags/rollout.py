@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from rheostat.flags.store import FlagStore
 from rheostat.model.base import ObjectKey
+from rheostat.model.canary import Canary
 from rheostat.model.flags import FlagdConfig
 from rheostat.plugins.platforms.base import Group, PlatformError, Readiness, TargetMoved
 from rheostat.plugins.routers.base import RouterError, Routes, ServiceRoute, Upstream
@@ -56,6 +57,12 @@ class FlagRollouts:
         self.db.put_state(PRIMARY_STATE, key, row)
 
     # -- Platform --------------------------------------------------------------------------------------
+
+    async def bind(self, canary: Canary) -> None:
+        """Nothing to keep: what this platform runs comes to it otherwise."""
+
+    async def release(self, canary: Canary) -> None:
+        """Nothing to hand back here."""
 
     async def ensure_primary(self, target: ObjectKey) -> None:
         if self.flags.primary(target) is None and self.flags.get(target) is not None:

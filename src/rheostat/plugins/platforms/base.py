@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from rheostat.model.base import ObjectKey
+from rheostat.model.canary import Canary
 from rheostat.plugins.routers.base import Upstream
 
 
@@ -32,6 +33,13 @@ class TargetMoved(PlatformError):
 
 
 class Platform(Protocol):
+    async def bind(self, canary: Canary) -> None:
+        """The Canary that rolls out its target, first in every tick: a platform that needs its fields
+        (targetRef.kind, service, autoscalerRef, ready thresholds) keeps them; others ignore it."""
+
+    async def release(self, canary: Canary) -> None:
+        """The Canary is gone: hand the target back as `revertOnDeletion` says, or leave it."""
+
     async def ensure_primary(self, target: ObjectKey) -> None:
         """Create the primary group from the target's current template if it does not exist."""
 

@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, field
 
 from rheostat.model.base import ObjectKey
+from rheostat.model.canary import Canary
 from rheostat.plugins.platforms.base import Group, PlatformError, Readiness, TargetMoved
 from rheostat.plugins.routers.base import Upstream
 
@@ -50,6 +51,12 @@ class MemoryPlatform:
             return self.workloads[target]
         except KeyError:
             raise PlatformError(f"workload {target} not found") from None
+
+    async def bind(self, canary: Canary) -> None:
+        """Nothing to keep: what this platform runs comes to it otherwise."""
+
+    async def release(self, canary: Canary) -> None:
+        """Nothing to hand back here."""
 
     async def ensure_primary(self, target: ObjectKey) -> None:
         w = self._get(target)

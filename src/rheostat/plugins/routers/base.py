@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from rheostat.model.base import ObjectKey
-from rheostat.model.canary import AnalysisMatch, Retries
+from rheostat.model.canary import AnalysisMatch, Retries, Service
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,10 @@ class ServiceRoute:
     timeout_s: float | None = None
     retries: Retries | None = None  # `service.retries`; None: the router's default for idempotent requests
     target: str = ""  # what the canary's targetRef resolves to (a Workload key, or a flag key)
+    # The Canary's `spec.service` whole: headers, rewrite, match, corsPolicy, trafficPolicy, gateways, hosts...
+    # A router honours what its data plane can express and refuses the rest by name (RouterError).
+    service: Service | None = None
+    primary_cookie: str | None = None  # `analysis.sessionAffinity.primaryCookieName`
 
 
 @dataclass(frozen=True)

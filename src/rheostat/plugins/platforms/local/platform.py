@@ -19,6 +19,7 @@ from typing import IO
 from pydantic import ValidationError
 
 from rheostat.model.base import ObjectKey
+from rheostat.model.canary import Canary
 from rheostat.model.workload import ProcessTemplate, Workload
 from rheostat.plugins.platforms.base import Group, PlatformError, Readiness, TargetMoved
 from rheostat.plugins.platforms.local import leftovers, procfs
@@ -229,6 +230,12 @@ class LocalPlatform:
             self._save()
 
     # -- the Platform protocol --------------------------------------------------------------------------------
+
+    async def bind(self, canary: Canary) -> None:
+        """Nothing to keep: what this platform runs comes to it otherwise."""
+
+    async def release(self, canary: Canary) -> None:
+        """Nothing to hand back here."""
 
     async def ensure_primary(self, target: ObjectKey) -> None:
         entry = self._get(target)

@@ -1,0 +1,56 @@
+"""The resources Rheostat reads and writes in a cluster."""
+
+from __future__ import annotations
+
+from rheostat.plugins.kube.api import Kind
+
+DEPLOYMENT = Kind("apps/v1", "Deployment", "deployments", status=True)
+DAEMONSET = Kind("apps/v1", "DaemonSet", "daemonsets", status=True)
+SERVICE = Kind("v1", "Service", "services", status=True)
+CONFIGMAP = Kind("v1", "ConfigMap", "configmaps")
+SECRET = Kind("v1", "Secret", "secrets")
+EVENT = Kind("v1", "Event", "events")
+NAMESPACE = Kind("v1", "Namespace", "namespaces", namespaced=False, status=True)
+HPA = Kind("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", status=True)
+INGRESS = Kind("networking.k8s.io/v1", "Ingress", "ingresses", status=True)
+LEASE = Kind("coordination.k8s.io/v1", "Lease", "leases")
+
+CANARY = Kind("flagger.app/v1beta1", "Canary", "canaries", status=True)
+METRIC_TEMPLATE = Kind("flagger.app/v1beta1", "MetricTemplate", "metrictemplates")
+ALERT_PROVIDER = Kind("flagger.app/v1beta1", "AlertProvider", "alertproviders")
+
+VIRTUAL_SERVICE = Kind("networking.istio.io/v1beta1", "VirtualService", "virtualservices")
+DESTINATION_RULE = Kind("networking.istio.io/v1beta1", "DestinationRule", "destinationrules")
+HTTPROUTE = Kind("gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes", status=True)
+TRAFFIC_SPLIT_V1ALPHA2 = Kind("split.smi-spec.io/v1alpha2", "TrafficSplit", "trafficsplits")
+TRAFFIC_SPLIT_V1ALPHA3 = Kind("split.smi-spec.io/v1alpha3", "TrafficSplit", "trafficsplits")
+
+ALL = (
+    DEPLOYMENT,
+    DAEMONSET,
+    SERVICE,
+    CONFIGMAP,
+    SECRET,
+    EVENT,
+    NAMESPACE,
+    HPA,
+    INGRESS,
+    LEASE,
+    CANARY,
+    METRIC_TEMPLATE,
+    ALERT_PROVIDER,
+    VIRTUAL_SERVICE,
+    DESTINATION_RULE,
+    HTTPROUTE,
+    TRAFFIC_SPLIT_V1ALPHA2,
+    TRAFFIC_SPLIT_V1ALPHA3,
+)
+_BY_TYPE = {(k.api_version, k.kind): k for k in ALL}
+
+
+def kind_of(api_version: str, kind: str) -> Kind:
+    """The Kind of an object's apiVersion and kind; KeyError names what is known."""
+    try:
+        return _BY_TYPE[(api_version, kind)]
+    except KeyError:
+        raise KeyError(f"{kind} {api_version} is not a resource Rheostat writes") from None
