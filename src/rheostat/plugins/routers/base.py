@@ -32,6 +32,7 @@ class ServiceRoute:
     # A router honours what its data plane can express and refuses the rest by name (RouterError).
     service: Service | None = None
     primary_cookie: str | None = None  # `analysis.sessionAffinity.primaryCookieName`
+    revert_on_deletion: bool = False  # `spec.revertOnDeletion`: finalize gives back what was taken over
 
 
 @dataclass(frozen=True)
