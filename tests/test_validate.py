@@ -105,7 +105,17 @@ CROSS_OBJECT_CASES = [
         ),
         "Canary shop/web",
         "spec.targetRef.kind",
-        "supported targets: Workload (rheostat.dev/v1alpha1), FeatureFlag and FlagSet",
+        "Deployment cannot run in the embedded default (a Kubernetes target: run against a cluster with "
+        "`rheostat run --kubeconfig`); supported: FeatureFlag, FlagSet, Workload",
+    ),
+    (
+        (
+            "targetRef: {apiVersion: rheostat.dev/v1alpha1, kind: Workload, name: web}",
+            "provider: istio\n  targetRef: {apiVersion: rheostat.dev/v1alpha1, kind: Workload, name: web}",
+        ),
+        "Canary shop/web",
+        "spec.provider",
+        "'istio' is not available in the embedded default; available: envoy, flags",
     ),
     (
         ("{name: request-success-rate,", "{name: error-rate,"),
@@ -203,7 +213,7 @@ def test_flaggers_examples_get_the_target_kind_error_each(shared: Path) -> None:
     assert code == 1 and sorted(Path(f["file"]).name for f in errors) == files
     for f in errors:
         assert f["object"] == "Canary test/podinfo" and f["rule"] == "cross-object"
-        assert f["message"].startswith("spec.targetRef.kind: Deployment targets need a Kubernetes platform")
+        assert f["message"].startswith("spec.targetRef.kind: Deployment cannot run in the embedded default")
     # Their load tester lives at http://flagger-loadtester.test/, a name that never resolves (RFC 2606).
     warnings = [f for f in findings if f["level"] == "warning"]
     assert warnings and all("'flagger-loadtester.test'" in f["message"] for f in warnings)

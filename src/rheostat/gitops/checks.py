@@ -18,11 +18,11 @@ from rheostat.model.flags import FeatureFlag, FlagSet
 from rheostat.model.load import FieldError, Manifest, ManifestError
 from rheostat.model.metric_template import MetricTemplate
 from rheostat.model.workload import Workload
+from rheostat.rollout.backends import EMBEDDED
 from rheostat.rollout.judges import BUILTIN
 
 # What `run` can measure with (reactor/controller.py MetricProviders) and what its platforms can run.
 SUPPORTED_PROVIDERS = ("prometheus", "builtin")
-TARGET_KINDS = "supported targets: Workload (rheostat.dev/v1alpha1), FeatureFlag and FlagSet (flag rollouts)"
 RESOLVE_TIMEOUT_S = 2.0
 
 
@@ -146,19 +146,15 @@ class _Revision:
         return found + [Finding(where, f, m) for f, m in self._target_problems(o)]
 
     def _target_problems(self, o: Canary) -> list[tuple[str, str]]:
+        # GitOps applies to the embedded default (Workloads behind Envoy, flags): a Deployment target or a
+        # mesh provider cannot run there, and is refused by field rather than ignored.
+        if unavailable := EMBEDDED.problems(o):
+            return [(u.field, u.message) for u in unavailable]
         if o.spec.is_flag:
             return _flag_target_problems(
                 o, self.flag_sets, self.index, self.owner, self.workloads, self.flag_keys
             )
         ref = o.spec.targetRef
-        if ref.kind != "Workload":
-            return [
-                (
-                    "spec.targetRef.kind",
-                    f"{ref.kind} targets need a Kubernetes platform, which Rheostat does not have; "
-                    + TARGET_KINDS,
-                )
-            ]
         target = object_key(o.metadata.namespace, ref.name)
         if target not in self.workloads and self.index.workloads.get(target, self.owner) == self.owner:
             return [("spec.targetRef.name", f"Workload {target} is not declared")]

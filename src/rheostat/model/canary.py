@@ -33,7 +33,8 @@ Provider = Literal[
     "smi:v1alpha2",
     "smi:v1alpha3",
     "traefik",
-    "envoy",
+    "envoy",  # ours: the embedded Envoy (the default for Workload targets)
+    "flags",  # ours: a flag rolled out to a share of users (the default for FeatureFlag and FlagSet targets)
     "nop",
 ]
 

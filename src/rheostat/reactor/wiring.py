@@ -35,10 +35,9 @@ class Handover:
     async def applied(self, objects: list[Manifest], deleted: list[Ident]) -> None:
         managed = self.managed()
         for kind, key in deleted:
-            if kind == "Canary":
-                await self.router.finalize(ObjectKey(key))
-                if self.engine.flags is not None:
-                    await self.engine.flags[0].finalize(ObjectKey(key))
+            if kind == "Canary":  # whichever router it had: each forgets what it does not know
+                for router in self.engine.backends.all_routers():
+                    await router.finalize(ObjectKey(key))
         for obj in objects:
             if isinstance(obj, Workload):
                 self.platform.set_managed(obj.metadata.key, obj.metadata.key in managed)

@@ -18,6 +18,7 @@ from rheostat.model.metric_template import MetricTemplate
 from rheostat.plugins.platforms.base import Group, Platform
 from rheostat.plugins.routers.base import Router, Routes, ServiceRoute
 from rheostat.rollout.analysis import Checker, RunWindow
+from rheostat.rollout.backends import Backends, Unavailable, embedded
 from rheostat.rollout.strategy import next_step
 from rheostat.rollout.types import (
     RUNNING,
@@ -96,11 +97,14 @@ class Engine:
         alerts: AlertSink | None = None,
         clock: Callable[[], float] = time.time,
         flags: tuple[Router, Platform] | None = None,
+        backends: Backends | None = None,
     ) -> None:
         self.store = store
         self.router = router
         self.platform = platform
-        self.flags = flags  # router and platform of Canaries whose target is a feature flag
+        # Which router and platform each Canary uses (spec.provider, targetRef.kind). Without `backends`: the
+        # embedded default, `router` for Workloads and `flags` (a router/platform pair) for flag targets.
+        self.backends = backends if backends is not None else embedded(router, platform, flags)
         self.checker = checker
         self.alerts = alerts
         self.clock = clock
@@ -147,31 +151,34 @@ class Engine:
     # -- the tick --------------------------------------------------------------------------------------
 
     def parts(self, canary: Canary) -> tuple[Router, Platform]:
-        """The router and platform a Canary's target lives on."""
-        if not canary.spec.is_flag:
-            return self.router, self.platform
-        if self.flags is None:
-            raise TickError(f"Canary {canary.metadata.key}: this controller does not roll out feature flags")
-        return self.flags
+        """The router (`spec.provider`) and platform (`targetRef.kind`) of a Canary."""
+        try:
+            return self.backends.parts(canary)
+        except Unavailable as exc:
+            raise TickError(f"Canary {canary.metadata.key}: {exc}") from None
 
     async def service_route(self, canary: Canary) -> ServiceRoute:
         target = target_of(canary)
-        if canary.spec.is_flag:
-            return ServiceRoute(key=canary.metadata.key, port=0, primary=(), canary=(), target=target)
-        service = canary.spec.the_service
+        _, platform = self.parts(canary)
+        service = canary.spec.service
+        affinity = canary.spec.the_analysis.sessionAffinity
         return ServiceRoute(
             key=canary.metadata.key,
-            port=service.port,
-            primary=await self.platform.endpoints(target, Group.PRIMARY),
-            canary=await self.platform.endpoints(target, Group.CANARY),
-            timeout_s=parse_duration(service.timeout) if service.timeout else None,
-            retries=service.retries,
+            port=service.port if service is not None else 0,
+            primary=await platform.endpoints(target, Group.PRIMARY),
+            canary=await platform.endpoints(target, Group.CANARY),
+            timeout_s=parse_duration(service.timeout) if service is not None and service.timeout else None,
+            retries=service.retries if service is not None else None,
             target=target,
+            service=service,
+            primary_cookie=affinity.primaryCookieName if affinity is not None else None,
+            revert_on_deletion=canary.spec.revertOnDeletion,
         )
 
     async def observe(self, canary: Canary, status: CanaryStatus) -> Observations:
         target = target_of(canary)
         router, platform = self.parts(canary)
+        await platform.bind(canary)
         await platform.ensure_primary(target)
         await router.reconcile(await self.service_route(canary))
         return Observations(

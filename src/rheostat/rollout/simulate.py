@@ -6,18 +6,27 @@ import math
 from dataclasses import dataclass
 from typing import Any, get_args
 
-from rheostat.model.canary import Canary, Metric, Webhook
+from rheostat.model.canary import Canary, Metric, Provider, TargetRef, Webhook
 from rheostat.model.metric_template import MetricTemplate, ProviderType
 from rheostat.plugins.metrics.base import MetricProvider, MetricQuery
 from rheostat.plugins.metrics.memory import MemoryMetrics
 from rheostat.plugins.platforms.memory import MemoryPlatform
 from rheostat.plugins.routers.memory import MemoryRouter
 from rheostat.rollout.analysis import Checker
+from rheostat.rollout.backends import Backends, Catalogue
 from rheostat.rollout.engine import CANARY, Engine, target_of
 from rheostat.rollout.judges import bounds
 from rheostat.rollout.types import AT_REST, Phase
 from rheostat.rollout.webhooks import HookResult
 from rheostat.store import Store
+
+
+def _everything(router: MemoryRouter, platform: MemoryPlatform) -> Backends:
+    """Every provider and target kind on the same fakes: a simulation shows the analysis, wherever it runs."""
+    kinds = frozenset(get_args(TargetRef.model_fields["kind"].annotation))
+    providers = get_args(Provider)
+    catalogue = Catalogue({p: kinds for p in providers}, dict.fromkeys(kinds, "nop"), "in the simulation")
+    return Backends(catalogue, dict.fromkeys(providers, router), dict.fromkeys(kinds, platform))
 
 
 @dataclass(frozen=True)
@@ -119,7 +128,7 @@ async def simulate(canary: Canary, *, ticks: int = 200, fail_from: int | None = 
     )
     providers: dict[str, MetricProvider] = {kind: provider for kind in get_args(ProviderType)}
     checker = Checker(_PassingHooks(), providers, _any_template)
-    engine = Engine(store, router, platform, checker, clock=clock.now, flags=(router, platform))
+    engine = Engine(store, router, platform, checker, clock=clock.now, backends=_everything(router, platform))
     interval = canary.spec.the_analysis.interval_s
     rows: list[Row] = []
     try:

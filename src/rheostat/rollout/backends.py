@@ -1,0 +1,137 @@
+"""Which router and platform roll out a Canary: `spec.provider` picks the router, `targetRef.kind` the
+platform. What a controller has is explicit; an unknown or unavailable name is an error on that field."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+import dataclasses
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from rheostat.model.canary import Canary
+from rheostat.plugins.platforms.base import Platform
+from rheostat.plugins.routers.base import Router
+
+FLAG_KINDS = frozenset({"FeatureFlag", "FlagSet"})
+WORKLOAD_KINDS = frozenset({"Deployment", "DaemonSet"})
+T = TypeVar("T")
+
+
+class Unavailable(LookupError):
+    """The Canary names a provider or target kind this controller cannot drive."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """What a controller can drive, by name: checked at load (`validate`, the GitOps gate) and every tick.
+
+    `routes` maps each provider to the target kinds it routes; `defaults` gives the provider of a Canary
+    that names none, per target kind (the embedded default routes Workloads with `envoy` and flags with
+    `flags`; a cluster uses its `--mesh-provider`, as Flagger does).
+    """
+
+    routes: Mapping[str, frozenset[str]]
+    defaults: Mapping[str, str] = field(default_factory=dict)
+    where: str = "here"  # named in messages: "in the embedded default", "in this cluster"
+    hints: Mapping[str, str] = field(default_factory=dict)  # target kind -> where it can run instead
+
+    @property
+    def kinds(self) -> frozenset[str]:
+        return frozenset().union(*self.routes.values()) if self.routes else frozenset()
+
+    def provider(self, canary: Canary) -> str:
+        kind = canary.spec.targetRef.kind
+        name = canary.spec.provider or self.defaults.get(kind)
+        if name is None:
+            raise Unavailable(
+                "spec.provider", f"not set, and a {kind} target has no default provider {self.where}"
+            )
+        return name
+
+    def problems(self, canary: Canary) -> list[Unavailable]:
+        """Each field that names something this controller does not have, with what it has."""
+        kind = canary.spec.targetRef.kind
+        if kind not in self.kinds:
+            known = ", ".join(sorted(self.kinds)) or "none"
+            hint = f" ({self.hints[kind]})" if kind in self.hints else ""
+            return [
+                Unavailable(
+                    "spec.targetRef.kind", f"{kind} cannot run {self.where}{hint}; supported: {known}"
+                )
+            ]
+        try:
+            name = self.provider(canary)
+        except Unavailable as exc:
+            return [exc]
+        kinds = self.routes.get(name)
+        if kinds is None:
+            known = ", ".join(sorted(self.routes)) or "none"
+            return [
+                Unavailable("spec.provider", f"{name!r} is not available {self.where}; available: {known}")
+            ]
+        if kind not in kinds:
+            fits = sorted(n for n, ks in self.routes.items() if kind in ks)
+            return [
+                Unavailable(
+                    "spec.provider",
+                    f"{name!r} cannot route a {kind} target; for a {kind}: {', '.join(fits) or 'none'}",
+                )
+            ]
+        return []
+
+
+EMBEDDED = Catalogue(
+    {"envoy": frozenset({"Workload"}), "flags": FLAG_KINDS},
+    {"Workload": "envoy", "FeatureFlag": "flags", "FlagSet": "flags"},
+    "in the embedded default",
+    dict.fromkeys(
+        WORKLOAD_KINDS, "a Kubernetes target: run against a cluster with `rheostat run --kubeconfig`"
+    ),
+)
+
+
+class Backends:
+    """The router and platform instances of one controller, by provider and by target kind."""
+
+    def __init__(
+        self, catalogue: Catalogue, routers: Mapping[str, Router], platforms: Mapping[str, Platform]
+    ) -> None:
+        self.catalogue = catalogue
+        self.routers = dict(routers)
+        self.platforms = dict(platforms)
+
+    def parts(self, canary: Canary) -> tuple[Router, Platform]:
+        problems = self.catalogue.problems(canary)
+        if problems:
+            raise problems[0]
+        return self.routers[self.catalogue.provider(canary)], self.platforms[canary.spec.targetRef.kind]
+
+    def all_routers(self) -> list[Router]:
+        return _unique(self.routers.values())
+
+    def all_platforms(self) -> list[Platform]:
+        return _unique(self.platforms.values())
+
+
+def _unique(items: Iterable[T]) -> list[T]:
+    out: list[T] = []
+    for item in items:
+        if not any(item is seen for seen in out):
+            out.append(item)
+    return out
+
+
+def embedded(router: Router, platform: Platform, flags: tuple[Router, Platform] | None = None) -> Backends:
+    """The embedded default: Workloads behind Envoy (or the router given), flags through the flag store."""
+    routers: dict[str, Router] = {"envoy": router}
+    platforms: dict[str, Platform] = {"Workload": platform}
+    if flags is not None:
+        routers["flags"] = flags[0]
+        platforms.update(dict.fromkeys(FLAG_KINDS, flags[1]))
+    routes = {k: v for k, v in EMBEDDED.routes.items() if k in routers}
+    return Backends(dataclasses.replace(EMBEDDED, routes=routes), routers, platforms)
