@@ -3,8 +3,8 @@ platform. What a controller has is explicit; an unknown or unavailable name is a
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
 import dataclasses
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
