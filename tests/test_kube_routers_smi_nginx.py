@@ -4,6 +4,7 @@ Every object a router writes is checked against its real schema (the SMI CRD, ku
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 from typing import Any
@@ -267,15 +268,42 @@ async def test_smi_takes_over_a_split_and_gives_it_back_with_revert_on_deletion(
     assert "rheostat.dev/canary" not in (back["metadata"].get("annotations") or {})
 
 
+async def test_smi_takeover_leaves_none_of_the_users_spec_and_then_writes_nothing_at_rest() -> None:
+    api = Recorder()
+    theirs = {
+        "apiVersion": TRAFFIC_SPLIT_V1ALPHA3.api_version,
+        "kind": "TrafficSplit",
+        "metadata": {"name": "podinfo", "namespace": NS},
+        "spec": {
+            "service": "podinfo",
+            "matches": [{"kind": "HTTPRouteGroup", "name": "ab-test"}],
+            "backends": [{"service": "podinfo-v1", "weight": 50}, {"service": "podinfo-v2", "weight": 50}],
+        },
+    }
+    await api.apply(theirs)
+    router = SMIRouter(api, "v1alpha3")
+    route = route_of(podinfo())
+    await router.reconcile(route)
+    split = api.stored(TRAFFIC_SPLIT_V1ALPHA3, "podinfo")
+    assert "matches" not in split["spec"]
+    assert [b["service"] for b in split["spec"]["backends"]] == ["podinfo-primary", "podinfo-canary"]
+    before = api.count()
+    await router.reconcile(route)
+    assert api.count() == before
+    await router.finalize(KEY)  # without revertOnDeletion the taken-over split stays, on the primary
+    assert api.stored(TRAFFIC_SPLIT_V1ALPHA3, "podinfo")["spec"]["backends"][0] == {
+        "service": "podinfo-primary",
+        "weight": 100,
+    }
+
+
 async def test_smi_finalize_deletes_the_split_it_made_only() -> None:
     api = Recorder()
     router = SMIRouter(api, "v1alpha2")
     await router.reconcile(route_of(podinfo()))
     other = podinfo(service={"port": 80, "name": "backend"})
     other_route = route_of(other)
-    await router.reconcile(
-        ServiceRoute(**{**other_route.__dict__, "key": ObjectKey("test/backend")}),
-    )
+    await router.reconcile(dataclasses.replace(other_route, key=ObjectKey("test/backend")))
     await router.finalize(KEY)
     assert await api.get(TRAFFIC_SPLIT_V1ALPHA2, NS, "podinfo") is None
     assert await api.get(TRAFFIC_SPLIT_V1ALPHA2, NS, "backend") is not None
@@ -287,7 +315,7 @@ async def test_smi_refuses_a_split_another_canary_manages() -> None:
     await router.reconcile(route_of(podinfo()))
     intruder = route_of(podinfo())
     with pytest.raises(RouterError, match="managed by canary test/podinfo"):
-        await router.reconcile(ServiceRoute(**{**intruder.__dict__, "key": ObjectKey("test/other")}))
+        await router.reconcile(dataclasses.replace(intruder, key=ObjectKey("test/other")))
 
 
 @pytest.mark.parametrize("example", ["linkerd-canary.yaml", "linkerd-canary-steps.yaml"])

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Literal
 
 from rheostat.plugins.registry import Registry
 from rheostat.plugins.routers.base import Router
@@ -18,11 +19,11 @@ def _envoy(**settings: Any) -> Router:
     return EnvoyRouter(**settings)
 
 
-def _smi(version: str, name: str | None = None) -> Any:
+def _smi(version: Literal["v1alpha2", "v1alpha3"], name: str | None = None) -> Callable[..., Router]:
     def make(*, api: Any, **settings: Any) -> Router:
         from rheostat.plugins.routers.smi import SMIRouter
 
-        return SMIRouter(api, version, name=name or f"smi:{version}", **settings)  # type: ignore[arg-type]
+        return SMIRouter(api, version, name=name or f"smi:{version}", **settings)
 
     return make
 

@@ -16,6 +16,7 @@ from rheostat.plugins.kube.kinds import SERVICE
 from rheostat.plugins.routers.base import RouterError, Routes, ServiceRoute
 from rheostat.plugins.routers.kubernetes_common import (
     apex_name,
+    for_update,
     kube_errors,
     refuse_routes,
     refuse_service_fields,
@@ -90,7 +91,7 @@ class KubernetesRouter:
     async def _point(self, apex: Obj, selector: dict[str, str]) -> None:
         if _selector(apex) == selector:
             return
-        changed = {k: v for k, v in apex.items() if k != "status"}
+        changed = for_update(apex)
         changed["spec"] = {**apex.get("spec", {}), "selector": selector}
         with kube_errors():  # a PUT on the version read: a concurrent change is a Conflict, not a blend
             await self.api.replace(changed)

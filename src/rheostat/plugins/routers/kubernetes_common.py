@@ -103,6 +103,13 @@ def kube_errors() -> Iterator[None]:
         raise RouterError(str(exc)) from exc
 
 
+def for_update(obj: Obj) -> Obj:
+    """`obj` as read, made fit for a PUT: no status (a subresource) and no managedFields (the server's)."""
+    out = {k: v for k, v in obj.items() if k != "status"}
+    out["metadata"] = {k: v for k, v in obj.get("metadata", {}).items() if k != "managedFields"}
+    return out
+
+
 def subset(want: dict[str, Any], have: dict[str, Any] | None) -> bool:
     """Every key of `want` is in `have` with the same value."""
     have = have or {}

@@ -20,6 +20,7 @@ from rheostat.plugins.routers.base import RouterError, Routes, ServiceRoute
 from rheostat.plugins.routers.kubernetes_common import (
     MANAGED_BY,
     apex_name,
+    for_update,
     kube_errors,
     marks,
     owner,
@@ -68,7 +69,7 @@ class NginxRouter:
         routing = {self._a("canary-weight"): str(routes.canary), **self._match_annotations(routes.match)}
         route = self._route(key)
         current = await self._get(route)
-        desired = copy.deepcopy(current)
+        desired = for_update(copy.deepcopy(current))
         kept = {
             k: v for k, v in (current["metadata"].get("annotations") or {}).items() if not self._not_copied(k)
         }

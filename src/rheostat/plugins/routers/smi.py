@@ -70,8 +70,11 @@ class SMIRouter:
 
         desired = self._render(route, weights, original)
         self._routes[route.key] = route
-        if current is None or not _same(desired, current):
-            with kube_errors():
+        with kube_errors():
+            if current is not None and owner(current) is None:
+                # A PUT, so that nothing of the user's spec (v1alpha3 `matches`, other backends) lingers.
+                await self.api.replace(_taken_over(desired, current))
+            elif current is None or not _same(desired, current):
                 await self.api.apply(desired, force=True)
 
     async def set_routes(self, key: ObjectKey, routes: Routes) -> None:
@@ -180,6 +183,20 @@ def _configuration(obj: Obj) -> Obj:
     return {
         "metadata": {"labels": meta.get("labels") or {}, "annotations": meta.get("annotations") or {}},
         "spec": obj.get("spec", {}),
+    }
+
+
+def _taken_over(desired: Obj, current: Obj) -> Obj:
+    have = current.get("metadata", {})
+    meta = desired["metadata"]
+    return {
+        **desired,
+        "metadata": {
+            **meta,
+            "resourceVersion": have.get("resourceVersion"),
+            "labels": {**(have.get("labels") or {}), **meta["labels"]},
+            "annotations": {**(have.get("annotations") or {}), **meta["annotations"]},
+        },
     }
 
 
