@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Literal
 
 from rheostat.plugins.registry import Registry
 from rheostat.plugins.routers.base import Router
@@ -18,6 +19,32 @@ def _envoy(**settings: Any) -> Router:
     return EnvoyRouter(**settings)
 
 
+def _smi(version: Literal["v1alpha2", "v1alpha3"], name: str | None = None) -> Callable[..., Router]:
+    def make(*, api: Any, **settings: Any) -> Router:
+        from rheostat.plugins.routers.smi import SMIRouter
+
+        return SMIRouter(api, version, name=name or f"smi:{version}", **settings)
+
+    return make
+
+
+def _nginx(*, api: Any, **settings: Any) -> Router:
+    from rheostat.plugins.routers.nginx import NginxRouter
+
+    return NginxRouter(api, **settings)
+
+
+def _kubernetes(*, api: Any, **settings: Any) -> Router:
+    from rheostat.plugins.routers.kubernetes import KubernetesRouter
+
+    return KubernetesRouter(api, **settings)
+
+
 ROUTERS.register("memory", lambda **_: MemoryRouter())
 ROUTERS.register("nop", lambda **_: NopRouter())
 ROUTERS.register("envoy", _envoy)
+ROUTERS.register("smi:v1alpha2", _smi("v1alpha2"))
+ROUTERS.register("smi:v1alpha3", _smi("v1alpha3"))
+ROUTERS.register("linkerd", _smi("v1alpha2", "linkerd"))  # Linkerd's SMI extension serves v1alpha2
+ROUTERS.register("nginx", _nginx)
+ROUTERS.register("kubernetes", _kubernetes)

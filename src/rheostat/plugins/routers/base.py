@@ -33,6 +33,7 @@ class ServiceRoute:
     service: Service | None = None
     primary_cookie: str | None = None  # `analysis.sessionAffinity.primaryCookieName`
     revert_on_deletion: bool = False  # `spec.revertOnDeletion`: finalize gives back what was taken over
+    ingress: str | None = None  # `spec.ingressRef.name`: the Ingress the nginx router makes a canary copy of
 
 
 @dataclass(frozen=True)
