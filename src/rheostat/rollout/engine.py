@@ -173,6 +173,7 @@ class Engine:
             service=service,
             primary_cookie=affinity.primaryCookieName if affinity is not None else None,
             revert_on_deletion=canary.spec.revertOnDeletion,
+            ingress=canary.spec.ingressRef.name if canary.spec.ingressRef is not None else None,
         )
 
     async def observe(self, canary: Canary, status: CanaryStatus) -> Observations:

@@ -1,0 +1,240 @@
+"""Against a cluster: the Canaries, MetricTemplates and AlertProviders in it are watched into the store (the
+controller's cache, as an informer's), and each Canary's status and events are written back to it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import Any
+
+from rheostat.model.base import ObjectKey, object_key
+from rheostat.model.canary import Canary
+from rheostat.model.load import ManifestError, parse_object
+from rheostat.plugins.kube import kinds
+from rheostat.plugins.kube.api import Kind, KubeAPI, KubeError, Obj
+from rheostat.rollout.backends import WORKLOAD_KINDS, Backends, Catalogue
+from rheostat.rollout.engine import CANARY, Engine
+from rheostat.rollout.flagger_status import from_flagger, to_flagger
+from rheostat.store import Store
+from rheostat.util.tasks import cancel_all, supervised
+
+log = logging.getLogger(__name__)
+SOURCE = "cluster"  # the source of mirrored objects in the store
+WATCHED = (kinds.CANARY, kinds.METRIC_TEMPLATE, kinds.ALERT_PROVIDER)
+# Routers that drive a cluster, by Flagger's provider names; those not registered are not offered.
+CLUSTER_ROUTERS = (
+    "istio",
+    "gatewayapi",
+    "gatewayapi:v1",
+    "gatewayapi:v1beta1",
+    "smi:v1alpha2",
+    "smi:v1alpha3",
+    "linkerd",
+    "nginx",
+    "kubernetes",
+)
+VOLATILE = ("resourceVersion", "managedFields", "generation", "creationTimestamp")
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    kubeconfig: str | None = None  # None: $KUBECONFIG, ~/.kube/config, or the pod's service account
+    context: str | None = None
+    namespace: str | None = None  # watch one namespace; None: every namespace
+    mesh_provider: str = "istio"  # the provider of a Canary that names none (Flagger's -mesh-provider)
+
+
+def cluster_catalogue(available: list[str], mesh_provider: str) -> Catalogue:
+    names = [n for n in CLUSTER_ROUTERS if n in available]
+    return Catalogue(
+        dict.fromkeys(names, WORKLOAD_KINDS), dict.fromkeys(WORKLOAD_KINDS, mesh_provider), "in this cluster"
+    )
+
+
+def cached_body(obj: Obj) -> dict[str, Any]:
+    """What the store keeps of a cluster object: no status, no fields that change on every write."""
+    body = {k: v for k, v in obj.items() if k != "status"}
+    body["metadata"] = {k: v for k, v in obj.get("metadata", {}).items() if k not in VOLATILE}
+    return body
+
+
+class ClusterMirror:
+    """Watches (never periodic lists) keep the store's copy of the cluster's objects; after every tick, the
+    Canary's status subresource and Events are brought up to date: a status at rest is written once."""
+
+    def __init__(
+        self,
+        api: KubeAPI,
+        store: Store,
+        engine: Engine,
+        kick: Callable[[ObjectKey], None],
+        namespace: str | None = None,
+    ) -> None:
+        self.api = api
+        self.store = store
+        self.engine = engine
+        self.kick = kick
+        self.namespace = namespace
+        self.written: dict[ObjectKey, dict[str, Any]] = {}  # status subresource as last written
+        self._seen_event: dict[ObjectKey, int] = {}
+        self._seen_tick: dict[ObjectKey, int] = {}
+        self._failure: dict[ObjectKey, str] = {}
+        self._refs: dict[ObjectKey, Obj] = {}  # apiVersion/kind/metadata of each Canary, for its Events
+        self._tasks: list[asyncio.Task[None]] = []
+        self.on_deleted: Callable[[Canary], Awaitable[None]] | None = None
+
+    # -- the watches -----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """What the cluster holds now is in the store when this returns; then one watch per kind."""
+        for kind in WATCHED:
+            try:
+                await self._resync(kind)
+            except KubeError as exc:  # start without it: each Canary's tick reports what is missing
+                log.warning("cannot list %s: %s", kind, exc)
+        self._tasks = [supervised(self._watch(kind), name=f"watch:{kind.plural}") for kind in WATCHED]
+
+    async def stop(self) -> None:
+        await cancel_all(self._tasks)
+
+    async def _resync(self, kind: Kind) -> None:
+        """One LIST, at start and after a broken watch (never periodically): what was deleted meanwhile goes."""
+        items = await self.api.list(kind, self.namespace)
+        seen = {self._key(o) for o in items}
+        for obj in items:
+            await self._put(kind, self._key(obj), obj)
+        for stored in self.store.list_objects(kind.kind):
+            if stored.source == SOURCE and ObjectKey(stored.key) not in seen:
+                await self._deleted(kind, ObjectKey(stored.key))
+
+    async def _watch(self, kind: Kind) -> None:
+        delay = 0.5
+        broken = False
+        while True:
+            try:
+                if broken:
+                    await self._resync(kind)
+                async for event, obj in self.api.watch(kind, self.namespace):
+                    delay = 0.5
+                    key = self._key(obj)
+                    if event == "DELETED":
+                        await self._deleted(kind, key)
+                    else:
+                        await self._put(kind, key, obj)
+                broken = True
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                broken = True
+                log.warning("watch of %s failed (%s); again in %.1fs", kind, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    @staticmethod
+    def _key(obj: Obj) -> ObjectKey:
+        meta = obj.get("metadata", {})
+        return object_key(meta.get("namespace") or "default", meta["name"])
+
+    async def _put(self, kind: Kind, key: ObjectKey, obj: Obj) -> None:
+        body = cached_body(obj)
+        text = json.dumps(body, sort_keys=True)
+        current = self.store.get_object_text(kind.kind, key)
+        first_sight = kind is kinds.CANARY and key not in self._refs
+        if kind is kinds.CANARY:
+            self._refs[key] = {
+                "apiVersion": obj["apiVersion"],
+                "kind": obj["kind"],
+                "metadata": obj["metadata"],
+            }
+        if first_sight and obj.get("status"):
+            self._import_status(key, obj.get("status") or {})
+        if current is not None and current[0] == text:
+            return
+        try:
+            parse_object(body, f"{kind.kind} {key} (cluster)")
+        except ManifestError as exc:  # the last good version keeps running; the object says why
+            await self._event(kind, obj, "InvalidSpec", str(exc), warning=True)
+            return
+        with self.store.transaction():
+            self.store.put_object(kind.kind, key, body, SOURCE)
+        if kind is kinds.CANARY:
+            self.kick(key)
+
+    def _import_status(self, key: ObjectKey, status: dict[str, Any]) -> None:
+        """The cluster's status is the truth: a restarted controller (even on a new data dir) goes on from it."""
+        found = from_flagger(status)
+        if found is None:
+            return
+        local = self.store.get_status(key)
+        tick = int(local.get("tick", 0)) if local else 0
+        with self.store.transaction():
+            self.store.put_status(key, {**found.to_json(), "tick": tick})
+        self.written[key] = status
+
+    async def _deleted(self, kind: Kind, key: ObjectKey) -> None:
+        stored = self.store.get_object(kind.kind, key)
+        if stored is None or stored.source != SOURCE:
+            return
+        with self.store.transaction():
+            self.store.delete_object(kind.kind, key)
+            if kind is kinds.CANARY:
+                self.store.delete_status(key)
+        if kind is kinds.CANARY:
+            self._forget(key)
+            with suppress(ManifestError):
+                canary = parse_object(stored.body, SOURCE)
+                if isinstance(canary, Canary) and self.on_deleted is not None:
+                    await self.on_deleted(canary)
+
+    def _forget(self, key: ObjectKey) -> None:
+        for d in (self.written, self._seen_event, self._seen_tick, self._failure, self._refs):
+            d.pop(key, None)
+
+    # -- status and events back to the cluster ------------------------------------------------------
+
+    async def after_tick(self, key: ObjectKey) -> None:
+        ref = self._refs.get(key)
+        if ref is None:
+            return
+        status = self.engine.status(key)
+        events = self.store.events(kind=CANARY, key=key, after=self._seen_event.get(key, self._start_id(key)))
+        if status.tick != self._seen_tick.get(key, status.tick):
+            self._failure.pop(key, None)  # a tick was recorded: whatever failed before went through
+        self._seen_tick[key] = status.tick
+        failed = [e for e in events if e.reason == "TickFailed"]
+        if failed and failed[-1].id == events[-1].id:
+            self._failure[key] = failed[-1].message
+        desired = to_flagger(status, failure=self._failure.get(key))
+        meta = ref["metadata"]
+        if desired != self.written.get(key):
+            await self.api.patch_status(kinds.CANARY, meta["namespace"], meta["name"], desired)
+            self.written[key] = desired
+        for e in events:
+            await self.api.event(ref, e.reason, e.message, warning=e.warning)
+            self._seen_event[key] = e.id
+
+    def _start_id(self, key: ObjectKey) -> int:
+        """Events before this controller saw the Canary were sent by an earlier one (or are not ours)."""
+        newest = self.store.events(kind=CANARY, key=key, limit=1)
+        self._seen_event[key] = newest[-1].id if newest else 0
+        return self._seen_event[key]
+
+    async def _event(self, kind: Kind, obj: Obj, reason: str, message: str, *, warning: bool) -> None:
+        try:
+            await self.api.event(obj, reason, message, warning=warning)
+        except KubeError as exc:
+            log.warning("event %s on %s %s not written: %s", reason, kind.kind, self._key(obj), exc)
+
+
+async def release(backends: Backends, canary: Canary) -> None:
+    """A Canary deleted from the cluster: its routes are removed (or given back) and its target released."""
+    try:
+        router, platform = backends.parts(canary)
+    except LookupError:
+        return
+    await router.finalize(canary.metadata.key)
+    await platform.release(canary)
