@@ -21,3 +21,20 @@ def _envoy(**settings: Any) -> Router:
 ROUTERS.register("memory", lambda **_: MemoryRouter())
 ROUTERS.register("nop", lambda **_: NopRouter())
 ROUTERS.register("envoy", _envoy)
+
+
+def _istio(**settings: Any) -> Router:
+    from rheostat.plugins.routers.istio import IstioRouter  # only pulled in when asked for
+
+    return IstioRouter(**settings)
+
+
+def _gatewayapi(**settings: Any) -> Router:
+    from rheostat.plugins.routers.gatewayapi import GatewayAPIRouter  # only pulled in when asked for
+
+    return GatewayAPIRouter(**settings)
+
+
+ROUTERS.register("istio", _istio)
+ROUTERS.register("gatewayapi", _gatewayapi)
+ROUTERS.register("gatewayapi:v1", _gatewayapi)
