@@ -48,12 +48,37 @@ def check_service(service: Service | None) -> None:
     for field in ("backendTimeout", "meshName", "backends", "mirror", "gatewayRefs"):
         if getattr(service, field):
             raise refused(field)
-    if (service.appProtocol or "").lower() == "tcp":
-        raise refused("appProtocol", "TCP routes")
+    if is_tcp(service):
+        for field in ("retries", "timeout", "headers", "rewrite", "corsPolicy", "delegation"):
+            if getattr(service, field):
+                raise refused(field, "an HTTP setting on a TCP service (appProtocol TCP)")
+        for i, m in enumerate(service.match or []):
+            extra = sorted(m.model_fields_set - {"port", "name"})
+            if extra:
+                raise refused(f"match[{i}].{extra[0]}", "a TCP route matches on port only")
     if service.delegation and (service.hosts or service.gateways):
         raise RouterError("service.delegation: a delegate VirtualService cannot have hosts or gateways")
     if service.rewrite is not None and service.rewrite.type not in REWRITE_TYPES:
         raise refused("rewrite.type", f"{service.rewrite.type!r}; use ReplacePrefixMatch or ReplaceFullPath")
+
+
+def is_tcp(service: Service | None) -> bool:
+    """Flagger's rule: `appProtocol: TCP` makes the VirtualService route TCP, not HTTP."""
+    return service is not None and (service.appProtocol or "").lower() == "tcp"
+
+
+def check_routes(route: ServiceRoute, routes: Routes) -> None:
+    if not is_tcp(route.service):
+        return
+    for what, asked in (
+        ("analysis.match", routes.match),
+        ("analysis.mirror", routes.mirror),
+        ("analysis.sessionAffinity", routes.sticky),
+    ):
+        if asked:
+            raise RouterError(
+                f"{what} is not supported by the istio router for a TCP service (appProtocol TCP)"
+            )
 
 
 def _dump(model: Any) -> Any:
@@ -141,8 +166,21 @@ def analysis_match(match: AnalysisMatch) -> Obj:
     return {k: v for k, v in _dump(match).items() if v}
 
 
+def _tcp_spec(route: ServiceRoute, routes: Routes, names: Names) -> list[Obj]:
+    tcp: Obj = {}
+    ports = [{"port": m.port} for m in (route.service.match or [] if route.service else []) if m.port]
+    if ports:
+        tcp["match"] = ports
+    tcp["route"] = [
+        {"destination": {"host": host, "port": {"number": route.port}}, "weight": weight}
+        for host, weight in ((names.primary, routes.primary), (names.canary, routes.canary))
+    ]
+    return [tcp]
+
+
 def virtual_service_spec(route: ServiceRoute, routes: Routes, names: Names) -> Obj:
     service = route.service
+    check_routes(route, routes)
     common = _common(route)
     svc_matches = service_matches(service)
     http: list[Obj] = []
@@ -196,11 +234,12 @@ def virtual_service_spec(route: ServiceRoute, routes: Routes, names: Names) -> O
     if names.apex not in hosts and "*" not in hosts:
         hosts.append(names.apex)
     gateways = list(service.gateways or []) if service is not None else []
-    return {
-        "hosts": [] if delegated else hosts,
-        "gateways": [] if delegated else (gateways or ["mesh"]),
-        "http": http,
-    }
+    spec: Obj = {"hosts": [] if delegated else hosts, "gateways": [] if delegated else (gateways or ["mesh"])}
+    if is_tcp(service):
+        spec["tcp"] = _tcp_spec(route, routes, names)
+    else:
+        spec["http"] = http
+    return spec
 
 
 def destination_rule_spec(route: ServiceRoute, host: str) -> Obj:
@@ -230,7 +269,7 @@ def _conditions(route: ServiceRoute, matches: list[Obj]) -> tuple[AnalysisMatch,
 
 def routes_of(spec: Obj, route: ServiceRoute, names: Names) -> Routes:
     """The split in force in a VirtualService spec this router wrote."""
-    default = _by_name(spec, DEFAULT_ROUTE)
+    default = (spec.get("tcp") or [None])[0] if is_tcp(route.service) else _by_name(spec, DEFAULT_ROUTE)
     if default is None:
         raise RouterError(
             f"VirtualService {names.namespace}/{names.apex} has no route named {DEFAULT_ROUTE!r}"
