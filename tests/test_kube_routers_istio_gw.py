@@ -16,7 +16,7 @@ import yaml
 from rheostat.model.base import ObjectKey
 from rheostat.model.canary import AnalysisMatch, Canary, Service, StringMatch
 from rheostat.model.load import parse_object
-from rheostat.plugins.kube.api import Kind, KubeAPI, Obj
+from rheostat.plugins.kube.api import Conflict, Kind, KubeAPI, Obj
 from rheostat.plugins.kube.kinds import DESTINATION_RULE, HTTPROUTE, VIRTUAL_SERVICE
 from rheostat.plugins.kube.memory import MemoryKube
 from rheostat.plugins.routers import ROUTERS
@@ -197,6 +197,52 @@ async def test_istio_ab_test_sends_header_and_cookie_matches_to_the_canary_first
     await fresh.reconcile(route(service))
     assert (await fresh.get_routes(KEY)).match == (HEADER, COOKIE)
     await assert_all_valid(kube, VIRTUAL_SERVICE, DESTINATION_RULE)
+
+
+async def test_istio_ab_conditions_read_back_across_several_service_matches(
+    kube: KubeAPI, shared: Path
+) -> None:
+    service = ISTIO_SERVICE | {
+        "match": [{"uri": {"prefix": "/api"}}, {"uri": {"exact": "/health"}, "port": 80}]
+    }
+    router = IstioRouter(kube)
+    await router.reconcile(route(service))
+    await router.set_routes(KEY, Routes(100, 0, match=(HEADER, QUERY)))
+    assert len(http_named(await vs(kube), "ab")["match"]) == 4  # each condition on each service match
+    fresh = IstioRouter(kube)
+    await fresh.reconcile(route(service))
+    assert (await fresh.get_routes(KEY)).match == (HEADER, QUERY)
+    await assert_all_valid(kube, VIRTUAL_SERVICE)
+
+
+class RefusingKube(MemoryKube):
+    """An API server that refuses the next write with 409, as one does when another writer got there first."""
+
+    refuse = False
+
+    async def apply(self, obj: Obj, *, force: bool = False) -> Obj:
+        if self.refuse:
+            self.refuse = False
+            raise Conflict(
+                409, "patch", VIRTUAL_SERVICE, "the object has been modified", obj["metadata"]["name"]
+            )
+        return await super().apply(obj, force=force)
+
+
+@pytest.mark.parametrize("make", [IstioRouter, GatewayAPIRouter])
+async def test_a_refused_shift_leaves_the_previous_split_whole(
+    make: type[IstioRouter] | type[GatewayAPIRouter],
+) -> None:
+    kube = RefusingKube()
+    router = make(kube)
+    await router.reconcile(route(GW_SERVICE if make is GatewayAPIRouter else ISTIO_SERVICE))
+    await router.set_routes(KEY, Routes(80, 20))
+    kube.refuse = True
+    with pytest.raises(RouterError, match="409"):
+        await router.set_routes(KEY, Routes(50, 50, mirror=True))
+    assert await router.get_routes(KEY) == Routes(80, 20)
+    await router.set_routes(KEY, Routes(50, 50))
+    assert await router.get_routes(KEY) == Routes(50, 50)
 
 
 async def test_istio_mirror_sets_a_mirror_percentage(kube: KubeAPI, shared: Path) -> None:

@@ -58,7 +58,7 @@ def check_service(service: Service | None) -> None:
     service_matches(service)  # refuses what cannot be matched
 
 
-def _string(field: str, match: StringMatch, types: tuple[str, str]) -> tuple[str, str]:
+def _string(match: StringMatch, types: tuple[str, str]) -> tuple[str, str]:
     """(type, value) of an exact or regex match; prefix and suffix become regular expressions."""
     exact, regex = types
     if match.exact is not None:
@@ -71,10 +71,10 @@ def _string(field: str, match: StringMatch, types: tuple[str, str]) -> tuple[str
     return regex, f".*{re.escape(match.suffix)}$"
 
 
-def _pairs(field: str, values: dict[str, StringMatch] | None) -> list[Obj]:
+def _pairs(values: dict[str, StringMatch] | None) -> list[Obj]:
     out = []
     for name, m in sorted((values or {}).items()):
-        kind, value = _string(field, m, ("Exact", "RegularExpression"))
+        kind, value = _string(m, ("Exact", "RegularExpression"))
         out.append({"name": name, "type": kind, "value": value})
     return out
 
@@ -96,16 +96,16 @@ def service_matches(service: Service | None) -> list[Obj]:
             elif m.uri.prefix is not None:
                 match["path"] = {"type": "PathPrefix", "value": m.uri.prefix}
             else:
-                _, value = _string(f"{where}.uri", m.uri, ("", ""))
+                _, value = _string(m.uri, ("", ""))
                 match["path"] = {"type": "RegularExpression", "value": value}
         if m.method is not None:
             if m.method.exact is None:
                 raise refused(f"{where}.method", "only exact")
             match["method"] = m.method.exact
         if m.headers:
-            match["headers"] = _pairs(f"{where}.headers", m.headers)
+            match["headers"] = _pairs(m.headers)
         if m.queryParams:
-            match["queryParams"] = _pairs(f"{where}.queryParams", m.queryParams)
+            match["queryParams"] = _pairs(m.queryParams)
         out.append(match)
     return out or [dict(ROOT)]
 
@@ -115,9 +115,9 @@ def condition(match: AnalysisMatch) -> Obj:
         raise RouterError("analysis.match.sourceLabels is not supported by the gatewayapi router")
     out: Obj = {}
     if match.headers:
-        out["headers"] = _pairs("analysis.match.headers", match.headers)
+        out["headers"] = _pairs(match.headers)
     if match.queryParams:
-        out["queryParams"] = _pairs("analysis.match.queryParams", match.queryParams)
+        out["queryParams"] = _pairs(match.queryParams)
     return out
 
 
