@@ -22,6 +22,7 @@ ALERT_PROVIDER = Kind("flagger.app/v1beta1", "AlertProvider", "alertproviders")
 VIRTUAL_SERVICE = Kind("networking.istio.io/v1beta1", "VirtualService", "virtualservices")
 DESTINATION_RULE = Kind("networking.istio.io/v1beta1", "DestinationRule", "destinationrules")
 HTTPROUTE = Kind("gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes", status=True)
+HTTPROUTE_V1BETA1 = Kind("gateway.networking.k8s.io/v1beta1", "HTTPRoute", "httproutes", status=True)
 TRAFFIC_SPLIT_V1ALPHA2 = Kind("split.smi-spec.io/v1alpha2", "TrafficSplit", "trafficsplits")
 TRAFFIC_SPLIT_V1ALPHA3 = Kind("split.smi-spec.io/v1alpha3", "TrafficSplit", "trafficsplits")
 
@@ -42,6 +43,7 @@ ALL = (
     VIRTUAL_SERVICE,
     DESTINATION_RULE,
     HTTPROUTE,
+    HTTPROUTE_V1BETA1,
     TRAFFIC_SPLIT_V1ALPHA2,
     TRAFFIC_SPLIT_V1ALPHA3,
 )

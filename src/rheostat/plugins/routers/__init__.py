@@ -40,9 +40,29 @@ def _kubernetes(*, api: Any, **settings: Any) -> Router:
     return KubernetesRouter(api, **settings)
 
 
+def _istio(**settings: Any) -> Router:
+    from rheostat.plugins.routers.istio import IstioRouter  # only pulled in when asked for
+
+    return IstioRouter(**settings)
+
+
+def _gatewayapi(version: Literal["v1", "v1beta1"]) -> Callable[..., Router]:
+    def make(**settings: Any) -> Router:
+        from rheostat.plugins.kube.kinds import HTTPROUTE, HTTPROUTE_V1BETA1
+        from rheostat.plugins.routers.gatewayapi import GatewayAPIRouter  # only pulled in when asked for
+
+        return GatewayAPIRouter(**settings, kind=HTTPROUTE if version == "v1" else HTTPROUTE_V1BETA1)
+
+    return make
+
+
 ROUTERS.register("memory", lambda **_: MemoryRouter())
 ROUTERS.register("nop", lambda **_: NopRouter())
 ROUTERS.register("envoy", _envoy)
+ROUTERS.register("istio", _istio)
+ROUTERS.register("gatewayapi", _gatewayapi("v1"))
+ROUTERS.register("gatewayapi:v1", _gatewayapi("v1"))
+ROUTERS.register("gatewayapi:v1beta1", _gatewayapi("v1beta1"))
 ROUTERS.register("smi:v1alpha2", _smi("v1alpha2"))
 ROUTERS.register("smi:v1alpha3", _smi("v1alpha3"))
 ROUTERS.register("linkerd", _smi("v1alpha2", "linkerd"))  # Linkerd's SMI extension serves v1alpha2
