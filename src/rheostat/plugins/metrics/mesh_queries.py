@@ -1,4 +1,4 @@
-"""The builtin checks and the sequential judge's counts in PromQL, per mesh provider, as Flagger measures them.
+"""The builtin checks and the sequential judge's counts in PromQL per mesh provider, as Flagger measures them.
 
 What is measured is Flagger's (pkg/metrics/observers): for each provider the same metric names and label
 selectors, "success" is the same matcher (`response_code!~"5.*"`, Linkerd's `classification!="failure"`,
@@ -45,7 +45,7 @@ ProviderOf = Callable[[ObjectKey], MeshTarget]
 
 
 def mesh_target(canary: Canary, default_provider: str) -> MeshTarget:
-    """A Canary's MeshTarget; `default_provider` when its `spec.provider` is unset (Flagger's -mesh-provider)."""
+    """A Canary's MeshTarget; `default_provider` if `spec.provider` is unset (Flagger's -mesh-provider)."""
     spec = canary.spec
     return MeshTarget(
         spec.provider or default_provider,
@@ -201,7 +201,7 @@ def counts_query(mesh: Mesh, t: MeshTarget) -> str:
 
 
 def flagger_query(mesh: Mesh, metric: str, t: MeshTarget, interval: str) -> str:
-    """Flagger's own query for the canary, as its Prometheus client sends it (whitespace runs made one space)."""
+    """Flagger's own query of the canary, as its Prometheus client sends it (whitespace runs made one)."""
     m = mesh.matchers(t, "canary")
     with_ok = [*m[: mesh.ok_at], mesh.ok, *m[mesh.ok_at :]] if mesh.ok_at is not None else [*m, mesh.ok]
 
