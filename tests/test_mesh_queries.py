@@ -181,7 +181,7 @@ class Exporter:
 
 @dataclass(frozen=True)
 class Traffic:
-    """One side's requests per second, `ok` and `failed`; `slow` of all in (1000, 2500] ms, the rest (25, 50]."""
+    """Requests per second of one side, `ok` and `failed`; `slow` of all in (1000, 2500] ms, the rest fast."""
 
     ok: float = 10.0
     failed: float = 0.0
