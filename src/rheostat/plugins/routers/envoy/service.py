@@ -192,8 +192,9 @@ def string_match(m: StringMatch) -> Json:
 
 def header(name: str, match: Json, *, invert: bool = False) -> Json:
     out: Json = {"name": name, "string_match": match}
-    if invert:
+    if invert:  # Istio's withoutHeaders: a request without the header does not match the rule, so passes
         out["invert_match"] = True
+        out["treat_missing_header_as_empty"] = True
     return out
 
 
