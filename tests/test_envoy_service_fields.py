@@ -220,6 +220,10 @@ async def test_rewrite_replaces_the_matched_prefix_and_the_authority(
     await apply(router, route(backends, port, {"rewrite": {"uri": "/v2/"}}))  # no match: the prefix is "/"
     assert (await echo(client, port, "/items"))["path"] == "/v2/items"
 
+    exact = {"match": [{"uri": {"exact": "/old"}}], "rewrite": {"uri": "/new"}}
+    await apply(router, route(backends, port, exact))
+    assert (await echo(client, port, "/old?x=1"))["path"] == "/new?x=1"
+
     full = {"rewrite": {"uri": "/fixed", "type": "ReplaceFullPath"}}
     await apply(router, route(backends, port, full))
     assert (await echo(client, port, "/any/thing?x=1"))["path"] == "/fixed?x=1"
@@ -320,7 +324,7 @@ async def test_primary_cookie_keeps_a_primary_client_on_the_primary_until_the_ne
     assert Counter([(await echo(client, port, headers=held))["backend"] for _ in range(40)]) == {
         "primary": 40
     }
-    canary_held = {"cookie": "canary-cookie=rev7"}
+    canary_held = {"cookie": "canary-cookie=rev7; primary-cookie=rev7-w50"}  # the canary's cookie wins
     assert {(await echo(client, port, headers=canary_held))["backend"] for _ in range(10)} == {"canary"}
 
     # The next step sets a new primary cookie: holders of the old one are split by the new weights.
