@@ -50,14 +50,21 @@ REFUSED = {
 }
 # Honoured here or in config.py (port, timeout, retries), or accepted without effect because they do not
 # change what a request meets: names and metadata of the Kubernetes objects Flagger would generate, and the
-# port the replicas listen on (the platform chooses it). Every field of Service is in one of the two sets.
+# port the replicas listen on (the platform chooses it). Every field of Service is in exactly one of
+# HONOURED, HARMLESS and REFUSED (a test holds this, so a new field of the model needs a decision).
 HONOURED = frozenset(
     {"port", "timeout", "retries", "match", "rewrite", "headers", "corsPolicy", "trafficPolicy"}
 )
-HARMLESS = frozenset({"name", "portName", "targetPort", "portDiscovery", "appProtocol", "apex", "primary"})
-HARMLESS |= {"canary", "unmanagedMetadata"}
-LB_SIMPLE = {"ROUND_ROBIN": "ROUND_ROBIN", "LEAST_REQUEST": "LEAST_REQUEST", "LEAST_CONN": "LEAST_REQUEST"}
-LB_SIMPLE |= {"RANDOM": "RANDOM"}
+HARMLESS = frozenset(
+    {"name", "portName", "targetPort", "portDiscovery", "appProtocol", "apex", "primary", "canary"}
+    | {"unmanagedMetadata"}
+)
+LB_SIMPLE = {
+    "ROUND_ROBIN": "ROUND_ROBIN",
+    "LEAST_REQUEST": "LEAST_REQUEST",
+    "LEAST_CONN": "LEAST_REQUEST",  # Istio's older name
+    "RANDOM": "RANDOM",
+}
 REWRITE_TYPES = (None, "ReplacePrefixMatch", "ReplaceFullPath")
 
 
@@ -160,7 +167,7 @@ def _check_hash(lb: LoadBalancer) -> None:
         if not ch.httpCookie.name:
             raise refuse("trafficPolicy.loadBalancer.consistentHash.httpCookie", "it needs a name")
         if ch.httpCookie.ttl is not None:
-            parse_duration(ch.httpCookie.ttl)
+            _seconds("trafficPolicy.loadBalancer.consistentHash.httpCookie.ttl", ch.httpCookie.ttl)
 
 
 def _seconds(field: str, value: str) -> float:
