@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from rheostat.model.base import ObjectKey
+from rheostat.model.canary import Retries, Service
 from rheostat.plugins.routers.base import Routes, ServiceRoute, Upstream
 from rheostat.plugins.routers.envoy import config
 
@@ -59,10 +60,11 @@ def _upstreams(cluster: dict[str, Any]) -> tuple[Upstream, ...]:
 
 
 def load_view(layout: config.Layout) -> View:
-    """Raises OSError, ValueError or KeyError when the files are not the router's; the caller starts afresh."""
+    """Raises OSError, ValueError (a pydantic ValidationError too) or KeyError when the files are not the router's; the caller starts afresh."""
     view = View()
     keys: dict[str, ObjectKey] = {}
     timeouts: dict[ObjectKey, float | None] = {}
+    records: dict[ObjectKey, dict[str, Any]] = {}
     for path in sorted(layout.rds(ObjectKey("x/x")).parent.glob("*.json")):
         content = path.read_bytes()
         route_config = json.loads(content)["resources"][0]
@@ -74,6 +76,7 @@ def load_view(layout: config.Layout) -> View:
         view.files[path] = content
         view.routes[key] = config.routes_from_config(route_config, key)
         timeouts[key] = _timeout(route_config)
+        records[key] = config.service_record(route_config)
     for path in (layout.lds, layout.cds):
         view.files[path] = path.read_bytes()
     for listener in json.loads(view.files[layout.lds])["resources"]:
@@ -85,5 +88,15 @@ def load_view(layout: config.Layout) -> View:
         if None in groups:
             continue  # routes without clusters: reconcile writes both again
         primary, canary = (_upstreams(g) for g in groups if g is not None)
-        view.services[key] = ServiceRoute(key, view.ports.get(key, 0), primary, canary, timeouts[key])
+        record = records[key]
+        view.services[key] = ServiceRoute(
+            key,
+            view.ports.get(key, 0),
+            primary,
+            canary,
+            timeouts[key],
+            retries=Retries.model_validate(record["retries"]) if "retries" in record else None,
+            service=Service.model_validate(record["service"]) if "service" in record else None,
+            primary_cookie=record.get("primary_cookie"),
+        )
     return view

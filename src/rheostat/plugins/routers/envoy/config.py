@@ -16,6 +16,7 @@ from typing import Any
 from rheostat.model.base import ObjectKey
 from rheostat.model.canary import AnalysisMatch, Retries, StringMatch
 from rheostat.plugins.routers.base import RouterError, Routes, ServiceRoute, StickyCookie, Upstream
+from rheostat.plugins.routers.envoy import service as svc
 from rheostat.util.durations import parse_duration
 
 Json = dict[str, Any]
@@ -31,6 +32,8 @@ ROUTER_TYPE = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Route
 GROUPS = ("primary", "canary")
 DEFAULT_ROUTE = "default"
 STICKY_ROUTE = "sticky"
+PRIMARY_STICKY_ROUTE = "sticky-primary"
+METADATA_KEY = "rheostat"
 AB_ROUTE_PREFIX = "ab-"
 
 
@@ -225,7 +228,10 @@ def listeners(ports: Mapping[ObjectKey, int], layout: Layout, version: str) -> J
 
 def clusters(services: Iterable[ServiceRoute], version: str) -> Json:
     resources = [
-        _cluster(cluster_name(s.key, group), getattr(s, group))
+        svc.cluster_fields(
+            _cluster(cluster_name(s.key, group), getattr(s, group)),
+            s.service.trafficPolicy if s.service is not None else None,
+        )
         for s in sorted(services, key=lambda s: s.key)
         for group in GROUPS
     ]
@@ -233,45 +239,68 @@ def clusters(services: Iterable[ServiceRoute], version: str) -> Json:
 
 
 def route_config(service: ServiceRoute, routes: Routes, version: str) -> Json:
+    """The split's virtual host (any Host) and the two group hosts.
+
+    The split's routes, first match wins: A/B rules, the canary's sticky cookie, the primary's cookie, then
+    the weighted default. With `service.match`, each of them exists once per match entry and a request that
+    matches no entry gets Envoy's 404, as from a VirtualService whose routes all have matches.
+    """
     name = resource_name(service.key)
     primary, canary = cluster_name(service.key, "primary"), cluster_name(service.key, "canary")
+    spec = service.service
+    policy = spec.trafficPolicy if spec is not None else None
     retry = retry_policy(service.retries)
-    action_extras: Json = {}
+    group_extras: Json = {**svc.hash_policy(policy)}
     if service.timeout_s is not None:
-        action_extras["timeout"] = _duration(service.timeout_s)
+        group_extras["timeout"] = _duration(service.timeout_s)
+    action_extras: Json = {**group_extras, **svc.rewrite_action(spec.rewrite if spec is not None else None)}
+    conditions = svc.route_matches(spec)
 
     entries: list[Json] = []
     for index, match in enumerate(routes.match):
-        entries.append(
-            {
-                "name": f"{AB_ROUTE_PREFIX}{index}",
-                "match": {"prefix": "/", **_match(match)},
-                "route": {"cluster": canary, **action_extras},
-            }
-        )
+        ab = _match(match)
+        for condition in conditions:
+            entries.append(
+                {
+                    "name": f"{AB_ROUTE_PREFIX}{index}",
+                    "match": svc.with_conditions(
+                        condition, ab.get("headers", []), ab.get("query_parameters")
+                    ),
+                    "route": {"cluster": canary, **action_extras},
+                    "metadata": _metadata({"match": match.model_dump(mode="json", exclude_none=True)}),
+                }
+            )
     # A sticky client only goes to the canary while it takes traffic; at 0% everyone is back on primary.
     if routes.sticky is not None and routes.canary > 0:
-        entries.append(
-            {
-                "name": STICKY_ROUTE,
-                "match": {
-                    "prefix": "/",
-                    "headers": [_header("cookie", {"safe_regex": {"regex": _cookie_regex(routes.sticky)}})],
-                },
-                "route": {"cluster": canary, **action_extras},
-            }
-        )
+        cookie = _header("cookie", {"safe_regex": {"regex": _cookie_regex(routes.sticky)}})
+        for condition in conditions:
+            entries.append(
+                {
+                    "name": STICKY_ROUTE,
+                    "match": svc.with_conditions(condition, [cookie]),
+                    "route": {"cluster": canary, **action_extras},
+                }
+            )
+    primary_sticky = _primary_cookie(service, routes)
+    if primary_sticky is not None:
+        cookie = _header("cookie", {"safe_regex": {"regex": _cookie_regex(primary_sticky)}})
+        for condition in conditions:
+            entries.append(
+                {
+                    "name": PRIMARY_STICKY_ROUTE,
+                    "match": svc.with_conditions(condition, [cookie]),
+                    "route": {"cluster": primary, **action_extras},
+                }
+            )
 
+    primary_weighted: Json = {"name": primary, "weight": routes.primary}
+    if primary_sticky is not None:
+        primary_weighted["response_headers_to_add"] = [_set_cookie_header(primary_sticky)]
     canary_weighted: Json = {"name": canary, "weight": routes.canary}
     if routes.sticky is not None:
-        canary_weighted["response_headers_to_add"] = [
-            {
-                "header": {"key": "set-cookie", "value": _set_cookie(routes.sticky)},
-                "append_action": "APPEND_IF_EXISTS_OR_ADD",
-            }
-        ]
+        canary_weighted["response_headers_to_add"] = [_set_cookie_header(routes.sticky)]
     default_action: Json = {
-        "weighted_clusters": {"clusters": [{"name": primary, "weight": routes.primary}, canary_weighted]},
+        "weighted_clusters": {"clusters": [primary_weighted, canary_weighted]},
         **action_extras,
     }
     if routes.mirror:
@@ -283,7 +312,8 @@ def route_config(service: ServiceRoute, routes: Routes, version: str) -> Json:
                 },
             }
         ]
-    entries.append({"name": DEFAULT_ROUTE, "match": {"prefix": "/"}, "route": default_action})
+    for condition in conditions:
+        entries.append({"name": DEFAULT_ROUTE, "match": condition, "route": default_action})
 
     return {
         "version_info": version,
@@ -292,12 +322,54 @@ def route_config(service: ServiceRoute, routes: Routes, version: str) -> Json:
                 "@type": ROUTE_TYPE,
                 "name": name,
                 "virtual_hosts": [  # exact domains win over "*", whatever the order
-                    {"name": name, "domains": ["*"], "routes": entries, **retry},
-                    *(dict(v, **retry) for v in _group_hosts(service, action_extras)),
+                    {"name": name, "domains": ["*"], "routes": entries, **retry, **svc.vhost_extras(spec)},
+                    *(dict(v, **retry) for v in _group_hosts(service, group_extras)),
                 ],
+                # What the route was rendered from, so an adopted Envoy's routes can be rendered again as they are.
+                "metadata": _metadata(_service_record(service)),
             }
         ],
     }
+
+
+def _primary_cookie(service: ServiceRoute, routes: Routes) -> StickyCookie | None:
+    """`sessionAffinity.primaryCookieName`: while the canary takes traffic, a client the split sent to the primary
+    stays there until the next weight step. The value changes with the weight, so at each step the holders of
+    an older cookie are split again by the new weights (as Flagger does)."""
+    if service.primary_cookie is None or routes.canary == 0:
+        return None
+    revision = f"{routes.sticky.value}-" if routes.sticky is not None else ""
+    max_age = routes.sticky.max_age if routes.sticky is not None else StickyCookie("", "").max_age
+    return StickyCookie(service.primary_cookie, f"{revision}w{routes.canary}", max_age)
+
+
+def _set_cookie_header(sticky: StickyCookie) -> Json:
+    return {
+        "header": {"key": "set-cookie", "value": _set_cookie(sticky)},
+        "append_action": "APPEND_IF_EXISTS_OR_ADD",
+    }
+
+
+def _metadata(record: Json) -> Json:
+    return {"filter_metadata": {METADATA_KEY: record}}
+
+
+def _service_record(service: ServiceRoute) -> Json:
+    record: Json = {}
+    if service.service is not None:
+        record["service"] = service.service.model_dump(mode="json", by_alias=True, exclude_none=True)
+    if service.primary_cookie is not None:
+        record["primary_cookie"] = service.primary_cookie
+    if service.retries is not None:
+        record["retries"] = service.retries.model_dump(mode="json", exclude_none=True)
+    return record
+
+
+def service_record(route_config: Json) -> Json:
+    """What `_service_record` stored in a live or on-disk route config (empty for older files)."""
+    metadata = route_config.get("metadata", {}).get("filter_metadata", {})
+    record = metadata.get(METADATA_KEY, {})
+    return record if isinstance(record, dict) else {}
 
 
 def retry_policy(retries: Retries | None) -> Json:
@@ -385,9 +457,9 @@ def routes_from_config(config: Json, key: ObjectKey) -> Routes:
         mirror_weight = int(
             mirrors[0].get("runtime_fraction", {}).get("default_value", {}).get("numerator", 0)
         )
-    matches = tuple(
-        _parse_match(r["match"]) for r in entries if r.get("name", "").startswith(AB_ROUTE_PREFIX)
-    )
+    # One A/B rule is one route per service.match entry, all of the same name: read each rule once.
+    ab_routes = {r["name"]: r for r in reversed(entries) if r.get("name", "").startswith(AB_ROUTE_PREFIX)}
+    matches = tuple(_ab_match(r) for _, r in sorted(ab_routes.items(), key=lambda kv: entries.index(kv[1])))
     # Weights need not sum to 100 in Envoy; report the split in force as percentages.
     total = weights.get(primary, 0) + weights.get(canary, 0)
     canary_percent = round(100 * weights.get(canary, 0) / total) if total else 0
@@ -412,7 +484,12 @@ def _listener(key: ObjectKey, port: int, layout: Layout) -> Json:
         "stat_prefix": name,
         "strip_any_host_port": True,  # so `Host: web-canary:8080` finds the group's virtual host
         "rds": {"route_config_name": name, "config_source": _file_source(layout.rds(key))},
-        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}}],
+        # The CORS filter does nothing until a virtual host carries a policy (service.corsPolicy); it is
+        # always there so that a policy is a route change, which keeps connections, not a listener change.
+        "http_filters": [
+            {"name": svc.CORS_FILTER, "typed_config": {"@type": svc.CORS_TYPE}},
+            {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}},
+        ],
     }
     return {
         "@type": LISTENER_TYPE,
@@ -452,16 +529,6 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.3f}s"
 
 
-def _string_match(m: StringMatch) -> Json:
-    if m.exact is not None:
-        return {"exact": m.exact}
-    if m.prefix is not None:
-        return {"prefix": m.prefix}
-    if m.suffix is not None:
-        return {"suffix": m.suffix}
-    return {"safe_regex": {"regex": m.regex}}
-
-
 def _header(name: str, string_match: Json) -> Json:
     return {"name": name, "string_match": string_match}
 
@@ -471,10 +538,10 @@ def _match(m: AnalysisMatch) -> Json:
         raise RouterError("the envoy router cannot match on sourceLabels (there are no pods)")
     out: Json = {}
     if m.headers:
-        out["headers"] = [_header(name, _string_match(v)) for name, v in sorted(m.headers.items())]
+        out["headers"] = [_header(name, svc.string_match(v)) for name, v in sorted(m.headers.items())]
     if m.queryParams:
         out["query_parameters"] = [
-            {"name": name, "string_match": _string_match(v)} for name, v in sorted(m.queryParams.items())
+            {"name": name, "string_match": svc.string_match(v)} for name, v in sorted(m.queryParams.items())
         ]
     return out
 
@@ -486,6 +553,14 @@ def _parse_string_match(raw: Json) -> StringMatch:
         if kind in raw:
             return StringMatch.model_validate({kind: raw[kind]})
     raise RouterError(f"unsupported string match in live config: {raw}")
+
+
+def _ab_match(route: Json) -> AnalysisMatch:
+    """The A/B rule of a route: as recorded in its metadata (its match may also hold service.match)."""
+    recorded = route.get("metadata", {}).get("filter_metadata", {}).get(METADATA_KEY, {}).get("match")
+    if isinstance(recorded, dict):
+        return AnalysisMatch.model_validate(recorded)
+    return _parse_match(route["match"])
 
 
 def _parse_match(raw: Json) -> AnalysisMatch:

@@ -22,6 +22,7 @@ from rheostat.plugins.platforms.local import procfs
 from rheostat.plugins.platforms.local.ports import bindable
 from rheostat.plugins.routers.base import RouterError, Routes, ServiceRoute
 from rheostat.plugins.routers.envoy import adopt, config
+from rheostat.plugins.routers.envoy import service as service_fields
 from rheostat.plugins.routers.envoy.admin import AdminClient, AdminError, stat_int, stat_text
 from rheostat.plugins.routers.envoy.files import replace_atomic, write_json_atomic
 from rheostat.plugins.routers.envoy.process import EnvoyProcess, end_leftover, find_envoy
@@ -178,6 +179,7 @@ class EnvoyRouter:
     # -- Router protocol -------------------------------------------------------------------------
 
     async def reconcile(self, route: ServiceRoute) -> None:
+        service_fields.check(route)  # a field Envoy cannot express is refused before anything is written
         async with self._lock:
             key = route.key
             if self._ports.get(key) != route.port:
