@@ -27,6 +27,7 @@ import pytest
 from rheostat.model.base import ObjectKey
 from rheostat.plugins.metrics.base import MetricQuery, NoData, ProviderError
 from rheostat.plugins.metrics.prometheus import Auth, PrometheusProvider
+from rheostat.reactor.controller import BuiltinByTarget
 from rheostat.rollout.types import Phase
 from tests.answering import Answer, AnswerServer, answering
 from tests.rig import KEY, NS, Rig, Traffic, canary, workload
@@ -411,7 +412,11 @@ async def test_canaries_promoted_and_rolled_back_by_promql_then_by_the_sequentia
         # Envoy is scraped through the stats listener: Prometheus sees its clusters.
         await prom.wait_for('up{job="envoy"} == 1')
         assert rig.server is not None
-        assert rig.server.controller.providers.builtin.workloads is rig.server.controller.providers.server
+        builtin = rig.server.controller.providers.builtin
+        assert (
+            isinstance(builtin, BuiltinByTarget)
+            and builtin.workloads is rig.server.controller.providers.server
+        )
 
         good = promql_analysis(rig.api, rig.port)
         tick = rig.status().tick

@@ -24,11 +24,12 @@ from rheostat import __version__
 from rheostat.cli.client import DEFAULT_SERVER, ApiError, Client, find_token
 from rheostat.model.canary import Canary
 from rheostat.model.load import ManifestError, load_file
+from rheostat.plugins.kube.api import KubeError
 from rheostat.plugins.platforms.base import PlatformError
 from rheostat.plugins.routers.base import RouterError
 from rheostat.reactor import datadir, dataplane
 from rheostat.reactor.datadir import DataDirInUse
-from rheostat.reactor.settings import Settings
+from rheostat.reactor.settings import ClusterSettings, Settings
 from rheostat.rollout.simulate import shortest_promotion_s, simulate
 from rheostat.server.main import Server, run_forever
 from rheostat.util.durations import format_duration
@@ -185,8 +186,31 @@ def print_items(
 @click.option(
     "--repo",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
-    required=True,
-    help="A Git repository or a plain folder of manifests.",
+    default=None,
+    help="A Git repository or a plain folder of manifests (the embedded default). Without it, roll out the "
+    "Canaries of a cluster.",
+)
+@click.option(
+    "--kubeconfig",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Roll out the Canaries of this cluster (default without --repo: $KUBECONFIG, ~/.kube/config, or the "
+    "pod's service account).",
+)
+@click.option(
+    "--context", "kube_context", default=None, help="The kubeconfig context (default: its current one)."
+)
+@click.option(
+    "--namespace",
+    "watch_namespace",
+    default=None,
+    help="Watch Canaries in this namespace only (default: all).",
+)
+@click.option(
+    "--mesh-provider",
+    default="istio",
+    show_default=True,
+    help="The provider of a Canary that sets no spec.provider (Flagger's -mesh-provider).",
 )
 @click.option("--branch", default=None, help="Branch to follow (default: the repository's HEAD branch).")
 @click.option("--listen", default="127.0.0.1:8470", show_default=True, help="HOST:PORT of the API.")
@@ -230,7 +254,11 @@ def print_items(
 )
 @click.option("-v", "--verbose", is_flag=True)
 def run_cmd(
-    repo: Path,
+    repo: Path | None,
+    kubeconfig: str | None,
+    kube_context: str | None,
+    watch_namespace: str | None,
+    mesh_provider: str,
     branch: str | None,
     listen: str,
     data_dir: Path,
@@ -243,10 +271,26 @@ def run_cmd(
     stop_data_plane: bool,
     verbose: bool,
 ) -> None:
-    """Start the controller, Envoy, the local platform and the API for the manifests in REPO.
+    """Start the controller and its API: for the manifests in REPO on this machine (Envoy and local
+    processes), or for the Canaries of a cluster (`--kubeconfig`, or no `--repo`).
+
+    \b
+    Examples:
+      rheostat run --repo deploy
+      rheostat run --kubeconfig ~/.kube/config --metrics-server http://127.0.0.1:9090
 
     A data plane left running by a previous `rheostat run` on the same data dir is adopted, not restarted.
     """
+    if repo is not None and kubeconfig is not None:
+        fail(
+            ValueError(
+                "--repo with --kubeconfig: applying Git to a cluster is not supported yet; use Flux (or kubectl) "
+                "for that, and `rheostat run --kubeconfig` for the rollouts"
+            )
+        )
+    cluster = (
+        ClusterSettings(kubeconfig, kube_context, watch_namespace, mesh_provider) if repo is None else None
+    )
     host, _, port = listen.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         fail(ValueError(f"--listen {listen!r}: expected HOST:PORT with a port from 1 to 65535"))
@@ -276,10 +320,12 @@ def run_cmd(
         envoy_stats_port=envoy_stats_port,
         flags_token=flags_token,
         audit_interval_s=audit_interval,
+        cluster=cluster,
     )
+    what = str(repo) if repo is not None else f"the Canaries of {kubeconfig or 'the current cluster'}"
 
     def announce(server: Server) -> None:
-        err.print(f"rheostat {__version__} serving {repo} on {server.url} (data in {data_dir})")
+        err.print(f"rheostat {__version__} serving {what} on {server.url} (data in {data_dir})")
         if server.token_unseen:
             err.print(f"API token (shown once, kept in {data_dir / 'token'}): {server.token}")
             server.token_seen()
@@ -288,7 +334,7 @@ def run_cmd(
         # uvloop: 3 to 45% more OFREP and API requests per second than asyncio's loop (docs/benchmarks.md)
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(run_forever(settings, announce, stop_data_plane=stop_data_plane))
-    except (RouterError, PlatformError, OSError, DataDirInUse) as exc:
+    except (RouterError, PlatformError, KubeError, OSError, DataDirInUse) as exc:
         fail(exc)
     except sqlite3.Error as exc:  # e.g. a full disk: one line, not a traceback
         fail(RuntimeError(f"cannot write the state store in {data_dir}: {exc}"))

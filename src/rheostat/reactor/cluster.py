@@ -8,7 +8,6 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
-from dataclasses import dataclass
 from typing import Any
 
 from rheostat.model.base import ObjectKey, object_key
@@ -16,6 +15,9 @@ from rheostat.model.canary import Canary
 from rheostat.model.load import ManifestError, parse_object
 from rheostat.plugins.kube import kinds
 from rheostat.plugins.kube.api import Kind, KubeAPI, KubeError, Obj
+from rheostat.plugins.platforms import PLATFORMS
+from rheostat.plugins.routers import ROUTERS
+from rheostat.reactor.settings import ClusterSettings
 from rheostat.rollout.backends import WORKLOAD_KINDS, Backends, Catalogue
 from rheostat.rollout.engine import CANARY, Engine
 from rheostat.rollout.flagger_status import from_flagger, to_flagger
@@ -40,19 +42,30 @@ CLUSTER_ROUTERS = (
 VOLATILE = ("resourceVersion", "managedFields", "generation", "creationTimestamp")
 
 
-@dataclass(frozen=True)
-class ClusterSettings:
-    kubeconfig: str | None = None  # None: $KUBECONFIG, ~/.kube/config, or the pod's service account
-    context: str | None = None
-    namespace: str | None = None  # watch one namespace; None: every namespace
-    mesh_provider: str = "istio"  # the provider of a Canary that names none (Flagger's -mesh-provider)
-
-
 def cluster_catalogue(available: list[str], mesh_provider: str) -> Catalogue:
     names = [n for n in CLUSTER_ROUTERS if n in available]
     return Catalogue(
         dict.fromkeys(names, WORKLOAD_KINDS), dict.fromkeys(WORKLOAD_KINDS, mesh_provider), "in this cluster"
     )
+
+
+def cluster_backends(api: KubeAPI, mesh_provider: str) -> Backends:
+    """Every mesh router Rheostat has, on this cluster's API, and the `kubernetes` platform for Deployments
+    and DaemonSets. A mesh whose CRDs are not installed is still offered: its router says which CRD is missing."""
+    catalogue = cluster_catalogue(ROUTERS.names(), mesh_provider)
+    if "kubernetes" not in PLATFORMS.names():
+        catalogue = Catalogue({}, catalogue.defaults, catalogue.where)
+        return Backends(catalogue, {}, {})
+    platform = PLATFORMS.create("kubernetes", api=api)
+    routers = {name: ROUTERS.create(name, api=api) for name in catalogue.routes}
+    return Backends(catalogue, routers, dict.fromkeys(WORKLOAD_KINDS, platform))
+
+
+def connect(settings: ClusterSettings) -> KubeAPI:
+    """The cluster's API from a kubeconfig (or the pod's service account)."""
+    from rheostat.plugins.kube.client import LightkubeAPI
+
+    return LightkubeAPI.from_kubeconfig(settings.kubeconfig, settings.context)
 
 
 def cached_body(obj: Obj) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import secrets
 from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
+from typing import Protocol
 
 from watchfiles import awatch
 
@@ -30,15 +31,18 @@ from rheostat.model.policy import (
     ValidatingAdmissionPolicy,
     ValidatingAdmissionPolicyBinding,
 )
+from rheostat.plugins.kube.api import KubeAPI
 from rheostat.plugins.metrics.app_counters import AppCountersProvider, VariantTarget
-from rheostat.plugins.metrics.base import Counts, MetricProvider, MetricQuery
+from rheostat.plugins.metrics.base import Counts, CountSource, MetricProvider, MetricQuery
 from rheostat.plugins.metrics.envoy_stats import EnvoyStatsProvider
+from rheostat.plugins.metrics.mesh_queries import MeshMetrics, MeshTarget, mesh_target
 from rheostat.plugins.metrics.prometheus import Auth, PrometheusProvider
 from rheostat.plugins.platforms.base import Group
 from rheostat.plugins.platforms.local import LocalPlatform
 from rheostat.plugins.routers.envoy import EnvoyRouter
 from rheostat.reactor import datadir
 from rheostat.reactor.alerts import Alerter, Secrets
+from rheostat.reactor.cluster import ClusterMirror, cluster_backends, connect, release
 from rheostat.reactor.settings import Settings
 from rheostat.reactor.wiring import Handover
 from rheostat.rollout.analysis import Checker, Monitor
@@ -59,6 +63,8 @@ POLICY_TYPES = (ConstraintTemplate, Constraint, ValidatingAdmissionPolicy, Valid
 
 def root_objects(settings: Settings) -> list[Manifest]:
     """The GitRepository and Kustomization `rheostat run --repo` stands for, as Flux's bootstrap writes them."""
+    if settings.repo is None:
+        return []
     ref = {"branch": settings.branch} if settings.branch else {}
     repo = parse_object(
         {
@@ -127,6 +133,10 @@ class BuiltinByTarget:
         return await self.workloads.is_online()
 
 
+class Builtin(MetricProvider, CountSource, Protocol):
+    """The builtin checks' source: single values for the checks, counts for the sequential judge."""
+
+
 class MetricProviders:
     """Where each metric is measured.
 
@@ -147,7 +157,7 @@ class MetricProviders:
     ) -> None:
         self.secrets = secrets
         self.server = PrometheusProvider(metrics_server) if metrics_server else None
-        self.builtin = BuiltinByTarget(self.server or envoy, app, is_flag)
+        self.builtin: Builtin = BuiltinByTarget(self.server or envoy, app, is_flag)
         self.by_kind: dict[str, MetricProvider] = {"builtin": self.builtin}
         if self.server is not None:
             self.by_kind["prometheus"] = self.server
@@ -176,7 +186,10 @@ class MetricProviders:
 
 
 class Controller:
-    def __init__(self, settings: Settings) -> None:
+    """The embedded default (local processes behind Envoy), or with `settings.cluster` a cluster's Deployments
+    and DaemonSets behind its mesh; `kube` is the cluster's API when a test brings its own."""
+
+    def __init__(self, settings: Settings, *, kube: KubeAPI | None = None) -> None:
         self.settings = settings
         data = settings.data_dir
         data.mkdir(parents=True, exist_ok=True)
@@ -205,6 +218,13 @@ class Controller:
             sequential=Monitor(self.providers.builtin),
         )
         self.alerter = Alerter(self.store, self.secrets)
+        self.kube: KubeAPI | None = None
+        self.mirror: ClusterMirror | None = None
+        backends = None
+        if settings.cluster is not None:
+            self.kube = kube if kube is not None else connect(settings.cluster)
+            backends = cluster_backends(self.kube, settings.cluster.mesh_provider)
+            self._mesh_builtins(backends.catalogue.provider)
         self.engine = Engine(
             self.store,
             self.router,
@@ -212,8 +232,19 @@ class Controller:
             self.checker,
             alerts=self.alerter,
             flags=(self.flag_rollouts, self.flag_rollouts),
+            backends=backends,
         )
-        self.scheduler = Scheduler(self.engine, sync_interval_s=settings.sync_interval_s)
+        if self.kube is not None:
+            assert settings.cluster is not None
+            self.mirror = ClusterMirror(
+                self.kube, self.store, self.engine, self._kick, namespace=settings.cluster.namespace
+            )
+            self.mirror.on_deleted = lambda canary: release(self.engine.backends, canary)
+        self.scheduler = Scheduler(
+            self.engine,
+            sync_interval_s=settings.sync_interval_s,
+            on_tick=self.mirror.after_tick if self.mirror is not None else None,
+        )
         self.gate = PolicyGate(self.store, on_findings=self._policy_alerts)
         self._audit_now = asyncio.Event()
         self.handover = Handover(self.engine, self.platform, self.router, self.scheduler)
@@ -229,12 +260,39 @@ class Controller:
     def _template(self, ns: str, name: str) -> MetricTemplate | None:
         return self.engine.template(ns, name)
 
+    def _kick(self, key: ObjectKey) -> None:
+        self.scheduler.kick(key)
+
+    def _mesh_builtins(self, provider: Callable[[Canary], str]) -> None:
+        """On a cluster the builtin checks are PromQL on the mesh's own metrics (Flagger's queries)."""
+
+        def target(key: ObjectKey) -> MeshTarget:
+            canary = self.engine.canary(key)
+            if canary is None:
+                raise LookupError(f"Canary {key} not found")
+            return mesh_target(canary, provider(canary))
+
+        server = self.providers.server
+        if server is None:
+            return  # builtin checks then fail, naming the missing --metrics-server
+        mesh = MeshMetrics(server, target)
+        self.providers.builtin = mesh
+        self.providers.by_kind["builtin"] = mesh
+        self.checker.sequential = Monitor(mesh)
+
+    @property
+    def in_cluster(self) -> bool:
+        return self.settings.cluster is not None
+
     # -- lifecycle ---------------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Take the data dir (DataDirInUse if another controller has it), then adopt or start the data plane."""
         datadir.acquire(self.settings.data_dir)
         self._locked = True
+        if self.mirror is not None:
+            await self._start_in_cluster(self.mirror)
+            return
         try:
             await self.router.start()
         except BaseException:
@@ -259,12 +317,33 @@ class Controller:
             supervised(self._audit(), name="policy-audit"),
         ]
 
+    async def _start_in_cluster(self, mirror: ClusterMirror) -> None:
+        """The cluster's objects into the store first (and each Canary's status from the cluster), then ticks."""
+        try:
+            self.load_flags()
+            await mirror.start()
+        except BaseException:
+            await self.stop()
+            raise
+        self._tasks = [
+            supervised(self.scheduler.run(), name="scheduler"),
+            supervised(self._audit(), name="policy-audit"),
+        ]
+
     async def stop(self, *, stop_data_plane: bool = True) -> None:
         """Stop the controller. With `stop_data_plane=False` Envoy and the replicas keep serving, and the next
         start on this data dir adopts them (what `rheostat run` does on SIGTERM)."""
         await cancel_all(self._tasks)
         await self.scheduler.stop()
         await self.engine.close()
+        if self.mirror is not None:
+            await self.mirror.stop()
+            with suppress(Exception):
+                await self.mirror.api.aclose()
+            await self.hooks.aclose()
+            self.store.close()
+            self._unlock()
+            return
         with suppress(Exception):
             await self.metrics.stop()
         with suppress(Exception):
@@ -290,6 +369,8 @@ class Controller:
 
     async def _watch(self) -> None:
         """A commit or an edit in the local repository is picked up at once, without waiting for a poll."""
+        if self.settings.repo is None:
+            return
         watched = self.settings.repo.resolve()
         async for _ in awatch(
             watched,

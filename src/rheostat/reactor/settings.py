@@ -7,8 +7,18 @@ from pathlib import Path
 
 
 @dataclass(frozen=True)
+class ClusterSettings:
+    """`rheostat run --kubeconfig`: roll out Deployments and DaemonSets of a cluster, as Flagger does."""
+
+    kubeconfig: str | None = None  # None: $KUBECONFIG, ~/.kube/config, or the pod's service account
+    context: str | None = None
+    namespace: str | None = None  # watch one namespace; None: every namespace
+    mesh_provider: str = "istio"  # the provider of a Canary that names none (Flagger's -mesh-provider)
+
+
+@dataclass(frozen=True)
 class Settings:
-    repo: Path  # a Git repository or a plain folder of manifests
+    repo: Path | None  # a Git repository or a plain folder of manifests; None: nothing applied from Git
     data_dir: Path = Path(".rheostat")
     branch: str | None = None  # None: the repository's HEAD branch (the checked-out one, for a local repo)
     path: str = "./"  # the folder the root Kustomization applies, as Flux bootstrap's --path
@@ -21,6 +31,7 @@ class Settings:
     loadtester_exec: bool = False  # let the built-in load tester run commands other than `hey`
     metrics_server: str | None = None  # Prometheus URL: builtin checks in PromQL, inline queries (Flagger's)
     envoy_stats_port: int | None = None  # serve Envoy's /stats/prometheus on 127.0.0.1:<port> for Prometheus
+    cluster: ClusterSettings | None = None  # set: the targets are a cluster's, not local processes
 
     @property
     def state_db(self) -> Path:

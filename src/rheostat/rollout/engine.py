@@ -90,8 +90,8 @@ class Engine:
     def __init__(
         self,
         store: Store,
-        router: Router,
-        platform: Platform,
+        router: Router | None,
+        platform: Platform | None,
         checker: Checker,
         *,
         alerts: AlertSink | None = None,
@@ -100,11 +100,13 @@ class Engine:
         backends: Backends | None = None,
     ) -> None:
         self.store = store
-        self.router = router
-        self.platform = platform
         # Which router and platform each Canary uses (spec.provider, targetRef.kind). Without `backends`: the
         # embedded default, `router` for Workloads and `flags` (a router/platform pair) for flag targets.
-        self.backends = backends if backends is not None else embedded(router, platform, flags)
+        if backends is None:
+            if router is None or platform is None:
+                raise ValueError("an Engine needs backends, or a router and a platform")
+            backends = embedded(router, platform, flags)
+        self.backends = backends
         self.checker = checker
         self.alerts = alerts
         self.clock = clock

@@ -233,7 +233,7 @@ def create_app(ctl: Controller, token: str) -> Starlette:
         failed = ready.get("status") == "False"
         return JSONResponse(
             {
-                "repo": str(ctl.settings.repo),
+                "repo": str(ctl.settings.repo) if ctl.settings.repo is not None else "",
                 "revision": (src.get("artifact") or {}).get("revision", ""),
                 "appliedRevision": root.get("lastAppliedRevision", ""),
                 "rejectedRevision": root.get("lastAttemptedRevision", "") if failed else "",

@@ -113,3 +113,7 @@ class KubeAPI(Protocol):
     async def event(self, regarding: Obj, reason: str, message: str, *, warning: bool = False) -> None:
         """A core/v1 Event on `regarding`, as `kubectl describe` shows them."""
         ...
+
+    async def aclose(self) -> None:
+        """Close connections (watches end)."""
+        ...

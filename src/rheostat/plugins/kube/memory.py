@@ -174,6 +174,9 @@ class MemoryKube:
         }
         self._store(EVENT, ev, "ADDED")
 
+    async def aclose(self) -> None:
+        """Nothing to close."""
+
     # -- what a test plays: the kubelet and the Deployment controller ---------------------------------
 
     def set_status(self, kind: Kind, namespace: str, name: str, status: Obj) -> None:
