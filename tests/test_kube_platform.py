@@ -864,3 +864,48 @@ def test_the_registry_builds_the_kubernetes_platform() -> None:
     kube = MemoryKube()
     platform = PLATFORMS.create("kubernetes", api=kube)
     assert isinstance(platform, KubernetesPlatform) and platform.api is kube
+
+
+async def test_a_primary_made_by_flagger_is_adopted_and_the_target_is_analysed_before_replacing_it() -> None:
+    kube = CheckedKube()
+    flagger_primary = podinfo(replicas=2, selector={"matchLabels": {"app": "podinfo-primary"}})
+    flagger_primary["metadata"] = {
+        "name": "podinfo-primary",
+        "namespace": NS,
+        "labels": {"app": "podinfo-primary"},
+    }
+    flagger_primary["spec"]["template"]["metadata"]["labels"] = {"app": "podinfo-primary"}
+    flagger_primary["spec"]["template"]["metadata"]["annotations"]["flagger-id"] = "0c1f7c4e"
+    await put(kube, podinfo(replicas=0), flagger_primary)
+    p = await platform_for(kube, canary())
+    await p.ensure_primary(TARGET)
+
+    assert await p.primary_revision(TARGET) == "unknown" != await p.revision(TARGET)
+    primary = await get(kube, DEPLOYMENT, "podinfo-primary")
+    assert primary["spec"]["template"] == flagger_primary["spec"]["template"]  # nothing promoted unanalysed
+    await rolled_out(kube, DEPLOYMENT, "podinfo-primary")
+    before = len(kube.writes)
+    await p.ensure_primary(TARGET)
+    assert writes(kube)[before:] == []
+
+
+async def test_revert_on_deletion_unparks_a_daemonset() -> None:
+    kube = CheckedKube()
+    await put(kube, daemonset())
+    c = canary(
+        revertOnDeletion=True, targetRef={"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "podinfo"}
+    )
+    p = await platform_for(kube, c)
+    await p.ensure_primary(TARGET)
+    await rolled_out(kube, DAEMONSET, "podinfo-primary")
+    await p.ensure_primary(TARGET)
+    assert "nodeSelector" in (await get(kube, DAEMONSET, "podinfo"))["spec"]["template"]["spec"]
+    with pytest.raises(PlatformError, match="the primary stays until it is ready"):
+        await p.release(c)
+    await rolled_out(kube, DAEMONSET, "podinfo", available=2)
+    with pytest.raises(PlatformError, match="2 of 3 pods available"):
+        await p.release(c)
+    await rolled_out(kube, DAEMONSET, "podinfo")
+    await p.release(c)
+    assert "nodeSelector" not in (await get(kube, DAEMONSET, "podinfo"))["spec"]["template"]["spec"]
+    assert await kube.get(DAEMONSET, NS, "podinfo-primary") is None

@@ -49,6 +49,7 @@ from rheostat.plugins.platforms.kubernetes.workload import (
 )
 from rheostat.plugins.routers.base import Upstream
 
+UNKNOWN_REVISION = "unknown"  # the revision of a primary Rheostat did not create
 UPDATE_ATTEMPTS = 3  # a PUT that meets a concurrent change is read and tried again
 
 
@@ -282,12 +283,29 @@ class KubernetesPlatform:
                     b, snap.target, snap.tracked, snap.revision, replicas=replicas, initialized=False
                 )
                 primary = await self.api.apply(want, force=True)
+            elif REVISION_ANNOTATION not in (primary["metadata"].get("annotations") or {}):
+                primary = await self._adopt_primary(b)
             await self._services(b, snap.target)
             hpa = b.primary_hpa
             if hpa is not None and await self.api.get(HPA, b.namespace, hpa) is None:
                 await self.api.apply(primary_hpa(b, await self._hpa(b)), force=True)
             if (primary["metadata"].get("annotations") or {}).get(INITIALIZED_ANNOTATION) != "true":
                 await self._initialize(b, primary)
+
+    async def _adopt_primary(self, b: Bound) -> Obj:
+        """A primary made before Rheostat (by Flagger): its revision is unknown, so the target's next
+        revision is analysed before it replaces it; the target was already scaled down by its maker."""
+
+        def mark(obj: Obj) -> bool:
+            annotations = obj["metadata"].setdefault("annotations", {})
+            annotations.update({REVISION_ANNOTATION: UNKNOWN_REVISION, INITIALIZED_ANNOTATION: "true"})
+            annotations.setdefault(CANARY_ANNOTATION, b.canary)
+            return True
+
+        adopted = await self._update(b.kind, b.namespace, b.primary, mark)
+        if adopted is None:
+            raise PlatformError(f"{b.kind.kind} {b.namespace}/{b.primary} vanished while being adopted")
+        return adopted
 
     async def _initialize(self, b: Bound, primary: Obj) -> None:
         """Once the new primary is ready, the target goes to 0 (Flagger: scaled to 0 between runs)."""
