@@ -716,8 +716,9 @@ async def initialized(kube: MemoryKube, c: Canary) -> KubernetesPlatform:
 
 async def test_revert_on_deletion_hands_the_target_back_and_removes_what_was_generated() -> None:
     kube = CheckedKube()
-    await put(kube, with_configs(), *CONFIGS, secret("untracked", {"k": "dg=="}), podinfo_hpa())
-    kube.objects[("apps/v1", "Deployment", NS, "podinfo")]["spec"]["replicas"] = 3
+    target = with_configs()
+    target["spec"]["replicas"] = 3
+    await put(kube, target, *CONFIGS, secret("untracked", {"k": "dg=="}), podinfo_hpa())
     c = canary(
         revertOnDeletion=True,
         autoscalerRef={"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "name": "podinfo"},

@@ -242,8 +242,9 @@ class KubernetesPlatform:
                 pod["nodeSelector"] = {**selector, SCALE_TO_ZERO[0]: SCALE_TO_ZERO[1]}
             else:
                 rest = {k: v for k, v in selector.items() if k != SCALE_TO_ZERO[0]}
-                pod["nodeSelector"] = rest or None
-                if not rest:
+                if rest:
+                    pod["nodeSelector"] = rest
+                else:
                     del pod["nodeSelector"]
             return True
 
