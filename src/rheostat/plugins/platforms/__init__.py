@@ -17,5 +17,12 @@ def _local(**settings: Any) -> Platform:
     return LocalPlatform(**settings)
 
 
+def _kubernetes(**settings: Any) -> Platform:
+    from rheostat.plugins.platforms.kubernetes import KubernetesPlatform
+
+    return KubernetesPlatform(**settings)  # api=KubeAPI, optional clock=
+
+
 PLATFORMS.register("memory", lambda **_: MemoryPlatform())
 PLATFORMS.register("local", _local)
+PLATFORMS.register("kubernetes", _kubernetes)
