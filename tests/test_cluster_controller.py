@@ -1,0 +1,201 @@
+"""`rheostat run` against a cluster, in-process on the in-memory API server: the Canaries in the cluster are
+picked up, the Deployment is rolled out behind Istio, the status is Flagger's, and a restart goes on from it."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rheostat.plugins.kube import kinds
+from rheostat.plugins.kube.memory import MemoryKube
+from rheostat.reactor.controller import Controller
+from rheostat.reactor.settings import ClusterSettings, Settings
+from tests.kubelet import kubelet
+
+NS = "test"
+
+
+def deployment(version: str) -> dict[str, Any]:
+    """podinfo as Flagger's kustomize/podinfo declares it (the tutorials' target)."""
+    labels = {"app": "podinfo"}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "podinfo", "namespace": NS, "labels": labels},
+        "spec": {
+            "replicas": 2,
+            "minReadySeconds": 3,
+            "progressDeadlineSeconds": 60,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels, "annotations": {"prometheus.io/scrape": "true"}},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "podinfod",
+                            "image": f"ghcr.io/stefanprodan/podinfo:{version}",
+                            "ports": [{"name": "http", "containerPort": 9898, "protocol": "TCP"}],
+                            "command": ["./podinfo", "--port=9898"],
+                        }
+                    ]
+                },
+            },
+        },
+    }
+
+
+def canary(**spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "flagger.app/v1beta1",
+        "kind": "Canary",
+        "metadata": {"name": "podinfo", "namespace": NS},
+        "spec": {
+            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+            "service": {"port": 9898, "targetPort": 9898, "gateways": ["public-gateway.istio-system"]},
+            "analysis": {
+                "interval": "200ms",
+                "threshold": 2,
+                "stepWeight": 25,
+                "maxWeight": 50,
+                "metrics": [],
+            },
+            **spec,
+        },
+    }
+
+
+async def until(what: Callable[[], Any], timeout: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := what():
+            return value
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def status(kube: MemoryKube) -> dict[str, Any]:
+    obj = kube.objects.get(("flagger.app/v1beta1", "Canary", NS, "podinfo"))
+    return (obj or {}).get("status") or {}
+
+
+def weights(kube: MemoryKube) -> tuple[int, ...]:
+    vs = kube.objects.get((kinds.VIRTUAL_SERVICE.api_version, "VirtualService", NS, "podinfo"))
+    if vs is None:
+        return ()
+    default = next(r for r in vs["spec"]["http"] if r.get("name") == "default")
+    return tuple(d["weight"] for d in default["route"])
+
+
+def controller(kube: MemoryKube, data: Path) -> Controller:
+    settings = Settings(
+        repo=None, data_dir=data, sync_interval_s=0.05, cluster=ClusterSettings(mesh_provider="istio")
+    )
+    return Controller(settings, kube=kube)
+
+
+async def test_a_deployment_behind_istio_is_promoted_and_the_status_is_flaggers(tmp_path: Path) -> None:
+    kube = MemoryKube()
+    await kube.apply(deployment("6.0.0"))
+    await kube.apply(canary())
+    ctl = controller(kube, tmp_path / "data")
+    seen: set[tuple[int, ...]] = set()
+    async with kubelet(kube, kube):
+        await ctl.start()
+        try:
+            await until(lambda: status(kube).get("phase") == "Initialized")
+            primary = await kube.get(kinds.DEPLOYMENT, NS, "podinfo-primary")
+            assert primary is not None and primary["spec"]["selector"]["matchLabels"] == {
+                "app": "podinfo-primary"
+            }
+            target = await kube.get(kinds.DEPLOYMENT, NS, "podinfo")
+            assert target is not None and target["spec"]["replicas"] == 0  # scaled to 0 between runs
+            assert weights(kube) == (100, 0)
+            promoted = status(kube)["lastPromotedSpec"]
+
+            await kube.apply(deployment("6.0.1"))
+
+            def done() -> bool:
+                seen.add(weights(kube))
+                return status(kube).get("phase") == "Succeeded"
+
+            await until(done)
+        finally:
+            await ctl.stop()
+    assert {(75, 25), (50, 50)} <= seen and weights(kube) == (100, 0)
+    primary = await kube.get(kinds.DEPLOYMENT, NS, "podinfo-primary")
+    assert primary is not None
+    assert primary["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":6.0.1")
+    st = status(kube)
+    assert st["lastPromotedSpec"] == st["lastAppliedSpec"] != promoted
+    assert {c["type"]: c["status"] for c in st["conditions"]}["Promoted"] == "True"
+    events = [o for (_, k, _, _), o in kube.objects.items() if k == "Event"]
+    reasons = {e["reason"] for e in events if e["involvedObject"]["name"] == "podinfo"}
+    assert {"Synced", "Promotion"} & reasons or len(reasons) >= 3, reasons
+
+
+async def test_at_rest_nothing_is_written_to_the_cluster(tmp_path: Path) -> None:
+    kube = MemoryKube()
+    await kube.apply(deployment("6.0.0"))
+    await kube.apply(canary())
+    ctl = controller(kube, tmp_path / "data")
+    async with kubelet(kube, kube):
+        await ctl.start()
+        try:
+            await until(lambda: status(kube).get("phase") == "Initialized")
+            await asyncio.sleep(0.5)
+            before = len(kube.writes)
+            await asyncio.sleep(1.0)  # five intervals
+            assert kube.writes[before:] == []
+        finally:
+            await ctl.stop()
+
+
+async def test_a_restarted_controller_goes_on_from_the_status_alone(tmp_path: Path) -> None:
+    kube = MemoryKube()
+    await kube.apply(deployment("6.0.0"))
+    await kube.apply(
+        canary(analysis={"interval": "200ms", "threshold": 2, "iterations": 3, "metrics": [], "webhooks": []})
+    )
+    async with kubelet(kube, kube):
+        ctl = controller(kube, tmp_path / "first")
+        await ctl.start()
+        try:
+            await until(lambda: status(kube).get("phase") == "Initialized")
+            await kube.apply(deployment("6.0.1"))
+            await until(lambda: status(kube).get("phase") == "Progressing")
+        finally:
+            await ctl.stop()
+        mid = copy.deepcopy(status(kube))
+        ctl = controller(kube, tmp_path / "second")  # a new data dir: only the cluster remembers
+        await ctl.start()
+        try:
+            await until(lambda: status(kube).get("phase") == "Succeeded")
+        finally:
+            await ctl.stop()
+    assert mid["lastAppliedSpec"] == status(kube)["lastPromotedSpec"]
+    primary = await kube.get(kinds.DEPLOYMENT, NS, "podinfo-primary")
+    assert primary is not None
+    assert primary["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":6.0.1")
+
+
+async def test_a_provider_not_available_is_a_condition_on_the_canary(tmp_path: Path) -> None:
+    kube = MemoryKube(missing=(kinds.VIRTUAL_SERVICE,))
+    await kube.apply(deployment("6.0.0"))
+    await kube.apply(canary(provider="appmesh"))
+    ctl = controller(kube, tmp_path / "data")
+    async with kubelet(kube, kube):
+        await ctl.start()
+        try:
+            cond = await until(
+                lambda: {c["type"]: c for c in status(kube).get("conditions", [])}.get("RheostatTick")
+            )
+        finally:
+            await ctl.stop()
+    assert (
+        cond["status"] == "False"
+        and "spec.provider: 'appmesh' is not available in this cluster" in cond["message"]
+    )
