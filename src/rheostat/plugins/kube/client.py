@@ -91,13 +91,15 @@ class LightkubeAPI:
         self.retry = retry or Retry()
 
     @classmethod
-    def from_kubeconfig(cls, path: str | None = None, context: str | None = None) -> LightkubeAPI:
+    def from_kubeconfig(
+        cls, path: str | None = None, context: str | None = None, *, retry: Retry | None = None
+    ) -> LightkubeAPI:
         """The cluster of a kubeconfig file (and context); ValueError names what is wrong with it."""
         try:
             config = _config(path, context).get(context_name=context)
         except (ConfigError, KeyError, OSError) as exc:
             raise ValueError(f"kubeconfig: {exc}") from exc
-        return cls(AsyncClient(config=config, field_manager=FIELD_MANAGER))
+        return cls(AsyncClient(config=config, field_manager=FIELD_MANAGER), retry=retry)
 
     async def close(self) -> None:
         await self.client.close()
@@ -165,7 +167,7 @@ class LightkubeAPI:
                 self.client.watch(res, resource_version=version, namespace=ns),
             )
             try:
-                async with contextlib.aclosing(aiter(stream)) as events:
+                async with contextlib.aclosing(stream) as events:
                     async for typ, raw in events:
                         failures = 0
                         obj = _plain(raw)

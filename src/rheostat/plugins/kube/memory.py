@@ -120,6 +120,13 @@ class MemoryKube:
         A 429/5xx is absorbed as the real client's retries would, until TRIES in a row: Unavailable."""
         self._faults += [(status, verb, kind)] * times
 
+    def add(self, obj: Obj, *, manager: str = "kubectl") -> Obj:
+        """Create an object as another client would (`manager` comes to own its fields)."""
+        kind = kind_of(obj["apiVersion"], obj["kind"])
+        key = self._key(kind, obj["metadata"].get("namespace", "default"), obj["metadata"]["name"])
+        ssa.record_update({}, obj, manager, self.owners.setdefault(key, {}), status_apart=kind.status)
+        return self._create(kind, obj)
+
     def set_status(self, kind: Kind, namespace: str, name: str, status: Obj) -> None:
         """Play the kubelet or a controller: replace an object's status."""
         key = self._key(kind, namespace, name)
