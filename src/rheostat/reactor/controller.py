@@ -339,7 +339,7 @@ class Controller:
         if self.mirror is not None:
             await self.mirror.stop()
             with suppress(Exception):
-                await self.mirror.api.aclose()
+                await self.mirror.api.close()
             await self.hooks.aclose()
             self.store.close()
             self._unlock()

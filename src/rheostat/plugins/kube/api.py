@@ -114,6 +114,6 @@ class KubeAPI(Protocol):
         """A core/v1 Event on `regarding`, as `kubectl describe` shows them."""
         ...
 
-    async def aclose(self) -> None:
+    async def close(self) -> None:
         """Close connections (watches end)."""
         ...
