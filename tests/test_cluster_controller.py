@@ -134,7 +134,8 @@ async def test_a_deployment_behind_istio_is_promoted_and_the_status_is_flaggers(
     assert {c["type"]: c["status"] for c in st["conditions"]}["Promoted"] == "True"
     events = [o for (_, k, _, _), o in kube.objects.items() if k == "Event"]
     reasons = {e["reason"] for e in events if e["involvedObject"]["name"] == "podinfo"}
-    assert {"Synced", "Promotion"} & reasons or len(reasons) >= 3, reasons
+    assert {"Initialized", "NewRevision", "Advance", "Promoting", "Promoted"} <= reasons
+    assert all(e["source"]["component"] == "rheostat" for e in events)
 
 
 async def test_at_rest_nothing_is_written_to_the_cluster(tmp_path: Path) -> None:

@@ -214,7 +214,7 @@ class ClusterMirror:
         if ref is None:
             return
         status = self.engine.status(key)
-        events = self.store.events(kind=CANARY, key=key, after=self._seen_event.get(key, self._start_id(key)))
+        events = self.store.events(kind=CANARY, key=key, after=self._seen_event.get(key, 0))
         if status.tick != self._seen_tick.get(key, status.tick):
             self._failure.pop(key, None)  # a tick was recorded: whatever failed before went through
         self._seen_tick[key] = status.tick
@@ -229,12 +229,6 @@ class ClusterMirror:
         for e in events:
             await self.api.event(ref, e.reason, e.message, warning=e.warning)
             self._seen_event[key] = e.id
-
-    def _start_id(self, key: ObjectKey) -> int:
-        """Events before this controller saw the Canary were sent by an earlier one (or are not ours)."""
-        newest = self.store.events(kind=CANARY, key=key, limit=1)
-        self._seen_event[key] = newest[-1].id if newest else 0
-        return self._seen_event[key]
 
     async def _event(self, kind: Kind, obj: Obj, reason: str, message: str, *, warning: bool) -> None:
         try:
