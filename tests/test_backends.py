@@ -101,3 +101,21 @@ def test_embedded_without_flags_has_no_flags_router() -> None:
         TickError, match=r"FeatureFlag cannot run in the embedded default; supported: Workload"
     ):
         engine.parts(flag)
+
+
+def test_fields_no_backend_here_acts_on_are_refused_by_name_at_load() -> None:
+    c = canary_yaml(
+        ANALYSIS,
+        service={"port": 9898, "gateways": ["public-gateway.istio-system"]},
+        autoscalerRef={"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "name": "podinfo"},
+        upstreamRef={"apiVersion": "gloo.solo.io/v1", "kind": "Upstream", "name": "podinfo"},
+    )
+    found = {p.field: p.message for p in EMBEDDED.problems(c)}
+    assert found == {
+        "spec.upstreamRef": "not supported in the embedded default: it names a Gloo upstream, and Rheostat has "
+        "no Gloo router",
+        "spec.autoscalerRef": "not supported in the embedded default: a Workload runs spec.replicas replicas; "
+        "autoscaling needs a cluster",
+        "spec.service.gateways": "is not supported by the envoy router (there is no gateway in front of the "
+        "local listener)",
+    }

@@ -217,3 +217,21 @@ def test_flaggers_examples_get_the_target_kind_error_each(shared: Path) -> None:
     # Their load tester lives at http://flagger-loadtester.test/, a name that never resolves (RFC 2606).
     warnings = [f for f in findings if f["level"] == "warning"]
     assert warnings and all("'flagger-loadtester.test'" in f["message"] for f in warnings)
+
+
+def test_flaggers_examples_pass_for_a_cluster_but_an_unavailable_provider_is_named(shared: Path) -> None:
+    examples = shared / "testdata" / "flagger" / "examples"
+    code, out = run("--cluster", str(examples), "-o", "json")
+    assert code == 0 and [f for f in json.loads(out) if f["level"] == "error"] == []
+    # kuma-canary.yaml sets no provider: Flagger's is the controller's -mesh-provider, here Kuma's, which
+    # Rheostat has no router for; the Canaries that name their provider are unaffected.
+    code, out = run("--cluster", "--mesh-provider", "kuma", str(examples), "-o", "json")
+    errors = [f for f in json.loads(out) if f["level"] == "error"]
+    assert code == 1
+    assert [(Path(f["file"]).name, f["message"]) for f in errors] == [
+        (
+            "kuma-canary.yaml",
+            "spec.provider: 'kuma' is not available in this cluster; available: gatewayapi, gatewayapi:v1, "
+            "gatewayapi:v1beta1, istio, kubernetes, linkerd, nginx, smi:v1alpha2, smi:v1alpha3",
+        )
+    ]

@@ -799,12 +799,37 @@ def trace_cmd(target: str, namespace: str, server: str) -> None:
 @cli.command("validate")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--starter", is_flag=True, help="Also check against the starter policy library.")
+@click.option(
+    "--cluster",
+    is_flag=True,
+    help="Check the Canaries as `rheostat run --kubeconfig` runs them (Deployments behind a mesh), not as the "
+    "embedded default does.",
+)
+@click.option(
+    "--mesh-provider",
+    default="istio",
+    show_default=True,
+    help="With --cluster: the provider of a Canary that sets none.",
+)
 @click.option("-o", "--output", type=click.Choice(["table", "json", "sarif"]), default="table")
-def validate_cmd(paths: tuple[Path, ...], starter: bool, output: str) -> None:
-    """Check manifests offline: schemas, and the policies found among them (exit 1 on a deny)."""
-    from rheostat.cli.validate import sarif, validate
+def validate_cmd(
+    paths: tuple[Path, ...], starter: bool, cluster: bool, mesh_provider: str, output: str
+) -> None:
+    """Check manifests offline: schemas, the checks `run` makes across objects, and the policies found among
+    them (exit 1 on an error).
 
-    results = validate(paths, starter=starter)
+    \b
+    Examples:
+      rheostat validate deploy/
+      rheostat validate --cluster --mesh-provider linkerd flagger-canaries/
+    """
+    from rheostat.cli.validate import sarif, validate
+    from rheostat.plugins.routers import ROUTERS
+    from rheostat.reactor.cluster import cluster_catalogue
+    from rheostat.rollout.backends import EMBEDDED
+
+    catalogue = cluster_catalogue(ROUTERS.names(), mesh_provider) if cluster else EMBEDDED
+    results = validate(paths, starter=starter, catalogue=catalogue)
     if output == "json":
         click.echo(json.dumps([r.__dict__ for r in results], indent=2))
     elif output == "sarif":

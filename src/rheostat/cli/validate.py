@@ -13,6 +13,7 @@ from rheostat.gitops.checks import check_flags, find_problems, resolve_host
 from rheostat.model.load import Manifest, ManifestError, manifest_files, parse_text
 from rheostat.model.policy import is_policy
 from rheostat.policy import Inventory, PolicyError, PolicySet, starter_documents
+from rheostat.rollout.backends import EMBEDDED, Catalogue
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,9 @@ def _body(obj: Any) -> dict[str, Any]:
     return dict(obj.model_dump(mode="json", exclude_none=True, by_alias=True))
 
 
-def validate(paths: Iterable[Path], *, starter: bool = False) -> list[Result]:
+def validate(
+    paths: Iterable[Path], *, starter: bool = False, catalogue: Catalogue = EMBEDDED
+) -> list[Result]:
     results: list[Result] = []
     objects: list[tuple[str, dict[str, Any]]] = []
     parsed: list[tuple[str, Manifest]] = []
@@ -40,7 +43,7 @@ def validate(paths: Iterable[Path], *, starter: bool = False) -> list[Result]:
                     parsed.append((str(f), obj))
             except ManifestError as exc:
                 results += _schema_results(exc, str(f))
-    results += cross_object(parsed)
+    results += cross_object(parsed, catalogue)
     policies = [b for _, b in objects if is_policy(b)] + (starter_documents() if starter else [])
     reviewed = [(f, b) for f, b in objects if not is_policy(b)]
     try:
@@ -66,7 +69,7 @@ def _schema_results(exc: ManifestError, file: str) -> list[Result]:
     return out
 
 
-def cross_object(parsed: list[tuple[str, Manifest]]) -> list[Result]:
+def cross_object(parsed: list[tuple[str, Manifest]], catalogue: Catalogue = EMBEDDED) -> list[Result]:
     """The checks `run` makes before applying a revision (gitops/checks.py), the folder being one revision.
 
     A webhook host that does not resolve here is a warning: `run` does not look hosts up when it applies.
@@ -80,7 +83,7 @@ def cross_object(parsed: list[tuple[str, Manifest]]) -> list[Result]:
             p.obj,
             f"{p.field}: {p.message}",
         )
-        for p in find_problems(manifests, resolve=functools.cache(resolve_host))
+        for p in find_problems(manifests, resolve=functools.cache(resolve_host), catalogue=catalogue)
     ]
     try:
         check_flags(manifests, [])

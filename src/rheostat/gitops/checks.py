@@ -18,7 +18,7 @@ from rheostat.model.flags import FeatureFlag, FlagSet
 from rheostat.model.load import FieldError, Manifest, ManifestError
 from rheostat.model.metric_template import MetricTemplate
 from rheostat.model.workload import Workload
-from rheostat.rollout.backends import EMBEDDED
+from rheostat.rollout.backends import EMBEDDED, Catalogue
 from rheostat.rollout.judges import BUILTIN
 
 # What `run` can measure with (reactor/controller.py MetricProviders) and what its platforms can run.
@@ -107,9 +107,11 @@ def find_problems(
     index: Index | None = None,
     owner: str = "",
     resolve: Callable[[str], str | None] | None = None,
+    catalogue: Catalogue = EMBEDDED,
 ) -> list[Finding]:
-    """Every cross-object problem of a revision; `resolve(host)` (validate only) says why a host does not resolve."""
-    revision = _Revision(list(objects), index or Index(), owner, resolve)
+    """Every cross-object problem of a revision; `resolve(host)` (validate only) says why a host does not resolve.
+    `catalogue`: what the Canaries must run on (the embedded default, or a cluster for `validate --cluster`)."""
+    revision = _Revision(list(objects), index or Index(), owner, resolve, catalogue)
     return [
         dataclasses.replace(f, at=at) for at, o in enumerate(revision.objects) for f in revision.problems(o)
     ]
@@ -121,6 +123,7 @@ class _Revision:
     index: Index
     owner: str
     resolve: Callable[[str], str | None] | None
+    catalogue: Catalogue = EMBEDDED
     ports: dict[int, str] = field(default_factory=dict)  # port -> Canary, in this revision
     flag_keys: dict[str, str] = field(default_factory=dict)  # flag key -> the Canary rolling it out
 
@@ -148,13 +151,15 @@ class _Revision:
     def _target_problems(self, o: Canary) -> list[tuple[str, str]]:
         # GitOps applies to the embedded default (Workloads behind Envoy, flags): a Deployment target or a
         # mesh provider cannot run there, and is refused by field rather than ignored.
-        if unavailable := EMBEDDED.problems(o):
+        if unavailable := self.catalogue.problems(o):
             return [(u.field, u.message) for u in unavailable]
         if o.spec.is_flag:
             return _flag_target_problems(
                 o, self.flag_sets, self.index, self.owner, self.workloads, self.flag_keys
             )
         ref = o.spec.targetRef
+        if ref.kind != "Workload":  # a cluster's Deployment: the cluster says at run time whether it exists
+            return []
         target = object_key(o.metadata.namespace, ref.name)
         if target not in self.workloads and self.index.workloads.get(target, self.owner) == self.owner:
             return [("spec.targetRef.name", f"Workload {target} is not declared")]

@@ -18,7 +18,7 @@ from rheostat.plugins.kube.api import Kind, KubeAPI, KubeError, Obj
 from rheostat.plugins.platforms import PLATFORMS
 from rheostat.plugins.routers import ROUTERS
 from rheostat.reactor.settings import ClusterSettings
-from rheostat.rollout.backends import WORKLOAD_KINDS, Backends, Catalogue
+from rheostat.rollout.backends import REFUSED_EVERYWHERE, WORKLOAD_KINDS, Backends, Catalogue
 from rheostat.rollout.engine import CANARY, Engine
 from rheostat.rollout.flagger_status import from_flagger, to_flagger
 from rheostat.store import Store
@@ -45,7 +45,10 @@ VOLATILE = ("resourceVersion", "managedFields", "generation", "creationTimestamp
 def cluster_catalogue(available: list[str], mesh_provider: str) -> Catalogue:
     names = [n for n in CLUSTER_ROUTERS if n in available]
     return Catalogue(
-        dict.fromkeys(names, WORKLOAD_KINDS), dict.fromkeys(WORKLOAD_KINDS, mesh_provider), "in this cluster"
+        dict.fromkeys(names, WORKLOAD_KINDS),
+        dict.fromkeys(WORKLOAD_KINDS, mesh_provider),
+        "in this cluster",
+        refused=REFUSED_EVERYWHERE,
     )
 
 

@@ -4,13 +4,14 @@ platform. What a controller has is explicit; an unknown or unavailable name is a
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 from rheostat.model.canary import Canary
 from rheostat.plugins.platforms.base import Platform
-from rheostat.plugins.routers.base import Router
+from rheostat.plugins.routers.base import Router, RouterError, ServiceRoute
+from rheostat.plugins.routers.envoy import service as envoy_service
 
 FLAG_KINDS = frozenset({"FeatureFlag", "FlagSet"})
 WORKLOAD_KINDS = frozenset({"Deployment", "DaemonSet"})
@@ -39,6 +40,9 @@ class Catalogue:
     defaults: Mapping[str, str] = field(default_factory=dict)
     where: str = "here"  # named in messages: "in the embedded default", "in this cluster"
     hints: Mapping[str, str] = field(default_factory=dict)  # target kind -> where it can run instead
+    refused: Mapping[str, str] = field(default_factory=dict)  # spec field -> why it is not honoured here
+    # provider -> the fields of the Canary its router cannot express (checked at load, not first at a tick)
+    checks: Mapping[str, Callable[[Canary], list[Unavailable]]] = field(default_factory=dict)
 
     @property
     def kinds(self) -> frozenset[str]:
@@ -82,7 +86,42 @@ class Catalogue:
                     f"{name!r} cannot route a {kind} target; for a {kind}: {', '.join(fits) or 'none'}",
                 )
             ]
+        out = [
+            Unavailable(f"spec.{f}", f"not supported {self.where}: {why}")
+            for f, why in self.refused.items()
+            if getattr(canary.spec, f) is not None
+        ]
+        check = self.checks.get(name)
+        return out + (check(canary) if check is not None else [])
+
+
+# Fields of Flagger's Canary that no backend here acts on: refused by name rather than ignored.
+REFUSED_EVERYWHERE = {
+    "routeRef": "it names an APISIX route, and Rheostat has no APISIX router",
+    "upstreamRef": "it names a Gloo upstream, and Rheostat has no Gloo router",
+    "metricsServer": "set the controller's --metrics-server, or a MetricTemplate with its own address",
+}
+
+
+def envoy_fields(canary: Canary) -> list[Unavailable]:
+    """What the embedded Envoy cannot express of `spec.service` (the router refuses the same at a tick)."""
+    if canary.spec.service is None:
         return []
+    affinity = canary.spec.the_analysis.sessionAffinity
+    route = ServiceRoute(
+        key=canary.metadata.key,
+        port=canary.spec.service.port,
+        primary=(),
+        canary=(),
+        service=canary.spec.service,
+        primary_cookie=affinity.primaryCookieName if affinity is not None else None,
+    )
+    try:
+        envoy_service.check(route)
+    except RouterError as exc:
+        field, _, why = str(exc).partition(" ")
+        return [Unavailable(f"spec.{field}", why)]
+    return []
 
 
 EMBEDDED = Catalogue(
@@ -92,6 +131,12 @@ EMBEDDED = Catalogue(
     dict.fromkeys(
         WORKLOAD_KINDS, "a Kubernetes target: run against a cluster with `rheostat run --kubeconfig`"
     ),
+    {
+        **REFUSED_EVERYWHERE,
+        "autoscalerRef": "a Workload runs spec.replicas replicas; autoscaling needs a cluster",
+        "ingressRef": "it is for the nginx provider on a cluster; the embedded default routes with Envoy",
+    },
+    {"envoy": envoy_fields},
 )
 
 
