@@ -4,6 +4,7 @@ picked up, the Deployment is rolled out behind Istio, the status is Flagger's, a
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
 import time
 from collections.abc import Callable
@@ -200,3 +201,43 @@ async def test_a_provider_not_available_is_a_condition_on_the_canary(tmp_path: P
         cond["status"] == "False"
         and "spec.provider: 'appmesh' is not available in this cluster" in cond["message"]
     )
+
+
+async def test_the_secrets_templates_name_are_read_from_the_cluster_and_kept_in_memory_only(
+    tmp_path: Path,
+) -> None:
+    kube = MemoryKube()
+    token = "s3cr3t-t0ken"
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "prom-auth", "namespace": NS},
+        "data": {"token": base64.b64encode(token.encode()).decode()},
+    }
+    await kube.apply(secret)
+    await kube.apply(
+        {
+            "apiVersion": "flagger.app/v1beta1",
+            "kind": "MetricTemplate",
+            "metadata": {"name": "error-rate", "namespace": NS},
+            "spec": {
+                "provider": {
+                    "type": "prometheus",
+                    "address": "http://127.0.0.1:9",
+                    "secretRef": {"name": "prom-auth"},
+                },
+                "query": "1",
+            },
+        }
+    )
+    ctl = controller(kube, tmp_path / "data")
+    await ctl.start()
+    try:
+        assert ctl.secrets.get(NS, "prom-auth") == {"token": token}
+        rotated = {**secret, "data": {"token": base64.b64encode(b"rotated").decode()}}
+        await kube.apply(rotated)
+        await until(lambda: ctl.secrets.get(NS, "prom-auth") == {"token": "rotated"})
+    finally:
+        await ctl.stop()
+    on_disk = b"".join(p.read_bytes() for p in (tmp_path / "data").rglob("*") if p.is_file())
+    assert token.encode() not in on_disk and b"rotated" not in on_disk

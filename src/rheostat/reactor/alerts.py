@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import yaml
@@ -29,11 +29,19 @@ class Secrets:
     """Secrets stay out of Git: a file `<dir>/<namespace>/<name>.yaml` (a mapping of keys to strings), or an
     environment variable RHEOSTAT_SECRET_<NAMESPACE>_<NAME> holding the same mapping as YAML or JSON."""
 
-    def __init__(self, root: Path, environ: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        environ: Mapping[str, str] | None = None,
+        cluster: Callable[[str, str], dict[str, str] | None] | None = None,
+    ) -> None:
         self.root = root
         self.environ = os.environ if environ is None else environ
+        self.cluster = cluster  # against a cluster: its Secrets (kept in memory only, never on disk)
 
     def get(self, namespace: str, name: str) -> dict[str, str] | None:
+        if self.cluster is not None and (found := self.cluster(namespace, name)) is not None:
+            return found
         path = self.root / namespace / f"{name}.yaml"
         if path.is_file():
             text = path.read_text()

@@ -4,6 +4,7 @@ controller's cache, as an informer's), and each Canary's status and events are w
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -78,6 +79,57 @@ def cached_body(obj: Obj) -> dict[str, Any]:
     return body
 
 
+class ClusterSecrets:
+    """The Secrets that MetricTemplates and AlertProviders name, read from the cluster and kept in memory only
+    (never in the store, on disk or in a log); a watch keeps them current."""
+
+    def __init__(self, api: KubeAPI) -> None:
+        self.api = api
+        self.wanted: set[str] = set()
+        self._data: dict[str, dict[str, str]] = {}
+
+    def get(self, namespace: str, name: str) -> dict[str, str] | None:
+        return self._data.get(f"{namespace}/{name}")
+
+    async def want(self, namespace: str, name: str) -> None:
+        key = f"{namespace}/{name}"
+        if key in self.wanted:
+            return
+        self.wanted.add(key)
+        try:
+            found = await self.api.get(kinds.SECRET, namespace, name)
+        except KubeError as exc:  # the check that needs it names what is missing
+            log.warning("secret %s not read: %s", key, exc)
+            return
+        if found is not None:
+            self.update("ADDED", found)
+
+    def update(self, event: str, obj: Obj) -> None:
+        meta = obj.get("metadata", {})
+        key = f"{meta.get('namespace', 'default')}/{meta.get('name')}"
+        if key not in self.wanted:
+            return
+        if event == "DELETED":
+            self._data.pop(key, None)
+            return
+        data = {k: base64.b64decode(v).decode("utf-8", "replace") for k, v in (obj.get("data") or {}).items()}
+        self._data[key] = {**data, **{k: str(v) for k, v in (obj.get("stringData") or {}).items()}}
+
+    async def watch(self, namespace: str | None) -> None:
+        delay = 0.5
+        while True:
+            try:
+                async for event, obj in self.api.watch(kinds.SECRET, namespace):
+                    delay = 0.5
+                    self.update(event, obj)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("watch of secrets failed (%s); again in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+
 class ClusterMirror:
     """Watches (never periodic lists) keep the store's copy of the cluster's objects; after every tick, the
     Canary's status subresource and Events are brought up to date: a status at rest is written once."""
@@ -101,6 +153,7 @@ class ClusterMirror:
         self._failure: dict[ObjectKey, str] = {}
         self._refs: dict[ObjectKey, Obj] = {}  # apiVersion/kind/metadata of each Canary, for its Events
         self._tasks: list[asyncio.Task[None]] = []
+        self.secrets = ClusterSecrets(api)
         self.on_deleted: Callable[[Canary], Awaitable[None]] | None = None
 
     # -- the watches -----------------------------------------------------------------------------------
@@ -113,6 +166,7 @@ class ClusterMirror:
             except KubeError as exc:  # start without it: each Canary's tick reports what is missing
                 log.warning("cannot list %s: %s", kind, exc)
         self._tasks = [supervised(self._watch(kind), name=f"watch:{kind.plural}") for kind in WATCHED]
+        self._tasks.append(supervised(self.secrets.watch(self.namespace), name="watch:secrets"))
 
     async def stop(self) -> None:
         await cancel_all(self._tasks)
@@ -179,6 +233,13 @@ class ClusterMirror:
             self.store.put_object(kind.kind, key, body, SOURCE)
         if kind is kinds.CANARY:
             self.kick(key)
+        ref = (
+            (body.get("spec", {}).get("provider") or {})
+            if kind is kinds.METRIC_TEMPLATE
+            else body.get("spec", {})
+        )
+        if isinstance(ref, dict) and isinstance(ref.get("secretRef"), dict):
+            await self.secrets.want(key.partition("/")[0], str(ref["secretRef"].get("name")))
 
     def _import_status(self, key: ObjectKey, status: dict[str, Any]) -> None:
         """The cluster's status is the truth: a restarted controller (even on a new data dir) goes on from it."""

@@ -240,6 +240,7 @@ class Controller:
                 self.kube, self.store, self.engine, self._kick, namespace=settings.cluster.namespace
             )
             self.mirror.on_deleted = lambda canary: release(self.engine.backends, canary)
+            self.secrets.cluster = self.mirror.secrets.get
         self.scheduler = Scheduler(
             self.engine,
             sync_interval_s=settings.sync_interval_s,
