@@ -49,7 +49,10 @@ def cluster_catalogue(available: list[str], mesh_provider: str) -> Catalogue:
         dict.fromkeys(names, WORKLOAD_KINDS),
         dict.fromkeys(WORKLOAD_KINDS, mesh_provider),
         "in this cluster",
-        refused=REFUSED_EVERYWHERE,
+        refused={
+            **REFUSED_EVERYWHERE,
+            "service.unmanagedMetadata": "the kubernetes platform writes the Services' labels and annotations whole",
+        },
     )
 
 

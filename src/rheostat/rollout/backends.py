@@ -89,10 +89,18 @@ class Catalogue:
         out = [
             Unavailable(f"spec.{f}", f"not supported {self.where}: {why}")
             for f, why in self.refused.items()
-            if getattr(canary.spec, f) is not None
+            if _field(canary.spec, f) is not None
         ]
         check = self.checks.get(name)
         return out + (check(canary) if check is not None else [])
+
+
+def _field(obj: object, path: str) -> object:
+    for name in path.split("."):
+        obj = getattr(obj, name, None)
+        if obj is None:
+            return None
+    return obj
 
 
 # Fields of Flagger's Canary that no backend here acts on: refused by name rather than ignored.
@@ -100,6 +108,10 @@ REFUSED_EVERYWHERE = {
     "routeRef": "it names an APISIX route, and Rheostat has no APISIX router",
     "upstreamRef": "it names a Gloo upstream, and Rheostat has no Gloo router",
     "metricsServer": "set the controller's --metrics-server, or a MetricTemplate with its own address",
+    **{
+        f"analysis.sessionAffinity.{attr}": "the session cookies are set with their name, value and Max-Age only"
+        for attr in ("domain", "httpOnly", "partitioned", "path", "sameSite", "secure")
+    },
 }
 
 
