@@ -241,3 +241,51 @@ async def test_the_secrets_templates_name_are_read_from_the_cluster_and_kept_in_
         await ctl.stop()
     on_disk = b"".join(p.read_bytes() for p in (tmp_path / "data").rglob("*") if p.is_file())
     assert token.encode() not in on_disk and b"rotated" not in on_disk
+
+
+async def test_a_blue_green_cut_over_with_the_kubernetes_provider_is_not_undone_by_the_next_tick(
+    tmp_path: Path,
+) -> None:
+    kube = MemoryKube()
+    await kube.apply(deployment("6.0.0"))
+    bluegreen = {"interval": "200ms", "threshold": 2, "iterations": 2, "metrics": []}
+    await kube.apply(canary(provider="kubernetes", service={"port": 9898}, analysis=bluegreen))
+    ctl = controller(kube, tmp_path / "data")
+    selectors: list[str] = []
+    rolled: list[float] = []
+    during_rollout: list[str] = []  # whom the apex selects while the primary rolls out the new revision
+
+    def apex() -> str:
+        svc = kube.objects.get(("v1", "Service", NS, "podinfo"))
+        return svc["spec"]["selector"]["app"] if svc else ""
+
+    def slow_primary(obj: dict[str, Any]) -> bool:
+        """The primary takes a second to roll out the new revision: several ticks of the cut-over."""
+        image = obj["spec"]["template"]["spec"]["containers"][0]["image"]
+        if obj["metadata"]["name"] != "podinfo-primary" or not image.endswith(":6.0.1"):
+            return False
+        rolled.append(time.monotonic())
+        held = time.monotonic() - rolled[0] < 1.0
+        if held:
+            during_rollout.append(apex())
+        return held
+
+    async with kubelet(kube, kube, hold=slow_primary):
+        await ctl.start()
+        try:
+            await until(lambda: status(kube).get("phase") == "Initialized")
+            await kube.apply(deployment("6.0.1"))
+
+            def done() -> bool:
+                if not selectors or selectors[-1] != apex():
+                    selectors.append(apex())
+                return status(kube).get("phase") == "Succeeded"
+
+            await until(done)
+        finally:
+            await ctl.stop()
+    # primary, then the canary while the primary takes the new revision, then the primary again: no flapping
+    assert len(during_rollout) > 3 and set(during_rollout) == {"podinfo"}
+    assert selectors == ["podinfo-primary", "podinfo", "podinfo-primary"]
+    apex_writes = [w for w in kube.writes if w[1] == kinds.SERVICE and w[2] == "podinfo"]
+    assert len(apex_writes) == 3, apex_writes  # made, switched to the canary, switched back

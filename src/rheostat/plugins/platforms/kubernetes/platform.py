@@ -199,6 +199,10 @@ class KubernetesPlatform:
         ):
             want = service_of(b, name, selector, meta, ports)
             have = await self.api.get(SERVICE, b.namespace, name)
+            if name == b.apex and have is not None and _settled(have):
+                # Once made (or adopted), the apex's selector is the router's: the kubernetes provider
+                # switches it to the canary for a blue/green cut-over, and a tick must not switch it back.
+                want["spec"]["selector"] = have["spec"]["selector"]
             if have is None or (is_ours(have) and not contains(have, want)):
                 await self.api.apply(want, force=True)
             elif not is_ours(have):
@@ -456,3 +460,11 @@ class KubernetesPlatform:
             return True
 
         await self._update(SERVICE, b.namespace, b.apex, change)
+
+
+def _settled(service: Obj) -> bool:
+    """An apex Service this platform made, or one it already adopted (its original selector is kept)."""
+    annotations = service["metadata"].get("annotations") or {}
+    return bool(service["spec"].get("selector")) and (
+        is_ours(service) or ORIGINAL_SELECTOR_ANNOTATION in annotations
+    )
