@@ -10,7 +10,7 @@ import errno
 import itertools
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,9 +40,8 @@ from rheostat.plugins.kube.kinds import (
 from rheostat.plugins.kube.memory import MemoryKube
 from rheostat.plugins.routers import ROUTERS
 from rheostat.plugins.routers.base import Router, ServiceRoute, Upstream
-from rheostat.plugins.routers.envoy import EnvoyRouter
+from rheostat.plugins.routers.envoy import EnvoyRouter, config
 from rheostat.plugins.routers.envoy import admin as envoy_admin
-from rheostat.plugins.routers.envoy import config
 from rheostat.plugins.routers.envoy import router as envoy_router
 from rheostat.store import Store
 from tests.kube_schemas import assert_valid
@@ -55,6 +54,8 @@ PORT = 9898
 MANAGED_BY = "app.kubernetes.io/managed-by"
 CANARY_ANNOTATION = "rheostat.dev/canary"
 WRITES = ("create", "update", "patch", "delete")
+KUBE_KEY = ObjectKey(f"{NS}/{APEX}")
+FLAG_CANARY = ObjectKey("shop/checkout")
 
 
 class Rig(Protocol):
@@ -62,8 +63,10 @@ class Rig(Protocol):
 
     key: ObjectKey
     route: ServiceRoute
-    router: Router
     faults: tuple[str, ...]  # the names `fault()` takes
+
+    @property
+    def router(self) -> Router: ...
 
     async def restart(self) -> None:
         """A new router instance with nothing in memory, on the same data plane."""
@@ -134,12 +137,17 @@ def services() -> list[Obj]:
             "apiVersion": "v1",
             "kind": "Service",
             "metadata": {"name": name, "namespace": NS},
-            "spec": {"selector": {"app": pods}, "ports": [{"name": "http", "port": PORT, "targetPort": "http"}]},
+            "spec": {
+                "selector": {"app": pods},
+                "ports": [{"name": "http", "port": PORT, "targetPort": "http"}],
+            },
         }
 
-    return [service(APEX, f"{APEX}-primary"), service(f"{APEX}-primary", f"{APEX}-primary"), service(
-        f"{APEX}-canary", APEX
-    )]
+    return [
+        service(APEX, f"{APEX}-primary"),
+        service(f"{APEX}-primary", f"{APEX}-primary"),
+        service(f"{APEX}-canary", APEX),
+    ]
 
 
 def ingress() -> Obj:
@@ -173,7 +181,7 @@ class KubeRig:
     memory: MemoryKube | None  # the in-memory server, or
     server: KubeServer | None  # the kmock one behind LightkubeAPI
     router: Router = field(init=False)
-    key: ObjectKey = ObjectKey(f"{NS}/{APEX}")
+    key: ObjectKey = KUBE_KEY
     faults: tuple[str, ...] = ("conflict", "unavailable")
 
     def __post_init__(self) -> None:
@@ -225,8 +233,26 @@ class KubeRig:
         return out
 
 
-async def _fast(seconds: float) -> None:
+async def fast_sleep(seconds: float) -> None:
+    """The client's backoff between retries, without the wait."""
     await asyncio.sleep(0)
+
+
+def kubeconfig_for(server: KubeServer, folder: Path) -> Path:
+    path = folder / "kubeconfig"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "kmock", "cluster": {"server": str(server.url).rstrip("/")}}],
+                "users": [{"name": "kmock", "user": {"token": "test"}}],
+                "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "kmock"}}],
+                "current-context": "kmock",
+            }
+        )
+    )
+    return path
 
 
 @asynccontextmanager
@@ -237,20 +263,9 @@ async def kube_rig(name: str, backend: str, tmp_path: Path) -> AsyncIterator[Kub
         yield KubeRig(setup, mem, mem, None)
         return
     async with KubeServer() as server, kmock.Server(server):
-        config = tmp_path / "kubeconfig"
-        config.write_text(
-            yaml.safe_dump(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "clusters": [{"name": "kmock", "cluster": {"server": str(server.url).rstrip("/")}}],
-                    "users": [{"name": "kmock", "user": {"token": "test"}}],
-                    "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "kmock"}}],
-                    "current-context": "kmock",
-                }
-            )
+        api = LightkubeAPI.from_kubeconfig(
+            str(kubeconfig_for(server, tmp_path)), None, retry=Retry(sleep=fast_sleep)
         )
-        api = LightkubeAPI.from_kubeconfig(str(config), None, retry=Retry(sleep=_fast))
         try:
             yield KubeRig(setup, api, None, server)
         finally:
@@ -356,7 +371,11 @@ FLAG = "new-checkout"
 
 def flag_source(default: str) -> FlagSource:
     config = FlagdConfig.model_validate(
-        {"flags": {FLAG: {"state": "ENABLED", "variants": {"on": True, "off": False}, "defaultVariant": default}}}
+        {
+            "flags": {
+                FLAG: {"state": "ENABLED", "variants": {"on": True, "off": False}, "defaultVariant": default}
+            }
+        }
     )
     return FlagSource("FeatureFlag shop/checkout", config, f"main@sha1:{default}")
 
@@ -367,7 +386,7 @@ class FlagRig:
 
     db: Store = field(default_factory=lambda: Store(":memory:"))
     flags: FlagStore = field(default_factory=FlagStore)
-    key: ObjectKey = ObjectKey("shop/checkout")
+    key: ObjectKey = FLAG_CANARY
     faults: tuple[str, ...] = ("state store full",)
 
     def __post_init__(self) -> None:
@@ -413,4 +432,3 @@ async def flag_rig() -> FlagRig:
     rig = FlagRig()
     await rig.start()
     return rig
-

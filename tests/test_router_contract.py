@@ -81,7 +81,12 @@ def refusal(router: str, feature: str, routes: Routes) -> str:
 
 def richest(router: str) -> Routes:
     """The most telling split the router can hold: a sticky one, else an A/B one, else a weighted one."""
-    for routes in (Routes(80, 20, sticky=STICKY), Routes(90, 10, match=MATCH), Routes(90, 10), Routes(0, 100)):
+    for routes in (
+        Routes(80, 20, sticky=STICKY),
+        Routes(90, 10, match=MATCH),
+        Routes(90, 10),
+        Routes(0, 100),
+    ):
         if can(router, routes):
             return routes
     raise AssertionError(f"{router} can hold no split")
@@ -91,7 +96,11 @@ def router_of(rig_id: str) -> str:
     return rig_id.partition("@")[0]
 
 
-RIGS = ["envoy", "flags", *(f"{name}@{backend}" for name in KUBE_ROUTERS for backend in ("memory", "lightkube"))]
+RIGS = [
+    "envoy",
+    "flags",
+    *(f"{name}@{backend}" for name in KUBE_ROUTERS for backend in ("memory", "lightkube")),
+]
 UNSUPPORTED = [
     pytest.param(rig, i, id=f"{rig}-{feature}-{routes.primary}/{routes.canary}")
     for rig in RIGS
@@ -110,7 +119,9 @@ async def shared_envoy(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterato
 
 
 @pytest_asyncio.fixture(loop_scope="module", params=RIGS)
-async def rig(request: pytest.FixtureRequest, shared_envoy: SharedEnvoy, tmp_path: Path) -> AsyncIterator[Rig]:
+async def rig(
+    request: pytest.FixtureRequest, shared_envoy: SharedEnvoy, tmp_path: Path
+) -> AsyncIterator[Rig]:
     rig_id: str = request.param
     if rig_id == "envoy":
         r = await envoy_rig(shared_envoy)
@@ -136,7 +147,9 @@ async def test_a_new_route_is_all_on_the_primary(rig: Rig) -> None:
     assert await rig.router.get_routes(rig.key) == Routes(100, 0)
 
 
-async def test_every_supported_split_reads_back_exactly_as_set(rig: Rig, request: pytest.FixtureRequest) -> None:
+async def test_every_supported_split_reads_back_exactly_as_set(
+    rig: Rig, request: pytest.FixtureRequest
+) -> None:
     await rig.router.reconcile(rig.route)
     supported = [routes for _, routes in SPLITS if can(name_of(request), routes)]
     for routes in supported:
