@@ -12,6 +12,8 @@ Primaries and splits are kept in the state store, so a restart serves the same u
 
 from __future__ import annotations
 
+import sqlite3
+
 from rheostat.flags.store import FlagStore
 from rheostat.model.base import ObjectKey
 from rheostat.model.canary import Canary
@@ -124,8 +126,13 @@ class FlagRollouts:
         if routes.match or routes.mirror or routes.sticky is not None:
             raise RouterError("a flag is rolled out by share of users only (no match, mirror or cookie)")
         flag = self._key(key)
+        before = self.flags.split(flag)
         self.flags.set_split(flag, routes.canary)
-        self._save(flag)
+        try:
+            self._save(flag)
+        except sqlite3.Error as exc:  # not kept, so not served: a restart would go back to `before`
+            self.flags.set_split(flag, before)
+            raise RouterError(f"the split of flag {flag!r} could not be kept: {exc}") from exc
 
     async def get_routes(self, key: ObjectKey) -> Routes:
         share = self.flags.split(self._key(key))

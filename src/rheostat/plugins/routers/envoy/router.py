@@ -285,7 +285,12 @@ class EnvoyRouter:
             return
         baseline = await self._rejections(probe)
         log_offset = self._process.log_size() if self._process is not None else 0
-        content = write_json_atomic(path, data, self.layout.tmp)
+        try:
+            content = write_json_atomic(path, data, self.layout.tmp)
+        except OSError as exc:  # nothing was renamed into place: Envoy still runs the previous file
+            raise RouterError(
+                f"could not write the new {probe.what} (kept the previous ones): {exc}"
+            ) from exc
         status = await self._confirm(probe, version, baseline)
         if status == "ok":
             self._remember(path, content)
