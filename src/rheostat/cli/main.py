@@ -291,6 +291,8 @@ def run_cmd(
     cluster = (
         ClusterSettings(kubeconfig, kube_context, watch_namespace, mesh_provider) if repo is None else None
     )
+    if cluster is not None and (envoy_stats_port is not None or stop_data_plane):
+        fail(ValueError("--envoy-stats-port and --stop-data-plane are for the embedded default (--repo)"))
     host, _, port = listen.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         fail(ValueError(f"--listen {listen!r}: expected HOST:PORT with a port from 1 to 65535"))
@@ -340,7 +342,7 @@ def run_cmd(
         fail(RuntimeError(f"cannot write the state store in {data_dir}: {exc}"))
     finally:
         datadir.release(data_dir)
-    if not stop_data_plane:
+    if not stop_data_plane and cluster is None:
         err.print(
             f"rheostat stopped; Envoy and the replicas keep serving (the next `rheostat run` adopts them); "
             f"end them with `rheostat down --data-dir {data_dir}`",

@@ -288,7 +288,9 @@ class ClusterMirror:
         failed = [e for e in events if e.reason == "TickFailed"]
         if failed and failed[-1].id == events[-1].id:
             self._failure[key] = failed[-1].message
-        desired = to_flagger(status, failure=self._failure.get(key))
+        canary = self.engine.canary(key)
+        sticky = canary is not None and canary.spec.the_analysis.sessionAffinity is not None
+        desired = to_flagger(status, failure=self._failure.get(key), sticky=sticky)
         meta = ref["metadata"]
         if desired != self.written.get(key):
             await self.api.patch_status(kinds.CANARY, meta["namespace"], meta["name"], desired)

@@ -41,8 +41,9 @@ def _promoted(status: CanaryStatus) -> tuple[str, str]:
     return "Unknown", "Progressing"
 
 
-def to_flagger(status: CanaryStatus, *, failure: str | None = None) -> dict[str, Any]:
-    """The status subresource. `failure`: the last tick failed with this message (a 403, a missing CRD)."""
+def to_flagger(status: CanaryStatus, *, failure: str | None = None, sticky: bool = False) -> dict[str, Any]:
+    """The status subresource. `failure`: the last tick failed with this message (a 403, a missing CRD).
+    `sticky`: the Canary has session affinity (else no cookie is reported; None removes it in a merge patch)."""
     when = rfc3339(status.last_transition_time) if status.last_transition_time else rfc3339(0)
     promoted, reason = _promoted(status)
     run = {
@@ -83,8 +84,7 @@ def to_flagger(status: CanaryStatus, *, failure: str | None = None) -> dict[str,
         "lastTransitionTime": when,
         "conditions": conditions,
     }
-    if status.session_cookie:
-        out["sessionAffinityCookie"] = status.session_cookie
+    out["sessionAffinityCookie"] = status.session_cookie if sticky and status.session_cookie else None
     return out
 
 
