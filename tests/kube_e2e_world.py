@@ -261,7 +261,6 @@ class Controller:
                     str(self.data),
                     "--listen",
                     f"127.0.0.1:{self.port}",
-                    "-v",
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
@@ -272,9 +271,13 @@ class Controller:
         async with httpx.AsyncClient(timeout=1) as http:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
-                    raise AssertionError(f"`rheostat run` exited with {self.proc.returncode}: {self.stderr()}")
+                    raise AssertionError(
+                        f"`rheostat run` exited with {self.proc.returncode}: {self.stderr()}"
+                    )
                 with contextlib.suppress(httpx.HTTPError):
-                    if (await http.get(f"{self.api}/healthz")).status_code == 200 and "serving" in self.stderr():
+                    if (
+                        await http.get(f"{self.api}/healthz")
+                    ).status_code == 200 and "serving" in self.stderr():
                         return
                 await asyncio.sleep(0.1)
         raise AssertionError(f"`rheostat run` did not serve within 60s: {self.stderr()}")

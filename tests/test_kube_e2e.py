@@ -9,7 +9,9 @@ tutorials' (../shared/testdata/flagger), unchanged except:
 - `analysis.interval` is 1s (the tutorials' 30s to 1m would make a run take minutes);
 - the webhooks' URL is a local receiver: `http://flagger-loadtester.test/` cannot resolve here;
 - the MetricTemplates' `provider.address` is the local Prometheus, for the same reason;
-- the namespace, one per scenario.
+- the namespace, one per scenario;
+- `spec.provider` where the tutorial sets the controller's `meshProvider` instead (gatewayapi:v1): one
+  controller serves every mesh here, its default provider is istio.
 
 Every status the controller writes is recorded by the server together with the routing objects of that
 instant (the router writes before the status), so each step's status is checked against its routing object.
@@ -159,7 +161,9 @@ def mesh_series(start: float) -> list[Series]:
         # the gatewayapi tutorial's MetricTemplates read Istio's source-side series
         out += istio_series(f"gw-{case}", canary, start, reporter="source")
         t = MeshTarget("linkerd", f"smi-{case}", "podinfo")
-        out += side_series(LINKERD, t, "primary", GOOD, start) + side_series(LINKERD, t, "canary", canary, start)
+        out += side_series(LINKERD, t, "primary", GOOD, start) + side_series(
+            LINKERD, t, "canary", canary, start
+        )
         t = MeshTarget("nginx", f"nginx-{case}", "podinfo", "podinfo")
         out += side_series(NGINX, t, "primary", GOOD, start) + side_series(NGINX, t, "canary", canary, start)
     return out
@@ -206,7 +210,9 @@ class World:
         at = len(self.server.snapshots.get(ns, []))
 
         def image(obj: Obj) -> None:
-            obj["spec"]["template"]["spec"]["containers"][0]["image"] = f"ghcr.io/stefanprodan/podinfo:{version}"
+            obj["spec"]["template"]["spec"]["containers"][0]["image"] = (
+                f"ghcr.io/stefanprodan/podinfo:{version}"
+            )
 
         self.server.edit(kinds.DEPLOYMENT, ns, "podinfo", image)
         return at
@@ -221,6 +227,14 @@ class World:
         )
         await self.phase(ns, "Succeeded", "Failed")
         return self.server.snapshots[ns][at:]
+
+    def events(self, ns: str) -> set[str]:
+        """The reasons of the Kubernetes Events on the Canary."""
+        return {
+            o["reason"]
+            for (k, n, _), o in list(self.server.store.items())
+            if k == "v1/events" and n == ns and o["involvedObject"]["kind"] == "Canary"
+        }
 
     def image(self, ns: str, name: str) -> str:
         obj = self.server.object(kinds.DEPLOYMENT, ns, name)
@@ -293,22 +307,211 @@ def check_specs(snaps: list[Snapshot], old_promoted: str, *, promoted: bool) -> 
             assert s.status["lastPromotedSpec"] in (old_promoted, new)
 
 
+def route_split(snap: Snapshot, kind: str) -> tuple[int, int]:
+    obj = snap.route(kind, "podinfo-canary" if kind == "Ingress" else "podinfo")
+    assert obj is not None, f"no {kind}"
+    if kind == "HTTPRoute":
+        default = next(r for r in obj["spec"]["rules"] if r.get("name") == "default")
+        w = {b["name"]: b["weight"] for b in default["backendRefs"]}
+    elif kind == "TrafficSplit":
+        w = {b["service"]: b["weight"] for b in obj["spec"]["backends"]}
+    elif kind == "VirtualService":
+        default = next(r for r in obj["spec"]["http"] if r.get("name") == "default")
+        w = {d["destination"]["host"]: d["weight"] for d in default["route"]}
+    else:
+        cw = int(obj["metadata"]["annotations"]["nginx.ingress.kubernetes.io/canary-weight"])
+        return 100 - cw, cw
+    return w["podinfo-primary"], w["podinfo-canary"]
+
+
+def check_run(
+    w: World,
+    ns: str,
+    run: list[Snapshot],
+    kind: str,
+    expected: list[tuple[str, int, int, int]],
+    *,
+    promoted: bool,
+    old_spec: str,
+) -> None:
+    """Each status written against its routing object, and the outcome in the cluster."""
+    assert steps(run) == expected
+    for s in run:
+        weight = s.status["canaryWeight"]
+        assert route_split(s, kind) == (100 - weight, weight), (s.status, s.routing)
+        assert conditions(s.status)["RheostatTick"]["status"] == "True"
+    for obj in {id(o): o for s in run for o in s.routing.values()}.values():
+        assert_valid(obj)
+    # lastAppliedSpec moves to the new revision at once; lastPromotedSpec only with the promotion
+    new = run[-1].status["lastAppliedSpec"]
+    assert new and new != old_spec
+    assert all(s.status["lastAppliedSpec"] == new for s in run)
+    assert all(s.status["lastPromotedSpec"] == old_spec for s in run[:-2])
+    final = run[-1].status
+    promoted_cond = conditions(final)["Promoted"]
+    if promoted:
+        assert final["lastPromotedSpec"] == new
+        assert (promoted_cond["status"], promoted_cond["reason"]) == ("True", "Succeeded")
+        assert w.image(ns, "podinfo-primary") == "6.0.1"
+    else:
+        assert final["lastPromotedSpec"] == old_spec
+        assert (promoted_cond["status"], promoted_cond["reason"]) == ("False", "Failed")
+        assert w.image(ns, "podinfo-primary") == "6.0.0"
+    target = w.server.object(kinds.DEPLOYMENT, ns, "podinfo")
+    assert target is not None and target["spec"]["replicas"] == 0  # scaled to zero between runs
+    assert w.events(ns) >= ({"Promoted"} if promoted else {"CheckFailed", "Rollback"}) | {"NewRevision"}, (
+        w.events(ns)
+    )
+
+
+def never_half_shifted(w: World, kind: str, namespaces: tuple[str, ...]) -> None:
+    """Every version of the routing object ever committed has a whole split (weights adding up to 100)."""
+    seen = 0
+    for event, obj in w.server.route_writes:
+        if obj["kind"] != kind or obj["metadata"]["namespace"] not in namespaces or event == "DELETED":
+            continue
+        if kind == "Ingress" and not obj["metadata"]["name"].endswith("-canary"):
+            continue
+        seen += 1
+        snap = Snapshot({}, {(kind, obj["metadata"]["name"]): obj})
+        primary, canary = route_split(snap, kind)
+        assert primary + canary == 100, obj
+    assert seen > 0
+
+
+async def initialized(w: World, *namespaces: str) -> list[str]:
+    """Each Canary initialized (routes all to the primary); the lastPromotedSpec of each."""
+    out = []
+    for ns in namespaces:
+        st = await w.phase(ns, "Initialized")
+        assert st["canaryWeight"] == 0 and conditions(st)["Promoted"]["status"] == "True"
+        assert w.image(ns, "podinfo-primary") == "6.0.0"
+        out.append(st["lastPromotedSpec"])
+    return out
+
+
 # -- Istio: a weighted canary ------------------------------------------------------------------------------
 
 
 async def test_istio_weighted_canary_is_promoted_and_a_bad_one_rolled_back(world: World) -> None:
+    """The Canaries were in the cluster when the controller started."""
     w = world
-    ok, bad = await asyncio.gather(w.phase("istio-ok", "Initialized"), w.phase("istio-bad", "Initialized"))
+    old_ok, old_bad = await initialized(w, "istio-ok", "istio-bad")
+    assert route_split(w.server.snapshots["istio-ok"][-1], "VirtualService") == (100, 0)
+    good, bad = await asyncio.gather(w.run("istio-ok"), w.run("istio-bad"))
+    expected = [("Progressing", x, 0, 0) for x in (0, 10, 20, 30, 40, 50)]
+    expected += [("Promoting", 50, 0, 0), ("Finalising", 0, 0, 0), ("Succeeded", 0, 0, 0)]
+    check_run(w, "istio-ok", good, "VirtualService", expected, promoted=True, old_spec=old_ok)
+    expected = [("Progressing", 0, 0, 0)] + [("Progressing", 10, n, 0) for n in range(5)]
+    expected += [("Failed", 0, 5, 0)]  # the tutorial's threshold: 5 failed checks
+    check_run(w, "istio-bad", bad, "VirtualService", expected, promoted=False, old_spec=old_bad)
+    never_half_shifted(w, "VirtualService", ("istio-ok", "istio-bad"))
+    # the tutorial's pre-rollout acceptance test first, then the load test at every step
     for ns in ("istio-ok", "istio-bad"):
-        init = w.server.snapshots[ns][-1]
-        assert vs_split(init) == (100, 0)
-        assert_valid(init.route("VirtualService") or {})
-        assert conditions(init.status)["Promoted"]["status"] == "True"
-        assert w.image(ns, "podinfo-primary") == "6.0.0"
-    good_run, bad_run = await asyncio.gather(w.run("istio-ok"), w.run("istio-bad"))
-    print(steps(good_run))
-    print([vs_split(s) for s in good_run])
-    print(steps(bad_run))
-    print([vs_split(s) for s in bad_run])
-    print(w.hooks.names("istio-ok"))
-    print(good_run[-1].status)
+        names = w.hooks.names(ns)
+        assert names[0] == "acceptance-test" and names.count("acceptance-test") == 1
+        assert names.count("load-test") >= 5
+
+
+# -- Gateway API: an A/B test ------------------------------------------------------------------------------
+
+
+async def test_gatewayapi_ab_test_is_promoted_and_a_bad_one_rolled_back(world: World) -> None:
+    """Created while the controller runs: picked up from the watch. Metrics from the tutorial's MetricTemplates."""
+    w = world
+    objs = tutorial(w.shared, "gatewayapi-progressive-delivery")
+    for name in ("error-rate", "latency"):
+        tmpl = pick(objs, "MetricTemplate", lambda o, n=name: o["metadata"]["name"] == n)
+        tmpl["spec"]["provider"]["address"] = w.prometheus
+        w.server.add(tmpl)
+    ab = pick(objs, "Canary", lambda o: "match" in o["spec"].get("analysis", {}))
+    ab["spec"]["provider"] = "gatewayapi:v1"  # the tutorial installs Flagger with meshProvider=gatewayapi:v1
+    for ns in ("gw-ok", "gw-bad"):
+        w.setup(ns, shortened(ab, ns, w.hooks_url))
+    old_ok, old_bad = await initialized(w, "gw-ok", "gw-bad")
+    good, bad = await asyncio.gather(w.run("gw-ok"), w.run("gw-bad"))
+    expected = [("Progressing", 0, 0, n) for n in range(11)]  # the tutorial's 10 iterations
+    expected += [("Promoting", 0, 0, 10), ("Finalising", 0, 0, 10), ("Succeeded", 0, 0, 10)]
+    check_run(w, "gw-ok", good, "HTTPRoute", expected, promoted=True, old_spec=old_ok)
+    expected = [("Progressing", 0, 0, 0), ("Progressing", 0, 0, 1), ("Progressing", 0, 1, 1)]
+    expected += [("Failed", 0, 2, 1)]  # the tutorial's threshold: 2
+    check_run(w, "gw-bad", bad, "HTTPRoute", expected, promoted=False, old_spec=old_bad)
+    # The users the tutorial matches (Firefox, the insider cookie) reach the canary while it is analysed
+    for s in good + bad:
+        route = s.route("HTTPRoute")
+        assert route is not None
+        rules = {r["name"]: r for r in route["spec"]["rules"]}
+        analysing = s.status["phase"] in ("Progressing", "Promoting") and s.status["iterations"] > 0
+        assert set(rules) == ({"ab", "default"} if analysing else {"default"}), s.status
+        if analysing:
+            assert [b["name"] for b in rules["ab"]["backendRefs"]] == ["podinfo-canary"]
+            headers = [m["headers"][0] for m in rules["ab"]["matches"]]
+            assert headers == [
+                {"name": "user-agent", "type": "RegularExpression", "value": ".*Firefox.*"},
+                {"name": "cookie", "type": "RegularExpression", "value": "^(.*?;)?(type=insider)(;.*)?$"},
+            ]
+        assert route["spec"]["parentRefs"] == [{"name": "gateway", "namespace": "istio-ingress"}]
+    never_half_shifted(w, "HTTPRoute", ("gw-ok", "gw-bad"))
+
+
+# -- SMI: a blue/green -------------------------------------------------------------------------------------
+
+
+async def test_smi_blue_green_switches_all_traffic_and_a_bad_one_never_gets_any(world: World) -> None:
+    """Flagger's examples/linkerd-canary.yaml (provider linkerd: SMI TrafficSplit v1alpha2) made a blue/green:
+    maxWeight and stepWeight dropped, `iterations: 3` instead."""
+    w = world
+    bg = example(w.shared, "linkerd-canary.yaml")
+    analysis = bg["spec"]["analysis"]
+    del analysis["maxWeight"], analysis["stepWeight"]
+    analysis["iterations"] = 3
+    for ns in ("smi-ok", "smi-bad"):
+        w.setup(ns, shortened(bg, ns, w.hooks_url))
+    old_ok, old_bad = await initialized(w, "smi-ok", "smi-bad")
+    good, bad = await asyncio.gather(w.run("smi-ok"), w.run("smi-bad"))
+    expected = [("Progressing", 0, 0, n) for n in range(4)]
+    # all traffic switched to the new version (TrafficSplit 0/100) while the primary is updated
+    expected += [("Progressing", 100, 0, 4), ("Promoting", 100, 0, 4)]
+    expected += [("Finalising", 0, 0, 4), ("Succeeded", 0, 0, 4)]
+    check_run(w, "smi-ok", good, "TrafficSplit", expected, promoted=True, old_spec=old_ok)
+    assert (0, 100) in [route_split(s, "TrafficSplit") for s in good]
+    expected = [("Progressing", 0, 0, 0), ("Progressing", 0, 0, 1)]
+    expected += [("Progressing", 0, n, 1) for n in range(1, 10)] + [("Failed", 0, 10, 1)]
+    check_run(w, "smi-bad", bad, "TrafficSplit", expected, promoted=False, old_spec=old_bad)
+    assert {route_split(s, "TrafficSplit") for s in bad} == {(100, 0)}
+    for s in good + bad:
+        split = s.route("TrafficSplit")
+        assert split is not None and split["apiVersion"] == "split.smi-spec.io/v1alpha2"
+        assert split["spec"]["service"] == "podinfo"
+    never_half_shifted(w, "TrafficSplit", ("smi-ok", "smi-bad"))
+
+
+# -- NGINX: a canary Ingress -------------------------------------------------------------------------------
+
+
+async def test_nginx_canary_ingress_is_promoted_and_a_bad_one_rolled_back(world: World) -> None:
+    w = world
+    objs = tutorial(w.shared, "nginx-progressive-delivery")
+    canary, ingress = pick(objs, "Canary"), pick(objs, "Ingress")
+    for ns in ("nginx-ok", "nginx-bad"):
+        ing = copy.deepcopy(ingress)
+        ing["metadata"]["namespace"] = ns
+        w.setup(ns, ing, shortened(canary, ns, w.hooks_url))
+    old_ok, old_bad = await initialized(w, "nginx-ok", "nginx-bad")
+    good, bad = await asyncio.gather(w.run("nginx-ok"), w.run("nginx-bad"))
+    expected = [("Progressing", x, 0, 0) for x in range(0, 55, 5)]
+    expected += [("Promoting", 50, 0, 0), ("Finalising", 0, 0, 0), ("Succeeded", 0, 0, 0)]
+    check_run(w, "nginx-ok", good, "Ingress", expected, promoted=True, old_spec=old_ok)
+    expected = [("Progressing", 0, 0, 0)] + [("Progressing", 5, n, 0) for n in range(10)]
+    expected += [("Failed", 0, 10, 0)]
+    check_run(w, "nginx-bad", bad, "Ingress", expected, promoted=False, old_spec=old_bad)
+    for s in good + bad:
+        main, copy_ = s.route("Ingress", "podinfo"), s.route("Ingress", "podinfo-canary")
+        assert main is not None and copy_ is not None
+        assert main == s.route("Ingress", "podinfo") and "nginx.ingress.kubernetes.io/canary" not in (
+            main["metadata"].get("annotations") or {}
+        )  # the user's Ingress is left alone
+        assert copy_["metadata"]["annotations"]["nginx.ingress.kubernetes.io/canary"] == "true"
+        backend = copy_["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+        assert backend == {"name": "podinfo-canary", "port": {"number": 80}}
+    never_half_shifted(w, "Ingress", ("nginx-ok", "nginx-bad"))
