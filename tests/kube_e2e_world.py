@@ -245,11 +245,11 @@ class Controller:
     def stderr(self) -> str:
         return (self.logs / "run.err").read_text(errors="replace")
 
-    async def start(self) -> None:
+    def _spawn(self) -> subprocess.Popen[bytes]:
         assert RHEOSTAT is not None, f"the `rheostat` console script is not installed beside {sys.executable}"
         self.logs.mkdir(parents=True, exist_ok=True)
         with open(self.logs / "run.out", "wb") as out, open(self.logs / "run.err", "wb") as err:
-            self.proc = subprocess.Popen(
+            return subprocess.Popen(
                 [
                     RHEOSTAT,
                     "run",
@@ -267,6 +267,9 @@ class Controller:
                 stderr=err,
                 env={**os.environ, "COLUMNS": "200"},
             )
+
+    async def start(self) -> None:
+        self.proc = self._spawn()
         deadline = time.monotonic() + 60
         async with httpx.AsyncClient(timeout=1) as http:
             while time.monotonic() < deadline:
@@ -296,14 +299,14 @@ class Controller:
                 await asyncio.to_thread(proc.wait, 10)
         return proc.returncode
 
+    def command(self, *args: str) -> list[str]:
+        assert RHEOSTAT is not None
+        return [RHEOSTAT, *args]
+
     async def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         """The `rheostat` command against this controller, token from its data dir."""
-        assert RHEOSTAT is not None
         proc = await asyncio.create_subprocess_exec(
-            RHEOSTAT,
-            *args,
-            "--server",
-            self.api,
+            *self.command(*args, "--server", self.api),
             *(["--data-dir", str(self.data)] if args[0] not in ("get",) else []),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
+import os
 import re
 import time
 from collections.abc import AsyncIterator, Callable
@@ -324,7 +326,7 @@ def route_split(snap: Snapshot, kind: str) -> tuple[int, int]:
     return w["podinfo-primary"], w["podinfo-canary"]
 
 
-def check_run(
+async def check_run(
     w: World,
     ns: str,
     run: list[Snapshot],
@@ -333,13 +335,17 @@ def check_run(
     *,
     promoted: bool,
     old_spec: str,
+    faults: bool = False,
 ) -> None:
     """Each status written against its routing object, and the outcome in the cluster."""
     assert steps(run) == expected
     for s in run:
         weight = s.status["canaryWeight"]
         assert route_split(s, kind) == (100 - weight, weight), (s.status, s.routing)
-        assert conditions(s.status)["RheostatTick"]["status"] == "True"
+        tick = conditions(s.status)["RheostatTick"]
+        # an API failure that outlived the client's retries fails that tick, and the condition says so
+        assert tick["status"] == "True" or (faults and "injected failure" in tick["message"]), tick
+    assert conditions(run[-1].status)["RheostatTick"]["status"] == "True"
     for obj in {id(o): o for s in run for o in s.routing.values()}.values():
         assert_valid(obj)
     # lastAppliedSpec moves to the new revision at once; lastPromotedSpec only with the promotion
@@ -401,10 +407,10 @@ async def test_istio_weighted_canary_is_promoted_and_a_bad_one_rolled_back(world
     good, bad = await asyncio.gather(w.run("istio-ok"), w.run("istio-bad"))
     expected = [("Progressing", x, 0, 0) for x in (0, 10, 20, 30, 40, 50)]
     expected += [("Promoting", 50, 0, 0), ("Finalising", 0, 0, 0), ("Succeeded", 0, 0, 0)]
-    check_run(w, "istio-ok", good, "VirtualService", expected, promoted=True, old_spec=old_ok)
+    await check_run(w, "istio-ok", good, "VirtualService", expected, promoted=True, old_spec=old_ok)
     expected = [("Progressing", 0, 0, 0)] + [("Progressing", 10, n, 0) for n in range(5)]
     expected += [("Failed", 0, 5, 0)]  # the tutorial's threshold: 5 failed checks
-    check_run(w, "istio-bad", bad, "VirtualService", expected, promoted=False, old_spec=old_bad)
+    await check_run(w, "istio-bad", bad, "VirtualService", expected, promoted=False, old_spec=old_bad)
     never_half_shifted(w, "VirtualService", ("istio-ok", "istio-bad"))
     # the tutorial's pre-rollout acceptance test first, then the load test at every step
     for ns in ("istio-ok", "istio-bad"):
@@ -420,8 +426,7 @@ async def test_gatewayapi_ab_test_is_promoted_and_a_bad_one_rolled_back(world: W
     """Created while the controller runs: picked up from the watch. Metrics from the tutorial's MetricTemplates."""
     w = world
     objs = tutorial(w.shared, "gatewayapi-progressive-delivery")
-    for name in ("error-rate", "latency"):
-        tmpl = pick(objs, "MetricTemplate", lambda o, n=name: o["metadata"]["name"] == n)
+    for tmpl in [o for o in objs if o["kind"] == "MetricTemplate"]:  # error-rate and latency
         tmpl["spec"]["provider"]["address"] = w.prometheus
         w.server.add(tmpl)
     ab = pick(objs, "Canary", lambda o: "match" in o["spec"].get("analysis", {}))
@@ -432,10 +437,10 @@ async def test_gatewayapi_ab_test_is_promoted_and_a_bad_one_rolled_back(world: W
     good, bad = await asyncio.gather(w.run("gw-ok"), w.run("gw-bad"))
     expected = [("Progressing", 0, 0, n) for n in range(11)]  # the tutorial's 10 iterations
     expected += [("Promoting", 0, 0, 10), ("Finalising", 0, 0, 10), ("Succeeded", 0, 0, 10)]
-    check_run(w, "gw-ok", good, "HTTPRoute", expected, promoted=True, old_spec=old_ok)
+    await check_run(w, "gw-ok", good, "HTTPRoute", expected, promoted=True, old_spec=old_ok)
     expected = [("Progressing", 0, 0, 0), ("Progressing", 0, 0, 1), ("Progressing", 0, 1, 1)]
     expected += [("Failed", 0, 2, 1)]  # the tutorial's threshold: 2
-    check_run(w, "gw-bad", bad, "HTTPRoute", expected, promoted=False, old_spec=old_bad)
+    await check_run(w, "gw-bad", bad, "HTTPRoute", expected, promoted=False, old_spec=old_bad)
     # The users the tutorial matches (Firefox, the insider cookie) reach the canary while it is analysed
     for s in good + bad:
         route = s.route("HTTPRoute")
@@ -473,11 +478,11 @@ async def test_smi_blue_green_switches_all_traffic_and_a_bad_one_never_gets_any(
     # all traffic switched to the new version (TrafficSplit 0/100) while the primary is updated
     expected += [("Progressing", 100, 0, 4), ("Promoting", 100, 0, 4)]
     expected += [("Finalising", 0, 0, 4), ("Succeeded", 0, 0, 4)]
-    check_run(w, "smi-ok", good, "TrafficSplit", expected, promoted=True, old_spec=old_ok)
+    await check_run(w, "smi-ok", good, "TrafficSplit", expected, promoted=True, old_spec=old_ok)
     assert (0, 100) in [route_split(s, "TrafficSplit") for s in good]
     expected = [("Progressing", 0, 0, 0), ("Progressing", 0, 0, 1)]
     expected += [("Progressing", 0, n, 1) for n in range(1, 10)] + [("Failed", 0, 10, 1)]
-    check_run(w, "smi-bad", bad, "TrafficSplit", expected, promoted=False, old_spec=old_bad)
+    await check_run(w, "smi-bad", bad, "TrafficSplit", expected, promoted=False, old_spec=old_bad)
     assert {route_split(s, "TrafficSplit") for s in bad} == {(100, 0)}
     for s in good + bad:
         split = s.route("TrafficSplit")
@@ -501,10 +506,10 @@ async def test_nginx_canary_ingress_is_promoted_and_a_bad_one_rolled_back(world:
     good, bad = await asyncio.gather(w.run("nginx-ok"), w.run("nginx-bad"))
     expected = [("Progressing", x, 0, 0) for x in range(0, 55, 5)]
     expected += [("Promoting", 50, 0, 0), ("Finalising", 0, 0, 0), ("Succeeded", 0, 0, 0)]
-    check_run(w, "nginx-ok", good, "Ingress", expected, promoted=True, old_spec=old_ok)
+    await check_run(w, "nginx-ok", good, "Ingress", expected, promoted=True, old_spec=old_ok)
     expected = [("Progressing", 0, 0, 0)] + [("Progressing", 5, n, 0) for n in range(10)]
     expected += [("Failed", 0, 10, 0)]
-    check_run(w, "nginx-bad", bad, "Ingress", expected, promoted=False, old_spec=old_bad)
+    await check_run(w, "nginx-bad", bad, "Ingress", expected, promoted=False, old_spec=old_bad)
     for s in good + bad:
         main, copy_ = s.route("Ingress", "podinfo"), s.route("Ingress", "podinfo-canary")
         assert main is not None and copy_ is not None
@@ -515,3 +520,179 @@ async def test_nginx_canary_ingress_is_promoted_and_a_bad_one_rolled_back(world:
         backend = copy_["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
         assert backend == {"name": "podinfo-canary", "port": {"number": 80}}
     never_half_shifted(w, "Ingress", ("nginx-ok", "nginx-bad"))
+
+
+# -- manual actions, the CLI and /metrics against the running controller ------------------------------------
+
+
+async def held(w: World, ns: str, seconds: float) -> set[int]:
+    """The canary weights written over `seconds`."""
+    at = len(w.server.snapshots[ns])
+    await asyncio.sleep(seconds)
+    return {s.status["canaryWeight"] for s in w.server.snapshots[ns][at:]} | {w.status(ns)["canaryWeight"]}
+
+
+async def test_manual_approve_halt_promote_and_abort_through_the_cli(world: World) -> None:
+    """Istio's tutorial Canary with one more webhook: a confirm-rollout gate that stays closed until
+    `rheostat approve`."""
+    w = world
+    ns = "manual-ok"
+    canary = shortened(pick(tutorial(w.shared, "istio-progressive-delivery"), "Canary"), ns, w.hooks_url)
+    gate = {"name": "manual-gate", "type": "confirm-rollout", "url": f"{w.hooks_url}/manual-gate"}
+    canary["spec"]["analysis"]["webhooks"].append(gate)
+    w.hooks.closed.add("manual-gate")
+    w.setup(ns, canary)
+    (old,) = await initialized(w, ns)
+
+    w.new_revision(ns, "6.0.1")
+    waiting = await w.phase(ns, "Waiting")
+    assert waiting["canaryWeight"] == 0 and waiting["lastPromotedSpec"] == old
+    assert route_split(w.server.snapshots[ns][-1], "VirtualService") == (100, 0)
+    assert await held(w, ns, 2.0) == {0}  # the gate is closed: nothing moves
+    done = await w.ctl.cli("approve", f"{ns}/podinfo")
+    assert done.returncode == 0, done.stderr
+    assert f"approve: requested for {ns}/podinfo" in done.stdout
+    await w.until("the canary to take traffic", lambda: w.status(ns).get("canaryWeight", 0) >= 10)
+
+    done = await w.ctl.cli("halt", f"{ns}/podinfo")
+    assert done.returncode == 0, done.stderr
+    await asyncio.sleep(1.5)  # a tick in flight may still take one step
+    weights = await held(w, ns, 3.0)
+    assert len(weights) == 1 and w.status(ns)["phase"] == "Progressing", weights
+    (weight,) = weights
+    assert route_split(w.server.snapshots[ns][-1], "VirtualService") == (100 - weight, weight)
+
+    done = await w.ctl.cli("promote", f"{ns}/podinfo")  # skips the rest of the analysis
+    assert done.returncode == 0, done.stderr
+    st = await w.phase(ns, "Succeeded")
+    assert st["lastPromotedSpec"] == st["lastAppliedSpec"] != old
+    assert w.image(ns, "podinfo-primary") == "6.0.1"
+    assert max(s.status["canaryWeight"] for s in w.server.snapshots[ns]) < 50  # never reached maxWeight
+
+    # the next revision is aborted by hand: back to the primary, which keeps 6.0.1
+    w.new_revision(ns, "6.0.2")
+    await w.phase(ns, "Waiting")
+    assert (await w.ctl.cli("approve", f"{ns}/podinfo")).returncode == 0
+    await w.until("the canary to take traffic", lambda: w.status(ns).get("canaryWeight", 0) >= 10)
+    done = await w.ctl.cli("abort", f"{ns}/podinfo")
+    assert done.returncode == 0, done.stderr
+    st = await w.phase(ns, "Failed")
+    assert st["canaryWeight"] == 0 and st["lastPromotedSpec"] != st["lastAppliedSpec"]
+    assert route_split(w.server.snapshots[ns][-1], "VirtualService") == (100, 0)
+    assert w.image(ns, "podinfo-primary") == "6.0.1"
+    assert "ManualRequest" in w.events(ns)
+
+    # an action without the token is refused
+    proc = await asyncio.create_subprocess_exec(
+        *(w.ctl.command("promote", f"{ns}/podinfo", "--server", w.ctl.api, "--data-dir", "/nonexistent")),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={k: v for k, v in os.environ.items() if k != "RHEOSTAT_TOKEN"},
+    )
+    _, err = await proc.communicate()
+    assert proc.returncode == 1 and b"401" in err, err
+
+
+async def test_get_canaries_and_metrics_show_the_cluster_canaries(world: World) -> None:
+    w = world
+    out = await w.ctl.cli("get", "canaries", "-o", "json")
+    assert out.returncode == 0, out.stderr
+    items = {f"{i['metadata']['namespace']}/{i['metadata']['name']}": i for i in json.loads(out.stdout)}
+    for ns in ("istio-ok", "istio-bad", "gw-ok", "smi-ok", "nginx-ok"):
+        assert items[f"{ns}/podinfo"]["status"]["phase"] == w.status(ns)["phase"]
+    assert items["istio-bad/podinfo"]["status"]["phase"] == "Failed"
+    table = await w.ctl.cli("get", "canaries")
+    assert table.returncode == 0 and "istio-bad" in table.stdout and "Failed" in table.stdout
+    metrics = await w.ctl.get("/metrics")
+    assert 'rheostat_canary_status{name="podinfo",namespace="istio-bad"} 2' in metrics
+    assert 'rheostat_canary_status{name="podinfo",namespace="istio-ok"} 1' in metrics
+    assert 'rheostat_canary_total{namespace="nginx-ok"} 1' in metrics
+
+
+# -- deletion ----------------------------------------------------------------------------------------------
+
+
+async def test_a_deleted_canary_is_finalized_its_routing_objects_removed(world: World) -> None:
+    w = world
+    assert w.server.routing("istio-ok")
+    w.server.remove(kinds.CANARY, "istio-ok", "podinfo")
+    await w.until("the VirtualService to go", lambda: not w.server.routing("istio-ok"))
+    for name in ("podinfo-primary", "podinfo-canary"):
+        assert w.server.object(kinds.DESTINATION_RULE, "istio-ok", name) is None
+    out = await w.ctl.cli("get", "canaries", "-o", "json")
+    assert "istio-ok" not in {i["metadata"]["namespace"] for i in json.loads(out.stdout)}
+
+
+# -- faults ------------------------------------------------------------------------------------------------
+
+
+async def test_api_429_and_500_do_not_break_a_rollout_nor_half_shift_a_route(world: World) -> None:
+    w = world
+    ns = "faults-ok"
+    w.setup(ns, shortened(pick(tutorial(w.shared, "istio-progressive-delivery"), "Canary"), ns, w.hooks_url))
+    (old,) = await initialized(w, ns)
+    before = len(w.server.calls)
+    w.server.fail(429, 3, verb="patch", kind=kinds.VIRTUAL_SERVICE, retry_after=0.2)
+    w.server.fail(500, 3, verb="patch", kind=kinds.VIRTUAL_SERVICE)
+    w.server.fail(500, 2, verb="patch", kind=kinds.CANARY)
+    w.server.fail(429, 2, verb="get", kind=kinds.DEPLOYMENT)
+    run = await w.run(ns)
+    expected = [("Progressing", x, 0, 0) for x in (0, 10, 20, 30, 40, 50)]
+    expected += [("Promoting", 50, 0, 0), ("Finalising", 0, 0, 0), ("Succeeded", 0, 0, 0)]
+    await check_run(w, ns, run, "VirtualService", expected, promoted=True, old_spec=old, faults=True)
+    never_half_shifted(w, "VirtualService", (ns,))
+    assert not w.server._faults  # every injected failure was met
+    patches = [c for c in w.server.calls[before:] if c.verb == "patch" and c.kind == kinds.VIRTUAL_SERVICE]
+    assert len(patches) >= 7
+
+
+async def test_403_on_the_routing_kind_is_a_condition_naming_verb_and_resource(world: World) -> None:
+    """RBAC without HTTPRoute v1beta1: the Canary says so, and goes on once it is granted."""
+    w = world
+    ns = "rbac"
+    objs = tutorial(w.shared, "gatewayapi-progressive-delivery")
+    canary = shortened(
+        pick(objs, "Canary", lambda o: "match" in o["spec"].get("analysis", {})), ns, w.hooks_url
+    )
+    canary["spec"]["provider"] = "gatewayapi:v1beta1"
+    w.server.fail(403, 10_000, kind=kinds.HTTPROUTE_V1BETA1)
+    w.setup(ns, canary)
+    cond = await w.until(
+        "a RheostatTick condition",
+        lambda: (c := conditions(w.status(ns)).get("RheostatTick")) and c["status"] == "False" and c,
+    )
+    assert 'cannot get resource "httproutes" in API group "gateway.networking.k8s.io"' in cond["message"]
+    assert w.server.object(kinds.HTTPROUTE_V1BETA1, ns, "podinfo") is None
+    w.server._faults.clear()  # granted
+    st = await w.phase(ns, "Initialized")
+    assert conditions(st)["RheostatTick"]["status"] == "True"
+    route = w.server.object(kinds.HTTPROUTE_V1BETA1, ns, "podinfo")
+    assert route is not None and route["apiVersion"] == "gateway.networking.k8s.io/v1beta1"
+
+
+async def test_a_mesh_crd_not_installed_and_a_provider_not_available_are_conditions(world: World) -> None:
+    w = world
+    w.server.uninstall(kinds.TRAFFIC_SPLIT_V1ALPHA3)
+    smi = shortened(example(w.shared, "linkerd-canary.yaml"), "nocrd", w.hooks_url)
+    smi["spec"]["provider"] = "smi:v1alpha3"
+    w.setup("nocrd", smi)
+    appmesh = shortened(example(w.shared, "linkerd-canary.yaml"), "noprovider", w.hooks_url)
+    appmesh["spec"]["provider"] = "appmesh"
+    w.setup("noprovider", appmesh)
+
+    def failing(ns: str) -> Callable[[], Obj | None]:
+        def check() -> Obj | None:
+            c = conditions(w.status(ns)).get("RheostatTick")
+            return c if c is not None and c["status"] == "False" else None
+
+        return check
+
+    crd, provider = await asyncio.gather(
+        w.until("nocrd's condition", failing("nocrd")),
+        w.until("noprovider's condition", failing("noprovider")),
+    )
+    assert "trafficsplits.split.smi-spec.io" in crd["message"], crd
+    assert "spec.provider: 'appmesh' is not available in this cluster" in provider["message"]
+    for name in ("istio", "gatewayapi:v1", "linkerd", "nginx", "smi:v1alpha3"):
+        assert name in provider["message"], provider
+    assert not w.server.routing("noprovider")
