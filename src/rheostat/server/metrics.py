@@ -143,8 +143,12 @@ class ControllerMetrics:
         ctl = self.ctl
         out: list[str] = []
         canaries = ctl.canaries()
-        Family(out, "rheostat_info", "gauge", "Rheostat version and router.").add(
-            (("version", __version__), ("router", "envoy")), 1
+        cluster = ctl.settings.cluster
+        router = (
+            cluster.mesh_provider if cluster is not None else "envoy"
+        )  # the default provider, as Flagger's
+        Family(out, "rheostat_info", "gauge", "Rheostat version and default router.").add(
+            (("version", __version__), ("router", router)), 1
         )
 
         total = Family(out, "rheostat_canary_total", "gauge", "Canaries, by namespace.")
