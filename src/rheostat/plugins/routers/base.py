@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -63,6 +64,14 @@ class Routes:
 
 class RouterError(Exception):
     """The router could not apply a change; the previous routes are still in force."""
+
+
+def reconciled(routes: Mapping[ObjectKey, ServiceRoute], key: ObjectKey, router: str) -> ServiceRoute:
+    """The route `reconcile` was given for a canary (the engine reconciles before every other call)."""
+    try:
+        return routes[key]
+    except KeyError:
+        raise RouterError(f"canary {key} was not reconciled by the {router} router") from None
 
 
 class Router(Protocol):

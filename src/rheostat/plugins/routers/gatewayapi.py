@@ -5,7 +5,7 @@ from __future__ import annotations
 from rheostat.model.base import ObjectKey
 from rheostat.plugins.kube.api import Kind, KubeAPI, Obj
 from rheostat.plugins.kube.kinds import HTTPROUTE
-from rheostat.plugins.routers.base import RouterError, Routes, ServiceRoute
+from rheostat.plugins.routers.base import RouterError, Routes, ServiceRoute, reconciled
 from rheostat.plugins.routers.gatewayapi_spec import check_service, http_route_spec, routes_of
 from rheostat.plugins.routers.istio import names_of
 from rheostat.plugins.routers.istio_owned import call, new_object, owner_of, release, write
@@ -38,10 +38,7 @@ class GatewayAPIRouter:
         self._written: dict[ObjectKey, Routes] = {}
 
     def _route(self, key: ObjectKey) -> ServiceRoute:
-        try:
-            return self._routes[key]
-        except KeyError:
-            raise RouterError(f"canary {key} was not reconciled by the gatewayapi router") from None
+        return reconciled(self._routes, key, "gatewayapi")
 
     def _http_route(self, route: ServiceRoute, routes: Routes) -> Obj:
         names = names_of(route)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rheostat.model.base import ObjectKey
 from rheostat.plugins.kube.api import KubeAPI, Obj
 from rheostat.plugins.kube.kinds import DESTINATION_RULE, VIRTUAL_SERVICE
-from rheostat.plugins.routers.base import RouterError, Routes, ServiceRoute
+from rheostat.plugins.routers.base import RouterError, Routes, ServiceRoute, reconciled
 from rheostat.plugins.routers.istio_owned import (
     apex_of,
     backends,
@@ -41,10 +41,7 @@ class IstioRouter:
         self._written: dict[ObjectKey, Routes] = {}  # the last split set, to report it exactly when in force
 
     def _route(self, key: ObjectKey) -> ServiceRoute:
-        try:
-            return self._routes[key]
-        except KeyError:
-            raise RouterError(f"canary {key} was not reconciled by the istio router") from None
+        return reconciled(self._routes, key, "istio")
 
     def _virtual_service(self, route: ServiceRoute, routes: Routes) -> Obj:
         names = names_of(route)

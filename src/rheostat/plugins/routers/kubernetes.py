@@ -13,7 +13,7 @@ from __future__ import annotations
 from rheostat.model.base import ObjectKey
 from rheostat.plugins.kube.api import KubeAPI, Obj
 from rheostat.plugins.kube.kinds import SERVICE
-from rheostat.plugins.routers.base import RouterError, Routes, ServiceRoute
+from rheostat.plugins.routers.base import RouterError, Routes, ServiceRoute, reconciled
 from rheostat.plugins.routers.kubernetes_common import (
     apex_name,
     for_update,
@@ -76,10 +76,7 @@ class KubernetesRouter:
     # -- helpers -----------------------------------------------------------------------------------
 
     def _route(self, key: ObjectKey) -> ServiceRoute:
-        try:
-            return self._routes[key]
-        except KeyError:
-            raise RouterError(f"canary {key} is not reconciled by the kubernetes router") from None
+        return reconciled(self._routes, key, "kubernetes")
 
     async def _service(self, namespace: str, name: str) -> Obj:
         with kube_errors():

@@ -16,7 +16,7 @@ from rheostat.model.base import ObjectKey
 from rheostat.model.canary import AnalysisMatch, StringMatch
 from rheostat.plugins.kube.api import KubeAPI, Obj
 from rheostat.plugins.kube.kinds import INGRESS
-from rheostat.plugins.routers.base import RouterError, Routes, ServiceRoute
+from rheostat.plugins.routers.base import RouterError, Routes, ServiceRoute, reconciled
 from rheostat.plugins.routers.kubernetes_common import (
     MANAGED_BY,
     apex_name,
@@ -104,10 +104,7 @@ class NginxRouter:
     # -- the canary Ingress ------------------------------------------------------------------------
 
     def _route(self, key: ObjectKey) -> ServiceRoute:
-        try:
-            return self._routes[key]
-        except KeyError:
-            raise RouterError(f"canary {key} is not reconciled by the nginx router") from None
+        return reconciled(self._routes, key, "nginx")
 
     async def _get(self, route: ServiceRoute) -> Obj:
         namespace, _ = split_key(route.key)

@@ -16,7 +16,7 @@ from typing import Literal
 from rheostat.model.base import ObjectKey
 from rheostat.plugins.kube.api import Kind, KubeAPI, Obj
 from rheostat.plugins.kube.kinds import TRAFFIC_SPLIT_V1ALPHA2, TRAFFIC_SPLIT_V1ALPHA3
-from rheostat.plugins.routers.base import RouterError, Routes, ServiceRoute
+from rheostat.plugins.routers.base import RouterError, Routes, ServiceRoute, reconciled
 from rheostat.plugins.routers.kubernetes_common import (
     MANAGED_BY,
     ORIGINAL_ANNOTATION,
@@ -112,10 +112,7 @@ class SMIRouter:
     # -- helpers -----------------------------------------------------------------------------------
 
     def _route(self, key: ObjectKey) -> ServiceRoute:
-        try:
-            return self._routes[key]
-        except KeyError:
-            raise RouterError(f"canary {key} is not reconciled by the {self.name} router") from None
+        return reconciled(self._routes, key, self.name)
 
     async def _get(self, route: ServiceRoute) -> Obj:
         namespace, _ = split_key(route.key)
