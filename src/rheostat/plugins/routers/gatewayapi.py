@@ -8,7 +8,7 @@ from rheostat.plugins.kube.kinds import HTTPROUTE
 from rheostat.plugins.routers.base import RouterError, Routes, ServiceRoute, reconciled
 from rheostat.plugins.routers.gatewayapi_spec import check_service, http_route_spec, routes_of
 from rheostat.plugins.routers.istio import names_of
-from rheostat.plugins.routers.istio_owned import call, new_object, owner_of, release, write
+from rheostat.plugins.routers.takeover import call, new_object, owner_of, release, write
 
 
 def _not_accepted(live: Obj) -> str | None:

@@ -6,7 +6,14 @@ from rheostat.model.base import ObjectKey
 from rheostat.plugins.kube.api import KubeAPI, Obj
 from rheostat.plugins.kube.kinds import DESTINATION_RULE, VIRTUAL_SERVICE
 from rheostat.plugins.routers.base import RouterError, Routes, ServiceRoute, reconciled
-from rheostat.plugins.routers.istio_owned import (
+from rheostat.plugins.routers.istio_spec import (
+    Names,
+    check_service,
+    destination_rule_spec,
+    routes_of,
+    virtual_service_spec,
+)
+from rheostat.plugins.routers.takeover import (
     apex_of,
     backends,
     call,
@@ -15,13 +22,6 @@ from rheostat.plugins.routers.istio_owned import (
     owner_of,
     release,
     write,
-)
-from rheostat.plugins.routers.istio_spec import (
-    Names,
-    check_service,
-    destination_rule_spec,
-    routes_of,
-    virtual_service_spec,
 )
 
 

@@ -13,7 +13,7 @@ from rheostat.plugins.routers.base import RouterError, Routes, ServiceRoute
 MANAGED_BY = "app.kubernetes.io/managed-by"
 CANARY_ANNOTATION = "rheostat.dev/canary"
 # What an object looked like before Rheostat took it over, as JSON: restored by `revertOnDeletion`.
-ORIGINAL_ANNOTATION = "rheostat.dev/original-configuration"
+ORIGINAL_ANNOTATION = "rheostat.dev/original"
 
 # `spec.service` fields that shape the generated Services (the platform's job): no router has to honour them.
 PLATFORM_FIELDS = frozenset(

@@ -15,11 +15,14 @@ from typing import Any, TypeVar
 from rheostat.model.base import ObjectKey
 from rheostat.plugins.kube.api import Kind, KubeAPI, KubeError, NotInstalled, Obj
 from rheostat.plugins.routers.base import RouterError, ServiceRoute
+from rheostat.plugins.routers.kubernetes_common import (
+    CANARY_ANNOTATION,
+    MANAGED_BY,
+    ORIGINAL_ANNOTATION,
+    owner,
+)
 
-MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGER = "rheostat"
-CANARY_ANNOTATION = "rheostat.dev/canary"
-ORIGINAL_ANNOTATION = "rheostat.dev/original"  # JSON {spec, labels, annotations} of a taken-over object
 
 T = TypeVar("T")
 
@@ -59,13 +62,7 @@ def meta(obj: Obj) -> dict[str, Any]:
     return found
 
 
-def owner_of(obj: Obj) -> str | None:
-    """The canary (ns/name) that owns `obj`, or None when Rheostat did not make or take it."""
-    m = meta(obj)
-    if (m.get("labels") or {}).get(MANAGED_BY) != MANAGER:
-        return None
-    owner = (m.get("annotations") or {}).get(CANARY_ANNOTATION)
-    return str(owner) if owner else None
+owner_of = owner  # the canary (ns/name) that owns an object, or None when Rheostat did not make or take it
 
 
 def new_object(
