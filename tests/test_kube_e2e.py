@@ -162,10 +162,11 @@ def mesh_series(start: float) -> list[Series]:
             out += istio_series(ns, canary, start)
         # the gatewayapi tutorial's MetricTemplates read Istio's source-side series
         out += istio_series(f"gw-{case}", canary, start, reporter="source")
-        t = MeshTarget("linkerd", f"smi-{case}", "podinfo")
-        out += side_series(LINKERD, t, "primary", GOOD, start) + side_series(
-            LINKERD, t, "canary", canary, start
-        )
+        for ns in (f"smi-{case}", f"lk-{case}"):
+            t = MeshTarget("linkerd", ns, "podinfo")
+            out += side_series(LINKERD, t, "primary", GOOD, start) + side_series(
+                LINKERD, t, "canary", canary, start
+            )
         t = MeshTarget("nginx", f"nginx-{case}", "podinfo", "podinfo")
         out += side_series(NGINX, t, "primary", GOOD, start) + side_series(NGINX, t, "canary", canary, start)
     return out
@@ -457,6 +458,45 @@ async def test_gatewayapi_ab_test_is_promoted_and_a_bad_one_rolled_back(world: W
             ]
         assert route["spec"]["parentRefs"] == [{"name": "gateway", "namespace": "istio-ingress"}]
     never_half_shifted(w, "HTTPRoute", ("gw-ok", "gw-bad"))
+
+
+# -- Linkerd with Gateway API: the Linkerd tutorial's Canary -----------------------------------------------
+
+
+async def test_linkerd_tutorials_canary_over_gateway_api_is_promoted_and_a_bad_one_rolled_back(
+    world: World,
+) -> None:
+    """Flagger's Linkerd tutorial: its MetricTemplates (Linkerd's `response_total`) and its Canary, whose
+    `gatewayRefs` attach an HTTPRoute v1beta1 to the podinfo Service (the tutorial installs Flagger with
+    meshProvider=gatewayapi:v1beta1: here `spec.provider` says so)."""
+    w = world
+    objs = tutorial(w.shared, "linkerd-progressive-delivery")
+    canary = pick(objs, "Canary", lambda o: "gatewayRefs" in o["spec"].get("service", {}))
+    canary["spec"]["provider"] = "gatewayapi:v1beta1"
+    for ns in ("lk-ok", "lk-bad"):
+        templates = []
+        for tmpl in [copy.deepcopy(o) for o in objs if o["kind"] == "MetricTemplate"]:
+            tmpl["metadata"]["namespace"] = ns
+            tmpl["spec"]["provider"]["address"] = w.prometheus
+            templates.append(tmpl)
+        one = shortened(canary, ns, w.hooks_url)
+        one["spec"]["service"]["gatewayRefs"][0]["namespace"] = ns
+        w.setup(ns, *templates, one)
+    old_ok, old_bad = await initialized(w, "lk-ok", "lk-bad")
+    good, bad = await asyncio.gather(w.run("lk-ok"), w.run("lk-bad"))
+    expected = [("Progressing", x, 0, 0) for x in range(0, 55, 5)]  # stepWeight 5 up to maxWeight 50
+    expected += [("Promoting", 50, 0, 0), ("Finalising", 0, 0, 0), ("Succeeded", 0, 0, 0)]
+    await check_run(w, "lk-ok", good, "HTTPRoute", expected, promoted=True, old_spec=old_ok)
+    expected = [("Progressing", 0, 0, 0)] + [("Progressing", 5, n, 0) for n in range(5)]
+    expected += [("Failed", 0, 5, 0)]  # the tutorial's threshold: 5
+    await check_run(w, "lk-bad", bad, "HTTPRoute", expected, promoted=False, old_spec=old_bad)
+    for s in good:
+        route = s.route("HTTPRoute")
+        assert route is not None and route["apiVersion"] == "gateway.networking.k8s.io/v1beta1"
+        assert route["spec"]["parentRefs"] == [
+            {"name": "podinfo", "namespace": "lk-ok", "group": "core", "kind": "Service", "port": 9898}
+        ]
+    never_half_shifted(w, "HTTPRoute", ("lk-ok", "lk-bad"))
 
 
 # -- SMI: a blue/green -------------------------------------------------------------------------------------
