@@ -123,10 +123,10 @@ def cluster_main(conn: Connection, n: int, interval: str) -> None:
 async def _cluster(conn: Connection, n: int, interval: str) -> None:
     import aiohttp.web
     import kmock
-
-    from rheostat.plugins.kube import kinds
     from tests.kubeapi import KubeServer
     from tests.kubelet import ready_status
+
+    from rheostat.plugins.kube import kinds
 
     async def query(_: aiohttp.web.Request) -> aiohttp.web.Response:
         sample = {"metric": {}, "value": [time.time(), "100"]}
@@ -139,7 +139,8 @@ async def _cluster(conn: Connection, n: int, interval: str) -> None:
     await runner.setup()
     site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    prometheus = "http://%s:%d" % runner.addresses[0][:2]
+    host, port = runner.addresses[0][:2]
+    prometheus = f"http://{host}:{port}"
 
     async with KubeServer() as server, kmock.Server(server):
         names = [(f"team-{i % NAMESPACES}", f"podinfo-{i}") for i in range(n)]
@@ -169,13 +170,22 @@ async def _cluster(conn: Connection, n: int, interval: str) -> None:
                 )
             )
 
+        def scaled_to_zero() -> int:
+            """How many targets were scaled to 0: the last write of initialization (Flagger's order)."""
+            return sum(
+                (server.object(kinds.DEPLOYMENT, ns, name) or {}).get("spec", {}).get("replicas") == 0
+                for ns, name in names
+            )
+
         def new_revision(version: str) -> None:
             """`kubectl set image` on every target."""
             for ns, name in names:
                 key = server._key(kinds.DEPLOYMENT, ns, name)
                 old = server.store[key]
                 new = copy.deepcopy(old)
-                new["spec"]["template"]["spec"]["containers"][0]["image"] = f"ghcr.io/stefanprodan/podinfo:{version}"
+                new["spec"]["template"]["spec"]["containers"][0]["image"] = (
+                    f"ghcr.io/stefanprodan/podinfo:{version}"
+                )
                 server._write(kinds.DEPLOYMENT, key, old, new, "kubectl")  # no public update in KubeServer
 
         def calls(since: int) -> dict[str, Any]:
@@ -200,6 +210,8 @@ async def _cluster(conn: Connection, n: int, interval: str) -> None:
                     break
                 if cmd == "phases":
                     conn.send(phases())
+                elif cmd == "scaled_to_zero":
+                    conn.send(scaled_to_zero())
                 elif cmd == "calls":
                     conn.send(calls(arg[0]))
                 elif cmd == "new_revision":
@@ -213,7 +225,7 @@ async def _cluster(conn: Connection, n: int, interval: str) -> None:
 
 
 @contextlib.contextmanager
-def cluster(n: int, interval: str) -> Iterator[tuple[Connection, dict[str, str]]]:
+def cluster(n: int, interval: str) -> Iterator[tuple[Connection, dict[str, Any]]]:
     ctx = multiprocessing.get_context("spawn")
     ours, theirs = ctx.Pipe()
     proc = ctx.Process(target=cluster_main, args=(theirs, n, interval), name="kmock", daemon=True)
@@ -221,7 +233,7 @@ def cluster(n: int, interval: str) -> Iterator[tuple[Connection, dict[str, str]]
     try:
         if not ours.poll(120):
             raise RuntimeError("the kmock cluster did not start within 120 s")
-        yield ours, ours.recv()
+        yield ours, {**ours.recv(), "pid": proc.pid}
     finally:
         with contextlib.suppress(OSError, EOFError):
             ours.send(("stop",))
@@ -257,7 +269,7 @@ def kubeconfig(path: Path, server: str) -> Path:
 
 
 @contextlib.contextmanager
-def controller(tmp: Path, urls: dict[str, str]) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+def controller(tmp: Path, urls: dict[str, Any]) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     port = free_port()
     api = f"http://127.0.0.1:{port}"
     cmd = [
@@ -319,6 +331,7 @@ class Window:
     seconds: float
     ticks: int
     cpu_s: float
+    cluster_cpu_s: float
     by_verb: Counter[str]
     by_what: Counter[str]
     lists: Counter[str]
@@ -326,6 +339,10 @@ class Window:
 
     def per_tick(self, count: int) -> float:
         return count / self.ticks if self.ticks else float("nan")
+
+    @property
+    def ms_per_tick(self) -> float:
+        return 1000 * self.cpu_s / self.ticks if self.ticks else float("nan")
 
     @property
     def writes(self) -> int:
@@ -336,14 +353,24 @@ class Window:
         return 100 * self.cpu_s / self.seconds * interval_s / at_s
 
 
-def measure(conn: Connection, proc: subprocess.Popen[bytes], api: str, name: str, seconds: float) -> Window:
+def measure(
+    conn: Connection, proc: subprocess.Popen[bytes], kube_pid: int, api: str, name: str, seconds: float
+) -> Window:
     mark = ask(conn, "calls", 1 << 60)["mark"]
-    t0, c0, k0 = time.monotonic(), cpu_s(proc.pid), ticks(api)
+    t0, c0, k0, s0 = time.monotonic(), cpu_s(proc.pid), ticks(api), cpu_s(kube_pid)
     time.sleep(seconds)
-    k1, c1, t1 = ticks(api), cpu_s(proc.pid), time.monotonic()
+    k1, c1, t1, s1 = ticks(api), cpu_s(proc.pid), time.monotonic(), cpu_s(kube_pid)
     got = ask(conn, "calls", mark)
     return Window(
-        name, t1 - t0, k1 - k0, c1 - c0, got["by_verb"], got["by_what"], got["lists"], ask(conn, "phases")
+        name,
+        t1 - t0,
+        k1 - k0,
+        c1 - c0,
+        s1 - s0,
+        got["by_verb"],
+        got["by_what"],
+        got["lists"],
+        ask(conn, "phases"),
     )
 
 
@@ -360,24 +387,34 @@ def wait_phase(conn: Connection, phase: str, n: int, timeout: float) -> float:
 def run(n: int, interval_s: float, intervals: int) -> dict[str, Any]:
     interval = f"{interval_s:g}s"
     window = intervals * interval_s
-    with tempfile.TemporaryDirectory(prefix="rheostat-kube-bench-") as d, cluster(n, interval) as (conn, urls):
+    with (
+        tempfile.TemporaryDirectory(prefix="rheostat-kube-bench-") as d,
+        cluster(n, interval) as (conn, urls),
+    ):
         tmp = Path(d)
         started = time.monotonic()
         with controller(tmp, urls) as (proc, api):
             wait_phase(conn, "Initialized", n, 20 * interval_s + 120)
             init_s = time.monotonic() - started  # from the start of `rheostat run`
             # "Initialized" is written after the first tick; the next one scales the target to 0 (Flagger).
-            time.sleep(interval_s + 2)
+            t0 = time.monotonic()
+            while (done := ask(conn, "scaled_to_zero")) < n:
+                if time.monotonic() - t0 > 10 * interval_s + 120:
+                    raise RuntimeError(f"only {done} of {n} targets scaled to 0")
+                time.sleep(0.5)
+            settled_s = time.monotonic() - started
+            time.sleep(2)
             startup = ask(conn, "calls", 0)
-            rest = measure(conn, proc, api, "at rest (all Initialized)", window)
+            rest = measure(conn, proc, urls["pid"], api, "at rest (all Initialized)", window)
             ask(conn, "new_revision", "6.0.1")
             progressing_s = wait_phase(conn, "Progressing", n, 3 * interval_s + 60)
-            analysis = measure(conn, proc, api, "during analysis (all Progressing)", window)
+            analysis = measure(conn, proc, urls["pid"], api, "during analysis (all Progressing)", window)
             rss = rss_mib(proc.pid)
     return {
         "n": n,
         "interval_s": interval_s,
         "init_s": init_s,
+        "settled_s": settled_s,
         "startup": startup,
         "progressing_s": progressing_s,
         "windows": [rest, analysis],
@@ -393,8 +430,8 @@ def report(r: dict[str, Any]) -> None:
     )
     s = r["startup"]
     print(
-        f"Start to all {n} Initialized: {r['init_s']:.1f} s (the first tick creates, the next one, an interval "
-        f"later, finds the primary ready). Requests meanwhile: "
+        f"Start of `rheostat run` to all {n} Initialized: {r['init_s']:.1f} s; to every target scaled to 0 "
+        f"(the next tick): {r['settled_s']:.1f} s. Requests until then: "
         + ", ".join(f"{v} {s['by_verb'][v]}" for v in VERBS if s["by_verb"][v])
         + f"; LISTs: {dict(s['lists'])}.\n"
     )
@@ -402,14 +439,17 @@ def report(r: dict[str, Any]) -> None:
     print(
         "| window | canary-ticks | "
         + " | ".join(VERBS)
-        + " | writes per canary-tick | LISTs in window | controller CPU, % of one core |"
+        + " | writes per canary-tick | LISTs in window | controller CPU, % of one core | CPU per canary-tick | "
+        f"{n} canaries at a 10 s interval, % of one core | kmock's CPU |"
     )
-    print("|---" * (len(VERBS) + 5) + "|")
-    for w in r["windows"]:
+    print("|---" * (len(VERBS) + 8) + "|")
+    nominal = [n * w.seconds / interval_s for w in r["windows"]]
+    for w, nom in zip(r["windows"], nominal, strict=True):
         cells = " | ".join(f"{w.per_tick(w.by_verb[v]):.2f}" for v in VERBS)
         print(
-            f"| {w.name} | {w.ticks:,} | {cells} | {w.per_tick(w.writes):.2f} | {sum(w.lists.values())} | "
-            f"{w.cpu_share(interval_s, interval_s):.1f}% |"
+            f"| {w.name} | {w.ticks:,} ({nom:,.0f} at one per interval) | {cells} | {w.per_tick(w.writes):.2f} | {sum(w.lists.values())} | "
+            f"{w.cpu_share(interval_s, interval_s):.1f}% | {w.ms_per_tick:.1f} ms | "
+            f"{w.ms_per_tick * n / 10 / 10:.0f}% | {100 * w.cluster_cpu_s / w.seconds:.0f}% |"
         )
     for w in r["windows"]:
         writes = {k: v for k, v in w.by_what.items() if k.split()[0] in WRITES}
@@ -418,9 +458,6 @@ def report(r: dict[str, Any]) -> None:
             f"{k} {w.per_tick(v):.2f}" for k, v in sorted(w.by_what.items()) if k.split()[0] not in WRITES
         )
         print(f"\n{w.name}: writes per canary-tick: {shown}; reads: {reads}; phases at the end: {w.phases}")
-    if interval_s != 10:
-        for w in r["windows"]:
-            print(f"\n{w.name}: CPU at a 10 s interval: {w.cpu_share(interval_s, 10):.1f}% of one core")
     print(f"\nController RSS at the end: {r['rss_mib']:.0f} MiB")
 
 
