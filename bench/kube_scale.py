@@ -170,12 +170,12 @@ async def _cluster(conn: Connection, n: int, interval: str) -> None:
                 )
             )
 
-        def scaled_to_zero() -> int:
-            """How many targets were scaled to 0: the last write of initialization (Flagger's order)."""
-            return sum(
-                (server.object(kinds.DEPLOYMENT, ns, name) or {}).get("spec", {}).get("replicas") == 0
-                for ns, name in names
-            )
+        def settled(ns: str, name: str) -> bool:
+            """The target scaled to 0 and the primary marked: the last writes of initialization."""
+            target = server.object(kinds.DEPLOYMENT, ns, name) or {}
+            primary = server.object(kinds.DEPLOYMENT, ns, f"{name}-primary") or {}
+            marked = (primary.get("metadata", {}).get("annotations") or {}).get("rheostat.dev/initialized")
+            return target.get("spec", {}).get("replicas") == 0 and marked == "true"
 
         def new_revision(version: str) -> None:
             """`kubectl set image` on every target."""
@@ -211,7 +211,7 @@ async def _cluster(conn: Connection, n: int, interval: str) -> None:
                 if cmd == "phases":
                     conn.send(phases())
                 elif cmd == "scaled_to_zero":
-                    conn.send(scaled_to_zero())
+                    conn.send(sum(settled(ns, name) for ns, name in names))
                 elif cmd == "calls":
                     conn.send(calls(arg[0]))
                 elif cmd == "new_revision":
