@@ -16,6 +16,7 @@ from bench import (
     envoy_overhead,
     flags_bench,
     gitops_scale,
+    kube_scale,
     policy_admission,
     policy_engines,
 )
@@ -43,6 +44,8 @@ def main() -> None:
     dashboard_bench.main()
     print("\n## Flags: evaluation and OFREP\n")
     flags_bench.main([])
+    print("\n## Kubernetes: 500 Canaries against kmock, `rheostat run --kubeconfig`\n")
+    kube_scale.main([])
 
 
 if __name__ == "__main__":

@@ -39,6 +39,9 @@ class IstioRouter:
         self.api = api
         self._routes: dict[ObjectKey, ServiceRoute] = {}
         self._written: dict[ObjectKey, Routes] = {}  # the last split set, to report it exactly when in force
+        # The VirtualService as reconcile() left it: a tick reads the routes right after reconcile, so
+        # reconcile's GET serves both; get_routes() takes it (once), anything later reads the live one.
+        self._fresh: dict[ObjectKey, Obj] = {}
 
     def _route(self, key: ObjectKey) -> ServiceRoute:
         return reconciled(self._routes, key, "istio")
@@ -68,17 +71,19 @@ class IstioRouter:
         current = Routes()
         if live is not None and owner_of(live) == route.key:
             current = self._read(route, live)
-        await write(self.api, VIRTUAL_SERVICE, route.key, live, self._virtual_service(route, current))
+        desired = self._virtual_service(route, current)
+        self._fresh[route.key] = await write(self.api, VIRTUAL_SERVICE, route.key, live, desired)
 
     async def set_routes(self, key: ObjectKey, routes: Routes) -> None:
         route = self._route(key)
         desired = self._virtual_service(route, routes)  # the whole split, written in one apply
+        self._fresh.pop(key, None)
         await write(self.api, VIRTUAL_SERVICE, key, await self._live(route), desired)
         self._written[key] = routes
 
     async def get_routes(self, key: ObjectKey) -> Routes:
         route = self._route(key)
-        live = await self._live(route)
+        live = self._fresh.pop(key, None) or await self._live(route)
         names = names_of(route)
         if live is None:
             raise RouterError(f"VirtualService {names.namespace}/{names.apex} not found")
@@ -95,6 +100,7 @@ class IstioRouter:
     async def finalize(self, key: ObjectKey) -> None:
         route = self._routes.pop(key, None)
         self._written.pop(key, None)
+        self._fresh.pop(key, None)
         revert = route.revert_on_deletion if route is not None else False
         for kind in (VIRTUAL_SERVICE, DESTINATION_RULE):
             await release(self.api, kind, key, revert=revert)
