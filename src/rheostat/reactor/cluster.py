@@ -60,9 +60,6 @@ def cluster_backends(api: KubeAPI, mesh_provider: str) -> Backends:
     """Every mesh router Rheostat has, on this cluster's API, and the `kubernetes` platform for Deployments
     and DaemonSets. A mesh whose CRDs are not installed is still offered: its router says which CRD is missing."""
     catalogue = cluster_catalogue(ROUTERS.names(), mesh_provider)
-    if "kubernetes" not in PLATFORMS.names():
-        catalogue = Catalogue({}, catalogue.defaults, catalogue.where)
-        return Backends(catalogue, {}, {})
     platform = PLATFORMS.create("kubernetes", api=api)
     routers = {name: ROUTERS.create(name, api=api) for name in catalogue.routes}
     return Backends(catalogue, routers, dict.fromkeys(WORKLOAD_KINDS, platform))
@@ -292,12 +289,12 @@ class ClusterMirror:
         sticky = canary is not None and canary.spec.the_analysis.sessionAffinity is not None
         desired = to_flagger(status, failure=self._failure.get(key), sticky=sticky)
         meta = ref["metadata"]
+        for e in events:  # first: a status that says Succeeded has its Promoted event beside it
+            await self.api.event(ref, e.reason, e.message, warning=e.warning)
+            self._seen_event[key] = e.id
         if desired != self.written.get(key):
             await self.api.patch_status(kinds.CANARY, meta["namespace"], meta["name"], desired)
             self.written[key] = desired
-        for e in events:
-            await self.api.event(ref, e.reason, e.message, warning=e.warning)
-            self._seen_event[key] = e.id
 
     async def _event(self, kind: Kind, obj: Obj, reason: str, message: str, *, warning: bool) -> None:
         try:

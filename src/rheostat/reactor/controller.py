@@ -32,6 +32,8 @@ from rheostat.model.policy import (
     ValidatingAdmissionPolicyBinding,
 )
 from rheostat.plugins.kube.api import KubeAPI
+from rheostat.plugins.kube.cache import CachedKube
+from rheostat.plugins.kube.kinds import READ_CACHED
 from rheostat.plugins.metrics.app_counters import AppCountersProvider, VariantTarget
 from rheostat.plugins.metrics.base import Counts, CountSource, MetricProvider, MetricQuery
 from rheostat.plugins.metrics.envoy_stats import EnvoyStatsProvider
@@ -223,7 +225,9 @@ class Controller:
         backends = None
         if settings.cluster is not None:
             self.kube = kube if kube is not None else connect(settings.cluster)
-            backends = cluster_backends(self.kube, settings.cluster.mesh_provider)
+            # The routers and the platform read through watch-fed caches: a tick at rest asks nothing.
+            self.kube_reads = CachedKube(self.kube, READ_CACHED, settings.cluster.namespace)
+            backends = cluster_backends(self.kube_reads, settings.cluster.mesh_provider)
             self._mesh_builtins(backends.catalogue.provider)
         self.engine = Engine(
             self.store,
@@ -340,7 +344,7 @@ class Controller:
         if self.mirror is not None:
             await self.mirror.stop()
             with suppress(Exception):
-                await self.mirror.api.close()
+                await self.kube_reads.close()  # and the API client under it
             await self.hooks.aclose()
             self.store.close()
             self._unlock()

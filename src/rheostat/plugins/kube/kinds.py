@@ -56,3 +56,20 @@ def kind_of(api_version: str, kind: str) -> Kind:
         return _BY_TYPE[(api_version, kind)]
     except KeyError:
         raise KeyError(f"{kind} {api_version} is not a resource Rheostat writes") from None
+
+
+# What the Kubernetes plugins read every tick: served from watch-fed caches on a cluster (plugins/kube/cache.py).
+READ_CACHED = (
+    DEPLOYMENT,
+    DAEMONSET,
+    SERVICE,
+    CONFIGMAP,
+    HPA,
+    INGRESS,
+    VIRTUAL_SERVICE,
+    DESTINATION_RULE,
+    HTTPROUTE,
+    HTTPROUTE_V1BETA1,
+    TRAFFIC_SPLIT_V1ALPHA2,
+    TRAFFIC_SPLIT_V1ALPHA3,
+)
