@@ -10,6 +10,7 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Protocol
 
+import httpx
 from watchfiles import awatch
 
 from rheostat.flags.kill import KillSwitch
@@ -38,7 +39,7 @@ from rheostat.plugins.metrics.app_counters import AppCountersProvider, VariantTa
 from rheostat.plugins.metrics.base import Counts, CountSource, MetricProvider, MetricQuery
 from rheostat.plugins.metrics.envoy_stats import EnvoyStatsProvider
 from rheostat.plugins.metrics.mesh_queries import MeshMetrics, MeshTarget, mesh_target
-from rheostat.plugins.metrics.prometheus import Auth, PrometheusProvider
+from rheostat.plugins.metrics.prometheus import DEFAULT_TIMEOUT_S, Auth, PrometheusProvider, tls_context
 from rheostat.plugins.platforms.base import Group
 from rheostat.plugins.platforms.local import LocalPlatform
 from rheostat.plugins.routers.envoy import EnvoyRouter
@@ -158,7 +159,12 @@ class MetricProviders:
         is_flag: Callable[[ObjectKey], bool],
     ) -> None:
         self.secrets = secrets
-        self.server = PrometheusProvider(metrics_server) if metrics_server else None
+        # One client per TLS setting for every query of the controller's lifetime: connections are reused.
+        self.http = {
+            insecure: httpx.AsyncClient(timeout=DEFAULT_TIMEOUT_S, verify=tls_context(insecure))
+            for insecure in (False, True)
+        }
+        self.server = PrometheusProvider(metrics_server, client=self.http[False]) if metrics_server else None
         self.builtin: Builtin = BuiltinByTarget(self.server or envoy, app, is_flag)
         self.by_kind: dict[str, MetricProvider] = {"builtin": self.builtin}
         if self.server is not None:
@@ -182,9 +188,18 @@ class MetricProviders:
             if data is None:
                 raise LookupError(f"secret {ns}/{spec.secretRef.name} not found")
             auth = Auth.from_secret(data)
+        insecure = bool(spec.insecureSkipVerify)
         return PrometheusProvider(
-            address, headers=spec.headers, auth=auth, insecure_skip_verify=bool(spec.insecureSkipVerify)
+            address,
+            headers=spec.headers,
+            auth=auth,
+            insecure_skip_verify=insecure,
+            client=self.http[insecure],
         )
+
+    async def aclose(self) -> None:
+        for client in self.http.values():
+            await client.aclose()
 
 
 class Controller:
@@ -341,6 +356,7 @@ class Controller:
         await cancel_all(self._tasks)
         await self.scheduler.stop()
         await self.engine.close()
+        await self.providers.aclose()
         if self.mirror is not None:
             await self.mirror.stop()
             with suppress(Exception):

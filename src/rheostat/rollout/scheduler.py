@@ -41,7 +41,7 @@ class Scheduler:
 
     def sync(self) -> None:
         """Start a task for every canary in the store, stop those of canaries that are gone."""
-        keys = {ObjectKey(o.key) for o in self.engine.store.list_objects(CANARY)}
+        keys = {ObjectKey(k) for k in self.engine.store.keys(CANARY)}
         for key in keys - self._tasks.keys():
             self._wake[key] = asyncio.Event()
             self._tasks[key] = supervised(self._loop(key), name=f"canary:{key}")

@@ -139,6 +139,10 @@ class Store:
         ).fetchone()
         return None if row is None else (row[0], row[1])
 
+    def keys(self, kind: str) -> list[str]:
+        """The keys of every object of `kind`, bodies not read (the scheduler asks every second)."""
+        return [r[0] for r in self._db.execute("SELECT key FROM objects WHERE kind = ? ORDER BY key", (kind,))]
+
     def list_objects(self, kind: str | None = None) -> list[StoredObject]:
         sql = "SELECT kind, key, body, source, updated FROM objects"
         rows = self._db.execute(

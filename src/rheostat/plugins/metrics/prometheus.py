@@ -11,6 +11,7 @@ is wrong with it. Credentials come from a secret with `token` (bearer) or `usern
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -103,6 +104,7 @@ class PrometheusProvider:
         auth: Auth | None = None,
         insecure_skip_verify: bool = False,
         transport: httpx.AsyncBaseTransport | None = None,
+        client: httpx.AsyncClient | None = None,
     ) -> None:
         if not address.startswith(("http://", "https://")):
             raise ValueError(f"Prometheus address must be an http(s) URL, got {address!r}")
@@ -112,6 +114,9 @@ class PrometheusProvider:
         self.auth = auth
         self.insecure_skip_verify = insecure_skip_verify
         self.transport = transport
+        # A long-lived caller (the controller) passes a client it owns, so queries reuse its connections;
+        # without one, each query has its own (and nothing is left open).
+        self.client = client
 
     def __repr__(self) -> str:
         return f"PrometheusProvider({self.address!r})"
@@ -210,11 +215,15 @@ class PrometheusProvider:
         elif self.auth is not None and self.auth.username is not None and self.auth.password is not None:
             auth = httpx.BasicAuth(self.auth.username, self.auth.password)
         try:
-            async with httpx.AsyncClient(
-                timeout=self.timeout_s,
-                verify=tls_context(self.insecure_skip_verify),
-                transport=self.transport,
-            ) as client:
+            async with contextlib.AsyncExitStack() as stack:
+                client = self.client
+                if client is None:
+                    client = httpx.AsyncClient(
+                        timeout=self.timeout_s,
+                        verify=tls_context(self.insecure_skip_verify),
+                        transport=self.transport,
+                    )
+                    stack.push_async_callback(client.aclose)
                 reply = await request(
                     client,
                     "GET",
