@@ -161,7 +161,12 @@ class MetricProviders:
         self.secrets = secrets
         # One client per TLS setting for every query of the controller's lifetime: connections are reused.
         self.http = {
-            insecure: httpx.AsyncClient(timeout=DEFAULT_TIMEOUT_S, verify=tls_context(insecure))
+            insecure: httpx.AsyncClient(
+                timeout=DEFAULT_TIMEOUT_S,
+                verify=tls_context(insecure),
+                # every canary may query at once: a small pool queues them (and rescans its queue)
+                limits=httpx.Limits(max_connections=1000, max_keepalive_connections=1000),
+            )
             for insecure in (False, True)
         }
         self.server = PrometheusProvider(metrics_server, client=self.http[False]) if metrics_server else None

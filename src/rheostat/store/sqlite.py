@@ -141,7 +141,9 @@ class Store:
 
     def keys(self, kind: str) -> list[str]:
         """The keys of every object of `kind`, bodies not read (the scheduler asks every second)."""
-        return [r[0] for r in self._db.execute("SELECT key FROM objects WHERE kind = ? ORDER BY key", (kind,))]
+        return [
+            r[0] for r in self._db.execute("SELECT key FROM objects WHERE kind = ? ORDER BY key", (kind,))
+        ]
 
     def list_objects(self, kind: str | None = None) -> list[StoredObject]:
         sql = "SELECT kind, key, body, source, updated FROM objects"
