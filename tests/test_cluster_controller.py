@@ -289,3 +289,36 @@ async def test_a_blue_green_cut_over_with_the_kubernetes_provider_is_not_undone_
     assert selectors == ["podinfo-primary", "podinfo", "podinfo-primary"]
     apex_writes = [w for w in kube.writes if w[1] == kinds.SERVICE and w[2] == "podinfo"]
     assert len(apex_writes) == 3, apex_writes  # made, switched to the canary, switched back
+
+
+async def test_a_configmap_change_is_a_new_revision_and_the_status_tracks_it(tmp_path: Path) -> None:
+    kube = MemoryKube()
+    config = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "podinfo-config", "namespace": NS},
+        "data": {"color": "blue"},
+    }
+    await kube.apply(config)
+    target = deployment("6.0.0")
+    target["spec"]["template"]["spec"]["containers"][0]["envFrom"] = [
+        {"configMapRef": {"name": "podinfo-config"}}
+    ]
+    await kube.apply(target)
+    await kube.apply(canary())
+    ctl = controller(kube, tmp_path / "data")
+    async with kubelet(kube, kube):
+        await ctl.start()
+        try:
+            await until(lambda: status(kube).get("phase") == "Initialized")
+            before = status(kube)["trackedConfigs"]
+            assert list(before) == ["configmap/podinfo-config"]
+            await kube.apply({**config, "data": {"color": "green"}})  # the image does not change
+            await until(lambda: status(kube).get("phase") == "Progressing")
+            await until(lambda: status(kube).get("phase") == "Succeeded")
+        finally:
+            await ctl.stop()
+    after = status(kube)["trackedConfigs"]
+    assert list(after) == ["configmap/podinfo-config"] and after != before
+    copy_ = await kube.get(kinds.CONFIGMAP, NS, "podinfo-config-primary")
+    assert copy_ is not None and copy_["data"] == {"color": "green"}  # promoted with the revision

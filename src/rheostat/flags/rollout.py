@@ -98,6 +98,9 @@ class FlagRollouts:
     async def scale(self, target: ObjectKey, group: Group, replicas: int | None) -> None:
         return None  # a flag definition has no replicas
 
+    def tracked_configs(self, target: ObjectKey) -> dict[str, str]:
+        return {}  # nothing but the target itself makes a revision here
+
     async def endpoints(self, target: ObjectKey, group: Group) -> tuple[Upstream, ...]:
         return ()
 

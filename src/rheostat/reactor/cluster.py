@@ -20,7 +20,7 @@ from rheostat.plugins.platforms import PLATFORMS
 from rheostat.plugins.routers import ROUTERS
 from rheostat.reactor.settings import ClusterSettings
 from rheostat.rollout.backends import REFUSED_EVERYWHERE, WORKLOAD_KINDS, Backends, Catalogue
-from rheostat.rollout.engine import CANARY, Engine
+from rheostat.rollout.engine import CANARY, Engine, target_of
 from rheostat.rollout.flagger_status import from_flagger, to_flagger
 from rheostat.store import Store
 from rheostat.util.tasks import cancel_all, supervised
@@ -287,7 +287,11 @@ class ClusterMirror:
             self._failure[key] = failed[-1].message
         canary = self.engine.canary(key)
         sticky = canary is not None and canary.spec.the_analysis.sessionAffinity is not None
-        desired = to_flagger(status, failure=self._failure.get(key), sticky=sticky)
+        tracked: dict[str, str] = {}
+        if canary is not None:
+            with suppress(LookupError):
+                tracked = self.engine.backends.parts(canary)[1].tracked_configs(target_of(canary))
+        desired = to_flagger(status, failure=self._failure.get(key), sticky=sticky, tracked=tracked)
         meta = ref["metadata"]
         for e in events:  # first: a status that says Succeeded has its Promoted event beside it
             await self.api.event(ref, e.reason, e.message, warning=e.warning)

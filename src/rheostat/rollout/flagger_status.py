@@ -41,9 +41,16 @@ def _promoted(status: CanaryStatus) -> tuple[str, str]:
     return "Unknown", "Progressing"
 
 
-def to_flagger(status: CanaryStatus, *, failure: str | None = None, sticky: bool = False) -> dict[str, Any]:
+def to_flagger(
+    status: CanaryStatus,
+    *,
+    failure: str | None = None,
+    sticky: bool = False,
+    tracked: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """The status subresource. `failure`: the last tick failed with this message (a 403, a missing CRD).
-    `sticky`: the Canary has session affinity (else no cookie is reported; None removes it in a merge patch)."""
+    `sticky`: the Canary has session affinity (else no cookie is reported; None removes it in a merge patch).
+    `tracked`: the target's tracked ConfigMaps and Secrets with their checksums (Flagger's trackedConfigs)."""
     when = rfc3339(status.last_transition_time) if status.last_transition_time else rfc3339(0)
     promoted, reason = _promoted(status)
     run = {
@@ -85,6 +92,7 @@ def to_flagger(status: CanaryStatus, *, failure: str | None = None, sticky: bool
         "conditions": conditions,
     }
     out["sessionAffinityCookie"] = status.session_cookie if sticky and status.session_cookie else None
+    out["trackedConfigs"] = dict(tracked) if tracked else None
     return out
 
 

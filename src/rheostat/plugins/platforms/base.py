@@ -62,3 +62,8 @@ class Platform(Protocol):
         """Scale a group; None means the target's declared replicas."""
 
     async def endpoints(self, target: ObjectKey, group: Group) -> tuple[Upstream, ...]: ...
+
+    def tracked_configs(self, target: ObjectKey) -> dict[str, str]:
+        """The configs whose change is a new revision, with a checksum each, as of the last `revision`
+        (Flagger's `status.trackedConfigs`: `configmap/<name>` or `secret/<name>`); {} where none are."""
+        ...

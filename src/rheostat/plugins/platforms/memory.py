@@ -90,6 +90,9 @@ class MemoryPlatform:
         w = self._get(target)
         w.scale[group] = w.replicas if replicas is None else replicas
 
+    def tracked_configs(self, target: ObjectKey) -> dict[str, str]:
+        return {}  # nothing but the target itself makes a revision here
+
     async def endpoints(self, target: ObjectKey, group: Group) -> tuple[Upstream, ...]:
         w = self._get(target)
         base = 20000 if group is Group.PRIMARY else 30000

@@ -101,6 +101,7 @@ class KubernetesPlatform:
         self._bound: dict[ObjectKey, Bound] = {}
         # (target, group) -> (generation, when first seen not ready): a new generation restarts the wait.
         self._since: dict[tuple[ObjectKey, Group], tuple[int, float]] = {}
+        self._tracked: dict[ObjectKey, dict[str, str]] = {}  # target -> its tracked configs' checksums
 
     # -- the Canary --------------------------------------------------------------------------------
 
@@ -327,7 +328,12 @@ class KubernetesPlatform:
     async def revision(self, target: ObjectKey) -> str:
         b = self._of(target)
         with _kube_errors():
-            return (await self._snapshot(b)).revision
+            snap = await self._snapshot(b)
+        self._tracked[target] = {str(ref): checksum(obj) for ref, obj in sorted(snap.configs.items())}
+        return snap.revision
+
+    def tracked_configs(self, target: ObjectKey) -> dict[str, str]:
+        return dict(self._tracked.get(target, {}))
 
     async def primary_revision(self, target: ObjectKey) -> str | None:
         b = self._of(target)

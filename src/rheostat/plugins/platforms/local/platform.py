@@ -276,6 +276,9 @@ class LocalPlatform:
             entry.canary_scale = replicas
         self._sync(entry)
 
+    def tracked_configs(self, target: ObjectKey) -> dict[str, str]:
+        return {}  # nothing but the target itself makes a revision here
+
     async def endpoints(self, target: ObjectKey, group: Group) -> tuple[Upstream, ...]:
         return self._get(target).group(group).endpoints()
 
