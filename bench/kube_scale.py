@@ -42,6 +42,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tests import podinfo
 from tests.servers import free_port
 
 RHEOSTAT = shutil.which("rheostat", path=os.path.dirname(sys.executable)) or "rheostat"
@@ -60,32 +61,7 @@ WRITES = ("PATCH", "PUT", "POST", "DELETE")
 
 
 def deployment(ns: str, name: str, version: str) -> dict[str, Any]:
-    """podinfo as Flagger's tutorials declare it."""
-    labels = {"app": name}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": ns, "labels": labels},
-        "spec": {
-            "replicas": 2,
-            "minReadySeconds": 3,
-            "progressDeadlineSeconds": 60,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels, "annotations": {"prometheus.io/scrape": "true"}},
-                "spec": {
-                    "containers": [
-                        {
-                            "name": "podinfod",
-                            "image": f"ghcr.io/stefanprodan/podinfo:{version}",
-                            "ports": [{"name": "http", "containerPort": 9898, "protocol": "TCP"}],
-                            "command": ["./podinfo", "--port=9898"],
-                        }
-                    ]
-                },
-            },
-        },
-    }
+    return podinfo.deployment(ns, version, name=name)
 
 
 def canary(ns: str, name: str, interval: str) -> dict[str, Any]:

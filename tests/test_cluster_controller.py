@@ -15,38 +15,14 @@ from rheostat.plugins.kube import kinds
 from rheostat.plugins.kube.memory import MemoryKube
 from rheostat.reactor.controller import Controller
 from rheostat.reactor.settings import ClusterSettings, Settings
+from tests import podinfo
 from tests.kubelet import kubelet
 
 NS = "test"
 
 
 def deployment(version: str) -> dict[str, Any]:
-    """podinfo as Flagger's kustomize/podinfo declares it (the tutorials' target)."""
-    labels = {"app": "podinfo"}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "podinfo", "namespace": NS, "labels": labels},
-        "spec": {
-            "replicas": 2,
-            "minReadySeconds": 3,
-            "progressDeadlineSeconds": 60,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels, "annotations": {"prometheus.io/scrape": "true"}},
-                "spec": {
-                    "containers": [
-                        {
-                            "name": "podinfod",
-                            "image": f"ghcr.io/stefanprodan/podinfo:{version}",
-                            "ports": [{"name": "http", "containerPort": 9898, "protocol": "TCP"}],
-                            "command": ["./podinfo", "--port=9898"],
-                        }
-                    ]
-                },
-            },
-        },
-    }
+    return podinfo.deployment(NS, version)
 
 
 def canary(**spec: Any) -> dict[str, Any]:

@@ -50,6 +50,8 @@ from tests.kube_e2e_world import (
 )
 from tests.kube_schemas import assert_valid
 from tests.kubelet import kubelet
+from tests.podinfo import deployment as podinfo_deployment
+from tests.podinfo import hpa
 from tests.test_mesh_queries import Exporter, Series, Traffic, side_series
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
@@ -99,50 +101,7 @@ def shortened(canary: Obj, ns: str, hooks: str) -> Obj:
 
 
 def podinfo(ns: str, version: str = "6.0.0") -> Obj:
-    """The tutorials' target, as Flagger's kustomize/podinfo declares it."""
-    labels = {"app": "podinfo"}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "podinfo", "namespace": ns, "labels": labels},
-        "spec": {
-            "replicas": 2,
-            "minReadySeconds": 3,
-            "progressDeadlineSeconds": 60,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "containers": [
-                        {
-                            "name": "podinfod",
-                            "image": f"ghcr.io/stefanprodan/podinfo:{version}",
-                            "ports": [{"name": "http", "containerPort": 9898, "protocol": "TCP"}],
-                        }
-                    ]
-                },
-            },
-        },
-    }
-
-
-def hpa(ns: str) -> Obj:
-    return {
-        "apiVersion": "autoscaling/v2",
-        "kind": "HorizontalPodAutoscaler",
-        "metadata": {"name": "podinfo", "namespace": ns},
-        "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
-            "minReplicas": 2,
-            "maxReplicas": 4,
-            "metrics": [
-                {
-                    "type": "Resource",
-                    "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 99}},
-                }
-            ],
-        },
-    }
+    return podinfo_deployment(ns, version)
 
 
 # -- the mesh's metrics -----------------------------------------------------------------------------------

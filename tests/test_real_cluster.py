@@ -28,6 +28,7 @@ import pytest
 from rheostat.plugins.kube import kinds
 from rheostat.plugins.kube.api import Conflict, Kind, Obj
 from rheostat.plugins.kube.client import LightkubeAPI, resource
+from tests.podinfo import deployment as podinfo_deployment
 from tests.servers import free_port
 
 pytestmark = pytest.mark.real_cluster
@@ -96,34 +97,11 @@ def namespace(name: str, case: Case) -> Obj:
 
 
 def podinfo(ns: str, tag: str) -> Obj:
-    """podinfo as Flagger's kustomize/podinfo declares it (the tutorials' target), without its HPA."""
-    labels = {"app": "podinfo"}
+    """podinfo without its HPA, ready when it answers /readyz."""
     probe = {"httpGet": {"path": "/readyz", "port": 9898}, "initialDelaySeconds": 1, "periodSeconds": 2}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "podinfo", "namespace": ns, "labels": labels},
-        "spec": {
-            "replicas": 2,
-            "minReadySeconds": 3,
-            "progressDeadlineSeconds": 120,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "containers": [
-                        {
-                            "name": "podinfod",
-                            "image": f"{IMAGE}:{tag}",
-                            "command": ["./podinfo", "--port=9898", "--level=info"],
-                            "ports": [{"name": "http", "containerPort": 9898, "protocol": "TCP"}],
-                            "readinessProbe": probe,
-                        }
-                    ]
-                },
-            },
-        },
-    }
+    obj = podinfo_deployment(ns, tag, image=IMAGE, readinessProbe=probe)
+    obj["spec"]["progressDeadlineSeconds"] = 120
+    return obj
 
 
 def canary(ns: str, case: Case) -> Obj:
