@@ -87,6 +87,8 @@ class ClusterSecrets:
         self.api = api
         self.wanted: set[str] = set()
         self._data: dict[str, dict[str, str]] = {}
+        self.namespace: str | None = None
+        self.task: asyncio.Task[None] | None = None  # the watch, from the first Secret wanted on
 
     def get(self, namespace: str, name: str) -> dict[str, str] | None:
         return self._data.get(f"{namespace}/{name}")
@@ -96,6 +98,8 @@ class ClusterSecrets:
         if key in self.wanted:
             return
         self.wanted.add(key)
+        if self.task is None:  # no Secret is streamed into this process before one is needed
+            self.task = supervised(self.watch(self.namespace), name="watch:secrets")
         try:
             found = await self.api.get(kinds.SECRET, namespace, name)
         except KubeError as exc:  # the check that needs it names what is missing
@@ -154,6 +158,7 @@ class ClusterMirror:
         self._refs: dict[ObjectKey, Obj] = {}  # apiVersion/kind/metadata of each Canary, for its Events
         self._tasks: list[asyncio.Task[None]] = []
         self.secrets = ClusterSecrets(api)
+        self.secrets.namespace = namespace
         self.on_deleted: Callable[[Canary], Awaitable[None]] | None = None
 
     # -- the watches -----------------------------------------------------------------------------------
@@ -166,10 +171,9 @@ class ClusterMirror:
             except KubeError as exc:  # start without it: each Canary's tick reports what is missing
                 log.warning("cannot list %s: %s", kind, exc)
         self._tasks = [supervised(self._watch(kind), name=f"watch:{kind.plural}") for kind in WATCHED]
-        self._tasks.append(supervised(self.secrets.watch(self.namespace), name="watch:secrets"))
 
     async def stop(self) -> None:
-        await cancel_all(self._tasks)
+        await cancel_all([*self._tasks, *([self.secrets.task] if self.secrets.task is not None else [])])
 
     async def _resync(self, kind: Kind) -> None:
         """One LIST, at start and after a broken watch (never periodically): what was deleted meanwhile goes."""
