@@ -298,3 +298,34 @@ async def test_a_configmap_change_is_a_new_revision_and_the_status_tracks_it(tmp
     assert list(after) == ["configmap/podinfo-config"] and after != before
     copy_ = await kube.get(kinds.CONFIGMAP, NS, "podinfo-config-primary")
     assert copy_ is not None and copy_["data"] == {"color": "green"}  # promoted with the revision
+
+
+async def test_a_canary_edited_into_an_invalid_one_keeps_its_last_good_version_and_says_so_once(
+    tmp_path: Path,
+) -> None:
+    kube = MemoryKube()
+    await kube.apply(deployment("6.0.0"))
+    await kube.apply(canary())
+    ctl = controller(kube, tmp_path / "data")
+    async with kubelet(kube, kube):
+        await ctl.start()
+        try:
+            await until(lambda: status(kube).get("phase") == "Initialized")
+            bad = canary()
+            bad["spec"]["analysis"]["stepWeight"] = 500  # over 100
+            await kube.apply(bad)
+
+            def invalid() -> list[dict[str, Any]]:
+                return [
+                    o
+                    for (_, k, _, _), o in kube.objects.items()
+                    if k == "Event" and o["reason"] == "InvalidSpec"
+                ]
+
+            (event,) = await until(invalid)
+            assert "stepWeight" in event["message"] and event["type"] == "Warning"
+            await kube.apply(deployment("6.0.1"))  # the last good version rolls this out
+            await until(lambda: status(kube).get("phase") == "Succeeded")
+            assert len(invalid()) == 1  # not again at every status written
+        finally:
+            await ctl.stop()

@@ -156,6 +156,7 @@ class ClusterMirror:
         self._seen_tick: dict[ObjectKey, int] = {}
         self._failure: dict[ObjectKey, str] = {}
         self._refs: dict[ObjectKey, Obj] = {}  # apiVersion/kind/metadata of each Canary, for its Events
+        self._invalid: dict[tuple[Kind, ObjectKey], str] = {}  # the text of a version refused, once said
         self._tasks: list[asyncio.Task[None]] = []
         self.secrets = ClusterSecrets(api)
         self.secrets.namespace = namespace
@@ -228,11 +229,15 @@ class ClusterMirror:
             self._import_status(key, obj.get("status") or {})
         if current is not None and current[0] == text:
             return
+        if self._invalid.get((kind, key)) == text:
+            return  # said already (the watch brings it again with every status written)
         try:
             parse_object(body, f"{kind.kind} {key} (cluster)")
         except ManifestError as exc:  # the last good version keeps running; the object says why
+            self._invalid[(kind, key)] = text
             await self._event(kind, obj, "InvalidSpec", str(exc), warning=True)
             return
+        self._invalid.pop((kind, key), None)
         with self.store.transaction():
             self.store.put_object(kind.kind, key, body, SOURCE)
         if kind is kinds.CANARY:
