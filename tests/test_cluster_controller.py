@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from rheostat.model.base import ObjectKey
 from rheostat.plugins.kube import kinds
 from rheostat.plugins.kube.memory import MemoryKube
 from rheostat.reactor.controller import Controller
@@ -77,7 +78,7 @@ def controller(kube: MemoryKube, data: Path) -> Controller:
 async def test_a_deployment_behind_istio_is_promoted_and_the_status_is_flaggers(tmp_path: Path) -> None:
     kube = MemoryKube()
     await kube.apply(deployment("6.0.0"))
-    await kube.apply(canary())
+    kube.add(canary())
     ctl = controller(kube, tmp_path / "data")
     seen: set[tuple[int, ...]] = set()
     async with kubelet(kube, kube):
@@ -118,7 +119,7 @@ async def test_a_deployment_behind_istio_is_promoted_and_the_status_is_flaggers(
 async def test_at_rest_nothing_is_written_to_the_cluster(tmp_path: Path) -> None:
     kube = MemoryKube()
     await kube.apply(deployment("6.0.0"))
-    await kube.apply(canary())
+    kube.add(canary())
     ctl = controller(kube, tmp_path / "data")
     async with kubelet(kube, kube):
         await ctl.start()
@@ -163,7 +164,7 @@ async def test_a_restarted_controller_goes_on_from_the_status_alone(tmp_path: Pa
 async def test_a_provider_not_available_is_a_condition_on_the_canary(tmp_path: Path) -> None:
     kube = MemoryKube(missing=(kinds.VIRTUAL_SERVICE,))
     await kube.apply(deployment("6.0.0"))
-    await kube.apply(canary(provider="appmesh"))
+    kube.add(canary(provider="appmesh"))
     ctl = controller(kube, tmp_path / "data")
     async with kubelet(kube, kube):
         await ctl.start()
@@ -225,7 +226,7 @@ async def test_a_blue_green_cut_over_with_the_kubernetes_provider_is_not_undone_
     kube = MemoryKube()
     await kube.apply(deployment("6.0.0"))
     bluegreen = {"interval": "200ms", "threshold": 2, "iterations": 2, "metrics": []}
-    await kube.apply(canary(provider="kubernetes", service={"port": 9898}, analysis=bluegreen))
+    kube.add(canary(provider="kubernetes", service={"port": 9898}, analysis=bluegreen))
     ctl = controller(kube, tmp_path / "data")
     selectors: list[str] = []
     rolled: list[float] = []
@@ -281,7 +282,7 @@ async def test_a_configmap_change_is_a_new_revision_and_the_status_tracks_it(tmp
         {"configMapRef": {"name": "podinfo-config"}}
     ]
     await kube.apply(target)
-    await kube.apply(canary())
+    kube.add(canary())
     ctl = controller(kube, tmp_path / "data")
     async with kubelet(kube, kube):
         await ctl.start()
@@ -305,7 +306,7 @@ async def test_a_canary_edited_into_an_invalid_one_keeps_its_last_good_version_a
 ) -> None:
     kube = MemoryKube()
     await kube.apply(deployment("6.0.0"))
-    await kube.apply(canary())
+    kube.add(canary())
     ctl = controller(kube, tmp_path / "data")
     async with kubelet(kube, kube):
         await ctl.start()
@@ -313,7 +314,7 @@ async def test_a_canary_edited_into_an_invalid_one_keeps_its_last_good_version_a
             await until(lambda: status(kube).get("phase") == "Initialized")
             bad = canary()
             bad["spec"]["analysis"]["stepWeight"] = 500  # over 100
-            await kube.apply(bad)
+            await kube.apply(bad, force=True)  # an edit over the user's own fields
 
             def invalid() -> list[dict[str, Any]]:
                 return [
@@ -327,5 +328,42 @@ async def test_a_canary_edited_into_an_invalid_one_keeps_its_last_good_version_a
             await kube.apply(deployment("6.0.1"))  # the last good version rolls this out
             await until(lambda: status(kube).get("phase") == "Succeeded")
             assert len(invalid()) == 1  # not again at every status written
+        finally:
+            await ctl.stop()
+
+
+async def test_a_halt_is_kept_on_the_canary_and_a_controller_on_a_new_data_dir_honours_it(
+    tmp_path: Path,
+) -> None:
+    kube = MemoryKube()
+    await kube.apply(deployment("6.0.0"))
+    kube.add(canary())
+    async with kubelet(kube, kube):
+        ctl = controller(kube, tmp_path / "first")
+        await ctl.start()
+        try:
+            await until(lambda: status(kube).get("phase") == "Initialized")
+            await kube.apply(deployment("6.0.1"))
+            await until(lambda: status(kube).get("canaryWeight") == 25)
+            ctl.engine.request(ObjectKey(f"{NS}/podinfo"), halt=True)  # what `rheostat halt` asks
+            ctl.scheduler.kick(ObjectKey(f"{NS}/podinfo"))
+
+            def annotation() -> str:
+                obj = kube.objects[("flagger.app/v1beta1", "Canary", NS, "podinfo")]
+                return str((obj["metadata"].get("annotations") or {}).get("rheostat.dev/manual", ""))
+
+            await until(lambda: '"halt": true' in annotation())
+        finally:
+            await ctl.stop()
+        held = status(kube)["canaryWeight"]
+        ctl = controller(kube, tmp_path / "second")  # only the cluster remembers
+        await ctl.start()
+        try:
+            await asyncio.sleep(1.5)  # seven intervals: the weight would have reached maxWeight and promoted
+            assert (status(kube)["phase"], status(kube)["canaryWeight"]) == ("Progressing", held)
+            ctl.engine.request(ObjectKey(f"{NS}/podinfo"), halt=False)
+            ctl.scheduler.kick(ObjectKey(f"{NS}/podinfo"))
+            await until(lambda: status(kube).get("phase") == "Succeeded")
+            await until(lambda: '"halt"' not in annotation() or '"halt": false' in annotation())
         finally:
             await ctl.stop()

@@ -40,6 +40,7 @@ CLUSTER_ROUTERS = (
     "nginx",
     "kubernetes",
 )
+MANUAL_ANNOTATION = "rheostat.dev/manual"  # JSON of the requests made by hand (rheostat halt, approve, ...)
 VOLATILE = ("resourceVersion", "managedFields", "generation", "creationTimestamp")
 
 
@@ -152,6 +153,7 @@ class ClusterMirror:
         self.kick = kick
         self.namespace = namespace
         self.written: dict[ObjectKey, dict[str, Any]] = {}  # status subresource as last written
+        self.manual_written: dict[ObjectKey, dict[str, Any]] = {}  # the manual requests on the Canary
         self._seen_event: dict[ObjectKey, int] = {}
         self._seen_tick: dict[ObjectKey, int] = {}
         self._failure: dict[ObjectKey, str] = {}
@@ -227,6 +229,8 @@ class ClusterMirror:
             }
         if first_sight and obj.get("status"):
             self._import_status(key, obj.get("status") or {})
+        if first_sight:
+            self._import_manual(key, obj)
         if current is not None and current[0] == text:
             return
         if self._invalid.get((kind, key)) == text:
@@ -249,6 +253,19 @@ class ClusterMirror:
         )
         if isinstance(ref, dict) and isinstance(ref.get("secretRef"), dict):
             await self.secrets.want(key.partition("/")[0], str(ref["secretRef"].get("name")))
+
+    def _import_manual(self, key: ObjectKey, obj: Obj) -> None:
+        """What people asked for by hand (halt, approve, pause, ...) lives on the Canary too: a controller on
+        a new data dir keeps honouring it."""
+        text = (obj["metadata"].get("annotations") or {}).get(MANUAL_ANNOTATION)
+        try:
+            manual = dict(json.loads(text)) if text else {}
+        except (TypeError, ValueError):
+            manual = {}
+        self.manual_written[key] = manual
+        if manual and not self.store.get_manual(key):
+            with self.store.transaction():
+                self.store.put_manual(key, manual)
 
     def _import_status(self, key: ObjectKey, status: dict[str, Any]) -> None:
         """The cluster's status is the truth: a restarted controller (even on a new data dir) goes on from it."""
@@ -277,7 +294,14 @@ class ClusterMirror:
                     await self.on_deleted(canary)
 
     def _forget(self, key: ObjectKey) -> None:
-        for d in (self.written, self._seen_event, self._seen_tick, self._failure, self._refs):
+        for d in (
+            self.written,
+            self.manual_written,
+            self._seen_event,
+            self._seen_tick,
+            self._failure,
+            self._refs,
+        ):
             d.pop(key, None)
 
     # -- status and events back to the cluster ------------------------------------------------------
@@ -308,6 +332,20 @@ class ClusterMirror:
         if desired != self.written.get(key):
             await self.api.patch_status(kinds.CANARY, meta["namespace"], meta["name"], desired)
             self.written[key] = desired
+        manual = self.store.get_manual(key)
+        if manual != self.manual_written.get(key, {}):
+            await self.api.apply(
+                {
+                    "apiVersion": ref["apiVersion"],
+                    "kind": ref["kind"],
+                    "metadata": {
+                        "name": meta["name"],
+                        "namespace": meta["namespace"],
+                        "annotations": {MANUAL_ANNOTATION: json.dumps(manual, sort_keys=True)},
+                    },
+                }
+            )
+            self.manual_written[key] = manual
 
     async def _event(self, kind: Kind, obj: Obj, reason: str, message: str, *, warning: bool) -> None:
         try:
