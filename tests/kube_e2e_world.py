@@ -29,7 +29,7 @@ from rheostat.plugins.kube import kinds
 from rheostat.plugins.kube.api import Kind, KubeAPI, Obj, WatchType
 from tests.kubeapi import Key, KubeServer
 from tests.servers import free_port, serving
-from tests.test_prometheus import prometheus_binary
+from tests.test_prometheus import prometheus
 
 ROUTING = (
     kinds.VIRTUAL_SERVICE,
@@ -139,43 +139,8 @@ def kubeconfig_for(server: KubeServer, path: Path) -> Path:
 @contextlib.contextmanager
 def fast_prometheus(tmp: Path, target: str) -> Iterator[str]:
     """A real Prometheus scraping `target` (host:port, /metrics) every 250 ms: a 1 s window has samples."""
-    port = free_port()
-    config = tmp / "prometheus.yml"
-    config.write_text(
-        "global: {scrape_interval: 250ms, evaluation_interval: 1s}\n"
-        f"scrape_configs:\n  - job_name: mesh\n    static_configs: [{{targets: ['{target}']}}]\n"
-    )
-    log = tmp / "prometheus.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                prometheus_binary(),
-                f"--config.file={config}",
-                f"--storage.tsdb.path={tmp / 'tsdb'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--storage.tsdb.retention.time=1h",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/-/ready", timeout=1).status_code == 200:
-                    break
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"Prometheus did not start: {log.read_text()[-2000:]}")
-            time.sleep(0.1)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+    with prometheus(tmp, {"mesh": (target, "/metrics")}, scrape_interval="250ms") as prom:
+        yield prom.url
 
 
 # -- webhooks (Flagger's load tester cannot resolve here) ------------------------------------------------------

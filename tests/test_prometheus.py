@@ -69,8 +69,10 @@ class Prometheus:
 
 
 @contextlib.contextmanager
-def prometheus(tmp: Path, targets: dict[str, tuple[str, str]]) -> Iterator[Prometheus]:
-    """Start Prometheus scraping `{job: (host:port, metrics path)}` every second; stop it at the end."""
+def prometheus(
+    tmp: Path, targets: dict[str, tuple[str, str]], *, scrape_interval: str = "1s"
+) -> Iterator[Prometheus]:
+    """Start Prometheus scraping `{job: (host:port, metrics path)}` every `scrape_interval`; stop it at the end."""
     binary = prometheus_binary()
     port = free_port()
     jobs = "".join(
@@ -81,7 +83,9 @@ def prometheus(tmp: Path, targets: dict[str, tuple[str, str]]) -> Iterator[Prome
         for job, (target, path) in targets.items()
     )
     config = tmp / "prometheus.yml"
-    config.write_text(f"global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:{jobs}\n")
+    config.write_text(
+        f"global: {{scrape_interval: {scrape_interval}, evaluation_interval: 1s}}\nscrape_configs:{jobs}\n"
+    )
     log = tmp / "prometheus.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
