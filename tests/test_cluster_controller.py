@@ -367,3 +367,41 @@ async def test_a_halt_is_kept_on_the_canary_and_a_controller_on_a_new_data_dir_h
             await until(lambda: '"halt"' not in annotation() or '"halt": false' in annotation())
         finally:
             await ctl.stop()
+
+
+async def test_a_daemonset_behind_istio_is_promoted(tmp_path: Path) -> None:
+    kube = MemoryKube()
+    ds = podinfo.deployment(NS, "6.0.0")
+    ds["kind"] = "DaemonSet"
+    del ds["spec"]["replicas"]
+    ds["spec"]["updateStrategy"] = {"type": "RollingUpdate"}
+    await kube.apply(ds)
+    kube.add(canary(targetRef={"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "podinfo"}))
+    ctl = controller(kube, tmp_path / "data")
+    seen: set[tuple[int, ...]] = set()
+    async with kubelet(kube, kube):
+        await ctl.start()
+        try:
+            await until(lambda: status(kube).get("phase") == "Initialized")
+            target = await kube.get(kinds.DAEMONSET, NS, "podinfo")
+            assert target is not None  # "scaled to 0" as Flagger does: a node selector no node has
+            node_selector = target["spec"]["template"]["spec"].get("nodeSelector") or {}
+            assert "flagger.app/scale-to-zero" in node_selector
+            await kube.apply(
+                {
+                    **ds,
+                    "spec": {**ds["spec"], "template": podinfo.deployment(NS, "6.0.1")["spec"]["template"]},
+                }
+            )
+
+            def done() -> bool:
+                seen.add(weights(kube))
+                return status(kube).get("phase") == "Succeeded"
+
+            await until(done)
+        finally:
+            await ctl.stop()
+    assert {(75, 25), (50, 50)} <= seen
+    primary = await kube.get(kinds.DAEMONSET, NS, "podinfo-primary")
+    assert primary is not None
+    assert primary["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":6.0.1")
