@@ -17,9 +17,20 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from rheostat.plugins.kube import kinds
+from rheostat.plugins.kube.client import LightkubeAPI
+from rheostat.reactor.settings import ClusterSettings, Settings
 from rheostat.rollout.types import Phase
+from rheostat.server.main import Server
+from tests import kubeapi, podinfo
 from tests.conftest import in_ci
+from tests.kubeapi import KubeServer
+from tests.kubelet import kubelet
 from tests.rig import KEY, Rig, canary, workload
+from tests.servers import free_port
+
+kube_server = kubeapi.kube_server  # the fixtures of the emulated cluster, made visible here
+kubeconfig = kubeapi.kubeconfig
 
 CHROMIUM = os.environ.get("RHEOSTAT_CHROMIUM", "/usr/bin/chromium")
 ARGS = [
@@ -294,5 +305,84 @@ spec:
         assert token not in await page.content()
     finally:
         await rig.stop()
+    assert browser.off_loopback == []
+    assert browser.errors == []
+
+
+async def test_the_dashboard_follows_and_rolls_back_a_canary_in_a_cluster(
+    tmp_path: Path, browser: Browser, kube_server: KubeServer, kubeconfig: Path
+) -> None:
+    """`rheostat run --kubeconfig`: the same pages for a Deployment behind Istio in the (emulated) cluster."""
+    page = browser.page
+    analysis = {"interval": "1s", "threshold": 2, "stepWeight": 10, "maxWeight": 30, "metrics": []}
+    gate = {
+        "name": "gate",
+        "type": "confirm-promotion",
+        "url": "http://127.0.0.1:{port}/loadtester/gate/halt",
+    }
+    kube_server.add(podinfo.deployment("test", "6.0.0"))
+    settings = Settings(
+        repo=None,
+        data_dir=tmp_path / "data",
+        listen_port=free_port(),
+        sync_interval_s=0.2,
+        cluster=ClusterSettings(kubeconfig=str(kubeconfig)),
+    )
+    gate["url"] = gate["url"].format(port=settings.listen_port)
+    kube_server.add(
+        {
+            "apiVersion": "flagger.app/v1beta1",
+            "kind": "Canary",
+            "metadata": {"name": "podinfo", "namespace": "test"},
+            "spec": {
+                "provider": "istio",
+                "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+                "service": {"port": 9898},
+                "analysis": {**analysis, "webhooks": [gate]},
+            },
+        }
+    )
+    server = Server(settings)
+    reader = LightkubeAPI.from_kubeconfig(str(kubeconfig), None)
+    try:
+        async with kubelet(reader, kube_server):
+            await server.start()
+            try:
+                await page.goto(server.url + "/")
+                row = page.locator("tbody tr").first
+                await row.get_by_text("test/podinfo", exact=True).first.wait_for(timeout=30_000)
+                assert (
+                    "Deployment test/podinfo" in await row.inner_text()
+                    and "Healthy" in await row.inner_text()
+                )
+                assert (
+                    "Repository" not in await page.locator("main").inner_text()
+                )  # no Git on this controller
+                await page.get_by_role("link", name="test/podinfo").click()
+                await page.locator('[data-stat="phase"]').get_by_text("Initialized").wait_for(timeout=30_000)
+
+                def image(obj: dict[str, Any]) -> None:
+                    obj["spec"]["template"]["spec"]["containers"][0]["image"] = "podinfo:6.0.1"
+
+                target = kube_server.object(kinds.DEPLOYMENT, "test", "podinfo")
+                assert target is not None
+                image(target)
+                await reader.replace(target)  # `kubectl set image`
+                for want in ("10%", "20%", "30%"):
+                    await (
+                        page.locator('[data-stat="canary-weight"]')
+                        .get_by_text(want, exact=True)
+                        .wait_for(timeout=30_000)
+                    )
+                await page.get_by_role("button", name="Roll back").click()
+                await answer_token(page, server.token)
+                await page.locator('[data-stat="phase"]').get_by_text("Failed").wait_for(timeout=30_000)
+                canary_obj = kube_server.object(kinds.CANARY, "test", "podinfo")
+                assert canary_obj is not None and canary_obj["status"]["phase"] == "Failed"
+                assert server.token not in await page.content()
+            finally:
+                await server.stop()
+    finally:
+        await reader.close()
     assert browser.off_loopback == []
     assert browser.errors == []

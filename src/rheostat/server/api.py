@@ -227,13 +227,17 @@ def create_app(ctl: Controller, token: str) -> Starlette:
 
     async def source(_: Request) -> Response:
         """The repository `rheostat run --repo` follows: what is applied, and why the last revision was not."""
+        if ctl.settings.repo is None:
+            return JSONResponse(
+                {"error": "no repository: this controller rolls out a cluster's Canaries"}, 404
+            )
         root = ctl.store.get_state(KUSTOMIZATION, ROOT) or {}
         src = ctl.store.get_state(SOURCE, ROOT) or {}
         ready = cond.condition(root, "Ready") or {}
         failed = ready.get("status") == "False"
         return JSONResponse(
             {
-                "repo": str(ctl.settings.repo) if ctl.settings.repo is not None else "",
+                "repo": str(ctl.settings.repo),
                 "revision": (src.get("artifact") or {}).get("revision", ""),
                 "appliedRevision": root.get("lastAppliedRevision", ""),
                 "rejectedRevision": root.get("lastAttemptedRevision", "") if failed else "",

@@ -17,7 +17,9 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from rheostat.model.base import ObjectKey
+from rheostat.model.canary import Canary
 from rheostat.reactor.controller import Controller
+from rheostat.rollout.backends import WORKLOAD_KINDS
 from rheostat.rollout.engine import CANARY, target_of
 from rheostat.rollout.types import RUNNING, Phase
 from rheostat.server.dashboard.openapi import openapi_document
@@ -61,9 +63,61 @@ def health(phases: list[str], ready: bool | None) -> str:
     return "Healthy" if ready else "Unknown"
 
 
+def _canary_row(ctl: Controller, c: Canary) -> dict[str, Any]:
+    st = ctl.engine.status(c.metadata.key)
+    rows = ctl.store.history(c.metadata.key, limit=1)
+    last = rows[-1].body if rows else {}
+    return {
+        "key": c.metadata.key,
+        "phase": st.phase.value,
+        "canaryWeight": int(last.get("canaryWeight", st.canary_weight)),
+        "primaryWeight": int(last.get("primaryWeight", 100 - st.canary_weight)),
+        "strategy": c.strategy.value,
+    }
+
+
+def _event_json(ctl: Controller, kinds_keys: list[tuple[str, str]]) -> dict[str, Any] | None:
+    events = [e for kind, key in kinds_keys for e in ctl.store.events(kind=kind, key=key, limit=1)]
+    newest = max(events, key=lambda e: e.id, default=None)
+    if newest is None:
+        return None
+    return {
+        "id": newest.id,
+        "ts": newest.ts,
+        "reason": newest.reason,
+        "message": newest.message,
+        "type": "Warning" if newest.warning else "Normal",
+    }
+
+
+def cluster_applications(ctl: Controller, canaries: list[Canary]) -> list[dict[str, Any]]:
+    """On a cluster: each Deployment or DaemonSet a Canary rolls out. Its health is its Canaries' (the engine
+    only rests in Initialized or Succeeded with the primary ready)."""
+    items = []
+    for c in canaries:
+        if c.spec.targetRef.kind not in WORKLOAD_KINDS:
+            continue
+        row = _canary_row(ctl, c)
+        at_rest_ok = row["phase"] in (Phase.INITIALIZED.value, Phase.SUCCEEDED.value)
+        items.append(
+            {
+                "key": f"{c.spec.targetRef.kind} {target_of(c)}",
+                "health": health([row["phase"]], True if at_rest_ok else None),
+                "replicas": "",
+                "canaries": [row],
+                "source": {"owner": "", "revision": ""},
+                "lastEvent": _event_json(ctl, [(CANARY, c.metadata.key)]),
+            }
+        )
+    return items
+
+
 def applications(ctl: Controller) -> list[dict[str, Any]]:
-    """Every Workload with its canaries, health, the commit it came from and its newest event."""
+    """Every Workload (or, on a cluster, Deployment) with its canaries, health, the commit it came from and
+    its newest event."""
     canaries = ctl.canaries()
+    if ctl.in_cluster:
+        return cluster_applications(ctl, canaries)
     items = []
     for stored in ctl.store.list_objects("Workload"):
         key = ObjectKey(stored.key)
@@ -77,28 +131,8 @@ def applications(ctl: Controller) -> list[dict[str, Any]]:
                 replicas += f" + {sum(r.ready for r in status.canary.replicas)}/{status.canary.desired}"
         except Exception:  # not started (yet): still listed, health Unknown
             pass
-        mine: list[dict[str, Any]] = []
-        for c in canaries:
-            if target_of(c) != key:
-                continue
-            st = ctl.engine.status(c.metadata.key)
-            rows = ctl.store.history(c.metadata.key, limit=1)
-            last = rows[-1].body if rows else {}
-            mine.append(
-                {
-                    "key": c.metadata.key,
-                    "phase": st.phase.value,
-                    "canaryWeight": int(last.get("canaryWeight", st.canary_weight)),
-                    "primaryWeight": int(last.get("primaryWeight", 100 - st.canary_weight)),
-                    "strategy": c.strategy.value,
-                }
-            )
+        mine = [_canary_row(ctl, c) for c in canaries if target_of(c) == key]
         owner, _, revision = stored.source.partition("@")
-        events = [
-            *ctl.store.events(kind="Workload", key=key, limit=1),
-            *(e for c in mine for e in ctl.store.events(kind=CANARY, key=c["key"], limit=1)),
-        ]
-        newest = max(events, key=lambda e: e.id, default=None)
         items.append(
             {
                 "key": key,
@@ -106,15 +140,7 @@ def applications(ctl: Controller) -> list[dict[str, Any]]:
                 "replicas": replicas,
                 "canaries": mine,
                 "source": {"owner": owner.removeprefix("Kustomization "), "revision": revision},
-                "lastEvent": None
-                if newest is None
-                else {
-                    "id": newest.id,
-                    "ts": newest.ts,
-                    "reason": newest.reason,
-                    "message": newest.message,
-                    "type": "Warning" if newest.warning else "Normal",
-                },
+                "lastEvent": _event_json(ctl, [("Workload", key), *((CANARY, c["key"]) for c in mine)]),
             }
         )
     return items

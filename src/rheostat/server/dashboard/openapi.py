@@ -174,7 +174,10 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     },
     ("/api/v1/source", "get"): {
         "summary": "The repository `rheostat run --repo` follows: applied and rejected revisions",
-        "responses": {"200": _json("source")},
+        "responses": {
+            "200": _json("source"),
+            "404": _json("no repository: the controller runs on a cluster", ERROR),
+        },
     },
     ("/api/v1/sources", "get"): {
         "summary": "GitRepositories with their status",
