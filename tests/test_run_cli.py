@@ -730,3 +730,16 @@ def test_run_refuses_bad_arguments_with_a_clear_message(tmp_path: Path) -> None:
     assert out.returncode != 0
     assert out.stderr.strip().splitlines() == [expected.format("127.0.0.1:99999")], out.stderr
     assert not (tmp_path / "data").exists(), "a refused command leaves no state behind"
+
+
+def test_run_with_a_kubeconfig_it_cannot_use_says_so_in_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "kubeconfig"
+    config.write_text("apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\n")
+    data = ["--data-dir", str(tmp_path / "data"), "--listen", f"127.0.0.1:{free_port()}"]
+    res = cli("run", "--kubeconfig", str(config), *data)
+    assert res.returncode != 0 and "Traceback" not in res.stderr
+    assert f"kubeconfig {config}: No current context" in res.stderr
+    res = cli("run", "--kubeconfig", str(config), "--context", "prod", *data)
+    assert "Traceback" not in res.stderr and "prod" in res.stderr
+    res = cli("run", "--kubeconfig", str(config), "--repo", str(tmp_path), *data)
+    assert "--repo with --kubeconfig" in res.stderr and "Traceback" not in res.stderr

@@ -338,6 +338,10 @@ def run_cmd(
             runner.run(run_forever(settings, announce, stop_data_plane=stop_data_plane))
     except (RouterError, PlatformError, KubeError, OSError, DataDirInUse) as exc:
         fail(exc)
+    except ValueError as exc:  # a kubeconfig that cannot be used: one line naming the file, not a traceback
+        if cluster is None:
+            raise
+        fail(exc)
     except sqlite3.Error as exc:  # e.g. a full disk: one line, not a traceback
         fail(RuntimeError(f"cannot write the state store in {data_dir}: {exc}"))
     finally:

@@ -241,6 +241,7 @@ class Controller:
         )
         self.alerter = Alerter(self.store, self.secrets)
         self.kube: KubeAPI | None = None
+        self.kube_reads: CachedKube | None = None  # the same API, its reads served from watch-fed caches
         self.mirror: ClusterMirror | None = None
         backends = None
         if settings.cluster is not None:
@@ -364,8 +365,9 @@ class Controller:
         await self.providers.aclose()
         if self.mirror is not None:
             await self.mirror.stop()
-            with suppress(Exception):
-                await self.kube_reads.close()  # and the API client under it
+            if self.kube_reads is not None:
+                with suppress(Exception):
+                    await self.kube_reads.close()  # and the API client under it
             await self.hooks.aclose()
             self.store.close()
             self._unlock()

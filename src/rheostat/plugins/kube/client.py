@@ -98,7 +98,8 @@ class LightkubeAPI:
         try:
             config = _config(path, context).get(context_name=context)
         except (ConfigError, KeyError, OSError) as exc:
-            raise ValueError(f"kubeconfig: {exc}") from exc
+            where = path or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or "~/.kube/config"
+            raise ValueError(f"kubeconfig {where}: {exc}") from exc
         return cls(AsyncClient(config=config, field_manager=FIELD_MANAGER), retry=retry)
 
     async def close(self) -> None:
