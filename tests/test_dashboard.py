@@ -351,10 +351,8 @@ async def test_the_dashboard_follows_and_rolls_back_a_canary_in_a_cluster(
                 await page.goto(server.url + "/")
                 row = page.locator("tbody tr").first
                 await row.get_by_text("test/podinfo", exact=True).first.wait_for(timeout=30_000)
-                assert (
-                    "Deployment test/podinfo" in await row.inner_text()
-                    and "Healthy" in await row.inner_text()
-                )
+                await row.get_by_text("Healthy").wait_for(timeout=30_000)  # once its Canary is Initialized
+                assert "Deployment test/podinfo" in await row.inner_text()
                 assert (
                     "Repository" not in await page.locator("main").inner_text()
                 )  # no Git on this controller
