@@ -17,13 +17,13 @@ demo: $(STAMP) system-deps
 	$(VENV)/bin/rheostat demo
 
 # Debian packages the tests drive for real: Prometheus (metric analysis), git and gpg (GitOps), Chromium
-# (dashboard), kubectl
-# (kustomize builds, when the machine has it). Installed when missing and we may (root); else say what to run.
-SYSTEM_BINS := prometheus git gpg ssh-keygen chromium
+# (dashboard), InfluxDB, Graphite and VictoriaMetrics (metric providers). Installed when missing and we may
+# (root); else say what to run.
+SYSTEM_BINS := prometheus git gpg ssh-keygen chromium influxd carbon-cache graphite-manage victoria-metrics
 system-deps:
 	@missing=""; for b in $(SYSTEM_BINS); do command -v $$b >/dev/null 2>&1 || missing="$$missing $$b"; done; \
 	if [ -n "$$missing" ]; then \
-	  pkgs=$$(echo "$$missing" | sed 's/ssh-keygen/openssh-client/; s/gpg/gnupg/'); \
+	  pkgs=$$(echo "$$missing" | sed 's/ssh-keygen/openssh-client/; s/gpg/gnupg/; s/influxd/influxdb/; s/carbon-cache/graphite-carbon/; s/graphite-manage/graphite-web/'); \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing:$$pkgs"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$pkgs >/dev/null; \
 	  else echo "missing:$$missing; run: sudo apt-get install$$pkgs"; fi; \

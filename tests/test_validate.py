@@ -125,10 +125,16 @@ CROSS_OBJECT_CASES = [
         "request-success-rate, request-duration",
     ),
     (
-        ("{type: prometheus,", "{type: datadog,"),
+        ("{type: prometheus,", "{type: externalmetrics,"),
         "MetricTemplate shop/errors",
         "spec.provider.type",
-        "provider type 'datadog' is not supported; supported: prometheus, builtin",
+        "provider type 'externalmetrics' is not supported; supported: ",
+    ),
+    (
+        ('address: "http://127.0.0.1:9090"', "address: 127.0.0.1:9090"),
+        "MetricTemplate shop/errors",
+        "spec.provider.address",
+        "must be an http(s) URL, got '127.0.0.1:9090'",
     ),
     (
         ('"http://localhost:8470/loadtester/"', '"http://localhost:99999/"'),

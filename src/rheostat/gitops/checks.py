@@ -18,11 +18,11 @@ from rheostat.model.flags import FeatureFlag, FlagSet
 from rheostat.model.load import FieldError, Manifest, ManifestError
 from rheostat.model.metric_template import MetricTemplate
 from rheostat.model.workload import Workload
+from rheostat.plugins.metrics import sources
+from rheostat.plugins.registry import UnknownPlugin
 from rheostat.rollout.backends import EMBEDDED, Catalogue
 from rheostat.rollout.judges import BUILTIN
 
-# What `run` can measure with (reactor/controller.py MetricProviders) and what its platforms can run.
-SUPPORTED_PROVIDERS = ("prometheus", "builtin")
 RESOLVE_TIMEOUT_S = 2.0
 
 
@@ -136,11 +136,8 @@ class _Revision:
         }
 
     def problems(self, o: Manifest) -> list[Finding]:
-        if isinstance(o, MetricTemplate) and o.spec.provider.type not in SUPPORTED_PROVIDERS:
-            message = f"provider type {o.spec.provider.type!r} is not supported; supported: " + ", ".join(
-                SUPPORTED_PROVIDERS
-            )
-            return [Finding(f"MetricTemplate {o.metadata.key}", "spec.provider.type", message)]
+        if isinstance(o, MetricTemplate):
+            return _template_problems(o)
         if not isinstance(o, Canary):
             return []
         where = f"Canary {o.metadata.key}"
@@ -276,3 +273,18 @@ def check_flags(objects: Iterable[Manifest], others: Iterable[FlagSource]) -> No
         FlagStore().replace([*others, *mine])
     except FlagSetError as exc:
         raise ManifestError(exc.where, exc.where, [FieldError("", exc.message)]) from exc
+
+
+def _template_problems(template: MetricTemplate) -> list[Finding]:
+    """The provider type is one Rheostat has, and the template has what that provider needs."""
+    where, spec = f"MetricTemplate {template.metadata.key}", template.spec.provider
+    if spec.type == "builtin":
+        return []
+    try:
+        kind = sources.kind_of(spec.type)
+    except UnknownPlugin:
+        message = f"provider type {spec.type!r} is not supported; supported: " + ", ".join(
+            sources.supported()
+        )
+        return [Finding(where, "spec.provider.type", message)]
+    return [Finding(where, f"spec.provider.{f}", m) for f, m in kind.problems(spec)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
 from collections.abc import Callable
 from contextlib import suppress
@@ -16,7 +17,6 @@ from watchfiles import awatch
 from rheostat.flags.kill import KillSwitch
 from rheostat.flags.rollout import FlagRollouts
 from rheostat.flags.store import FlagSetError, FlagStore, sources_from_store
-from rheostat.gitops.checks import SUPPORTED_PROVIDERS
 from rheostat.gitops.fetch import GitFetcher
 from rheostat.gitops.gate import Finding, PolicyGate
 from rheostat.gitops.reconciler import KUSTOMIZATION, SOURCE, GitOps, Hooks
@@ -35,11 +35,12 @@ from rheostat.model.policy import (
 from rheostat.plugins.kube.api import KubeAPI
 from rheostat.plugins.kube.cache import CachedKube
 from rheostat.plugins.kube.kinds import READ_CACHED
+from rheostat.plugins.metrics import sources
 from rheostat.plugins.metrics.app_counters import AppCountersProvider, VariantTarget
 from rheostat.plugins.metrics.base import Counts, CountSource, MetricProvider, MetricQuery
 from rheostat.plugins.metrics.envoy_stats import EnvoyStatsProvider
 from rheostat.plugins.metrics.mesh_queries import MeshMetrics, MeshTarget, mesh_target
-from rheostat.plugins.metrics.prometheus import DEFAULT_TIMEOUT_S, Auth, PrometheusProvider, tls_context
+from rheostat.plugins.metrics.prometheus import DEFAULT_TIMEOUT_S, PrometheusProvider, tls_context
 from rheostat.plugins.platforms.base import Group
 from rheostat.plugins.platforms.local import LocalPlatform
 from rheostat.plugins.routers.envoy import EnvoyRouter
@@ -177,30 +178,24 @@ class MetricProviders:
 
     def for_template(self, template: MetricTemplate) -> MetricProvider:
         spec = template.spec.provider
-        if spec.type != "prometheus":
-            if spec.type in self.by_kind:
-                return self.by_kind[spec.type]
-            raise LookupError(
-                f"provider type {spec.type!r} is not supported; supported: {', '.join(SUPPORTED_PROVIDERS)}"
-            )
-        address = spec.address or (self.server.address if self.server is not None else None)
-        if not address:
-            raise LookupError("provider.address is not set and there is no metrics server")
-        auth = None
+        if spec.type in self.by_kind and spec.type != "prometheus":
+            return self.by_kind[spec.type]
+        kind = sources.kind_of(spec.type)  # UnknownPlugin (a LookupError) names the known types
+        ns = template.metadata.namespace
+        secret = None
         if spec.secretRef is not None:
-            ns = template.metadata.namespace
-            data = self.secrets.get(ns, spec.secretRef.name)
-            if data is None:
+            secret = self.secrets.get(ns, spec.secretRef.name)
+            if secret is None:
                 raise LookupError(f"secret {ns}/{spec.secretRef.name} not found")
-            auth = Auth.from_secret(data)
-        insecure = bool(spec.insecureSkipVerify)
-        return PrometheusProvider(
-            address,
-            headers=spec.headers,
-            auth=auth,
-            insecure_skip_verify=insecure,
-            client=self.http[insecure],
+        context = sources.SourceContext(
+            spec=spec,
+            namespace=ns,
+            secret=secret,
+            client=self.http[bool(spec.insecureSkipVerify)],
+            default_address=self.server.address if self.server is not None else None,
+            environ=os.environ,
         )
+        return kind.make(context)
 
     async def aclose(self) -> None:
         for client in self.http.values():

@@ -23,8 +23,17 @@ from typing import Any
 import httpx
 
 from rheostat.model.base import ObjectKey
+from rheostat.model.metric_template import MetricProviderSpec
 from rheostat.plugins.http_limits import BodyTooLarge, MiB, Reply, request
-from rheostat.plugins.metrics.base import Counts, GroupCounts, MetricQuery, NoData, ProviderError
+from rheostat.plugins.metrics.base import (
+    Counts,
+    GroupCounts,
+    MetricProvider,
+    MetricQuery,
+    NoData,
+    ProviderError,
+)
+from rheostat.plugins.metrics.sources import Problem, SourceContext
 
 DEFAULT_TIMEOUT_S = 5.0
 MAX_BODY = 10 * MiB  # an instant query's answer; past this it is a failed check, not memory spent
@@ -322,3 +331,29 @@ def _bound(le: str, *, text: str) -> float:
 
 def _show(value: float) -> str:
     return "NaN" if math.isnan(value) else ("+Inf" if value > 0 else "-Inf")
+
+
+class PrometheusKind:
+    """`provider.type: prometheus`: the template's own address, else the controller's --metrics-server."""
+
+    name = "prometheus"
+
+    def problems(self, spec: MetricProviderSpec) -> list[Problem]:
+        if spec.address is not None and not spec.address.startswith(("http://", "https://")):
+            return [("address", f"must be an http(s) URL, got {spec.address[:80]!r}")]
+        return []
+
+    def make(self, ctx: SourceContext) -> MetricProvider:
+        address = ctx.spec.address or ctx.default_address
+        if not address:
+            raise ValueError("provider.address is not set and there is no metrics server")
+        return PrometheusProvider(
+            address,
+            headers=ctx.spec.headers,
+            auth=Auth.from_secret(ctx.secret),
+            insecure_skip_verify=bool(ctx.spec.insecureSkipVerify),
+            client=ctx.client,
+        )
+
+
+KIND = PrometheusKind()
