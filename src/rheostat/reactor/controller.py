@@ -160,6 +160,7 @@ class MetricProviders:
         is_flag: Callable[[ObjectKey], bool],
     ) -> None:
         self.secrets = secrets
+        self.kube: KubeAPI | None = None  # set by the controller against a cluster
         # One client per TLS setting for every query of the controller's lifetime: connections are reused.
         self.http = {
             insecure: httpx.AsyncClient(
@@ -194,6 +195,7 @@ class MetricProviders:
             client=self.http[bool(spec.insecureSkipVerify)],
             default_address=self.server.address if self.server is not None else None,
             environ=os.environ,
+            kube=self.kube,
         )
         return kind.make(context)
 
@@ -243,6 +245,7 @@ class Controller:
             self.kube = kube if kube is not None else connect(settings.cluster)
             # The routers and the platform read through watch-fed caches: a tick at rest asks nothing.
             self.kube_reads = CachedKube(self.kube, READ_CACHED, settings.cluster.namespace)
+            self.providers.kube = self.kube_reads
             backends = cluster_backends(self.kube_reads, settings.cluster.mesh_provider)
             self._mesh_builtins(backends.catalogue.provider)
         self.engine = Engine(

@@ -16,6 +16,7 @@ from typing import Protocol
 import httpx
 
 from rheostat.model.metric_template import MetricProviderSpec
+from rheostat.plugins.kube.api import KubeAPI
 from rheostat.plugins.metrics.base import MetricProvider
 from rheostat.plugins.registry import Registry
 
@@ -30,6 +31,7 @@ class SourceContext:
     client: httpx.AsyncClient  # the controller's shared client for `spec.insecureSkipVerify`
     default_address: str | None = None  # the controller's --metrics-server (Prometheus-compatible)
     environ: Mapping[str, str] = field(default_factory=dict)  # credentials a provider reads from the env
+    kube: KubeAPI | None = None  # the cluster's API when running against one (Keptn reads its objects)
 
 
 Problem = tuple[str, str]  # (field under spec.provider, e.g. "address", what is wrong)
