@@ -23,6 +23,7 @@ from rheostat.reactor.settings import Settings
 from rheostat.rollout.types import Phase
 from rheostat.server.main import Server
 from rheostat.store import Store
+from rheostat.store.port import State
 from tests.rig import KEY, NS, Rig, canary, workload
 from tests.test_gitops_git import Keys, Repo, keys  # noqa: F401  (keys is a fixture)
 
@@ -55,7 +56,7 @@ def kustomization(name: str, src: str, path: str = "./") -> dict[str, Any]:
     }
 
 
-def version_of(store: Store) -> str:
+def version_of(store: State) -> str:
     w = store.get_object("Workload", "apps/w")
     assert w is not None
     return str(w.body["spec"]["template"]["command"][-1])

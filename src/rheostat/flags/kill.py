@@ -10,14 +10,14 @@ import time
 from typing import Any
 
 from rheostat.flags.store import FlagStore
-from rheostat.store import Store
+from rheostat.store.port import State
 
 KILL_STATE = "FlagKill"  # state rows, keyed by flag key: {at, reason}
 FLAG = "Flag"  # the kind events about a flag are recorded under
 
 
 class KillSwitch:
-    def __init__(self, flags: FlagStore, db: Store) -> None:
+    def __init__(self, flags: FlagStore, db: State) -> None:
         self.flags = flags
         self.db = db
 

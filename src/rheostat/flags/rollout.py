@@ -20,7 +20,7 @@ from rheostat.model.canary import Canary
 from rheostat.model.flags import FlagdConfig
 from rheostat.plugins.platforms.base import Group, PlatformError, Readiness, TargetMoved
 from rheostat.plugins.routers.base import RouterError, Routes, ServiceRoute, Upstream
-from rheostat.store import Store
+from rheostat.store.port import State
 
 PRIMARY_STATE = "FlagPrimary"  # state rows, keyed by flag key: {digest, flagd, split, canary}
 
@@ -28,7 +28,7 @@ PRIMARY_STATE = "FlagPrimary"  # state rows, keyed by flag key: {digest, flagd, 
 class FlagRollouts:
     """Router and Platform of Canaries whose targetRef is a FeatureFlag or FlagSet (target = flag key)."""
 
-    def __init__(self, flags: FlagStore, db: Store) -> None:
+    def __init__(self, flags: FlagStore, db: State) -> None:
         self.flags = flags
         self.db = db
         self._flag_of: dict[ObjectKey, str] = {}  # canary -> flag key, learnt from reconcile()

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from rheostat.flags.evaluate import ERROR, FLAG_NOT_FOUND, Context, FlagSetEvaluator, Resolution
 from rheostat.model.flags import FeatureFlag, FlagdConfig, FlagSet, FlagType
-from rheostat.store import Store
+from rheostat.store.port import State
 
 FLAG_OBJECT_KINDS = ("FlagSet", "FeatureFlag")
 
@@ -380,7 +380,7 @@ def source_of(obj: FlagSet | FeatureFlag, revision: str = "") -> FlagSource:
     return FlagSource(f"{obj.kind} {obj.metadata.key}", obj.config, revision)
 
 
-def sources_from_store(store: Store) -> list[FlagSource]:
+def sources_from_store(store: State) -> list[FlagSource]:
     """Every FlagSet and FeatureFlag object in the store, with the revision that last wrote it.
 
     Raises FlagSetError for a stored body that no longer parses (it names the object and field)."""

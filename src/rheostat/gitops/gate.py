@@ -17,7 +17,8 @@ from rheostat.gitops.reconciler import BOOTSTRAP, KUSTOMIZATION, GateVerdict, bo
 from rheostat.model.load import Manifest
 from rheostat.model.policy import is_policy
 from rheostat.policy import Inventory, PolicyError, PolicySet, Violation
-from rheostat.store import Store, StoredObject
+from rheostat.store import StoredObject
+from rheostat.store.port import State
 
 VIOLATIONS = "Violations"  # state kind: one row per owner ("gate: <Kustomization>") and one for the audit
 
@@ -62,7 +63,7 @@ def unusable(exc: PolicyError, commit: str, found_by: str, owner: str, now: floa
 class PolicyGate:
     def __init__(
         self,
-        store: Store,
+        store: State,
         *,
         on_findings: Callable[[list[Finding]], None] | None = None,
         clock: Callable[[], float] = time.time,

@@ -25,7 +25,7 @@ from rheostat.gitops.sources import Fetched, Fetcher, FetchError, unreadable
 from rheostat.model.flags import FeatureFlag, FlagSet
 from rheostat.model.gitops import GitRepository, Kustomization
 from rheostat.model.load import FieldError, Manifest, ManifestError, parse_object
-from rheostat.store import Store
+from rheostat.store.port import State
 from rheostat.util.durations import parse_duration
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ class Plan:
 class GitOps:
     def __init__(
         self,
-        store: Store,
+        store: State,
         fetcher: Fetcher,
         hooks: Hooks | None = None,
         *,

@@ -17,7 +17,7 @@ from rheostat.model.yaml_limits import safe_load
 from rheostat.plugins.notifiers.base import Alert, Severity
 from rheostat.plugins.notifiers.factory import notifier_from_provider
 from rheostat.rollout.types import CanaryStatus, Event
-from rheostat.store import Store
+from rheostat.store.port import State
 
 
 def env_name(namespace: str, name: str) -> str:
@@ -62,7 +62,7 @@ class Secrets:
 
 
 class Alerter:
-    def __init__(self, store: Store, secrets: Secrets, cluster: str = "local") -> None:
+    def __init__(self, store: State, secrets: Secrets, cluster: str = "local") -> None:
         self.store = store
         self.secrets = secrets
         self.cluster = cluster

@@ -22,7 +22,7 @@ from rheostat.reactor.settings import ClusterSettings
 from rheostat.rollout.backends import REFUSED_EVERYWHERE, WORKLOAD_KINDS, Backends, Catalogue
 from rheostat.rollout.engine import CANARY, Engine, target_of
 from rheostat.rollout.flagger_status import from_flagger, to_flagger
-from rheostat.store import Store
+from rheostat.store.port import State
 from rheostat.util.tasks import cancel_all, supervised
 
 log = logging.getLogger(__name__)
@@ -142,7 +142,7 @@ class ClusterMirror:
     def __init__(
         self,
         api: KubeAPI,
-        store: Store,
+        store: State,
         engine: Engine,
         kick: Callable[[ObjectKey], None],
         namespace: str | None = None,

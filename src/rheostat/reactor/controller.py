@@ -56,6 +56,7 @@ from rheostat.rollout.strategy import routes_in_force
 from rheostat.rollout.types import RUNNING
 from rheostat.rollout.webhooks import HookCaller
 from rheostat.store import Store
+from rheostat.store.port import State
 from rheostat.util.tasks import cancel_all, supervised
 
 log = logging.getLogger(__name__)
@@ -212,7 +213,7 @@ class Controller:
         self.settings = settings
         data = settings.data_dir
         data.mkdir(parents=True, exist_ok=True)
-        self.store = Store(settings.state_db)
+        self.store: State = Store(settings.state_db)
         self.flags = FlagStore()
         self.flag_rollouts = FlagRollouts(self.flags, self.store)
         self.kill_switch = KillSwitch(self.flags, self.store)

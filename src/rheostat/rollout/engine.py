@@ -35,7 +35,7 @@ from rheostat.rollout.types import (
     Phase,
 )
 from rheostat.rollout.webhooks import event_payload
-from rheostat.store import Store
+from rheostat.store.port import State
 from rheostat.util.durations import parse_duration
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ class TickResult:
 class Engine:
     def __init__(
         self,
-        store: Store,
+        store: State,
         router: Router | None,
         platform: Platform | None,
         checker: Checker,

@@ -1,6 +1,7 @@
 """`GET /api/v1/stream`: server-sent events of what changes in the store.
 
-Each connection polls the store (on the loop's thread, as every store user does) every `poll_s`:
+Each connection watches the store (`State.watch`): after a committed write it reads, on the loop's thread
+as every store user does, what changed, at most once per `poll_s` so that a burst of writes is one read:
 
 * `event: event` for each new row of the events table, with `id:` set to the row id, so a browser that
   reconnects resumes after the last one it saw (`Last-Event-ID`, or `?after=N` for the first connection);
@@ -98,15 +99,25 @@ class StreamHub:
 
     async def _events(self, request: Request, after: int) -> AsyncIterator[str]:
         self.open += 1
+        loop = asyncio.get_running_loop()
+        changed = asyncio.Event()
+
+        def wake(_: frozenset[tuple[str, str]]) -> None:
+            loop.call_soon_threadsafe(changed.set)  # a write may come from a worker thread
+
+        unwatch = self.ctl.store.watch(wake)
         try:
             yield f"retry: 1000\n\n{sse({'after': after}, event='hello')}"
             last_snapshot: list[dict[str, Any]] | None = None
             last_write = time.monotonic()
             while not self.closed.is_set():
+                changed.clear()
                 chunks = []
                 for e in self.ctl.store.events(after=after, limit=BATCH):
                     after = e.id
                     chunks.append(sse(event_json(e), event="event", id=e.id))
+                if len(chunks) == BATCH:
+                    changed.set()  # a backlog: drain the rest on the next round
                 snapshot = canary_snapshot(self.ctl)
                 if snapshot != last_snapshot:
                     last_snapshot = snapshot
@@ -118,10 +129,25 @@ class StreamHub:
                     yield "".join(chunks)
                 if await request.is_disconnected():
                     return
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.closed.wait(), self.poll_s)
+                await self._next_round(changed, last_write)
         finally:
+            unwatch()
             self.open -= 1
+
+    async def _next_round(self, changed: asyncio.Event, last_write: float) -> None:
+        """Until the store changed (then at least `poll_s` after the last round), a keepalive is due, or the
+        hub closes."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.closed.wait(), self.poll_s)
+        if self.closed.is_set() or changed.is_set():
+            return
+        keepalive_in = max(0.0, self.keepalive_s - (time.monotonic() - last_write))
+        waiters = [asyncio.ensure_future(changed.wait()), asyncio.ensure_future(self.closed.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=keepalive_in, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
 
     async def endpoint(self, request: Request) -> Response:
         after = self._start_after(request)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects (
@@ -79,6 +82,8 @@ class Store:
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(SCHEMA)
         self._depth = 0
+        self._watchers: list[Callable[[frozenset[tuple[str, str]]], None]] = []
+        self._pending: set[tuple[str, str]] = set()  # changes of the open transaction, told on commit
 
     def close(self) -> None:
         self._db.close()
@@ -106,12 +111,41 @@ class Store:
             except sqlite3.Error:
                 self._rollback()  # e.g. SQLITE_FULL: never leave a transaction open behind a failed commit
                 raise
+            self._depth = 0
+            self._tell()
         finally:
             self._depth = 0
 
     def _rollback(self) -> None:
+        self._pending.clear()
         if self._db.in_transaction:
             self._db.execute("ROLLBACK")
+
+    # -- watch ---------------------------------------------------------------------------------------
+
+    def watch(self, watcher: Callable[[frozenset[tuple[str, str]]], None]) -> Callable[[], None]:
+        """`watcher(changes)` after each committed write, with the (kind, key) pairs it changed; status,
+        manual requests, events and history are told as ("status" | "manual" | "event" | "history", key).
+        Watchers run on the writer's thread and must not write (they wake something up)."""
+        self._watchers.append(watcher)
+        return lambda: self._watchers.remove(watcher) if watcher in self._watchers else None
+
+    def _changed(self, kind: str, key: str) -> None:
+        if not self._watchers:
+            return
+        self._pending.add((kind, key))
+        if not self._depth:  # a write outside a transaction commits at once
+            self._tell()
+
+    def _tell(self) -> None:
+        changed, self._pending = frozenset(self._pending), set()
+        if not changed:
+            return
+        for watcher in list(self._watchers):
+            try:
+                watcher(changed)
+            except Exception:  # a watcher's bug must not undo or fail a committed write
+                log.exception("a store watcher failed")
 
     # -- desired objects -----------------------------------------------------------------------------
 
@@ -122,9 +156,11 @@ class Store:
             "updated = excluded.updated",
             (kind, key, json.dumps(body, sort_keys=True), source, time.time()),
         )
+        self._changed(kind, key)
 
     def delete_object(self, kind: str, key: str) -> None:
         self._db.execute("DELETE FROM objects WHERE kind = ? AND key = ?", (kind, key))
+        self._changed(kind, key)
 
     def get_object(self, kind: str, key: str) -> StoredObject | None:
         row = self._db.execute(
@@ -164,10 +200,12 @@ class Store:
             "ON CONFLICT (key) DO UPDATE SET body = excluded.body, updated = excluded.updated",
             (key, json.dumps(body), time.time()),
         )
+        self._changed("status", key)
 
     def delete_status(self, key: str) -> None:
         self._db.execute("DELETE FROM canary_status WHERE key = ?", (key,))
         self._db.execute("DELETE FROM manual WHERE key = ?", (key,))
+        self._changed("status", key)
 
     def all_statuses(self) -> dict[str, dict[str, Any]]:
         return {r[0]: dict(json.loads(r[1])) for r in self._db.execute("SELECT key, body FROM canary_status")}
@@ -211,6 +249,7 @@ class Store:
             "INSERT INTO manual (key, body) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET body = excluded.body",
             (key, json.dumps(body)),
         )
+        self._changed("manual", key)
 
     # -- status of other kinds (sources, kustomizations): conditions, inventory, artifacts -------------
 
@@ -224,6 +263,7 @@ class Store:
             "ON CONFLICT (kind, key) DO UPDATE SET body = excluded.body, updated = excluded.updated",
             (kind, key, json.dumps(body), time.time()),
         )
+        self._changed(f"{kind}.status", key)
 
     def list_states(self, kind: str) -> dict[str, dict[str, Any]]:
         rows = self._db.execute("SELECT key, body FROM state WHERE kind = ?", (kind,)).fetchall()
@@ -231,6 +271,7 @@ class Store:
 
     def delete_state(self, kind: str, key: str) -> None:
         self._db.execute("DELETE FROM state WHERE kind = ? AND key = ?", (kind, key))
+        self._changed(f"{kind}.status", key)
 
     # -- events and history --------------------------------------------------------------------------
 
@@ -241,6 +282,7 @@ class Store:
             "INSERT INTO events (ts, kind, key, reason, message, warning) VALUES (?, ?, ?, ?, ?, ?)",
             (time.time() if ts is None else ts, kind, key, reason, message, int(warning)),
         )
+        self._changed("event", key)
 
     def events(
         self, kind: str | None = None, key: str | None = None, after: int = 0, limit: int = 500
@@ -263,6 +305,7 @@ class Store:
             "INSERT INTO history (ts, key, body) VALUES (?, ?, ?)",
             (time.time() if ts is None else ts, key, json.dumps(body)),
         )
+        self._changed("history", key)
 
     def prune(self, kind: str, key: str, keep: int) -> None:
         """Keep the newest `keep` history rows and events of one object."""
