@@ -2,7 +2,8 @@
 
 The watcher feeds the sequential judge's evidence at every scrape while a run is in progress, and ticks the
 canary at once when the verdict turns to "fail" (roll back now) or, while promotion waits for evidence, to
-"pass". Canaries judged by thresholds cost the watcher one status read per scrape interval and no query.
+"pass". It runs only while its canary is judged sequentially and a run is in progress (started and stopped
+after each tick): a canary at rest, or judged by thresholds, costs nothing between its ticks.
 """
 
 from __future__ import annotations
@@ -45,8 +46,6 @@ class Scheduler:
         for key in keys - self._tasks.keys():
             self._wake[key] = asyncio.Event()
             self._tasks[key] = supervised(self._loop(key), name=f"canary:{key}")
-            if self.engine.checker.sequential is not None:
-                self._watchers[key] = supervised(self._watch(key), name=f"evidence:{key}")
         for key in self._tasks.keys() - keys:
             self._tasks.pop(key).cancel()
             self._wake.pop(key, None)
@@ -77,9 +76,11 @@ class Scheduler:
     async def _loop(self, key: ObjectKey) -> None:
         wake = self._wake[key]
         unrecorded: list[str] = []  # failures that could not be written as events (e.g. the disk is full)
+        loop = asyncio.get_running_loop()
         while True:
             wake.clear()
             interval = 10.0
+            started = loop.time()
             try:
                 canary = self.engine.canary(key)
                 if canary is not None:
@@ -94,13 +95,34 @@ class Scheduler:
                 unrecorded.append(detail)
             if unrecorded:
                 unrecorded = self._record_failures(key, unrecorded)
+            with contextlib.suppress(Exception):  # a store fault was recorded above; the watcher can wait
+                self._follow_evidence(key)
             if self.on_tick is not None:
                 try:
                     await self.on_tick(key)
                 except Exception:
                     log.exception("after the tick of %s", key)
+            # One tick per interval, as a ticker would: the tick's own time (queries, writes) is not added.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), timeout=interval)
+                await asyncio.wait_for(wake.wait(), timeout=max(0.0, interval - (loop.time() - started)))
+
+    def _follow_evidence(self, key: ObjectKey) -> None:
+        """Start the evidence watcher when a sequentially judged run is in progress; stop it otherwise."""
+        monitor = self.engine.checker.sequential
+        canary = self.engine.canary(key)
+        running = (
+            monitor is not None
+            and canary is not None
+            and canary.spec.the_analysis.judge == "sequential"
+            and self.engine.status(key).phase in (Phase.PROGRESSING, Phase.WAITING_PROMOTION)
+        )
+        watcher = self._watchers.get(key)
+        if running and (watcher is None or watcher.done()):
+            self._watchers[key] = supervised(self._watch(key), name=f"evidence:{key}")
+        elif not running and watcher is not None:
+            self._watchers.pop(key).cancel()
+            if monitor is not None:
+                monitor.forget(key)
 
     def _record_failures(self, key: ObjectKey, failures: list[str]) -> list[str]:
         """Write the failed ticks as one event; when even that fails, keep them for the next try."""

@@ -22,6 +22,7 @@ durations are measured by wrapping `Engine.tick` and `GitOps.reconcile_once` of 
 from __future__ import annotations
 
 import functools
+import json
 import math
 import time
 from collections import Counter
@@ -34,8 +35,8 @@ from starlette.responses import Response
 
 from rheostat import __version__
 from rheostat.reactor.controller import Controller
-from rheostat.rollout.engine import target_of
-from rheostat.rollout.types import Phase
+from rheostat.rollout.engine import CANARY, target_of
+from rheostat.rollout.types import CanaryStatus, Phase
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Prometheus' default buckets, which Flagger's duration histogram uses too.
@@ -155,11 +156,16 @@ class ControllerMetrics:
         for ns, n in sorted(Counter(c.metadata.namespace for c in canaries).items()):
             total.add((("namespace", ns),), n)
 
-        statuses = {c.metadata.key: ctl.engine.status(c.metadata.key) for c in canaries}
-        last_rows = {}
+        # One query for every canary's status and newest history row (a read each was most of a scrape).
+        stored = {r.key: r for r in ctl.store.canary_rows(CANARY)}
+        statuses: dict[str, CanaryStatus] = {}
+        last_rows: dict[str, dict[str, Any]] = {}
         for c in canaries:
-            rows = ctl.store.history(c.metadata.key, limit=1)
-            last_rows[c.metadata.key] = rows[-1].body if rows else {}
+            kept = stored.get(c.metadata.key)
+            statuses[c.metadata.key] = (
+                CanaryStatus.from_json(json.loads(kept.status)) if kept and kept.status else CanaryStatus()
+            )
+            last_rows[c.metadata.key] = json.loads(kept.history) if kept and kept.history else {}
 
         def ident(c: Any) -> Labels:
             return (("name", c.metadata.name), ("namespace", c.metadata.namespace))

@@ -9,8 +9,8 @@ not cached: reads go to the API, which says why.
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
+import pickle
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 
@@ -35,6 +35,22 @@ def _newer(have: Obj, new: Obj) -> bool:
     return a is not None and b is not None and a > b
 
 
+def _copy(obj: Obj) -> Obj:
+    """A private copy for a reader (callers may change what they read). Objects are plain JSON values, which
+    pickle copies three times faster than copy.deepcopy: most of a tick at rest went to copying."""
+    copied: Obj = pickle.loads(pickle.dumps(obj, pickle.HIGHEST_PROTOCOL))
+    return copied
+
+
+def _slim(obj: Obj) -> Obj:
+    """The object as cached: without `metadata.managedFields` (the server's bookkeeping, often the larger part
+    of an object; nothing reads it, and a PUT without it leaves the server's as it is)."""
+    meta = obj.get("metadata")
+    if isinstance(meta, dict) and "managedFields" in meta:
+        obj = {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+    return obj
+
+
 class _Informer:
     def __init__(self, api: KubeAPI, kind: Kind, namespace: str | None) -> None:
         self.api = api
@@ -56,14 +72,14 @@ class _Informer:
         key = self.key(obj)
         have = self.objects.get(key)
         if have is None or not _newer(have, obj):
-            self.objects[key] = obj
+            self.objects[key] = _slim(obj)
 
     async def run(self) -> None:
         delay = 0.5
         while True:
             try:
                 listed = await self.api.list(self.kind, self.namespace)
-                self.objects = {self.key(o): o for o in listed}
+                self.objects = {self.key(o): _slim(o) for o in listed}
                 self.synced.set()
                 async for event, obj in self.api.watch(self.kind, self.namespace):
                     delay = 0.5
@@ -113,7 +129,7 @@ class CachedKube:
         if inf is None:
             return await self.api.get(kind, namespace, name)
         found = inf.objects.get((namespace if kind.namespaced else "", name))
-        return copy.deepcopy(found) if found is not None else None
+        return _copy(found) if found is not None else None
 
     async def list(
         self, kind: Kind, namespace: str | None = None, labels: Mapping[str, str] | None = None
@@ -124,7 +140,7 @@ class CachedKube:
         if inf is None:
             return await self.api.list(kind, namespace, labels)
         return [
-            copy.deepcopy(o)
+            _copy(o)
             for (ns, _), o in sorted(inf.objects.items())
             if (namespace is None or ns == namespace) and matches(o, labels)
         ]
@@ -137,7 +153,7 @@ class CachedKube:
     def _remember(self, kind: Kind, obj: Obj) -> Obj:
         inf = self._informers.get(kind)
         if inf is not None and inf.failed is None:
-            inf.put(copy.deepcopy(obj))
+            inf.put(_copy(obj))
         return obj
 
     async def _refresh(self, kind: Kind, namespace: str, name: str) -> None:
