@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -15,7 +16,9 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from click.testing import CliRunner
 
+from rheostat.cli.main import cli
 from rheostat.model.canary import Canary
 from rheostat.model.load import ManifestError, parse_text
 from rheostat.model.metric_template import MetricProviderSpec, MetricTemplate
@@ -217,6 +220,21 @@ async def test_the_kind_needs_an_http_address_and_both_secret_keys() -> None:
         assert isinstance(made, GraphiteProvider) and made.credentials == Credentials("u", "p")
         assert made.client is client  # the controller's shared client (its insecureSkipVerify setting)
     assert Credentials.from_secret({"username": "", "password": ""}) is None  # Flagger: sent only when set
+
+
+def test_validate_names_the_address_of_a_graphite_template(tmp_path: Path) -> None:
+    """`rheostat validate` asks the kind: a template without an address is an error on that field."""
+    template = DOCUMENTED.format(address="http://graphite.monitoring").replace(
+        "name: graphite-request-success-rate", "name: graphite-request-success-rate\n  namespace: shop"
+    )
+    (tmp_path / "template.yaml").write_text(template)
+    res = CliRunner().invoke(cli, ["validate", str(tmp_path), "-o", "json"])
+    assert res.exit_code == 0 and json.loads(res.output) == []
+    (tmp_path / "template.yaml").write_text(template.replace("    address: http://graphite.monitoring\n", ""))
+    res = CliRunner().invoke(cli, ["validate", str(tmp_path), "-o", "json"])
+    (finding,) = json.loads(res.output)
+    assert res.exit_code == 1 and finding["object"] == "MetricTemplate shop/graphite-request-success-rate"
+    assert finding["message"] == "spec.provider.address: is required"
 
 
 # -- a real Graphite: data written over carbon's plaintext protocol --------------------------------------
