@@ -15,7 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from click.testing import CliRunner
 
+from rheostat.cli.main import cli
 from rheostat.model.base import ObjectKey
 from rheostat.model.canary import Canary, Metric
 from rheostat.model.metric_template import MetricProviderSpec, MetricTemplate
@@ -354,6 +356,21 @@ spec:
       thresholdRange: {max: 5}
       interval: 1m
 """
+
+
+def test_validate_names_the_missing_address_of_flaggers_documented_template(tmp_path: Path) -> None:
+    """Flagger's docs' template has no address (Flagger then fails it at run time): `validate` says so."""
+    (tmp_path / "template.yaml").write_text(FLUX_TEMPLATE.replace("    address: {address}\n", ""))
+    res = CliRunner().invoke(cli, ["validate", str(tmp_path), "-o", "json"])
+    (finding,) = json.loads(res.output)
+    assert res.exit_code == 1 and finding["object"] == "MetricTemplate test/not-found"
+    assert (
+        finding["message"]
+        == "spec.provider.address: is required: the InfluxDB server's URL, e.g. http://influxdb:8086"
+    )
+    (tmp_path / "template.yaml").write_text(FLUX_TEMPLATE.format(address="http://influxdb:8086"))
+    res = CliRunner().invoke(cli, ["validate", str(tmp_path), "-o", "json"])
+    assert res.exit_code == 0 and json.loads(res.output) == []
 
 
 async def test_flaggers_documented_influxdb_template(server: AnswerServer) -> None:
