@@ -276,6 +276,10 @@ def _answer(reply: Reply, text: str) -> tuple[str, Any]:
         elif body.get("status") != "success":
             detail = f" with status {_short(body.get('status'), 40)!r}"
         raise ProviderError(f"{where}{detail}; query: {text}")
+    if body.get("isPartial") is True:  # VictoriaMetrics' cluster, missing some storage nodes: an undercount
+        raise ProviderError(
+            f"{where} with a partial answer (isPartial: some storage nodes missing); query: {text}"
+        )
     data = body.get("data")
     if not isinstance(data, dict):
         raise ProviderError(f"{where} without a `data` object; query: {text}")

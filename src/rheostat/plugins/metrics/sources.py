@@ -62,6 +62,7 @@ def _lazy(module: str) -> Callable[[], SourceKind]:
 
 SOURCES.register("prometheus", _lazy("prometheus"))
 SOURCES.register("graphite", _lazy("graphite"))
+SOURCES.register("influxdb", _lazy("influxdb"))
 
 
 def kind_of(type_name: str) -> SourceKind:
