@@ -61,6 +61,9 @@ def _lazy(module: str) -> Callable[[], SourceKind]:
 
 
 SOURCES.register("prometheus", _lazy("prometheus"))
+SOURCES.register("datadog", _lazy("datadog"))
+SOURCES.register("newrelic", _lazy("newrelic"))
+SOURCES.register("dynatrace", _lazy("dynatrace"))
 
 
 def kind_of(type_name: str) -> SourceKind:
