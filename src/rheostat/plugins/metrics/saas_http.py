@@ -22,6 +22,8 @@ from rheostat.plugins.metrics.sources import Problem
 DEFAULT_TIMEOUT_S = 5.0  # Flagger's for each of these providers
 MAX_BODY = 10 * MiB  # one query's answer; past this it is a failed check, not memory spent
 
+_NOT_JSON = object()  # (JSON's null is None)
+
 # The provider's own words from an error answer: None when it has none.
 ErrorText = Callable[[dict[str, Any]], str | None]
 
@@ -141,7 +143,7 @@ class Api:
         except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as exc:
             raise ProviderError(f"{where} is unreachable ({type(exc).__name__}); query: {text}") from None
         status = f"{self.name} answered HTTP {reply.status}"
-        body: Any = None
+        body: Any = _NOT_JSON
         if reply.body.strip():
             with contextlib.suppress(ValueError, RecursionError):
                 body = json.loads(reply.body)
@@ -158,7 +160,7 @@ class Api:
             raise ProviderError(f"{status}{detail}; query: {text}")
         if not reply.body.strip():
             raise ProviderError(f"{status} with an empty body; query: {text}")
-        if body is None:
+        if body is _NOT_JSON:
             raise ProviderError(f"{status} with a body that is not JSON: {reply.text(80)!r}; query: {text}")
         if not isinstance(body, dict):
             raise ProviderError(f"{status} with JSON that is not an object; query: {text}")
