@@ -67,7 +67,7 @@ spec:
         destination_workload:{{ target }},
         !response_code:404
       }.as_count()
-      / 
+      /
       sum:istio.mesh.request.count{
         reporter:destination,
         destination_workload_namespace:{{ namespace }},
@@ -289,5 +289,5 @@ def test_make_uses_the_secrets_keys_and_the_default_address() -> None:
     assert made.api.client is client and API_KEY not in repr(made)
     with pytest.raises(ValueError, match="no `datadog_application_key`"):
         KIND.make(SourceContext(spec, "istio-system", {"datadog_api_key": API_KEY}, client))
-    with pytest.raises(ValueError, match="needs provider.secretRef"):
+    with pytest.raises(ValueError, match=r"needs provider\.secretRef"):
         KIND.make(SourceContext(spec.model_copy(update={"secretRef": None}), "istio-system", None, client))

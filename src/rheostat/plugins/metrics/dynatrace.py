@@ -32,6 +32,7 @@ from rheostat.plugins.metrics.saas_http import (
     secret_problems,
     secret_value,
     short,
+    shown,
 )
 from rheostat.plugins.metrics.sources import Problem, SourceContext
 
@@ -122,9 +123,9 @@ class DynatraceProvider:
         more = body.get("nextPageKey") is not None or (isinstance(total, int) and total > len(series))
         if len(series) > 1 or more:
             count = total if isinstance(total, int) and total > len(series) else len(series)
-            shown = ", ".join(_dimensions(s) for s in series[:3])
+            listed = ", ".join(_dimensions(s) for s in series[:3])
             raise ProviderError(
-                f"the query returned {count} series ({shown}{', ...' if count > 3 else ''}), not one value; "
+                f"the query returned {count} series ({listed}{', ...' if count > 3 else ''}), not one value; "
                 f"aggregate it (:splitBy() with no dimension, or filter one entity); query: {text}"
             )
         values = series[0].get("values") if isinstance(series[0], dict) else None
