@@ -130,7 +130,7 @@ async def test_the_documented_template_is_rendered_sent_as_documented_and_judged
     nrql = seen.param("nrql")
     assert "AND ingress = 'podinfo' AND  namespace = 'ingress-nginx'" in nrql
     assert nrql.startswith(
-        "SELECT \n    filter(sum(nginx_ingress_controller_requests), WHERE status >= '500')"
+        "SELECT\n    filter(sum(nginx_ingress_controller_requests), WHERE status >= '500')"
     )
     assert nrql.endswith("namespace = 'ingress-nginx' SINCE 60 seconds ago")  # Flagger: the interval
     assert set(seen.params) == {"nrql"}
