@@ -207,3 +207,16 @@ def secret_data(manifest: str) -> dict[str, str]:
     """A Secret's `data`, as the docs write it (plain values under `data`, as Flagger's examples do)."""
     doc = yaml.safe_load(manifest)
     return {str(k): str(v) for k, v in doc["data"].items()}
+
+
+def validate(folder: Path, manifests: str) -> list[dict[str, str]]:
+    """`rheostat validate <folder> -o json` on the manifests written there: its findings."""
+    from click.testing import CliRunner
+
+    from rheostat.cli.main import cli
+
+    (folder / "objects.yaml").write_text(manifests)
+    found: list[dict[str, str]] = json.loads(
+        CliRunner().invoke(cli, ["validate", str(folder), "-o", "json"]).output
+    )
+    return found

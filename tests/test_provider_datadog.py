@@ -10,6 +10,7 @@ tests/answers/datadog/, naming the page it was written from. Flagger's behaviour
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 import httpx
 import pytest
@@ -21,7 +22,16 @@ from rheostat.plugins.metrics.base import MetricQuery, NoData, ProviderError
 from rheostat.plugins.metrics.datadog import KIND, DatadogProvider
 from rheostat.plugins.metrics.sources import SourceContext
 from rheostat.rollout.judges import JUDGES
-from tests.saas_server import SaaSServer, cases, documented, measure, recorded, saas_server, secret_data
+from tests.saas_server import (
+    SaaSServer,
+    cases,
+    documented,
+    measure,
+    recorded,
+    saas_server,
+    secret_data,
+    validate,
+)
 
 API_KEY = "dd-api-9f8e7d6c5b4a39281706f5e4d3c2b1a0"
 APP_KEY = "dd-app-0a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3"
@@ -291,3 +301,18 @@ def test_make_uses_the_secrets_keys_and_the_default_address() -> None:
         KIND.make(SourceContext(spec, "istio-system", {"datadog_api_key": API_KEY}, client))
     with pytest.raises(ValueError, match=r"needs provider\.secretRef"):
         KIND.make(SourceContext(spec.model_copy(update={"secretRef": None}), "istio-system", None, client))
+
+
+def test_validate_passes_the_documented_template_and_names_what_a_template_lacks(tmp_path: Path) -> None:
+    template = DOCUMENTED.split("---")[0]
+    assert validate(tmp_path, template) == []
+    lacking = template.replace("    secretRef:\n      name: datadog\n", "")
+    found = [
+        (f["message"].split(": ", 1)[0], f["message"].split(": ", 1)[1]) for f in validate(tmp_path, lacking)
+    ]
+    expected = [
+        ("spec.provider.secretRef", "must name a Secret with `datadog_api_key` and `datadog_application_key`")
+    ]
+    assert len(found) == len(expected)
+    for (field, message), (want_field, words) in zip(found, expected, strict=True):
+        assert field == want_field and words in message

@@ -12,6 +12,7 @@ naming the page it was written from. Flagger's behaviour: pkg/metrics/providers/
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 import httpx
 import pytest
@@ -23,7 +24,16 @@ from rheostat.plugins.metrics.base import MetricQuery, NoData, ProviderError
 from rheostat.plugins.metrics.dynatrace import KIND, DynatraceProvider
 from rheostat.plugins.metrics.sources import SourceContext
 from rheostat.rollout.judges import JUDGES
-from tests.saas_server import SaaSServer, cases, documented, measure, recorded, saas_server, secret_data
+from tests.saas_server import (
+    SaaSServer,
+    cases,
+    documented,
+    measure,
+    recorded,
+    saas_server,
+    secret_data,
+    validate,
+)
 
 TOKEN = "dt0c01.ST2EY72KQINMH574WMNVI7YN.G3DFPBEJYMODIDAEX454M7YWBUVEFOWKPRVMWFASS64NFH52PX6BNDVFFM572RZM"
 NOW = 1_765_000_800
@@ -291,3 +301,21 @@ def test_make_needs_the_address_and_the_secrets_token() -> None:
         KIND.make(SourceContext(spec, "istio-system", {"token": TOKEN}, client))
     with pytest.raises(ValueError, match=r"provider\.address is not set"):
         KIND.make(SourceContext(spec.model_copy(update={"address": None}), "istio-system", {}, client))
+
+
+def test_validate_passes_the_documented_template_and_names_what_a_template_lacks(tmp_path: Path) -> None:
+    template = DOCUMENTED.split("---")[0]
+    assert validate(tmp_path, template) == []
+    lacking = template.replace(
+        "    address: https://xxxxxxxx.live.dynatrace.com\n    secretRef:\n      name: dynatrace\n", ""
+    )
+    found = [
+        (f["message"].split(": ", 1)[0], f["message"].split(": ", 1)[1]) for f in validate(tmp_path, lacking)
+    ]
+    expected = [
+        ("spec.provider.address", "must be set to the environment's URL"),
+        ("spec.provider.secretRef", "must name a Secret with `dynatrace_token`"),
+    ]
+    assert len(found) == len(expected)
+    for (field, message), (want_field, words) in zip(found, expected, strict=True):
+        assert field == want_field and words in message

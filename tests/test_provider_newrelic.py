@@ -11,6 +11,7 @@ pkg/metrics/providers/newrelic.go.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 import httpx
 import pytest
@@ -22,7 +23,16 @@ from rheostat.plugins.metrics.base import MetricQuery, NoData, ProviderError
 from rheostat.plugins.metrics.newrelic import KIND, NewRelicProvider
 from rheostat.plugins.metrics.sources import SourceContext
 from rheostat.rollout.judges import JUDGES
-from tests.saas_server import SaaSServer, cases, documented, measure, recorded, saas_server, secret_data
+from tests.saas_server import (
+    SaaSServer,
+    cases,
+    documented,
+    measure,
+    recorded,
+    saas_server,
+    secret_data,
+    validate,
+)
 
 ACCOUNT = "2741658"  # longer than any port: never part of the server's URL
 QUERY_KEY = "NRIQ-3f6b1c9e2d7a4b8c0e5f1a2b3c4d5e6f"
@@ -288,3 +298,18 @@ def test_make_uses_the_secrets_keys_and_the_default_address() -> None:
     with pytest.raises(ValueError, match="`newrelic_account_id` is not a number") as info:
         KIND.make(SourceContext(spec, "ingress-nginx", {**keys, "newrelic_account_id": "acct-7"}, client))
     assert "acct-7" not in str(info.value)
+
+
+def test_validate_passes_the_documented_template_and_names_what_a_template_lacks(tmp_path: Path) -> None:
+    template = DOCUMENTED.split("---")[0]
+    assert validate(tmp_path, template) == []
+    lacking = template.replace("    secretRef:\n      name: newrelic\n", "")
+    found = [
+        (f["message"].split(": ", 1)[0], f["message"].split(": ", 1)[1]) for f in validate(tmp_path, lacking)
+    ]
+    expected = [
+        ("spec.provider.secretRef", "must name a Secret with `newrelic_account_id` and `newrelic_query_key`")
+    ]
+    assert len(found) == len(expected)
+    for (field, message), (want_field, words) in zip(found, expected, strict=True):
+        assert field == want_field and words in message
