@@ -316,3 +316,16 @@ def test_validate_passes_the_documented_template_and_names_what_a_template_lacks
     assert len(found) == len(expected)
     for (field, message), (want_field, words) in zip(found, expected, strict=True):
         assert field == want_field and words in message
+
+
+@pytest.mark.parametrize("case", cases("datadog", ""))
+async def test_no_recorded_answer_gets_a_credential_into_a_message(server: SaaSServer, case: str) -> None:
+    answer = recorded("datadog", case)
+    server.answer(answer)
+    said = ""
+    try:
+        await provider(server).query(q())
+    except (NoData, ProviderError) as exc:
+        said = str(exc)
+    assert said or answer.status == 200  # no message only for a value
+    assert not any(secret in said for secret in (API_KEY, APP_KEY))
