@@ -67,7 +67,7 @@ class NewRelicProvider:
         client: httpx.AsyncClient | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        if not account_id.isdigit():
+        if not (account_id.isascii() and account_id.isdigit()):
             raise ValueError(f"the secret's `{ACCOUNT_ID}` is not a number")  # not shown: it is a secret's
         self.api = Api(
             "New Relic",
