@@ -63,6 +63,9 @@ def _lazy(module: str) -> Callable[[], SourceKind]:
 SOURCES.register("prometheus", _lazy("prometheus"))
 SOURCES.register("graphite", _lazy("graphite"))
 SOURCES.register("influxdb", _lazy("influxdb"))
+SOURCES.register("datadog", _lazy("datadog"))
+SOURCES.register("newrelic", _lazy("newrelic"))
+SOURCES.register("dynatrace", _lazy("dynatrace"))
 
 
 def kind_of(type_name: str) -> SourceKind:

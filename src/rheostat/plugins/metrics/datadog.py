@@ -1,0 +1,154 @@
+"""Datadog as a metrics provider: MetricTemplates with `provider.type: datadog`.
+
+As Flagger (pkg/metrics/providers/datadog.go): `GET <address>/api/v1/query` ("Query timeseries points",
+https://docs.datadoghq.com/api/latest/metrics/query-timeseries-points/) with `query`, `from` = now - 10 x
+the interval and `to` = now (Unix seconds); the secret's `datadog_api_key` and `datadog_application_key` sent
+as DD-API-KEY and DD-APPLICATION-KEY; the default address https://api.datadoghq.com; the value is the
+first (oldest) point of the series, since the newest bucket is usually incomplete; no series or no points
+is "no values". `is_online` asks `GET /api/v1/validate` (https://docs.datadoghq.com/api/latest/authentication/).
+
+Unlike Flagger: several series are an error (Flagger takes the first, whichever that is); a null point is
+skipped (Go reads it as 0, a value that passes most thresholds) and a series of null points only is no
+data; an answer with `"status": "error"` is an error with Datadog's message.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from rheostat.model.metric_template import MetricProviderSpec
+from rheostat.plugins.metrics.base import MetricProvider, MetricQuery, NoData, ProviderError
+from rheostat.plugins.metrics.saas_http import (
+    DEFAULT_TIMEOUT_S,
+    Api,
+    address_problems,
+    finite,
+    guarded,
+    number,
+    secret_problems,
+    secret_value,
+    short,
+    shown,
+)
+from rheostat.plugins.metrics.sources import Problem, SourceContext
+
+DEFAULT_ADDRESS = "https://api.datadoghq.com"
+QUERY_PATH = "/api/v1/query"
+VALIDATE_PATH = "/api/v1/validate"
+API_KEY = "datadog_api_key"
+APPLICATION_KEY = "datadog_application_key"
+FROM_INTERVALS = 10  # Flagger asks for ten intervals and reads the oldest point
+KEYS = f"`{API_KEY}` and `{APPLICATION_KEY}`"
+
+
+def _error_text(body: dict[str, Any]) -> str | None:
+    """Datadog's APIErrorResponse: `{"errors": ["..."]}`; a query answer may carry `error` instead."""
+    errors = body.get("errors")
+    if isinstance(errors, list) and errors:
+        return "; ".join(short(e, 200) for e in errors[:3])
+    if isinstance(body.get("error"), str) and body["error"]:
+        return str(body["error"])
+    return None
+
+
+class DatadogProvider:
+    def __init__(
+        self,
+        api_key: str,
+        application_key: str,
+        address: str = DEFAULT_ADDRESS,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        client: httpx.AsyncClient | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.api = Api(
+            "Datadog",
+            address,
+            keys=KEYS,
+            error_text=_error_text,
+            timeout_s=timeout_s,
+            client=client,
+            transport=transport,
+        )
+        self._headers = {"DD-API-KEY": api_key, "DD-APPLICATION-KEY": application_key}
+        self._secrets = (api_key, application_key)
+        self.clock = clock
+
+    def __repr__(self) -> str:  # never shows the keys
+        return f"DatadogProvider({self.api.address!r})"
+
+    async def query(self, q: MetricQuery) -> float:
+        if q.text is None:
+            raise ProviderError(f"metric {q.name!r} has no query: a Datadog template needs one")
+        text = q.text
+        return await guarded(lambda: self.value(text, q.window_s), self._secrets)
+
+    async def is_online(self) -> bool:
+        """Flagger's check: the keys validate (`{"valid": true}`)."""
+        try:
+            _, body = await self.api.get(VALIDATE_PATH, {}, self._request_headers(), "validate")
+        except ProviderError:
+            return False
+        return body.get("valid") is True
+
+    def _request_headers(self) -> dict[str, str]:
+        return {**self._headers, "Accept": "application/json"}
+
+    async def value(self, text: str, window_s: float) -> float:
+        now = int(self.clock())
+        params = {"from": str(now - int(FROM_INTERVALS * window_s)), "to": str(now), "query": text}
+        _, body = await self.api.get(QUERY_PATH, params, self._request_headers(), text)
+        if body.get("status") == "error":
+            raise ProviderError(f"Datadog answered an error: {short(_error_text(body) or '')}; query: {text}")
+        series = body.get("series")
+        if not isinstance(series, list):
+            raise ProviderError(f"Datadog answered without a `series` list; query: {text}")
+        if not series:
+            raise NoData(f"the query returned no series; query: {text}")
+        if len(series) > 1:
+            scopes = ", ".join(short(s.get("scope") if isinstance(s, dict) else s, 60) for s in series[:3])
+            raise ProviderError(
+                f"the query returned {len(series)} series ({scopes}{', ...' if len(series) > 3 else ''}), "
+                f"not one value; aggregate it (sum:, avg:, ... without `by`); query: {text}"
+            )
+        points = series[0].get("pointlist") if isinstance(series[0], dict) else None
+        if not isinstance(points, list):
+            raise ProviderError(f"Datadog answered a series without a `pointlist` list; query: {text}")
+        for point in points:
+            if not isinstance(point, list) or len(point) != 2:
+                raise ProviderError(f"Datadog answered a point that is not [time, value]; query: {text}")
+            if point[1] is None:
+                continue  # an empty bucket
+            value = number(point[1])
+            if value is None:
+                raise ProviderError(
+                    f"Datadog answered a value that is not a number ({shown(point[1])}); query: {text}"
+                )
+            return finite(value, "Datadog", text)
+        raise NoData(f"the series has no points{' but nulls' if points else ''}; query: {text}")
+
+
+class DatadogKind:
+    """`provider.type: datadog`: the address (default Datadog's US1 site) and a secret with both keys."""
+
+    name = "datadog"
+
+    def problems(self, spec: MetricProviderSpec) -> list[Problem]:
+        return address_problems(spec) + secret_problems(spec, KEYS)
+
+    def make(self, ctx: SourceContext) -> MetricProvider:
+        return DatadogProvider(
+            secret_value(ctx.secret, API_KEY, "datadog"),
+            secret_value(ctx.secret, APPLICATION_KEY, "datadog"),
+            ctx.spec.address or DEFAULT_ADDRESS,
+            client=ctx.client,
+        )
+
+
+KIND = DatadogKind()
