@@ -292,13 +292,14 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
-def ticks(api: str) -> int:
+def ticks(api: str) -> tuple[int, float]:
+    """Ticks done so far, and the seconds they took (their wall time, waits on the API included)."""
     text = httpx.get(f"{api}/metrics", timeout=30).text
-    return sum(
-        int(float(line.rpartition(" ")[2]))
-        for line in text.splitlines()
-        if line.startswith("rheostat_canary_duration_seconds_count")
-    )
+
+    def total(name: str) -> float:
+        return sum(float(line.rpartition(" ")[2]) for line in text.splitlines() if line.startswith(name))
+
+    return int(total("rheostat_canary_duration_seconds_count")), total("rheostat_canary_duration_seconds_sum")
 
 
 @dataclass
@@ -308,6 +309,7 @@ class Window:
     ticks: int
     cpu_s: float
     cluster_cpu_s: float
+    tick_s: float  # the ticks' wall time, summed
     by_verb: Counter[str]
     by_what: Counter[str]
     lists: Counter[str]
@@ -319,6 +321,11 @@ class Window:
     @property
     def ms_per_tick(self) -> float:
         return 1000 * self.cpu_s / self.ticks if self.ticks else float("nan")
+
+    @property
+    def tick_ms(self) -> float:
+        """A tick's mean wall time (not CPU): past the interval, the canary ticks late."""
+        return 1000 * self.tick_s / self.ticks if self.ticks else float("nan")
 
     @property
     def writes(self) -> int:
@@ -333,9 +340,9 @@ def measure(
     conn: Connection, proc: subprocess.Popen[bytes], kube_pid: int, api: str, name: str, seconds: float
 ) -> Window:
     mark = ask(conn, "calls", 1 << 60)["mark"]
-    t0, c0, k0, s0 = time.monotonic(), cpu_s(proc.pid), ticks(api), cpu_s(kube_pid)
+    t0, c0, (k0, d0), s0 = time.monotonic(), cpu_s(proc.pid), ticks(api), cpu_s(kube_pid)
     time.sleep(seconds)
-    k1, c1, t1, s1 = ticks(api), cpu_s(proc.pid), time.monotonic(), cpu_s(kube_pid)
+    (k1, d1), c1, t1, s1 = ticks(api), cpu_s(proc.pid), time.monotonic(), cpu_s(kube_pid)
     got = ask(conn, "calls", mark)
     return Window(
         name,
@@ -343,6 +350,7 @@ def measure(
         k1 - k0,
         c1 - c0,
         s1 - s0,
+        d1 - d0,
         got["by_verb"],
         got["by_what"],
         got["lists"],
@@ -416,15 +424,16 @@ def report(r: dict[str, Any]) -> None:
         "| window | canary-ticks | "
         + " | ".join(VERBS)
         + " | writes per canary-tick | LISTs in window | controller CPU, % of one core | CPU per canary-tick | "
+        "a tick's wall time | "
         f"{n} canaries at a 10 s interval, % of one core | kmock's CPU |"
     )
-    print("|---" * (len(VERBS) + 8) + "|")
+    print("|---" * (len(VERBS) + 9) + "|")
     nominal = [n * w.seconds / interval_s for w in r["windows"]]
     for w, nom in zip(r["windows"], nominal, strict=True):
         cells = " | ".join(f"{w.per_tick(w.by_verb[v]):.2f}" for v in VERBS)
         print(
             f"| {w.name} | {w.ticks:,} ({nom:,.0f} at one per interval) | {cells} | {w.per_tick(w.writes):.2f} | {sum(w.lists.values())} | "
-            f"{w.cpu_share(interval_s, interval_s):.1f}% | {w.ms_per_tick:.1f} ms | "
+            f"{w.cpu_share(interval_s, interval_s):.1f}% | {w.ms_per_tick:.1f} ms | {w.tick_ms:,.0f} ms | "
             f"{w.ms_per_tick * n / 10 / 10:.0f}% | {100 * w.cluster_cpu_s / w.seconds:.0f}% |"
         )
     for w in r["windows"]:

@@ -21,9 +21,13 @@ def test_a_transaction_is_told_once_after_commit_and_never_when_rolled_back(tmp_
         assert heard == []  # nothing is told before the commit
     assert heard == [frozenset({("Canary", "shop/web"), ("status", "shop/web"), ("event", "shop/web")})]
 
-    with pytest.raises(RuntimeError), store.transaction():
-        store.put_object("Canary", "shop/api", {"spec": {}})
-        raise RuntimeError("the tick failed")
+    def failing_tick() -> None:
+        with store.transaction():
+            store.put_object("Canary", "shop/api", {"spec": {}})
+            raise RuntimeError("the tick failed")
+
+    with pytest.raises(RuntimeError):
+        failing_tick()
     assert len(heard) == 1 and store.get_object("Canary", "shop/api") is None
 
     store.put_state("Kustomization", "flux-system/apps", {"ready": True})  # outside a transaction: at once

@@ -8,6 +8,7 @@ stops past the cap, so a huge answer costs at most the cap (plus one decoded chu
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,3 +58,50 @@ async def request(
                     raise BodyTooLarge(cap)
                 chunks.append(chunk)
             return Reply(response.status_code, b"".join(chunks))
+
+
+class BoundedTransport(httpx.AsyncBaseTransport):
+    """At most `n` exchanges in flight through one connection pool of `n`; the rest wait on a semaphore.
+
+    httpcore scans every pooled connection and every queued request for each request it places, so hundreds
+    of canaries querying at once through a large pool (or queueing in a small one) spent most of a busy
+    controller's CPU there (bench/kube_scale.py). Waiting here costs nothing; a slot is freed when the
+    response is closed."""
+
+    def __init__(self, n: int, *, verify: Any = True) -> None:
+        self.inner = httpx.AsyncHTTPTransport(
+            verify=verify, limits=httpx.Limits(max_connections=n, max_keepalive_connections=n)
+        )
+        self.slots = asyncio.Semaphore(n)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        await self.slots.acquire()
+        try:
+            response = await self.inner.handle_async_request(request)
+        except BaseException:
+            self.slots.release()
+            raise
+        assert isinstance(response.stream, httpx.AsyncByteStream)
+        response.stream = _Releasing(response.stream, self.slots)
+        return response
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class _Releasing(httpx.AsyncByteStream):
+    def __init__(self, inner: httpx.AsyncByteStream, slots: asyncio.Semaphore) -> None:
+        self.inner = inner
+        self.slots: asyncio.Semaphore | None = slots
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self.inner:
+            yield chunk
+
+    async def aclose(self) -> None:
+        try:
+            await self.inner.aclose()
+        finally:
+            if self.slots is not None:  # once, however often it is closed
+                self.slots.release()
+                self.slots = None

@@ -32,6 +32,7 @@ from rheostat.model.policy import (
     ValidatingAdmissionPolicy,
     ValidatingAdmissionPolicyBinding,
 )
+from rheostat.plugins.http_limits import BoundedTransport
 from rheostat.plugins.kube.api import KubeAPI
 from rheostat.plugins.kube.cache import CachedKube
 from rheostat.plugins.kube.kinds import READ_CACHED
@@ -142,6 +143,9 @@ class Builtin(MetricProvider, CountSource, Protocol):
     """The builtin checks' source: single values for the checks, counts for the sequential judge."""
 
 
+QUERIES_IN_FLIGHT = 64  # metric queries at once, per TLS setting
+
+
 class MetricProviders:
     """Where each metric is measured.
 
@@ -166,9 +170,8 @@ class MetricProviders:
         self.http = {
             insecure: httpx.AsyncClient(
                 timeout=DEFAULT_TIMEOUT_S,
-                verify=tls_context(insecure),
-                # every canary may query at once: a small pool queues them (and rescans its queue)
-                limits=httpx.Limits(max_connections=1000, max_keepalive_connections=1000),
+                # every canary may query at once: they wait their turn outside httpcore's pool
+                transport=BoundedTransport(QUERIES_IN_FLIGHT, verify=tls_context(insecure)),
             )
             for insecure in (False, True)
         }

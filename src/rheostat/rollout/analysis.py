@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from rheostat.model.base import ObjectKey
 from rheostat.model.canary import Canary, Metric
 from rheostat.model.metric_template import MetricTemplate
+from rheostat.plugins.metrics import sources
 from rheostat.plugins.metrics.base import (
     MIN_WINDOW_S,
     CountSource,
@@ -57,8 +58,15 @@ def format_window(seconds: float) -> str:
     return f"{int(seconds)}s" if seconds >= 10 else f"{int(seconds * 1000)}ms"
 
 
-def render_query(text: str, canary: Canary, metric: Metric, window_s: float | None = None) -> str:
-    """Flagger's template variables; an unknown one is an error (Go's missingkey=error)."""
+def render_query(
+    text: str,
+    canary: Canary,
+    metric: Metric,
+    window_s: float | None = None,
+    interval: Callable[[float], str] | None = None,
+) -> str:
+    """Flagger's template variables; an unknown one is an error (Go's missingkey=error). `interval` writes
+    `{{ interval }}` for a provider that reads durations its own way (Graphite)."""
     spec = canary.spec
     target = spec.targetRef.name
     values = {
@@ -70,6 +78,8 @@ def render_query(text: str, canary: Canary, metric: Metric, window_s: float | No
         "route": spec.routeRef.name if spec.routeRef else target,
         "interval": metric.interval if window_s is None else format_window(window_s),
     }
+    if interval is not None:
+        values["interval"] = interval(parse_duration(metric.interval) if window_s is None else window_s)
     if spec.flag is not None:  # ours: a flag canary's key and (when set) the variant it judges
         values["flag"] = spec.flag.key
         if spec.flag.variant is not None:
@@ -265,7 +275,7 @@ class Checker:
             if template is None:
                 raise LookupError(f"MetricTemplate {ns}/{metric.templateRef.name} not found")
             kind = template.spec.provider.type
-            text = render_query(template.spec.query, canary, metric, window_s)
+            text = render_query(template.spec.query, canary, metric, window_s, sources.interval_format(kind))
             if self.template_providers is not None and kind != "builtin":
                 try:
                     return self.template_providers(template), text

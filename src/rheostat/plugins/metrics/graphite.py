@@ -257,6 +257,10 @@ class GraphiteKind:
 
     name = "graphite"
 
+    def interval(self, seconds: float) -> str:
+        """`{{ interval }}` as Graphite reads it (see `interval`)."""
+        return interval(seconds)
+
     def problems(self, spec: MetricProviderSpec) -> list[Problem]:
         problem = address_problem(spec.address)
         return [("address", problem)] if problem else []

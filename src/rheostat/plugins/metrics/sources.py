@@ -73,6 +73,17 @@ def kind_of(type_name: str) -> SourceKind:
     return SOURCES.create(type_name)
 
 
+def interval_format(type_name: str) -> Callable[[float], str] | None:
+    """How a provider's queries write `{{ interval }}` when Flagger's (the metric's interval as written, e.g.
+    `1m`) is not what the provider reads: a kind says so with an `interval(seconds) -> str` method."""
+    try:
+        kind = kind_of(type_name)
+    except LookupError:
+        return None
+    found: Callable[[float], str] | None = getattr(kind, "interval", None)
+    return found
+
+
 def supported() -> list[str]:
     """Every type a template may name: the kinds, and the controller's `builtin`."""
     return [*SOURCES.names(), "builtin"]
