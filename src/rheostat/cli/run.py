@@ -1,0 +1,211 @@
+"""`rheostat run` (the controller and its API) and `rheostat down`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from pathlib import Path
+
+import click
+import uvloop
+
+from rheostat import __version__
+from rheostat.cli.common import data_dir_option, err, fail
+from rheostat.plugins.kube.api import KubeError
+from rheostat.plugins.platforms.base import PlatformError
+from rheostat.plugins.routers.base import RouterError
+from rheostat.reactor import datadir, dataplane
+from rheostat.reactor.datadir import DataDirInUse
+from rheostat.reactor.settings import ClusterSettings, Settings
+from rheostat.server.main import Server, run_forever
+
+
+@click.command("run")
+@click.option(
+    "--repo",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="A Git repository or a plain folder of manifests (the embedded default). Without it, roll out the "
+    "Canaries of a cluster.",
+)
+@click.option(
+    "--kubeconfig",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Roll out the Canaries of this cluster (default without --repo: $KUBECONFIG, ~/.kube/config, or the "
+    "pod's service account).",
+)
+@click.option(
+    "--context", "kube_context", default=None, help="The kubeconfig context (default: its current one)."
+)
+@click.option(
+    "--namespace",
+    "watch_namespace",
+    default=None,
+    help="Watch Canaries in this namespace only (default: all).",
+)
+@click.option(
+    "--mesh-provider",
+    default="istio",
+    show_default=True,
+    help="The provider of a Canary that sets no spec.provider (Flagger's -mesh-provider).",
+)
+@click.option("--branch", default=None, help="Branch to follow (default: the repository's HEAD branch).")
+@click.option("--listen", default="127.0.0.1:8470", show_default=True, help="HOST:PORT of the API.")
+@data_dir_option
+@click.option(
+    "--loadtester-exec", is_flag=True, help="Let the built-in load tester run commands other than hey."
+)
+@click.option(
+    "--path",
+    "root_path",
+    default="./",
+    show_default=True,
+    help="Folder of the repository the root Kustomization applies (Flux bootstrap's --path).",
+)
+@click.option(
+    "--metrics-server", default=None, help="Prometheus URL: builtin checks in PromQL, inline queries."
+)
+@click.option(
+    "--envoy-stats-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Serve Envoy's /stats/prometheus on 127.0.0.1:PORT for Prometheus to scrape.",
+)
+@click.option(
+    "--flags-token",
+    envvar="RHEOSTAT_FLAGS_TOKEN",
+    default=None,
+    help="Bearer token OFREP clients must send (needed when --listen is not loopback).",
+)
+@click.option(
+    "--audit-interval",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Seconds between policy audits of live objects.",
+)
+@click.option(
+    "--stop-data-plane",
+    is_flag=True,
+    help="On exit also end Envoy and the replicas (by default they keep serving, for the next start).",
+)
+@click.option("-v", "--verbose", is_flag=True)
+def run_cmd(
+    repo: Path | None,
+    kubeconfig: str | None,
+    kube_context: str | None,
+    watch_namespace: str | None,
+    mesh_provider: str,
+    branch: str | None,
+    listen: str,
+    data_dir: Path,
+    loadtester_exec: bool,
+    root_path: str,
+    metrics_server: str | None,
+    envoy_stats_port: int | None,
+    flags_token: str | None,
+    audit_interval: float,
+    stop_data_plane: bool,
+    verbose: bool,
+) -> None:
+    """Start the controller and its API: for the manifests in REPO on this machine (Envoy and local
+    processes), or for the Canaries of a cluster (`--kubeconfig`, or no `--repo`).
+
+    \b
+    Examples:
+      rheostat run --repo deploy
+      rheostat run --kubeconfig ~/.kube/config --metrics-server http://127.0.0.1:9090
+
+    A data plane left running by a previous `rheostat run` on the same data dir is adopted, not restarted.
+    """
+    if repo is not None and kubeconfig is not None:
+        fail(
+            ValueError(
+                "--repo with --kubeconfig: applying Git to a cluster is not supported yet; use Flux (or kubectl) "
+                "for that, and `rheostat run --kubeconfig` for the rollouts"
+            )
+        )
+    cluster = (
+        ClusterSettings(kubeconfig, kube_context, watch_namespace, mesh_provider) if repo is None else None
+    )
+    if cluster is not None and (envoy_stats_port is not None or stop_data_plane):
+        fail(ValueError("--envoy-stats-port and --stop-data-plane are for the embedded default (--repo)"))
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        fail(ValueError(f"--listen {listen!r}: expected HOST:PORT with a port from 1 to 65535"))
+    try:
+        datadir.acquire(data_dir)  # before anything of the data dir is read or written
+    except DataDirInUse as exc:
+        fail(exc)
+    except OSError as exc:  # e.g. a full disk
+        fail(RuntimeError(f"cannot take the data dir {data_dir}: {exc}"))
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    # flagd-core logs at ERROR, once per request, what a rule could not use (e.g. `fractional` without a
+    # targeting key); the answer to the client already says so, and a log line per request drowns the rest.
+    logging.getLogger("openfeature.contrib").setLevel(logging.CRITICAL)
+    settings = Settings(
+        repo=repo,
+        data_dir=data_dir,
+        branch=branch,
+        listen_host=host.strip("[]"),
+        listen_port=int(port),
+        loadtester_exec=loadtester_exec,
+        path=root_path,
+        metrics_server=metrics_server,
+        envoy_stats_port=envoy_stats_port,
+        flags_token=flags_token,
+        audit_interval_s=audit_interval,
+        cluster=cluster,
+    )
+    what = str(repo) if repo is not None else f"the Canaries of {kubeconfig or 'the current cluster'}"
+
+    def announce(server: Server) -> None:
+        err.print(f"rheostat {__version__} serving {what} on {server.url} (data in {data_dir})")
+        if server.token_unseen:
+            err.print(f"API token (shown once, kept in {data_dir / 'token'}): {server.token}")
+            server.token_seen()
+
+    try:
+        # uvloop: 3 to 45% more OFREP and API requests per second than asyncio's loop (docs/benchmarks.md)
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(run_forever(settings, announce, stop_data_plane=stop_data_plane))
+    except (RouterError, PlatformError, KubeError, OSError, DataDirInUse) as exc:
+        fail(exc)
+    except ValueError as exc:  # a kubeconfig that cannot be used: one line naming the file, not a traceback
+        if cluster is None:
+            raise
+        fail(exc)
+    except sqlite3.Error as exc:  # e.g. a full disk: one line, not a traceback
+        fail(RuntimeError(f"cannot write the state store in {data_dir}: {exc}"))
+    finally:
+        datadir.release(data_dir)
+    if not stop_data_plane and cluster is None:
+        err.print(
+            f"rheostat stopped; Envoy and the replicas keep serving (the next `rheostat run` adopts them); "
+            f"end them with `rheostat down --data-dir {data_dir}`",
+            highlight=False,
+        )
+
+
+@click.command("down")
+@data_dir_option
+def down_cmd(data_dir: Path) -> None:
+    """End the data plane (Envoy and every replica) a stopped `rheostat run` left running on a data dir."""
+    try:
+        ended = dataplane.down(data_dir)
+    except DataDirInUse as exc:
+        fail(RuntimeError(f"{exc}: stop it first (with --stop-data-plane, or then run `rheostat down`)"))
+    except OSError as exc:
+        fail(exc)
+    parts = []
+    if ended.envoy is not None:
+        parts.append(f"Envoy (pid {ended.envoy})")
+    if ended.replicas:
+        parts.append(f"{len(ended.replicas)} replica(s) (pids {', '.join(map(str, ended.replicas))})")
+    click.echo(f"ended {' and '.join(parts)}" if parts else f"nothing was running for {data_dir}")
