@@ -90,7 +90,9 @@ def tick(
         run_started=1.0,
     )
     ready = Readiness(True)
-    obs = Observations(2.0, "new", "old", ready, ready, Routes(100 - weight, weight), manual=manual or Manual())
+    obs = Observations(
+        2.0, "new", "old", ready, ready, Routes(100 - weight, weight), manual=manual or Manual()
+    )
     obs = obs.with_check(Check.ANALYSIS, outcome)
     if promotion_gate is not None:
         obs = obs.with_check(Check.CONFIRM_PROMOTION, CheckOutcome(promotion_gate))
