@@ -50,7 +50,7 @@ def canary(analysis: dict[str, object]) -> Canary:
     return obj
 
 
-WEIGHTED = {"stepWeight": 10, "maxWeight": 50, "judge": "sequential", "promoteEarly": True}
+WEIGHTED: dict[str, object] = {"stepWeight": 10, "maxWeight": 50, "judge": "sequential", "promoteEarly": True}
 
 
 # -- the field ----------------------------------------------------------------------------------------
@@ -59,7 +59,11 @@ WEIGHTED = {"stepWeight": 10, "maxWeight": 50, "judge": "sequential", "promoteEa
 def test_promote_early_needs_the_sequential_judge_and_says_so_on_the_field() -> None:
     assert canary(WEIGHTED).spec.the_analysis.promoteEarly
     assert not canary({"stepWeight": 10, "judge": "sequential"}).spec.the_analysis.promoteEarly
-    for analysis in ({"stepWeight": 10, "promoteEarly": True}, {**WEIGHTED, "judge": "threshold"}):
+    wrong: list[dict[str, object]] = [
+        {"stepWeight": 10, "promoteEarly": True},
+        {**WEIGHTED, "judge": "threshold"},
+    ]
+    for analysis in wrong:
         with pytest.raises(ManifestError) as info:
             canary(analysis)
         [error] = info.value.errors
