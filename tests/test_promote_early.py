@@ -6,6 +6,9 @@ hooks and gates), the watcher's rule, and the harness's targets on a few seeds (
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 from bench.analysis_harness import GRID, Summary, measure
 
@@ -28,6 +31,8 @@ from rheostat.rollout.types import (
     Verdict,
 )
 from tests.harness import Harness, canary_yaml
+from tests.rig import Rig, Traffic, workload
+from tests.rig import canary as canary_doc
 
 EVIDENCE = "sequential judge: the canary is not worse than the primary: errors: canary 10/1000 5xx, ..."
 
@@ -192,7 +197,7 @@ webhooks:
 """
 
 
-class Traffic:
+class Counting:
     """Cumulative counts that grow at each read: 1000 canary and 4000 primary requests, 1% 5xx and 1% slower
     than 10 ms on both."""
 
@@ -211,7 +216,7 @@ class Traffic:
 
 def harness(analysis: str = HOOKS) -> Harness:
     h = Harness(canary_yaml(analysis))
-    h.checker.sequential = Monitor(Traffic())
+    h.checker.sequential = Monitor(Counting())
     return h
 
 
@@ -284,3 +289,43 @@ def test_early_promotion_is_twice_as_fast_on_good_releases_and_keeps_the_error_r
         assert early.promote_rate * seeds <= 1, f"{cell.name}: false promotions {early.promote_rate:.0%}"
         if cell.p1 >= 10 * cell.p0:
             assert early.excess_mean * 10 <= thr.excess_mean, f"{cell.name}: not 10x fewer than thresholds"
+
+
+# -- through the real embedded stack: Envoy's stats, the watcher, the engine ------------------------------
+
+
+async def test_a_good_release_on_envoy_is_promoted_before_max_weight(tmp_path: Path) -> None:
+    """Users through Envoy on both groups; the counts are Envoy's admin stats. No errors anywhere, so each
+    kind passes on the negligible rate (set high: a test has a few hundred requests, not thousands)."""
+    rig = Rig(tmp_path)
+    spec = """
+interval: 3s
+threshold: 2
+stepWeight: 10
+maxWeight: 50
+judge: sequential
+promoteEarly: true
+sequential: {negligibleRate: 0.1, baselineRequests: 50}
+"""
+    rig.commit(workload("6.0.0"), canary_doc(rig.port, spec), message="6.0.0")
+    users = [Traffic(rig.service + "/"), Traffic(rig.service + "/")]
+    try:
+        await rig.start()
+        await rig.wait(Phase.INITIALIZED)
+        for u in users:
+            u.start()
+        tick = rig.status().tick
+        rig.commit(workload("6.0.1"), canary_doc(rig.port, spec), message="6.0.1")
+        await rig.wait(Phase.SUCCEEDED, after_tick=tick, timeout=60)
+        events = rig.events()
+    finally:
+        for u in users:
+            await u.stop()
+        await rig.stop()
+    early = [e for e in events if e.startswith("PromotingEarly: ")]
+    assert len(early) == 1, events[-10:]
+    found = re.search(r"at canary weight (\d+) of 50", early[0])
+    assert found is not None and 0 < int(found[1]) < 50
+    assert "errors: canary 0/" in early[0] and "rate below 0.1" in early[0]
+    assert not [e for e in events if e.startswith("Rollback")]
+    assert sum(u.errors for u in users) == 0
