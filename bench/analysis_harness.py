@@ -1,4 +1,5 @@
-"""The analysis harness: the threshold and the sequential judge on the same synthetic traffic.
+"""The analysis harness: the threshold and the sequential judge (with and without early promotion) on the
+same synthetic traffic.
 
 Both judges drive the real state machine (`rollout.strategy.next_step`) and the real judges: only the traffic
 is simulated. 100 requests/s through a random weighted split; each second the canary and the primary get
@@ -6,12 +7,13 @@ binomial numbers of requests, of 5xx and (log-normal) latencies in Envoy's histo
 judge reads success rate and p99 of the canary over the last minute at every tick (Flagger's defaults:
 interval 1m, threshold 5, stepWeight 10, maxWeight 50, success rate >= 99%, p99 <= 500 ms). The sequential
 judge's evidence is updated every second (a scrape), and a conclusive regression ticks the canary at once,
-as the scheduler's watcher does.
+as the scheduler's watcher does. The third column, "early", is the sequential judge with
+`promoteEarly: true`: its "not worse" verdict promotes at once, and the watcher ticks on it too.
 
 Reported per cell: excess bad requests served by the canary before the run ended (bad requests beyond what
 the primary's rate would have given: 5xx, or for the latency cell requests slower than the primary's p99),
-mean and p95; the rollback rate; the time to promote (mean over promoted runs); and Wald's floor
-ln(1/alpha) / KL(p1 || p0) x (p1 - p0).
+mean and p95; the rollback rate; the promotion rate (of a bad release: false promotions); the time to promote
+(median and mean over promoted runs); and Wald's floor ln(1/alpha) / KL(p1 || p0) x (p1 - p0).
 
 `python bench/analysis_harness.py [--seeds N]`; `make bench` runs it with the default seed count.
 """
@@ -40,7 +42,7 @@ from rheostat.plugins.routers.envoy.config import RQ_TIME_BUCKETS_MS
 from rheostat.rollout.analysis import sequential_settings
 from rheostat.rollout.judges import Sample, SequentialJudge, ThresholdJudge
 from rheostat.rollout.sequential import Evidence, floor_requests
-from rheostat.rollout.strategy import WAITING_EVIDENCE, next_step
+from rheostat.rollout.strategy import kicks_at_once, next_step
 from rheostat.rollout.types import (
     CanaryStatus,
     Check,
@@ -49,7 +51,6 @@ from rheostat.rollout.types import (
     NeedCheck,
     Observations,
     Phase,
-    Verdict,
 )
 
 RATE = 100  # requests per second
@@ -59,7 +60,7 @@ LATENCY_MEDIAN_MS = 100.0
 LATENCY_SIGMA = 0.5
 TAIL_FROM_MS = 150.0  # buckets below this are lumped: the judges only look at the tail
 BOUNDS = tuple(b for b in RQ_TIME_BUCKETS_MS if b >= TAIL_FROM_MS)
-JUDGES = ("threshold", "sequential")
+JUDGES = ("threshold", "sequential", "early")  # early: the sequential judge with promoteEarly
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,7 @@ GRID = (
 
 
 def canary_spec(judge: str) -> Canary:
+    early = {"promoteEarly": True} if judge == "early" else {}
     obj = parse_object(
         {
             "apiVersion": "flagger.app/v1beta1",
@@ -99,7 +101,8 @@ def canary_spec(judge: str) -> Canary:
                     "threshold": 5,
                     "stepWeight": 10,
                     "maxWeight": 50,
-                    "judge": judge,
+                    "judge": "sequential" if judge == "early" else judge,
+                    **early,
                     "metrics": [
                         {"name": "request-success-rate", "thresholdRange": {"min": 99}, "interval": "1m"},
                         {"name": "request-duration", "thresholdRange": {"max": 500}, "interval": "1m"},
@@ -204,7 +207,7 @@ def run(cell: Cell, judge: str, seed: int, canary: Canary) -> Result:
     routes = Routes(100, 0)
     primary, canary_group = Group(), Group()
     canary_history: list[GroupCounts] = [canary_group.counts()]
-    evidence = Evidence(sequential_settings(canary)) if judge == "sequential" else None
+    evidence = Evidence(sequential_settings(canary)) if judge != "threshold" else None
     if evidence is not None:
         evidence.add(Counts(primary.counts(), canary_group.counts()))
     metrics = canary.spec.the_analysis.metrics
@@ -233,8 +236,7 @@ def run(cell: Cell, judge: str, seed: int, canary: Canary) -> Result:
             excess += x_c - n_c * cell.p0
         if evidence is not None:
             evidence.add(Counts(primary.counts(), canary_group.counts()))
-            verdict = evidence.assess().verdict
-            if verdict is Verdict.FAIL or (verdict is Verdict.PASS and WAITING_EVIDENCE in status.message):
+            if kicks_at_once(canary, status, evidence.assess().verdict):
                 next_tick = min(next_tick, t)  # the watcher kicks the tick at once
     return Result("undecided", excess, t)
 
@@ -287,6 +289,8 @@ class Summary:
     rollback_rate: float
     undecided: int
     promote_s: float | None  # mean time to promote, over promoted runs
+    promote_rate: float = 0.0  # of a bad release: false promotions
+    promote_median_s: float | None = None
 
 
 def p95(values: list[float]) -> float:
@@ -294,9 +298,11 @@ def p95(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]
 
 
-def measure(cells: tuple[Cell, ...] = GRID, seeds: int = 200, first_seed: int = 0) -> list[Summary]:
+def measure(
+    cells: tuple[Cell, ...] = GRID, seeds: int = 200, first_seed: int = 0, judges: tuple[str, ...] = JUDGES
+) -> list[Summary]:
     out = []
-    for judge in JUDGES:
+    for judge in judges:
         canary = canary_spec(judge)
         for cell in cells:
             results = [run(cell, judge, first_seed + s, canary) for s in range(seeds)]
@@ -311,6 +317,8 @@ def measure(cells: tuple[Cell, ...] = GRID, seeds: int = 200, first_seed: int = 
                     sum(r.outcome == "rolled back" for r in results) / seeds,
                     sum(r.outcome == "undecided" for r in results),
                     statistics.fmean(promoted) if promoted else None,
+                    len(promoted) / seeds,
+                    statistics.median(promoted) if promoted else None,
                 )
             )
     return out
@@ -324,23 +332,27 @@ def floor(cell: Cell, alpha: float = 0.01) -> float | None:
 
 def table(summaries: list[Summary]) -> str:
     rows = [
-        "| cell | judge | excess bad (mean) | excess bad (p95) | rollback rate | time to promote | floor |",
-        "|---|---|---|---|---|---|---|",
+        "| cell | judge | excess bad (mean) | excess bad (p95) | rollback rate | promoted | time to promote "
+        "(median / mean) | floor |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for s in sorted(summaries, key=lambda s: (GRID.index(s.cell) if s.cell in GRID else 0, s.judge)):
         fl = floor(s.cell)
-        promote = f"{s.promote_s / 60:.1f} min" if s.promote_s is not None else "-"
+        promote = "-"
+        if s.promote_s is not None and s.promote_median_s is not None:
+            promote = f"{s.promote_median_s / 60:.1f} / {s.promote_s / 60:.1f} min"
         undecided = f" ({s.undecided} undecided)" if s.undecided else ""
         rows.append(
             f"| {s.cell.name} | {s.judge} | {s.excess_mean:.1f} | {s.excess_p95:.1f} | "
-            f"{100 * s.rollback_rate:.1f}%{undecided} | {promote} | {'-' if fl is None else f'{fl:.1f}'} |"
+            f"{100 * s.rollback_rate:.1f}%{undecided} | {100 * s.promote_rate:.1f}% | {promote} | "
+            f"{'-' if fl is None else f'{fl:.1f}'} |"
         )
     return "\n".join(rows)
 
 
 # -- plots (plain SVG, no plotting library) -------------------------------------------------------------
 
-COLOURS = {"threshold": "#c0504d", "sequential": "#4f81bd", "floor": "#555555"}
+COLOURS = {"threshold": "#c0504d", "sequential": "#4f81bd", "early": "#9bbb59", "floor": "#555555"}
 
 
 def _svg(width: int, height: int, body: list[str]) -> str:
@@ -372,8 +384,8 @@ def excess_svg(summaries: list[Summary]) -> str:
         body.append(f'<text x="{left - 8}" y="{y(tick_v) + 4:.1f}" text-anchor="end">{tick_v}</text>')
     slot = plot_w / len(cells)
     for i, cell in enumerate(cells):
-        x0 = left + i * slot + slot * 0.15
-        bar = slot * 0.3
+        x0 = left + i * slot + slot * 0.1
+        bar = slot * 0.8 / len(JUDGES)
         for j, judge in enumerate(JUDGES):
             s = by.get((cell, judge))
             if s is None:
@@ -389,25 +401,26 @@ def excess_svg(summaries: list[Summary]) -> str:
         fl = floor(cell)
         if fl is not None:
             body.append(
-                f'<line x1="{x0 - 4:.1f}" x2="{x0 + 2 * bar + 2:.1f}" y1="{y(fl):.1f}" y2="{y(fl):.1f}" '
+                f'<line x1="{x0 - 4:.1f}" x2="{x0 + len(JUDGES) * bar + 2:.1f}" y1="{y(fl):.1f}" y2="{y(fl):.1f}" '
                 f'stroke="{COLOURS["floor"]}" stroke-dasharray="4 2" stroke-width="2"/>'
             )
         label = cell.name.replace("p0 ", "").replace(", ", " / ")
         body.append(
-            f'<text x="{x0 + bar:.1f}" y="{top + plot_h + 16}" text-anchor="middle" font-size="11">{label}</text>'
+            f'<text x="{x0 + len(JUDGES) * bar / 2:.1f}" y="{top + plot_h + 16}" text-anchor="middle" font-size="11">{label}</text>'
         )
     legend_y = top + plot_h + 40
     for k, (name, colour) in enumerate(
         (
             ("threshold judge", COLOURS["threshold"]),
             ("sequential judge", COLOURS["sequential"]),
+            ("sequential, promoteEarly", COLOURS["early"]),
             ("floor (Wald SPRT)", COLOURS["floor"]),
         )
     ):
         body.append(
-            f'<rect x="{left + k * 180}" y="{legend_y - 10}" width="12" height="12" fill="{colour}"/>'
+            f'<rect x="{left + k * 165}" y="{legend_y - 10}" width="12" height="12" fill="{colour}"/>'
         )
-        body.append(f'<text x="{left + k * 180 + 18}" y="{legend_y}">{name}</text>')
+        body.append(f'<text x="{left + k * 165 + 18}" y="{legend_y}">{name}</text>')
     return _svg(left + plot_w + 20, legend_y + 20, body)
 
 
@@ -483,7 +496,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     started = time.perf_counter()
     summaries = measure(seeds=args.seeds)
-    print(f"{args.seeds} seeds per cell, both judges, {time.perf_counter() - started:.0f} s\n")
+    print(f"{args.seeds} seeds per cell, every judge, {time.perf_counter() - started:.0f} s\n")
     print(table(summaries))
     if args.plots is not None:
         args.plots.mkdir(parents=True, exist_ok=True)

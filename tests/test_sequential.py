@@ -224,3 +224,59 @@ async def test_monitor_keeps_evidence_per_run_and_checker_judges_from_it() -> No
     source.down = True
     down = await checker.run_metrics(c, RunWindow("run-2"))
     assert not down.ok and down.verdict is None and "source is down" in down.message
+
+
+# -- "not worse": the pass that promoteEarly promotes on ---------------------------------------------------
+
+
+def false_passes(s: SequentialSettings, p0: float, p1: float, runs: int = 200, seconds: int = 600) -> float:
+    """Share of runs whose pass test ever crosses 1/beta, looked at every second, at canary weight 30%."""
+    crossed = 0
+    for seed in range(runs):
+        rng = random.Random(seed)
+        t = RatioTest(s)
+        for _ in range(seconds):
+            n_c = binomial(rng, 100, 0.3)
+            t.update(n_c, 100 - n_c, binomial(rng, n_c, p1), binomial(rng, 100 - n_c, p0))
+            if t.passed(s.beta):
+                crossed += 1
+                break
+    return crossed / runs
+
+
+def test_false_passes_stay_under_beta_however_often_one_looks() -> None:
+    """A canary exactly (1 + minRegression) times worse, peeked at every second for 10 minutes."""
+    s = SequentialSettings(beta=0.1)
+    assert false_passes(s, 0.02, 0.05) <= s.beta
+    # both ways to pass at their boundary: the ratio (2.5x) and the negligible rate (the canary's rate is it)
+    s = SequentialSettings(beta=0.1, negligible_rate=0.01)
+    assert false_passes(s, 0.004, 0.01) <= s.beta
+
+
+def test_pass_is_the_mean_of_the_two_e_values() -> None:
+    s = SequentialSettings()
+    t = RatioTest(s)
+    t.update(1000, 9000, 0, 0)  # no bad request: only the negligible e-value moves (the other stays 1)
+    assert t.log_e_not_worse == 0
+    assert t.log_e_pass == pytest.approx(math.log((1 + math.exp(t.log_e_negligible)) / 2))
+    t.update(1000, 4000, 10, 40)
+    expected = math.log((math.exp(t.log_e_not_worse) + math.exp(t.log_e_negligible)) / 2)
+    assert t.log_e_pass == pytest.approx(expected)
+
+
+def test_a_pass_says_the_counts_the_e_values_and_the_bound() -> None:
+    e = Evidence(SequentialSettings(baseline_requests=100))
+    e.add(Counts(group(0, 0, (0,) * 5), group(0, 0, (0,) * 5)))
+    for i in (1, 2):  # 1% 5xx and 1% slower than 10 ms on both sides
+        e.add(
+            Counts(
+                group(4000 * i, 40 * i, (3960 * i, 40 * i, 0, 0, 0)),
+                group(1000 * i, 10 * i, (990 * i, 10 * i, 0, 0, 0)),
+            )
+        )
+    a = e.assess()
+    assert a.verdict is Verdict.PASS
+    assert a.message.startswith("sequential judge: the canary is not worse than the primary: errors: canary")
+    assert "errors: canary 20/2000 5xx, primary 80/8000, ratio 1;" in a.message
+    assert "latency: canary 10/1000 slower than 10 ms, primary 40/4000, ratio 1;" in a.message
+    assert a.message.count(" >= 20 = 1/beta (not 2.5x the primary's)") == 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, PrivateAttr, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from rheostat.model.base import ObjectMeta, Strict
 from rheostat.util.durations import parse_duration
@@ -461,6 +461,7 @@ class Analysis(Strict):
     sessionAffinity: SessionAffinity | None = None
     judge: Literal["threshold", "sequential"] = "threshold"  # ours: which judge decides (docs/analysis.md)
     sequential: Sequential | None = None  # settings of the sequential judge; defaults when None
+    promoteEarly: bool = False  # ours: promote on the sequential judge's "not worse" (docs/analysis.md)
     _strategy: Strategy = PrivateAttr(default=Strategy.CANARY)
 
     @field_validator("interval")
@@ -472,6 +473,16 @@ class Analysis(Strict):
     @classmethod
     def _threshold(cls, v: int) -> int:
         return v if v > 0 else 1  # Flagger: a threshold <= 0 means 1
+
+    @field_validator("promoteEarly")
+    @classmethod
+    def _promote_early(cls, v: bool, info: ValidationInfo) -> bool:
+        judge = info.data.get("judge")  # absent when the judge itself is invalid: that error is enough
+        if v and judge not in (None, "sequential"):
+            raise ValueError(
+                f"needs judge: sequential (promotion on anytime-valid evidence); the judge is {judge}"
+            )
+        return v
 
     @model_validator(mode="after")
     def _consistent(self) -> Analysis:

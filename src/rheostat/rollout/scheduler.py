@@ -1,9 +1,10 @@
 """One supervised asyncio task per canary, ticking at its analysis interval, and a watcher beside it.
 
 The watcher feeds the sequential judge's evidence at every scrape while a run is in progress, and ticks the
-canary at once when the verdict turns to "fail" (roll back now) or, while promotion waits for evidence, to
-"pass". It runs only while its canary is judged sequentially and a run is in progress (started and stopped
-after each tick): a canary at rest, or judged by thresholds, costs nothing between its ticks.
+canary at once when the verdict turns to "fail" (roll back now) or, while promotion waits for evidence (at
+every step with `promoteEarly`), to "pass". It runs only while its canary is judged sequentially and a run is
+in progress (started and stopped after each tick): a canary at rest, or judged by thresholds, costs nothing
+between its ticks.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Awaitable, Callable
 
 from rheostat.model.base import ObjectKey
 from rheostat.rollout.engine import CANARY, Engine, run_id
-from rheostat.rollout.strategy import WAITING_EVIDENCE
+from rheostat.rollout.strategy import kicks_at_once
 from rheostat.rollout.types import Phase, Verdict
 from rheostat.util.tasks import cancel_all, supervised
 
@@ -162,8 +163,6 @@ class Scheduler:
             except Exception as exc:  # the tick reports a failing source as a failed check; here, just wait
                 log.debug("evidence of %s not updated: %s", key, exc)
                 continue
-            if verdict is not last and (
-                verdict is Verdict.FAIL or (verdict is Verdict.PASS and WAITING_EVIDENCE in status.message)
-            ):
+            if verdict is not last and kicks_at_once(canary, status, verdict):
                 self.kick(key)
             last = verdict

@@ -16,9 +16,15 @@ statistics in plain words; in short:
   however often one looks:
   - "worse": null rho <= 1, mixture over rho >= 1 + minRegression. Crossing 2/alpha (two kinds of bad
     request, Bonferroni) is a conclusive regression: roll back.
-  - "not worse": null rho >= 1 + minRegression, alternative rho = 1. Crossing 1/beta is a conclusive pass.
+  - "not worse": null rho >= 1 + minRegression, alternative rho = 1. The likelihood ratio is an e-process
+    for the whole composite null: theta grows with rho, so under any rho >= 1 + minRegression each scrape's
+    factor has expectation at most 1.
   - "negligible": null "canary bad-request rate >= negligibleRate" (Bernoulli SPRT against a tenth of it),
     so a kind of bad request that (almost) never happens on either side can pass too.
+  A kind passes when the mean of the "not worse" and "negligible" e-values crosses 1/beta: the mean of two
+  e-processes is one for the intersection of their nulls, so a release worse by minRegression or more (and
+  not negligible) passes with probability at most beta. Both kinds must pass; with `promoteEarly` a pass
+  promotes at once, so beta is also the bound on early promotions of such a release.
 """
 
 from __future__ import annotations
@@ -130,9 +136,14 @@ class RatioTest:
     def failed(self, level: float) -> bool:
         return self.log_e_worse >= math.log(1 / level)
 
+    @property
+    def log_e_pass(self) -> float:
+        """log of the mean of the "not worse" and "negligible" e-values: an e-process for "worse, and not
+        negligible", so the union of the two ways to pass costs a factor 2, not a doubled error rate."""
+        return _logsumexp([self.log_e_not_worse, self.log_e_negligible]) - math.log(2)
+
     def passed(self, level: float) -> bool:
-        threshold = math.log(1 / level)
-        return self.log_e_not_worse >= threshold or self.log_e_negligible >= threshold
+        return self.log_e_pass >= math.log(1 / level)
 
 
 @dataclass(frozen=True)
@@ -234,27 +245,40 @@ class Evidence:
                 Verdict.FAIL, f"sequential judge: the canary is worse than the primary: {detail}", values
             )
         if all(t.passed(s.beta) for t in tests.values()):
+            detail = "; ".join(self._describe_pass(name, t) for name, t in tests.items())
             return Assessment(
-                Verdict.PASS, "sequential judge: the canary is not worse than the primary", values
+                Verdict.PASS, f"sequential judge: the canary is not worse than the primary: {detail}", values
             )
         pending = ", ".join(name for name, t in tests.items() if not t.passed(s.beta))
         return Assessment(Verdict.CONTINUE, f"sequential judge: collecting evidence ({pending})", values)
 
     def _describe(self, name: str, t: RatioTest) -> str:
         what = "5xx" if name == ERRORS else f"slower than {self.slow_ms:g} ms"
-        ratio = t.ratio
-        shown = "inf" if ratio is not None and math.isinf(ratio) else f"{ratio:.3g}" if ratio else "-"
         return (
             f"{name}: canary {t.canary_bad}/{t.canary_requests} {what}, primary {t.primary_bad}/"
-            f"{t.primary_requests}, ratio {shown}, e-value {math.exp(min(t.log_e_worse, 700)):.3g}"
+            f"{t.primary_requests}, ratio {_ratio(t.ratio)}, e-value {math.exp(min(t.log_e_worse, 700)):.3g}"
             f" >= {2 / self.settings.alpha:g}"
+        )
+
+    def _describe_pass(self, name: str, t: RatioTest) -> str:
+        s = self.settings
+        what = "5xx" if name == ERRORS else f"slower than {self.slow_ms:g} ms" if self.slow_ms else "slow"
+        why = (
+            f"rate below {s.negligible_rate:g}"
+            if t.log_e_negligible > t.log_e_not_worse
+            else f"not {1 + s.min_regression:g}x the primary's"
+        )
+        return (
+            f"{name}: canary {t.canary_bad}/{t.canary_requests} {what}, primary {t.primary_bad}/"
+            f"{t.primary_requests}, ratio {_ratio(t.ratio)}; e(not worse) {_shown(t.log_e_pass)} >= {1 / s.beta:g}"
+            f" = 1/beta ({why})"
         )
 
     def _value(self, name: str, t: RatioTest) -> MetricValue:
         s = self.settings
         ok = not t.failed(s.alpha / 2) and t.passed(s.beta)
         e_worse = math.exp(min(t.log_e_worse, 700))
-        e_pass = math.exp(min(max(t.log_e_not_worse, t.log_e_negligible), 700))
+        e_pass = math.exp(min(t.log_e_pass, 700))
         what = (
             "5xx"
             if name == ERRORS
@@ -276,6 +300,14 @@ class Evidence:
             ok,
             message,
         )
+
+
+def _ratio(ratio: float | None) -> str:
+    return "-" if ratio is None else "inf" if math.isinf(ratio) else f"{ratio:.3g}"
+
+
+def _shown(log_e: float) -> str:
+    return f"{math.exp(min(log_e, 700)):.3g}"
 
 
 def _hist_increase(new: GroupCounts, old: GroupCounts) -> GroupCounts | None:

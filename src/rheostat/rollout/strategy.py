@@ -57,6 +57,7 @@ class _Tick:
         self.name = canary.metadata.name
         self.target = canary.spec.targetRef.name
         self.inconclusive = False  # a judge said "continue": traffic may step up, promotion waits
+        self.early: str | None = None  # with promoteEarly, the judge's "not worse" evidence: promote now
 
     # -- helpers -------------------------------------------------------------------------------------
 
@@ -468,6 +469,8 @@ class _Tick:
         if not outcome.ok:
             return self.failed_check(outcome.message or f"{check.value} checks failed")
         self.inconclusive = outcome.verdict is Verdict.CONTINUE
+        if check is Check.ANALYSIS and outcome.verdict is Verdict.PASS and self.a.promoteEarly:
+            self.early = outcome.message
         return None
 
     def no_data(self, message: str) -> Decision:
@@ -528,12 +531,44 @@ class _Tick:
     def advance(self) -> Step:
         if self.obs.manual.halt:
             return self.hold(f"{self.name} is halted by hand; checks go on, traffic stays")
+        if self.early is not None and (early := self.promote_early(self.early)) is not None:
+            return early
         strategy = self.a.strategy
         if strategy is Strategy.BLUE_GREEN:
             return self.blue_green()
         if strategy is Strategy.AB_TESTING:
             return self.ab_testing()
         return self.weighted()
+
+    def promote_early(self, evidence: str) -> Step | None:
+        """`promoteEarly`: the judge says "not worse" on anytime-valid evidence, so the remaining steps are
+        skipped. Promotion itself is the ordinary one: confirm-promotion first, post-rollout at the end."""
+        live = self.obs.routes
+        strategy = self.a.strategy
+        if strategy is Strategy.CANARY and live.canary >= self.a.max_weight:
+            return None  # the last step already: the ordinary promotion
+        if strategy is Strategy.BLUE_GREEN and self.s.iterations > (self.a.iterations or 0):
+            return None  # already switched: blue_green() promotes
+        if (blocked := self.promotion_blocked()) is not None:
+            return blocked
+        where = (
+            f"at canary weight {live.canary} of {self.a.max_weight}"
+            if strategy is Strategy.CANARY
+            else f"after iteration {self.s.iterations} of {self.a.iterations or 0}"
+        )
+        event = Event(
+            "PromotingEarly",
+            f"Promoting {self.target} early, {where}: {evidence}",
+            alert=Severity.INFO,
+        )
+        if strategy is Strategy.BLUE_GREEN:  # blue/green promotes after one tick with all traffic switched
+            total = self.a.iterations or 0
+            return self.decide(
+                self.status(phase=Phase.PROGRESSING, iterations=total + 1, canary_weight=100, mirrored=False),
+                event,
+                routes=Routes(0, 100),
+            )
+        return self.decide(self.status(phase=Phase.PROMOTING), event, actions=(ActionKind.PROMOTE,))
 
     def weighted(self) -> Step:
         live = self.obs.routes
@@ -600,6 +635,18 @@ class _Tick:
                 routes=routes if routes != self.obs.routes else None,
             )
         return self.promote()
+
+
+def kicks_at_once(canary: Canary, status: CanaryStatus, verdict: Verdict) -> bool:
+    """Whether a fresh verdict of the evidence watcher should tick the canary now, not at the interval's end:
+    a conclusive regression, or a pass that promotion is waiting for (every step, with promoteEarly)."""
+    if verdict is Verdict.FAIL:
+        return True
+    if verdict is not Verdict.PASS:
+        return False
+    if canary.spec.the_analysis.promoteEarly and status.phase is Phase.PROGRESSING:
+        return True
+    return WAITING_EVIDENCE in status.message
 
 
 def routes_in_force(canary: Canary, status: CanaryStatus, primary: int, weight: int, mirror: bool) -> Routes:
