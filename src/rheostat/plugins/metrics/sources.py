@@ -61,6 +61,7 @@ def _lazy(module: str) -> Callable[[], SourceKind]:
 
 
 SOURCES.register("prometheus", _lazy("prometheus"))
+SOURCES.register("cloudwatch", _lazy("cloudwatch"))
 
 
 def kind_of(type_name: str) -> SourceKind:
