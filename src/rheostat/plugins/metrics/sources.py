@@ -62,6 +62,7 @@ def _lazy(module: str) -> Callable[[], SourceKind]:
 
 SOURCES.register("prometheus", _lazy("prometheus"))
 SOURCES.register("cloudwatch", _lazy("cloudwatch"))
+SOURCES.register("stackdriver", _lazy("stackdriver"))
 
 
 def kind_of(type_name: str) -> SourceKind:
