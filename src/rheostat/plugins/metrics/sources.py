@@ -63,6 +63,7 @@ def _lazy(module: str) -> Callable[[], SourceKind]:
 SOURCES.register("prometheus", _lazy("prometheus"))
 SOURCES.register("cloudwatch", _lazy("cloudwatch"))
 SOURCES.register("stackdriver", _lazy("stackdriver"))
+SOURCES.register("splunk", _lazy("splunk"))
 
 
 def kind_of(type_name: str) -> SourceKind:
