@@ -64,6 +64,7 @@ SOURCES.register("prometheus", _lazy("prometheus"))
 SOURCES.register("cloudwatch", _lazy("cloudwatch"))
 SOURCES.register("stackdriver", _lazy("stackdriver"))
 SOURCES.register("splunk", _lazy("splunk"))
+SOURCES.register("keptn", _lazy("keptn"))
 
 
 def kind_of(type_name: str) -> SourceKind:
