@@ -276,6 +276,14 @@ async def test_the_timeout_covers_the_whole_request(server: ReplayServer) -> Non
     server.answer = load("cloudwatch", "good", trickle=2, pause_s=0.05)  # headers at once, then a trickle
     with pytest.raises(ProviderError, match=r"did not answer within 0.5s"):
         await provider(server, timeout_s=0.5).value(ONE, 60)
+    # two pages, each in time, together not: one deadline covers every page
+    pages = iter(
+        [load("cloudwatch", "partial-first-page", pause_s=0.3), load("cloudwatch", "good", pause_s=0.3)]
+    )
+    server.respond = lambda req: next(pages)
+    with pytest.raises(ProviderError, match=r"did not answer within 0.5s"):
+        await provider(server, timeout_s=0.5).value(ONE, 60)
+    assert len(server.requests) == 4
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ it granted."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -243,6 +244,15 @@ async def test_the_timeout_covers_the_token_and_the_query(
     other, _ = private_key()
     with pytest.raises(ProviderError, match=r"no Google access token within 0.3s"):
         await provider(server, other, timeout_s=0.3).value(MQL)
+    # a slow token and then a slow query: one deadline for both, not one each
+    server.respond = lambda req: load(
+        "stackdriver", "token" if req.path == "/token" else "good", pause_s=0.35
+    )
+    slow = provider(server, private_key()[0], timeout_s=0.5)
+    started = time.monotonic()
+    with pytest.raises(ProviderError, match=r"Cloud Monitoring at .* did not answer within 0.5s"):
+        await slow.value(MQL)
+    assert time.monotonic() - started < 0.65
 
 
 def _series(*values: object) -> bytes:

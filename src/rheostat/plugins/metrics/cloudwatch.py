@@ -13,6 +13,7 @@ whichever CloudWatch listed first): every query but one should say `"ReturnData"
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import time
@@ -104,7 +105,9 @@ class CloudWatchProvider:
     async def is_online(self) -> bool:
         """Flagger's check: an empty query answers 400 (a validation error), not 403 (not allowed)."""
         try:
-            reply = await self._call({"MetricDataQueries": [], "StartTime": 0, "EndTime": 0}, "[]")
+            reply = await self._call(
+                {"MetricDataQueries": [], "StartTime": 0, "EndTime": 0}, "[]", self._deadline()
+            )
         except ProviderError:
             return False
         return reply.status in (200, 400)
@@ -119,8 +122,9 @@ class CloudWatchProvider:
             "MaxDatapoints": MAX_DATAPOINTS,
             "ScanBy": "TimestampDescending",  # the newest point first
         }
+        deadline = self._deadline()  # one for every page
         for _ in range(MAX_PAGES):
-            answer = _answer(await self._call(body, text), text)
+            answer = _answer(await self._call(body, text, deadline), text)
             results = answer.get("MetricDataResults")
             if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
                 raise ProviderError(
@@ -161,15 +165,18 @@ class CloudWatchProvider:
             body["NextToken"] = token
         raise NoData(f"CloudWatch returned no data points{_messages(result)}; query: {_one_line(text)}")
 
-    async def _call(self, payload: dict[str, Any], text: str) -> Reply:
+    def _deadline(self) -> float:
+        return asyncio.get_running_loop().time() + self.timeout_s
+
+    async def _call(self, payload: dict[str, Any], text: str, deadline: float) -> Reply:
         body = json.dumps(payload, separators=(",", ":")).encode()
         url = self.address + "/"
         headers = self.credentials.sign(url, body, self.region)
         try:
             if self.client is not None:
-                return await self._send(self.client, url, body, headers)
+                return await self._send(self.client, url, body, headers, deadline)
             async with httpx.AsyncClient(timeout=self.timeout_s) as client:
-                return await self._send(client, url, body, headers)
+                return await self._send(client, url, body, headers, deadline)
         except (TimeoutError, httpx.TimeoutException):
             raise ProviderError(
                 f"CloudWatch at {self.address} did not answer within {self.timeout_s:g}s; query: {_one_line(text)}"
@@ -181,9 +188,12 @@ class CloudWatchProvider:
                 f"CloudWatch at {self.address} is unreachable ({type(exc).__name__}); query: {_one_line(text)}"
             ) from None
 
-    async def _send(self, client: httpx.AsyncClient, url: str, body: bytes, headers: dict[str, str]) -> Reply:
+    async def _send(
+        self, client: httpx.AsyncClient, url: str, body: bytes, headers: dict[str, str], deadline: float
+    ) -> Reply:
+        left = max(0.0, deadline - asyncio.get_running_loop().time())
         return await request(
-            client, "POST", url, deadline_s=self.timeout_s, cap=MAX_BODY, content=body, headers=headers
+            client, "POST", url, deadline_s=left, cap=MAX_BODY, content=body, headers=headers
         )
 
 

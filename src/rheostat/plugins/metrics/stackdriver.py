@@ -166,21 +166,24 @@ class StackdriverProvider:
 
     async def is_online(self) -> bool:
         """Flagger's check: an empty query is refused as invalid (400), not as unauthorised."""
+        deadline = self._deadline()
         if self.promql:
-            token = await self._has_token()
-            return token is not None and await self._prometheus(token).is_online()
+            token = await self._has_token(deadline)
+            return token is not None and await self._prometheus(token, deadline).is_online()
         try:
-            reply = await self._post({"query": ""}, "")
+            reply = await self._post({"query": ""}, "", deadline)
         except ProviderError:
             return False
         return reply.status in (200, 400)
 
     async def value(self, text: str) -> float:
+        """One deadline for all of it: the token, then every page."""
+        deadline = self._deadline()
         if self.promql:
-            return await self._prometheus(await self._token(text)).value(text)
+            return await self._prometheus(await self._token(text, deadline), deadline).value(text)
         body: dict[str, Any] = {"query": text}
         for _ in range(MAX_PAGES):
-            answer = _answer(await self._post(body, text), text)
+            answer = _answer(await self._post(body, text, deadline), text)
             series = answer.get("timeSeriesData", [])
             if not isinstance(series, list):
                 raise ProviderError(
@@ -199,20 +202,23 @@ class StackdriverProvider:
             body["pageToken"] = token
         raise NoData(f"the query returned no time series; query: {_line(text)}")
 
-    def _prometheus(self, token: str) -> PrometheusProvider:
+    def _deadline(self) -> float:
+        return asyncio.get_running_loop().time() + self.timeout_s
+
+    def _prometheus(self, token: str, deadline: float) -> PrometheusProvider:
         return PrometheusProvider(
-            self.address, auth=Auth(token=token), timeout_s=self.timeout_s, client=self.client
+            self.address, auth=Auth(token=token), timeout_s=_left(deadline), client=self.client
         )
 
-    async def _has_token(self) -> str | None:
+    async def _has_token(self, deadline: float) -> str | None:
         try:
-            return await self._token("")
+            return await self._token("", deadline)
         except ProviderError:
             return None
 
-    async def _token(self, text: str) -> str:
+    async def _token(self, text: str, deadline: float) -> str:
         try:
-            async with asyncio.timeout(self.timeout_s):
+            async with asyncio.timeout_at(deadline):
                 return await self.token.get(self.timeout_s)
         except TimeoutError:
             raise ProviderError(
@@ -225,14 +231,14 @@ class StackdriverProvider:
                 f"no Google access token: {_short(said, 300)}; query: {_line(text)}"
             ) from None
 
-    async def _post(self, body: dict[str, Any], text: str) -> Reply:
+    async def _post(self, body: dict[str, Any], text: str, deadline: float) -> Reply:
         url = f"{self.address}/v3/projects/{self.project}/timeSeries:query"
-        headers = {"Authorization": f"Bearer {await self._token(text)}"}
+        headers = {"Authorization": f"Bearer {await self._token(text, deadline)}"}
         try:
             if self.client is not None:
-                return await self._send(self.client, url, body, headers)
+                return await self._send(self.client, url, body, headers, deadline)
             async with httpx.AsyncClient(timeout=self.timeout_s) as client:
-                return await self._send(client, url, body, headers)
+                return await self._send(client, url, body, headers, deadline)
         except (TimeoutError, httpx.TimeoutException):
             raise ProviderError(
                 f"Cloud Monitoring at {self.address} did not answer within {self.timeout_s:g}s; query: {_line(text)}"
@@ -245,11 +251,20 @@ class StackdriverProvider:
             ) from None
 
     async def _send(
-        self, client: httpx.AsyncClient, url: str, body: dict[str, Any], headers: dict[str, str]
+        self,
+        client: httpx.AsyncClient,
+        url: str,
+        body: dict[str, Any],
+        headers: dict[str, str],
+        deadline: float,
     ) -> Reply:
         return await request(
-            client, "POST", url, deadline_s=self.timeout_s, cap=MAX_BODY, json=body, headers=headers
+            client, "POST", url, deadline_s=_left(deadline), cap=MAX_BODY, json=body, headers=headers
         )
+
+
+def _left(deadline: float) -> float:
+    return max(0.0, deadline - asyncio.get_running_loop().time())
 
 
 def _answer(reply: Reply, text: str) -> dict[str, Any]:
