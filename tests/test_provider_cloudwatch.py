@@ -10,6 +10,7 @@ import hmac
 import json
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -18,7 +19,9 @@ from rheostat.model.base import ObjectKey
 from rheostat.plugins.metrics import sources
 from rheostat.plugins.metrics.base import MetricQuery, NoData, ProviderError
 from rheostat.plugins.metrics.cloudwatch import AwsCredentials, CloudWatchProvider, endpoint
+from rheostat.rollout.types import Phase
 from tests.answers.replay import Recorded, ReplayServer, Request, load, rendered, replaying
+from tests.rig import NS, Rig, canary, workload
 
 ACCESS_KEY = "AKIDEXAMPLE"
 SECRET_KEY = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
@@ -337,3 +340,52 @@ def test_the_kind_names_what_a_template_lacks_and_credentials_come_from_the_envi
     assert made.address == "https://monitoring.ap-northeast-1.amazonaws.com"
     assert SECRET_KEY not in repr(made) and ACCESS_KEY not in repr(made.credentials)
     assert endpoint("cn-north-1") == "https://monitoring.cn-north-1.amazonaws.com.cn"
+
+
+# -- a canary judged by a CloudWatch template, end to end --------------------------------------------------
+
+
+@pytest.mark.e2e
+async def test_a_canary_is_promoted_then_rolled_back_on_a_cloudwatch_template(
+    server: ReplayServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in ENV.items():  # the controller's environment, where the SDKs read credentials
+        monkeypatch.setenv(name, value)
+    rig = Rig(tmp_path)
+    template = DOCUMENTED.replace(
+        "region: ap-northeast-1 # specify the region of your metrics",
+        f'region: ap-northeast-1\n    address: "{server.url}"',
+    ).replace("name: cloudwatch-error-rate\n", f"name: cloudwatch-error-rate\n  namespace: {NS}\n")
+    analysis = """
+interval: 1s
+threshold: 2
+stepWeight: 25
+maxWeight: 50
+metrics:
+- name: app error rate
+  templateRef: {name: cloudwatch-error-rate}
+  thresholdRange: {max: 0.1}
+  interval: 1m
+"""
+    rig.commit(workload("6.0.0"), canary(rig.port, analysis), template, message="6.0.0")
+    try:
+        server.answer = load("cloudwatch", "good")
+        await rig.start()
+        await rig.wait(Phase.INITIALIZED)
+        tick = rig.status().tick
+        rig.commit(workload("6.0.1"), canary(rig.port, analysis), template, message="6.0.1")
+        await rig.wait(Phase.SUCCEEDED, after_tick=tick, timeout=60)
+        assert server.requests
+        sent = server.requests[-1].json()["MetricDataQueries"][1]["MetricStat"]["Metric"]["Dimensions"]
+        assert sent == [{"Name": "appName", "Value": f"web.{NS}"}]
+
+        bad = load("cloudwatch", "good")
+        bad.body = bad.body.replace(b"0.0123", b"0.25")
+        server.answer = bad
+        tick = rig.status().tick
+        rig.commit(workload("6.0.2"), canary(rig.port, analysis), template, message="6.0.2")
+        st = await rig.wait(Phase.FAILED, after_tick=tick, timeout=60)
+        assert "app error rate" in st.message and "0.25" in st.message
+        assert SECRET_KEY not in " ".join(rig.events())
+    finally:
+        await rig.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -13,7 +14,9 @@ from rheostat.model.base import ObjectKey
 from rheostat.plugins.metrics import sources
 from rheostat.plugins.metrics.base import MetricQuery, NoData, ProviderError
 from rheostat.plugins.metrics.splunk import EventStream, SplunkProvider, endpoints
+from rheostat.rollout.types import Phase
 from tests.answers.replay import Recorded, ReplayServer, Request, load, rendered, replaying
+from tests.rig import NS, Rig, canary, workload
 
 TOKEN = "sfx-test-token-0123456789"
 NOW = 1764986430.0
@@ -192,3 +195,54 @@ def test_the_kind_names_what_a_template_lacks() -> None:
     made = kind.make(sources.SourceContext(spec, "istio-system", {"splunk_token": TOKEN}, client))
     assert isinstance(made, SplunkProvider) and TOKEN not in repr(made)
     assert made.stream_url == "https://stream.<REALM>.signalfx.com"
+
+
+# -- a canary judged by a Splunk template, end to end ------------------------------------------------------
+
+
+def _stream(value: float) -> bytes:
+    """The good answer's stream with another last value."""
+    return load("splunk", "good").body.replace(b'"value": 99.5', f'"value": {value}'.encode())
+
+
+@pytest.mark.e2e
+async def test_a_canary_is_promoted_then_rolled_back_on_a_splunk_template(
+    server: ReplayServer, tmp_path: Path
+) -> None:
+    rig = Rig(tmp_path)
+    secret = rig.data / "secrets" / NS / "splunk.yaml"
+    secret.parent.mkdir(parents=True)
+    secret.write_text(f"sf_token_key: {TOKEN}\n")
+    template = DOCUMENTED.replace("https://api.<REALM>.signalfx.com", server.url).replace(
+        "namespace: istio-system", f"namespace: {NS}"
+    )
+    analysis = """
+interval: 1s
+threshold: 2
+stepWeight: 25
+maxWeight: 50
+metrics:
+- name: success rate
+  templateRef: {name: success-rate}
+  thresholdRange: {min: 99}
+  interval: 1m
+"""
+    server.answer = Recorded(200, _stream(99.5), "text/event-stream")
+    rig.commit(workload("6.0.0"), canary(rig.port, analysis), template, message="6.0.0")
+    try:
+        await rig.start()
+        await rig.wait(Phase.INITIALIZED)
+        tick = rig.status().tick
+        rig.commit(workload("6.0.1"), canary(rig.port, analysis), template, message="6.0.1")
+        await rig.wait(Phase.SUCCEEDED, after_tick=tick, timeout=60)
+        executed = [r for r in server.requests if r.path == "/v2/signalflow/execute"]
+        assert executed and all("filter('sf_service', 'web')" in r.body.decode() for r in executed)
+
+        server.answer = Recorded(200, _stream(87.5), "text/event-stream")
+        tick = rig.status().tick
+        rig.commit(workload("6.0.2"), canary(rig.port, analysis), template, message="6.0.2")
+        st = await rig.wait(Phase.FAILED, after_tick=tick, timeout=60)
+        assert "success rate" in st.message and "87.5" in st.message
+        assert TOKEN not in " ".join(rig.events())
+    finally:
+        await rig.stop()
