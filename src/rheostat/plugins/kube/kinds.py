@@ -25,6 +25,9 @@ HTTPROUTE = Kind("gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes", stat
 HTTPROUTE_V1BETA1 = Kind("gateway.networking.k8s.io/v1beta1", "HTTPRoute", "httproutes", status=True)
 TRAFFIC_SPLIT_V1ALPHA2 = Kind("split.smi-spec.io/v1alpha2", "TrafficSplit", "trafficsplits")
 TRAFFIC_SPLIT_V1ALPHA3 = Kind("split.smi-spec.io/v1alpha3", "TrafficSplit", "trafficsplits")
+# Keptn's metrics operator: read (KeptnMetric) and created for a verdict (Analysis) by the keptn provider
+KEPTN_METRIC = Kind("metrics.keptn.sh/v1beta1", "KeptnMetric", "keptnmetrics", status=True)
+KEPTN_ANALYSIS = Kind("metrics.keptn.sh/v1beta1", "Analysis", "analyses", status=True)
 
 ALL = (
     DEPLOYMENT,
@@ -46,6 +49,8 @@ ALL = (
     HTTPROUTE_V1BETA1,
     TRAFFIC_SPLIT_V1ALPHA2,
     TRAFFIC_SPLIT_V1ALPHA3,
+    KEPTN_METRIC,
+    KEPTN_ANALYSIS,
 )
 _BY_TYPE = {(k.api_version, k.kind): k for k in ALL}
 

@@ -66,6 +66,10 @@ SOURCES.register("influxdb", _lazy("influxdb"))
 SOURCES.register("datadog", _lazy("datadog"))
 SOURCES.register("newrelic", _lazy("newrelic"))
 SOURCES.register("dynatrace", _lazy("dynatrace"))
+SOURCES.register("cloudwatch", _lazy("cloudwatch"))
+SOURCES.register("stackdriver", _lazy("stackdriver"))
+SOURCES.register("splunk", _lazy("splunk"))
+SOURCES.register("keptn", _lazy("keptn"))
 
 
 def kind_of(type_name: str) -> SourceKind:
