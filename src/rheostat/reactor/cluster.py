@@ -23,6 +23,7 @@ from rheostat.rollout.backends import REFUSED_EVERYWHERE, WORKLOAD_KINDS, Backen
 from rheostat.rollout.engine import CANARY, Engine, target_of
 from rheostat.rollout.flagger_status import from_flagger, to_flagger
 from rheostat.store.port import State
+from rheostat.util.backoff import Backoff
 from rheostat.util.tasks import cancel_all, supervised
 
 log = logging.getLogger(__name__)
@@ -121,18 +122,16 @@ class ClusterSecrets:
         self._data[key] = {**data, **{k: str(v) for k, v in (obj.get("stringData") or {}).items()}}
 
     async def watch(self, namespace: str | None) -> None:
-        delay = 0.5
+        backoff = Backoff()
         while True:
             try:
                 async for event, obj in self.api.watch(kinds.SECRET, namespace):
-                    delay = 0.5
+                    backoff.reset()
                     self.update(event, obj)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("watch of secrets failed (%s); again in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+                await backoff.wait(log, "watch of secrets", exc)
 
 
 class ClusterMirror:
@@ -189,14 +188,14 @@ class ClusterMirror:
                 await self._deleted(kind, ObjectKey(stored.key))
 
     async def _watch(self, kind: Kind) -> None:
-        delay = 0.5
+        backoff = Backoff()
         broken = False
         while True:
             try:
                 if broken:
                     await self._resync(kind)
                 async for event, obj in self.api.watch(kind, self.namespace):
-                    delay = 0.5
+                    backoff.reset()
                     key = self._key(obj)
                     if event == "DELETED":
                         await self._deleted(kind, key)
@@ -207,9 +206,7 @@ class ClusterMirror:
                 raise
             except Exception as exc:
                 broken = True
-                log.warning("watch of %s failed (%s); again in %.1fs", kind, exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+                await backoff.wait(log, f"watch of {kind}", exc)
 
     @staticmethod
     def _key(obj: Obj) -> ObjectKey:

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from rheostat.plugins.kube.api import Conflict, Kind, KubeAPI, KubeError, Obj, WatchType
 from rheostat.plugins.kube.kinds import kind_of
 from rheostat.plugins.kube.memory import matches
+from rheostat.util.backoff import Backoff
 
 log = logging.getLogger(__name__)
 Key = tuple[str, str]  # (namespace, name)
@@ -75,30 +76,28 @@ class _Informer:
             self.objects[key] = _slim(obj)
 
     async def run(self) -> None:
-        delay = 0.5
+        backoff = Backoff()
         while True:
             try:
                 listed = await self.api.list(self.kind, self.namespace)
                 self.objects = {self.key(o): _slim(o) for o in listed}
                 self.synced.set()
                 async for event, obj in self.api.watch(self.kind, self.namespace):
-                    delay = 0.5
+                    backoff.reset()
                     if event == "DELETED":
                         self.objects.pop(self.key(obj), None)
                     else:
                         self.put(obj)
+                await asyncio.sleep(backoff.delay_s)  # the watch ended: list again, a little later
             except asyncio.CancelledError:
                 raise
-            except KubeError as exc:
-                if not self.synced.is_set():  # never listed: reads go to the API, which says why
+            except Exception as exc:
+                if isinstance(exc, KubeError) and not self.synced.is_set():
+                    # never listed: reads go to the API, which says why
                     self.failed, self.failed_at = exc, time.monotonic()
                     self.synced.set()
                     return
-                log.warning("watch of %s failed (%s); listing again in %.1fs", self.kind, exc, delay)
-            except Exception as exc:
-                log.warning("watch of %s failed (%s); listing again in %.1fs", self.kind, exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
+                await backoff.wait(log, f"watch of {self.kind} (listing again)", exc)
 
 
 class CachedKube:
