@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import copy
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -75,34 +76,43 @@ def controller(kube: MemoryKube, data: Path) -> Controller:
     return Controller(settings, kube=kube)
 
 
+@contextlib.asynccontextmanager
+async def serving(
+    kube: MemoryKube, data: Path, hold: Callable[[dict[str, Any]], bool] = lambda _: False
+) -> AsyncIterator[Controller]:
+    """A controller on `kube`, with the kubelet keeping the workloads ready (but `hold`), stopped at the end."""
+    ctl = controller(kube, data)
+    async with kubelet(kube, kube, hold=hold):
+        await ctl.start()
+        try:
+            yield ctl
+        finally:
+            await ctl.stop()
+
+
 async def test_a_deployment_behind_istio_is_promoted_and_the_status_is_flaggers(tmp_path: Path) -> None:
     kube = MemoryKube()
     await kube.apply(deployment("6.0.0"))
     kube.add(canary())
-    ctl = controller(kube, tmp_path / "data")
     seen: set[tuple[int, ...]] = set()
-    async with kubelet(kube, kube):
-        await ctl.start()
-        try:
-            await until(lambda: status(kube).get("phase") == "Initialized")
-            primary = await kube.get(kinds.DEPLOYMENT, NS, "podinfo-primary")
-            assert primary is not None and primary["spec"]["selector"]["matchLabels"] == {
-                "app": "podinfo-primary"
-            }
-            target = await kube.get(kinds.DEPLOYMENT, NS, "podinfo")
-            assert target is not None and target["spec"]["replicas"] == 0  # scaled to 0 between runs
-            assert weights(kube) == (100, 0)
-            promoted = status(kube)["lastPromotedSpec"]
+    async with serving(kube, tmp_path / "data"):
+        await until(lambda: status(kube).get("phase") == "Initialized")
+        primary = await kube.get(kinds.DEPLOYMENT, NS, "podinfo-primary")
+        assert primary is not None and primary["spec"]["selector"]["matchLabels"] == {
+            "app": "podinfo-primary"
+        }
+        target = await kube.get(kinds.DEPLOYMENT, NS, "podinfo")
+        assert target is not None and target["spec"]["replicas"] == 0  # scaled to 0 between runs
+        assert weights(kube) == (100, 0)
+        promoted = status(kube)["lastPromotedSpec"]
 
-            await kube.apply(deployment("6.0.1"))
+        await kube.apply(deployment("6.0.1"))
 
-            def done() -> bool:
-                seen.add(weights(kube))
-                return status(kube).get("phase") == "Succeeded"
+        def done() -> bool:
+            seen.add(weights(kube))
+            return status(kube).get("phase") == "Succeeded"
 
-            await until(done)
-        finally:
-            await ctl.stop()
+        await until(done)
     assert {(75, 25), (50, 50)} <= seen and weights(kube) == (100, 0)
     primary = await kube.get(kinds.DEPLOYMENT, NS, "podinfo-primary")
     assert primary is not None
@@ -120,17 +130,12 @@ async def test_at_rest_nothing_is_written_to_the_cluster(tmp_path: Path) -> None
     kube = MemoryKube()
     await kube.apply(deployment("6.0.0"))
     kube.add(canary())
-    ctl = controller(kube, tmp_path / "data")
-    async with kubelet(kube, kube):
-        await ctl.start()
-        try:
-            await until(lambda: status(kube).get("phase") == "Initialized")
-            await asyncio.sleep(0.5)
-            before = len(kube.writes)
-            await asyncio.sleep(1.0)  # five intervals
-            assert kube.writes[before:] == []
-        finally:
-            await ctl.stop()
+    async with serving(kube, tmp_path / "data"):
+        await until(lambda: status(kube).get("phase") == "Initialized")
+        await asyncio.sleep(0.5)
+        before = len(kube.writes)
+        await asyncio.sleep(1.0)  # five intervals
+        assert kube.writes[before:] == []
 
 
 async def test_a_restarted_controller_goes_on_from_the_status_alone(tmp_path: Path) -> None:
@@ -165,15 +170,10 @@ async def test_a_provider_not_available_is_a_condition_on_the_canary(tmp_path: P
     kube = MemoryKube(missing=(kinds.VIRTUAL_SERVICE,))
     await kube.apply(deployment("6.0.0"))
     kube.add(canary(provider="appmesh"))
-    ctl = controller(kube, tmp_path / "data")
-    async with kubelet(kube, kube):
-        await ctl.start()
-        try:
-            cond = await until(
-                lambda: {c["type"]: c for c in status(kube).get("conditions", [])}.get("RheostatTick")
-            )
-        finally:
-            await ctl.stop()
+    async with serving(kube, tmp_path / "data"):
+        cond = await until(
+            lambda: {c["type"]: c for c in status(kube).get("conditions", [])}.get("RheostatTick")
+        )
     assert (
         cond["status"] == "False"
         and "spec.provider: 'appmesh' is not available in this cluster" in cond["message"]
@@ -283,18 +283,13 @@ async def test_a_configmap_change_is_a_new_revision_and_the_status_tracks_it(tmp
     ]
     await kube.apply(target)
     kube.add(canary())
-    ctl = controller(kube, tmp_path / "data")
-    async with kubelet(kube, kube):
-        await ctl.start()
-        try:
-            await until(lambda: status(kube).get("phase") == "Initialized")
-            before = status(kube)["trackedConfigs"]
-            assert list(before) == ["configmap/podinfo-config"]
-            await kube.apply({**config, "data": {"color": "green"}})  # the image does not change
-            await until(lambda: status(kube).get("phase") == "Progressing")
-            await until(lambda: status(kube).get("phase") == "Succeeded")
-        finally:
-            await ctl.stop()
+    async with serving(kube, tmp_path / "data"):
+        await until(lambda: status(kube).get("phase") == "Initialized")
+        before = status(kube)["trackedConfigs"]
+        assert list(before) == ["configmap/podinfo-config"]
+        await kube.apply({**config, "data": {"color": "green"}})  # the image does not change
+        await until(lambda: status(kube).get("phase") == "Progressing")
+        await until(lambda: status(kube).get("phase") == "Succeeded")
     after = status(kube)["trackedConfigs"]
     assert list(after) == ["configmap/podinfo-config"] and after != before
     copy_ = await kube.get(kinds.CONFIGMAP, NS, "podinfo-config-primary")
@@ -307,29 +302,22 @@ async def test_a_canary_edited_into_an_invalid_one_keeps_its_last_good_version_a
     kube = MemoryKube()
     await kube.apply(deployment("6.0.0"))
     kube.add(canary())
-    ctl = controller(kube, tmp_path / "data")
-    async with kubelet(kube, kube):
-        await ctl.start()
-        try:
-            await until(lambda: status(kube).get("phase") == "Initialized")
-            bad = canary()
-            bad["spec"]["analysis"]["stepWeight"] = 500  # over 100
-            await kube.apply(bad, force=True)  # an edit over the user's own fields
+    async with serving(kube, tmp_path / "data"):
+        await until(lambda: status(kube).get("phase") == "Initialized")
+        bad = canary()
+        bad["spec"]["analysis"]["stepWeight"] = 500  # over 100
+        await kube.apply(bad, force=True)  # an edit over the user's own fields
 
-            def invalid() -> list[dict[str, Any]]:
-                return [
-                    o
-                    for (_, k, _, _), o in kube.objects.items()
-                    if k == "Event" and o["reason"] == "InvalidSpec"
-                ]
+        def invalid() -> list[dict[str, Any]]:
+            return [
+                o for (_, k, _, _), o in kube.objects.items() if k == "Event" and o["reason"] == "InvalidSpec"
+            ]
 
-            (event,) = await until(invalid)
-            assert "stepWeight" in event["message"] and event["type"] == "Warning"
-            await kube.apply(deployment("6.0.1"))  # the last good version rolls this out
-            await until(lambda: status(kube).get("phase") == "Succeeded")
-            assert len(invalid()) == 1  # not again at every status written
-        finally:
-            await ctl.stop()
+        (event,) = await until(invalid)
+        assert "stepWeight" in event["message"] and event["type"] == "Warning"
+        await kube.apply(deployment("6.0.1"))  # the last good version rolls this out
+        await until(lambda: status(kube).get("phase") == "Succeeded")
+        assert len(invalid()) == 1  # not again at every status written
 
 
 async def test_a_halt_is_kept_on_the_canary_and_a_controller_on_a_new_data_dir_honours_it(
@@ -377,30 +365,25 @@ async def test_a_daemonset_behind_istio_is_promoted(tmp_path: Path) -> None:
     ds["spec"]["updateStrategy"] = {"type": "RollingUpdate"}
     await kube.apply(ds)
     kube.add(canary(targetRef={"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "podinfo"}))
-    ctl = controller(kube, tmp_path / "data")
     seen: set[tuple[int, ...]] = set()
-    async with kubelet(kube, kube):
-        await ctl.start()
-        try:
-            await until(lambda: status(kube).get("phase") == "Initialized")
-            target = await kube.get(kinds.DAEMONSET, NS, "podinfo")
-            assert target is not None  # "scaled to 0" as Flagger does: a node selector no node has
-            node_selector = target["spec"]["template"]["spec"].get("nodeSelector") or {}
-            assert "flagger.app/scale-to-zero" in node_selector
-            await kube.apply(
-                {
-                    **ds,
-                    "spec": {**ds["spec"], "template": podinfo.deployment(NS, "6.0.1")["spec"]["template"]},
-                }
-            )
+    async with serving(kube, tmp_path / "data"):
+        await until(lambda: status(kube).get("phase") == "Initialized")
+        target = await kube.get(kinds.DAEMONSET, NS, "podinfo")
+        assert target is not None  # "scaled to 0" as Flagger does: a node selector no node has
+        node_selector = target["spec"]["template"]["spec"].get("nodeSelector") or {}
+        assert "flagger.app/scale-to-zero" in node_selector
+        await kube.apply(
+            {
+                **ds,
+                "spec": {**ds["spec"], "template": podinfo.deployment(NS, "6.0.1")["spec"]["template"]},
+            }
+        )
 
-            def done() -> bool:
-                seen.add(weights(kube))
-                return status(kube).get("phase") == "Succeeded"
+        def done() -> bool:
+            seen.add(weights(kube))
+            return status(kube).get("phase") == "Succeeded"
 
-            await until(done)
-        finally:
-            await ctl.stop()
+        await until(done)
     assert {(75, 25), (50, 50)} <= seen
     primary = await kube.get(kinds.DAEMONSET, NS, "podinfo-primary")
     assert primary is not None
