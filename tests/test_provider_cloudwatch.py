@@ -279,13 +279,13 @@ async def test_the_timeout_covers_the_whole_request(server: ReplayServer) -> Non
     server.answer = load("cloudwatch", "good", trickle=2, pause_s=0.05)  # headers at once, then a trickle
     with pytest.raises(ProviderError, match=r"did not answer within 0.5s"):
         await provider(server, timeout_s=0.5).value(ONE, 60)
-    # two pages, each in time, together not: one deadline covers every page
+    # two pages, each in time, together not: one deadline covers every page (wide margins: CI is loaded)
     pages = iter(
-        [load("cloudwatch", "partial-first-page", pause_s=0.3), load("cloudwatch", "good", pause_s=0.3)]
+        [load("cloudwatch", "partial-first-page", pause_s=0.7), load("cloudwatch", "good", pause_s=0.7)]
     )
     server.respond = lambda req: next(pages)
-    with pytest.raises(ProviderError, match=r"did not answer within 0.5s"):
-        await provider(server, timeout_s=0.5).value(ONE, 60)
+    with pytest.raises(ProviderError, match=r"did not answer within 1.2s"):
+        await provider(server, timeout_s=1.2).value(ONE, 60)
     assert len(server.requests) == 4
 
 

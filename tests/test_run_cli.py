@@ -527,8 +527,9 @@ def test_pause_resume_and_abort_from_the_cli(cluster: Cluster) -> None:
     c.wait_at_rest()
     tick = c.last_tick()
     version = c.next_version()
-    # maxWeight 100: enough steps left to pause, resume and abort before it could promote
-    c.commit(c.manifests(version, step_weight=25, max_weight=100), f"podinfo {version}")
+    # steps of 10 up to 100: ten ticks (ten seconds) to pause, resume and abort before it could promote,
+    # even when each `rheostat` command takes a second or two to start on a loaded machine
+    c.commit(c.manifests(version, step_weight=10, max_weight=100), f"podinfo {version}")
 
     def progressing() -> bool:
         st = c.status()
