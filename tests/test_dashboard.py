@@ -131,6 +131,17 @@ async def answer_token(page: Any, token: str) -> None:
     await page.keyboard.press("Enter")  # the form submits from the keyboard
 
 
+async def confirm(page: Any, *words: str) -> str:
+    """Accept the confirmation dialog of an action, after checking it says what will happen."""
+    dialog = page.locator("#confirm-dialog")
+    await dialog.wait_for(state="visible")
+    text: str = await page.locator("#confirm-text").inner_text()
+    for w in words:
+        assert w in text, text
+    await page.locator("#confirm-ok").click()
+    return text
+
+
 async def test_watch_approve_and_roll_back_from_the_page(tmp_path: Path, browser: Browser) -> None:
     page = browser.page
     rig = Rig(tmp_path)
@@ -175,6 +186,9 @@ async def test_watch_approve_and_roll_back_from_the_page(tmp_path: Path, browser
         approve = page.get_by_role("button", name="Approve")
         await approve.focus()
         await page.keyboard.press("Enter")
+        await page.locator("#confirm-dialog").wait_for(state="visible")
+        assert "9.0.1 is promoted to the primary" in await page.locator("#confirm-text").inner_text()
+        await page.keyboard.press("Enter")  # the dialog's confirm button has the focus
         await answer_token(page, "not-the-token")
         await page.locator("#token-error").get_by_text("wrong").wait_for()
         assert rig.server is not None and rig.server.controller.store.get_manual(KEY) == {}
@@ -192,6 +206,7 @@ async def test_watch_approve_and_roll_back_from_the_page(tmp_path: Path, browser
             .wait_for(timeout=30_000)
         )
         await page.get_by_role("button", name="Roll back").click()
+        await confirm(page, "Roll back web to 9.0.1: all traffic to the primary", "the canary (9.0.2)")
         await page.locator('[data-stat="phase"]').get_by_text("Failed").wait_for(timeout=30_000)
         assert rig.status().phase is Phase.FAILED
         assert not await page.locator("#token-dialog").is_visible()
@@ -373,6 +388,7 @@ async def test_the_dashboard_follows_and_rolls_back_a_canary_in_a_cluster(
                         .wait_for(timeout=30_000)
                     )
                 await page.get_by_role("button", name="Roll back").click()
+                await confirm(page, "Roll back podinfo to", "all traffic to the primary")
                 await answer_token(page, server.token)
                 await page.locator('[data-stat="phase"]').get_by_text("Failed").wait_for(timeout=30_000)
                 canary_obj = kube_server.object(kinds.CANARY, "test", "podinfo")
