@@ -84,7 +84,8 @@
         else d += `${pen ? "L" : "M"}${x(t).toFixed(1)},${y(v).toFixed(1)}`;
         pen = true;
       }
-      if (d) svg.appendChild(el("path", { d, class: `series ${s.cls}`, "data-series": s.label }));
+      const vals = s.points.map((p) => p[1]).filter((v) => v !== null && v !== undefined);
+      if (d) svg.appendChild(el("path", { d, class: `series ${s.cls}`, "data-series": s.label, "data-max": Math.max(...vals) }));
       const last = [...s.points].reverse().find((p) => p[1] !== null && p[1] !== undefined);
       if (last) svg.appendChild(el("circle", { cx: x(last[0]), cy: y(last[1]), r: 3, class: `series ${s.cls}` }));
     }
