@@ -156,7 +156,6 @@ async def test_watch_approve_and_roll_back_from_the_page(tmp_path: Path, browser
         row = page.locator("tbody tr").first
         await row.get_by_text(KEY, exact=True).first.wait_for()
         assert "Healthy" in await row.inner_text()
-        await snap(page, "overview")
         await page.get_by_role("link", name=KEY).click()
         await page.locator('[data-stat="phase"]').get_by_text("Initialized").wait_for()
         await page.evaluate("window.notReloaded = true")
@@ -178,9 +177,7 @@ async def test_watch_approve_and_roll_back_from_the_page(tmp_path: Path, browser
         assert await page.locator("svg.chart path[data-series=canary]").count() >= 1
         shot = tmp_path / "canary.png"
         await page.screenshot(path=str(shot), full_page=True)
-        if SHOTS is not None:
-            SHOTS.mkdir(parents=True, exist_ok=True)
-            shutil.copy(shot, SHOTS / "canary.png")
+        assert shot.stat().st_size > 0
 
         # Approve by keyboard: a wrong token is refused and asked again, the right one opens the gate.
         approve = page.get_by_role("button", name="Approve")
@@ -221,8 +218,6 @@ async def test_watch_approve_and_roll_back_from_the_page(tmp_path: Path, browser
         ):
             await page.goto(f"{rig.api}/{hash_}")
             await page.locator("main").get_by_text(text).first.wait_for()
-            if hash_ == "#/gitops":
-                await snap(page, "gitops")
         await page.goto(f"{rig.api}/#/events")
         await page.select_option("#f-type", "Warning")
         await page.get_by_role("button", name="Filter").click()

@@ -80,12 +80,17 @@ async def test_each_release_has_its_story_and_its_own_charts(tmp_path: Path, bro
 
         # 9.0.2 starts; a cancelled confirmation does nothing, a confirmed one rolls back.
         rig.commit(workload("9.0.2"), canary(rig.port, spec), message="release 9.0.2")
-        await page.locator('[data-stat="canary-weight"]').get_by_text("10%", exact=True).wait_for(timeout=60_000)
+        await (
+            page.locator('[data-stat="canary-weight"]')
+            .get_by_text("10%", exact=True)
+            .wait_for(timeout=60_000)
+        )
         await page.get_by_role("button", name="Roll back").click()
         await page.locator("#confirm-dialog").wait_for(state="visible")
-        assert "Roll back web to 9.0.1: all traffic to the primary" in await page.locator(
-            "#confirm-text"
-        ).inner_text()
+        assert (
+            "Roll back web to 9.0.1: all traffic to the primary"
+            in await page.locator("#confirm-text").inner_text()
+        )
         await page.locator("#confirm-cancel").click()
         await page.get_by_role("status").get_by_text("Roll back: not done").wait_for()
         assert rig.server is not None and rig.server.controller.store.get_manual(KEY) == {}
