@@ -215,3 +215,29 @@ async def test_an_ab_run_shows_its_rule_and_gitops_can_be_suspended_from_the_pag
         await rig.stop()
     assert browser.off_loopback == []
     assert browser.errors == []
+
+
+async def test_a_blue_green_run_shows_its_mirror_then_its_switch(tmp_path: Path, browser: Browser) -> None:
+    page = browser.page
+    rig = Rig(tmp_path)
+    steps = "iterations: 2\nmirror: true\nmirrorWeight: 50"
+    spec = analysis(rig.api, rig.port, steps).replace("interval: 1s", "interval: 3s", 1)
+    rig.commit(workload("7.0.0"), canary(rig.port, spec), message="first")
+    await rig.start()
+    try:
+        await rig.wait(Phase.INITIALIZED)
+        token = (rig.data / "token").read_text().strip()
+        rig.commit(workload("7.0.1"), canary(rig.port, spec), message="7.0.1 in the shadow")
+        await page.goto(f"{rig.api}/#/canary/{KEY}")
+        split = page.locator("section[aria-label='live now'] .split-words")
+        await split.get_by_text("mirroring 50% of requests to the canary", exact=False).wait_for(timeout=60_000)
+        assert "primary 100% · canary 0%" in await split.inner_text()
+        await rig.wait(Phase.WAITING_PROMOTION, timeout=90)
+        await approve_by_api(rig, token)
+        # The switch holds for one interval before the promotion: the page shows it while it lasts.
+        await split.get_by_text("blue/green: switched", exact=False).wait_for(timeout=30_000)
+        await rig.wait(Phase.SUCCEEDED)
+    finally:
+        await rig.stop()
+    assert browser.off_loopback == []
+    assert browser.errors == []
