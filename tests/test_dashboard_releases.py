@@ -150,6 +150,7 @@ async def test_each_release_has_its_story_and_its_own_charts(tmp_path: Path, bro
         await row.get_by_text("Failed").wait_for()
         assert "Healthy" in await row.inner_text()
         assert "primary 100% · canary 0%" in await row.inner_text()
+        assert (await row.locator("[data-versions]").inner_text()).strip() == "primary 9.0.1"
         await snap(page, "overview")
         assert token not in await page.content()
     finally:
@@ -183,6 +184,7 @@ async def test_an_ab_run_shows_its_rule_and_gitops_can_be_suspended_from_the_pag
         row = page.locator("main tbody tr").filter(has_text=str(KEY))
         await row.get_by_text('A/B: requests with header x-canary = "insider"', exact=False).wait_for()
         assert "Progressing" in await row.inner_text()
+        assert "primary 6.0.0 · canary 6.0.1" in await row.locator("[data-versions]").inner_text()
 
         # Promote from the page, confirmed; then there is nothing left to promote.
         await page.goto(f"{rig.api}/#/canary/{KEY}")

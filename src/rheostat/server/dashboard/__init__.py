@@ -23,6 +23,7 @@ from rheostat.rollout.backends import WORKLOAD_KINDS
 from rheostat.rollout.engine import CANARY, target_of
 from rheostat.rollout.types import AT_REST, RUNNING, Phase
 from rheostat.server.dashboard.openapi import openapi_document
+from rheostat.server.dashboard.releases import RELEASE
 from rheostat.server.events_stream import StreamHub
 from rheostat.server.metrics import ControllerMetrics
 
@@ -77,6 +78,7 @@ def _canary_row(ctl: Controller, c: Canary) -> dict[str, Any]:
     running = st.phase in RUNNING
     weight = int(last.get("canaryWeight", st.canary_weight))
     mirror = bool(last.get("mirror", False)) and running
+    recorded: dict[str, Any] = (ctl.store.get_state(RELEASE, c.metadata.key) or {}).get("runs", {})
     return {
         "key": c.metadata.key,
         "phase": st.phase.value,
@@ -89,7 +91,16 @@ def _canary_row(ctl: Controller, c: Canary) -> dict[str, Any]:
         if c.strategy is Strategy.AB_TESTING and running and st.iterations > 0
         else [],
         "message": st.message,
+        "primaryVersion": _version(recorded, st.last_promoted_spec),
+        "canaryVersion": _version(recorded, st.last_applied_spec) if running else "",
     }
+
+
+def _version(recorded: dict[str, Any], revision: str) -> str:
+    """The version of the newest recorded run of `revision`, else the template hash's start."""
+    newest = max((int(k) for k, v in recorded.items() if v.get("revision") == revision), default=None)
+    found = recorded[str(newest)].get("version", "") if newest is not None else ""
+    return str(found or revision[:10])
 
 
 def _event_json(ctl: Controller, kinds_keys: list[tuple[str, str]]) -> dict[str, Any] | None:
