@@ -232,7 +232,9 @@ async def test_a_blue_green_run_shows_its_mirror_then_its_switch(tmp_path: Path,
         rig.commit(workload("7.0.1"), canary(rig.port, spec), message="7.0.1 in the shadow")
         await page.goto(f"{rig.api}/#/canary/{KEY}")
         split = page.locator("section[aria-label='live now'] .split-words")
-        await split.get_by_text("mirroring 50% of requests to the canary", exact=False).wait_for(timeout=60_000)
+        await split.get_by_text("mirroring 50% of requests to the canary", exact=False).wait_for(
+            timeout=60_000
+        )
         assert "primary 100% · canary 0%" in await split.inner_text()
         await rig.wait(Phase.WAITING_PROMOTION, timeout=90)
         await approve_by_api(rig, token)
