@@ -10,7 +10,7 @@ from rheostat.reactor.controller import Controller
 from rheostat.rollout.engine import CANARY
 from rheostat.server.api import history_between
 from rheostat.server.dashboard import health
-from rheostat.server.dashboard.releases import RELEASE, run_events, runs, version_of
+from rheostat.server.dashboard.releases import RELEASE, RunCache, run_events, runs, version_of
 from rheostat.store import Store
 
 KEY = "e2e/web"
@@ -101,3 +101,18 @@ def test_one_runs_history_rows_are_found_however_old() -> None:
     assert len(history_between(ctl, KEY, 0, 2**63 - 1, 50)) == 50  # no span: the newest `limit`
     assert history_between(ctl, KEY, 100, 199, 0) == []
     assert [r.body["tick"] for r in history_between(ctl, KEY, 100, 199, 10)] == list(range(190, 200))
+
+
+def test_the_run_cache_sees_every_new_event_and_recorded_revision() -> None:
+    store = Store(":memory:")
+    cache = RunCache(ctl_of(store))
+    store.add_event(CANARY, KEY, "NewRevision", "New revision detected! Scaling up web", ts=1.0)
+    found, _ = cache.get(KEY)
+    assert [r["outcome"] for r in found] == ["running"]
+    assert cache.get(KEY)[0] is found  # unchanged: kept
+    store.add_event(CANARY, KEY, "Promoted", "Promotion completed! web promoted", ts=2.0)
+    assert [r["outcome"] for r in cache.get(KEY)[0]] == ["promoted"]
+    run = cache.get(KEY)[0][0]["id"]
+    with store.transaction():
+        store.put_state(RELEASE, KEY, {"runs": {str(run): {"revision": "abc", "version": "1.2.3"}}})
+    assert cache.get(KEY)[0][0]["version"] == "1.2.3"

@@ -168,6 +168,7 @@ def create_app(ctl: Controller, token: str) -> Starlette:
 
     listing = CanaryListing(ctl)  # rendered items, kept while their stored rows are unchanged
     recorder = releases.ReleaseRecorder(ctl)  # what each run rolls out, recorded as it starts
+    run_cache = releases.RunCache(ctl)
 
     async def canaries(_: Request) -> Response:
         return Response(listing.all(), media_type="application/json")
@@ -190,10 +191,10 @@ def create_app(ctl: Controller, token: str) -> Starlette:
         c = find(request)
         key = c.metadata.key
         limit = query_int(request, "limit", 50, maximum=1000)
-        found, events = releases.runs(ctl, key, limit)
+        found, events = run_cache.get(key)
         newest = ctl.store.history(key, limit=1)
         body: dict[str, Any] = {
-            "items": found,
+            "items": found[:limit],
             "live": releases.live(
                 ctl, c, newest[-1].body if newest else {}, newest[-1].ts if newest else None
             ),
