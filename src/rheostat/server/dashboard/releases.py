@@ -209,6 +209,8 @@ def runs(
                 current.update(approvedBy="by hand, through the API", approvedTs=e.ts)
         elif e.reason in ENDS:
             why = e.message.split(": ", 1)[1] if e.reason == "Rollback" and ": " in e.message else e.message
+            if e.reason == "Promoted" and "skipped" not in e.message:
+                why = ""  # "promoted" says it all; a skipped analysis is worth saying
             close(current, e, ENDS[e.reason], why)
             if e.reason == "Rollback" and "by hand" in e.message:
                 current["outcome"] = "aborted"

@@ -327,7 +327,8 @@
       const span = selected ? `since=${Math.floor(selected.start)}${selected.end ? `&until=${Math.ceil(selected.end)}` : ""}&limit=10000` : "limit=500";
       const hist = await get(`/api/v1/canaries/${this.key}/history?${span}`);
       const st = c.status;
-      const rows = hist ? hist.items : [];
+      // `since` and `until` are whole seconds: the run's own rows start at its first tick.
+      const rows = (hist ? hist.items : []).filter((r) => !selected || (r.ts >= selected.start && (!selected.end || r.ts <= selected.end)));
       replace(this.actions, ...this.buttons(c, live));
 
       const stats = h("dl", { class: "stats" },
