@@ -131,6 +131,17 @@ async def answer_token(page: Any, token: str) -> None:
     await page.keyboard.press("Enter")  # the form submits from the keyboard
 
 
+async def confirm(page: Any, *words: str) -> str:
+    """Accept the confirmation dialog of an action, after checking it says what will happen."""
+    dialog = page.locator("#confirm-dialog")
+    await dialog.wait_for(state="visible")
+    text: str = await page.locator("#confirm-text").inner_text()
+    for w in words:
+        assert w in text, text
+    await page.locator("#confirm-ok").click()
+    return text
+
+
 async def test_watch_approve_and_roll_back_from_the_page(tmp_path: Path, browser: Browser) -> None:
     page = browser.page
     rig = Rig(tmp_path)
@@ -145,7 +156,6 @@ async def test_watch_approve_and_roll_back_from_the_page(tmp_path: Path, browser
         row = page.locator("tbody tr").first
         await row.get_by_text(KEY, exact=True).first.wait_for()
         assert "Healthy" in await row.inner_text()
-        await snap(page, "overview")
         await page.get_by_role("link", name=KEY).click()
         await page.locator('[data-stat="phase"]').get_by_text("Initialized").wait_for()
         await page.evaluate("window.notReloaded = true")
@@ -167,14 +177,15 @@ async def test_watch_approve_and_roll_back_from_the_page(tmp_path: Path, browser
         assert await page.locator("svg.chart path[data-series=canary]").count() >= 1
         shot = tmp_path / "canary.png"
         await page.screenshot(path=str(shot), full_page=True)
-        if SHOTS is not None:
-            SHOTS.mkdir(parents=True, exist_ok=True)
-            shutil.copy(shot, SHOTS / "canary.png")
+        assert shot.stat().st_size > 0
 
         # Approve by keyboard: a wrong token is refused and asked again, the right one opens the gate.
         approve = page.get_by_role("button", name="Approve")
         await approve.focus()
         await page.keyboard.press("Enter")
+        await page.locator("#confirm-dialog").wait_for(state="visible")
+        assert "9.0.1 is promoted to the primary" in await page.locator("#confirm-text").inner_text()
+        await page.keyboard.press("Enter")  # the dialog's confirm button has the focus
         await answer_token(page, "not-the-token")
         await page.locator("#token-error").get_by_text("wrong").wait_for()
         assert rig.server is not None and rig.server.controller.store.get_manual(KEY) == {}
@@ -192,6 +203,7 @@ async def test_watch_approve_and_roll_back_from_the_page(tmp_path: Path, browser
             .wait_for(timeout=30_000)
         )
         await page.get_by_role("button", name="Roll back").click()
+        await confirm(page, "Roll back web to 9.0.1: all traffic to the primary", "the canary (9.0.2)")
         await page.locator('[data-stat="phase"]').get_by_text("Failed").wait_for(timeout=30_000)
         assert rig.status().phase is Phase.FAILED
         assert not await page.locator("#token-dialog").is_visible()
@@ -206,8 +218,6 @@ async def test_watch_approve_and_roll_back_from_the_page(tmp_path: Path, browser
         ):
             await page.goto(f"{rig.api}/{hash_}")
             await page.locator("main").get_by_text(text).first.wait_for()
-            if hash_ == "#/gitops":
-                await snap(page, "gitops")
         await page.goto(f"{rig.api}/#/events")
         await page.select_option("#f-type", "Warning")
         await page.get_by_role("button", name="Filter").click()
@@ -373,6 +383,7 @@ async def test_the_dashboard_follows_and_rolls_back_a_canary_in_a_cluster(
                         .wait_for(timeout=30_000)
                     )
                 await page.get_by_role("button", name="Roll back").click()
+                await confirm(page, "Roll back podinfo to", "all traffic to the primary")
                 await answer_token(page, server.token)
                 await page.locator('[data-stat="phase"]').get_by_text("Failed").wait_for(timeout=30_000)
                 canary_obj = kube_server.object(kinds.CANARY, "test", "podinfo")

@@ -31,7 +31,7 @@ from rheostat.model.load import Manifest, ManifestError, parse_object
 from rheostat.plugins.platforms.base import Group
 from rheostat.reactor.controller import ROOT, Controller
 from rheostat.rollout.engine import CANARY, target_of
-from rheostat.server.dashboard import web_routes
+from rheostat.server.dashboard import releases, web_routes
 from rheostat.server.events_stream import event_json
 from rheostat.server.flags_api import flag_routes
 from rheostat.server.limits import BodyLimit
@@ -39,7 +39,8 @@ from rheostat.server.listing import CanaryListing
 from rheostat.server.loadtester import LoadTester, loadtester_app
 from rheostat.server.ofrep import OfrepApp, ofrep_app
 from rheostat.server.own_hooks import LOADTESTER
-from rheostat.server.params import MAX_ROWS, query_int
+from rheostat.server.params import INT64_MAX, MAX_ROWS, query_int
+from rheostat.store.sqlite import HistoryRecord
 
 RUN = ("Progressing", "WaitingPromotion")
 # The load tester's read-only answers, which webhooks call (open on loopback); the rest of /loadtester/ changes
@@ -64,6 +65,18 @@ ACTIONS = {
     "pause": {"paused": True},
     "resume": {"paused": False},
 }
+
+
+def history_between(ctl: Controller, key: str, since: int, until: int, limit: int) -> list[HistoryRecord]:
+    """Rows with since <= ts <= until, at most `limit` of the newest of them. Rows are read newest first,
+    in growing batches, until one older than `since` is reached."""
+    batch = limit if since == 0 else 500
+    while True:
+        rows = ctl.store.history(key, limit=batch)
+        if since == 0 or len(rows) < batch or rows[0].ts < since or batch >= MAX_ROWS * 10:
+            break
+        batch *= 4
+    return [r for r in rows if since <= r.ts <= until][-limit:] if limit else []
 
 
 def is_loopback(host: str) -> bool:
@@ -154,6 +167,8 @@ def create_app(ctl: Controller, token: str) -> Starlette:
         return JSONResponse({"version": __version__})
 
     listing = CanaryListing(ctl)  # rendered items, kept while their stored rows are unchanged
+    recorder = releases.ReleaseRecorder(ctl)  # what each run rolls out, recorded as it starts
+    run_cache = releases.RunCache(ctl)
 
     async def canaries(_: Request) -> Response:
         return Response(listing.all(), media_type="application/json")
@@ -162,9 +177,32 @@ def create_app(ctl: Controller, token: str) -> Starlette:
         return Response(listing.one(find(request)), media_type="application/json")
 
     async def history(request: Request) -> Response:
+        """The newest `limit` rows; with `since` (and `until`), the rows of that span (one run), however old."""
         c = find(request)
-        rows = ctl.store.history(c.metadata.key, limit=query_int(request, "limit", 1000, maximum=MAX_ROWS))
+        limit = query_int(request, "limit", 1000, maximum=MAX_ROWS)
+        since = query_int(request, "since", 0)
+        until = query_int(request, "until", INT64_MAX)
+        rows = history_between(ctl, c.metadata.key, since, until, limit)
         return JSONResponse({"items": [{"ts": r.ts, **r.body} for r in rows]})
+
+    async def runs(request: Request) -> Response:
+        """The release history (newest first), what is live now and, with `events=<run id>` (0: the newest
+        run), that run's events."""
+        c = find(request)
+        key = c.metadata.key
+        limit = query_int(request, "limit", 50, maximum=1000)
+        found, events = run_cache.get(key)
+        newest = ctl.store.history(key, limit=1)
+        body: dict[str, Any] = {
+            "items": found[:limit],
+            "live": releases.live(
+                ctl, c, newest[-1].body if newest else {}, newest[-1].ts if newest else None
+            ),
+        }
+        if "events" in request.query_params:
+            run = query_int(request, "events", 0)
+            body["events"] = [event_json(e) for e in releases.run_events(found, events, run)]
+        return JSONResponse(body)
 
     async def events(request: Request) -> Response:
         q = request.query_params
@@ -355,7 +393,10 @@ def create_app(ctl: Controller, token: str) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         async with loadtester.router.lifespan_context(loadtester), ofrep.router.lifespan_context(ofrep):
-            yield
+            try:
+                yield
+            finally:
+                recorder.unwatch()
 
     prefix = "/api/v1"
     ns_name = "{namespace}/{name}"
@@ -365,6 +406,7 @@ def create_app(ctl: Controller, token: str) -> Starlette:
         Route(f"{prefix}/canaries", canaries),
         Route(f"{prefix}/canaries/{ns_name}", canary),
         Route(f"{prefix}/canaries/{ns_name}/history", history),
+        Route(f"{prefix}/canaries/{ns_name}/runs", runs),
         Route(f"{prefix}/canaries/{ns_name}/{{action}}", action, methods=["POST"]),
         Route(f"{prefix}/workloads", workloads),
         Route(f"{prefix}/workloads/{ns_name}/logs", logs),

@@ -17,12 +17,13 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from rheostat.model.base import ObjectKey
-from rheostat.model.canary import Canary
+from rheostat.model.canary import Canary, Strategy
 from rheostat.reactor.controller import Controller
 from rheostat.rollout.backends import WORKLOAD_KINDS
 from rheostat.rollout.engine import CANARY, target_of
-from rheostat.rollout.types import RUNNING, Phase
+from rheostat.rollout.types import AT_REST, RUNNING, Phase
 from rheostat.server.dashboard.openapi import openapi_document
+from rheostat.server.dashboard.releases import RELEASE
 from rheostat.server.events_stream import StreamHub
 from rheostat.server.metrics import ControllerMetrics
 
@@ -54,26 +55,52 @@ class Assets(StaticFiles):
         await super().__call__(scope, receive, send_with_headers)
 
 
-def health(phases: list[str], ready: bool | None) -> str:
-    """One word for an application: Degraded, Progressing, Healthy or Unknown."""
-    if Phase.FAILED.value in phases or ready is False:
+def health(rows: list[dict[str, Any]], primary: bool | None, canary: bool | None = None) -> str:
+    """One word for what users are served: Degraded when a group that gets traffic is not ready, Progressing
+    while a run goes on, Healthy when the primary serves ready, else Unknown. A rolled-back release whose
+    primary serves well is Healthy: users get the good version (the canary's phase still says Failed)."""
+    canary_served = any(r["canaryWeight"] > 0 or r.get("mirror") or r.get("match") for r in rows)
+    primary_served = not rows or any(r["primaryWeight"] > 0 for r in rows)
+    if (primary_served and primary is False) or (canary_served and canary is False):
         return "Degraded"
-    if any(p in {r.value for r in RUNNING} for p in phases):
+    if any(r["phase"] in {p.value for p in RUNNING} for r in rows):
         return "Progressing"
-    return "Healthy" if ready else "Unknown"
+    if any(r["phase"] == Phase.FAILED.value and r["canaryWeight"] == 100 for r in rows):
+        return "Degraded"  # a failed promotion that still serves from the canary
+    return "Healthy" if primary else "Unknown"
 
 
 def _canary_row(ctl: Controller, c: Canary) -> dict[str, Any]:
     st = ctl.engine.status(c.metadata.key)
-    rows = ctl.store.history(c.metadata.key, limit=1)
+    rows = ctl.store.history(c.metadata.key, limit=1)  # the newest row only: never a canary's whole history
     last = rows[-1].body if rows else {}
+    a = c.spec.the_analysis
+    running = st.phase in RUNNING
+    weight = int(last.get("canaryWeight", st.canary_weight))
+    mirror = bool(last.get("mirror", False)) and running
+    recorded: dict[str, Any] = (ctl.store.get_state(RELEASE, c.metadata.key) or {}).get("runs", {})
     return {
         "key": c.metadata.key,
         "phase": st.phase.value,
-        "canaryWeight": int(last.get("canaryWeight", st.canary_weight)),
+        "canaryWeight": weight,
         "primaryWeight": int(last.get("primaryWeight", 100 - st.canary_weight)),
         "strategy": c.strategy.value,
+        "mirror": mirror,
+        "mirrorWeight": (a.mirrorWeight or 100) if mirror else 0,
+        "match": [m.model_dump(exclude_none=True) for m in a.match or ()]
+        if c.strategy is Strategy.AB_TESTING and running and st.iterations > 0
+        else [],
+        "message": st.message,
+        "primaryVersion": _version(recorded, st.last_promoted_spec),
+        "canaryVersion": _version(recorded, st.last_applied_spec) if running else "",
     }
+
+
+def _version(recorded: dict[str, Any], revision: str) -> str:
+    """The version of the newest recorded run of `revision`, else the template hash's start."""
+    newest = max((int(k) for k, v in recorded.items() if v.get("revision") == revision), default=None)
+    found = recorded[str(newest)].get("version", "") if newest is not None else ""
+    return str(found or revision[:10])
 
 
 def _event_json(ctl: Controller, kinds_keys: list[tuple[str, str]]) -> dict[str, Any] | None:
@@ -98,11 +125,12 @@ def cluster_applications(ctl: Controller, canaries: list[Canary]) -> list[dict[s
         if c.spec.targetRef.kind not in WORKLOAD_KINDS:
             continue
         row = _canary_row(ctl, c)
-        at_rest_ok = row["phase"] in (Phase.INITIALIZED.value, Phase.SUCCEEDED.value)
+        # The engine rests only with the primary ready; a run's groups are not read here.
+        at_rest = row["phase"] in {p.value for p in AT_REST}
         items.append(
             {
                 "key": f"{c.spec.targetRef.kind} {target_of(c)}",
-                "health": health([row["phase"]], True if at_rest_ok else None),
+                "health": health([row], True if at_rest else None),
                 "replicas": "",
                 "canaries": [row],
                 "source": {"owner": "", "revision": ""},
@@ -122,10 +150,12 @@ def applications(ctl: Controller) -> list[dict[str, Any]]:
     for stored in ctl.store.list_objects("Workload"):
         key = ObjectKey(stored.key)
         ready: bool | None = None
+        canary_ready: bool | None = None
         replicas = ""
         try:
             status = ctl.platform.status(key)
             ready = bool(status.primary.ready)
+            canary_ready = bool(status.canary.ready) if status.canary.desired else None
             replicas = f"{sum(r.ready for r in status.primary.replicas)}/{status.primary.desired}"
             if status.canary.desired:
                 replicas += f" + {sum(r.ready for r in status.canary.replicas)}/{status.canary.desired}"
@@ -136,7 +166,7 @@ def applications(ctl: Controller) -> list[dict[str, Any]]:
         items.append(
             {
                 "key": key,
-                "health": health([c["phase"] for c in mine], ready),
+                "health": health(mine, ready, canary_ready),
                 "replicas": replicas,
                 "canaries": mine,
                 "source": {"owner": owner.removeprefix("Kustomization "), "revision": revision},

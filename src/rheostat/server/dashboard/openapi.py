@@ -121,8 +121,24 @@ OPERATIONS: dict[tuple[str, str], Op] = {
             _param(
                 "limit", "query", "newest rows", type="integer", default=1000, minimum=0, maximum=MAX_ROWS
             ),
+            _param(
+                "since", "query", "only rows at or after this time (Unix seconds): one run", type="integer"
+            ),
+            _param("until", "query", "only rows at or before this time (Unix seconds)", type="integer"),
         ],
         "responses": {**_list("history rows, oldest first"), **NOT_FOUND},
+    },
+    ("/api/v1/canaries/{namespace}/{name}/runs", "get"): {
+        "summary": "The release history (each run's revision, start, end, outcome and why, newest first) "
+        "and what is live now (split, primary and canary revisions, next step, gates waited on)",
+        "parameters": [
+            *NS_NAME,
+            _param("limit", "query", "newest runs", type="integer", default=50, minimum=0, maximum=1000),
+            _param(
+                "events", "query", "also the events of this run (its id; 0: the newest run)", type="integer"
+            ),
+        ],
+        "responses": {"200": _json("`items` (runs), `live` and, when asked, `events`"), **NOT_FOUND},
     },
     ("/api/v1/canaries/{namespace}/{name}/{action}", "post"): {
         "summary": "A manual action on a canary (needs the token)",

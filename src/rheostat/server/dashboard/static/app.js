@@ -23,7 +23,7 @@
     }
     return node;
   }
-  const badge = (word) => h("span", { class: `badge ${word}` }, word);
+  const badge = (word) => h("span", { class: `badge ${word.replace(/\s+/g, "-")}` }, word);
   const short = (rev) => (rev || "").replace(/^([\w.-]+[@:/])?(sha1:)?/, "").slice(0, 12) || "–";
   function ago(ts) {
     if (!ts) return "";
@@ -32,7 +32,17 @@
     if (s < 3600) return `${Math.floor(s / 60)}m ago`;
     return `${Math.floor(s / 3600)}h ago`;
   }
-  const time = (ts) => (ts ? new Date(ts * 1000).toLocaleTimeString() : "");
+  // One time format everywhere, the charts' included (RheoTime, chart.js): 24-hour local time.
+  const time = (ts) => RheoTime.clock(ts);
+  const stamp = (ts) => RheoTime.stamp(ts);
+  const when = (ts) => h("time", { datetime: ts ? new Date(ts * 1000).toISOString() : "", title: ts ? new Date(ts * 1000).toISOString() : "" }, stamp(ts));
+  function duration(s) {
+    if (s === null || s === undefined) return "–";
+    s = Math.round(s);
+    if (s < 60) return `${s}s`;
+    if (s < 3600) return `${Math.floor(s / 60)}m ${s % 60}s`;
+    return `${Math.floor(s / 3600)}h ${Math.floor((s % 3600) / 60)}m`;
+  }
   function table(headers, rows, empty) {
     if (!rows.length) return h("p", { class: "muted" }, empty || "None.");
     return h("table", {}, h("thead", {}, h("tr", {}, headers.map((x) => h("th", { scope: "col" }, x)))),
@@ -49,6 +59,52 @@
       if (again) again.focus();
     }
   }
+
+  // -- what is served: the split, an A/B rule, a mirror, a blue/green switch ----------------------------
+  function stringMatch(m) {
+    if (!m) return "";
+    if (m.exact !== undefined) return `= "${m.exact}"`;
+    if (m.prefix !== undefined) return `starts with "${m.prefix}"`;
+    if (m.suffix !== undefined) return `ends with "${m.suffix}"`;
+    if (m.regex !== undefined) return `matches /${m.regex}/`;
+    return "";
+  }
+  function matchRule(match) {
+    return (match || []).map((m) => [
+      ...Object.entries(m.headers || {}).map(([k, v]) => `header ${k} ${stringMatch(v)}`),
+      ...Object.entries(m.queryParams || {}).map(([k, v]) => `query ${k} ${stringMatch(v)}`),
+      ...Object.entries(m.sourceLabels || {}).map(([k, v]) => `source label ${k}=${v}`),
+    ].join(" and ")).join(", or ");
+  }
+  // The bar of what users get now. `r`: primaryWeight, canaryWeight, mirror, mirrorWeight, match, switched.
+  function splitBar(r, big) {
+    const rule = matchRule(r.match);
+    const seg = (cls, width, label) => h("span", { class: `seg ${cls}`, style: null, "data-width": width }, label);
+    let parts;
+    let words;
+    if (rule) {
+      words = `A/B: requests with ${rule} go to the canary; everyone else to the primary`;
+      parts = [seg("p", 70, "primary: everyone else"), seg("c", 30, `canary: ${rule}`)];
+    } else {
+      words = `primary ${r.primaryWeight}% · canary ${r.canaryWeight}%`;
+      if (r.switched) words = `blue/green: switched, all traffic on the canary (green)`;
+      parts = [seg("p", r.primaryWeight, r.primaryWeight ? `primary ${r.primaryWeight}%` : ""),
+        seg("c", r.canaryWeight, r.canaryWeight ? `canary ${r.canaryWeight}%` : "")];
+    }
+    if (r.mirror) words += ` · mirroring ${r.mirrorWeight}% of requests to the canary (its answers are dropped)`;
+    const bar = h("div", { class: `split${big ? " big" : ""}`, role: "img", "aria-label": words, "data-split": words }, parts);
+    for (const s of bar.querySelectorAll(".seg")) s.style.flexGrow = s.getAttribute("data-width");
+    return h("div", { class: "split-wrap" }, bar, h("div", { class: big ? "split-words" : "split-words small muted" }, words));
+  }
+  const release = (info) => {
+    if (!info) return h("span", { class: "muted" }, "–");
+    const v = info.version || (info.revision ? `template ${info.revision.slice(0, 10)}` : "–");
+    return h("span", { class: "release" }, h("strong", {}, v),
+      info.commit ? [" ", h("span", { class: "mono", title: info.commit }, short(info.commit))] : "",
+      info.author ? [" by ", info.author] : "",
+      info.message ? [" — ", h("em", {}, info.message)] : "");
+  };
+  const versionOf = (info) => (info && (info.version || (info.revision ? info.revision.slice(0, 10) : ""))) || "the primary";
 
   // -- API --------------------------------------------------------------------------------------------
   async function get(path) {
@@ -83,6 +139,33 @@
     });
   }
 
+  // Every action is confirmed first, in words that say what will happen.
+  const confirmDialog = document.getElementById("confirm-dialog");
+  function confirmAction(title, text, okLabel, danger) {
+    return new Promise((resolve) => {
+      document.getElementById("confirm-title").textContent = title;
+      document.getElementById("confirm-text").textContent = text;
+      const ok = document.getElementById("confirm-ok");
+      const cancel = document.getElementById("confirm-cancel");
+      ok.textContent = okLabel;
+      ok.className = danger ? "danger" : "primary";
+      const done = (value) => {
+        ok.removeEventListener("click", onOk);
+        cancel.removeEventListener("click", onCancel);
+        confirmDialog.removeEventListener("cancel", onCancel);
+        if (confirmDialog.open) confirmDialog.close();
+        resolve(value);
+      };
+      const onOk = (e) => { e.preventDefault(); done(true); };
+      const onCancel = (e) => { e.preventDefault(); done(false); };
+      ok.addEventListener("click", onOk);
+      cancel.addEventListener("click", onCancel);
+      confirmDialog.addEventListener("cancel", onCancel);
+      confirmDialog.showModal();
+      ok.focus();
+    });
+  }
+
   // POST an action with the token, asked once per tab; a refused token is forgotten and asked again.
   async function act(path) {
     let message = "";
@@ -105,6 +188,32 @@
     }
   }
 
+  // A button that confirms `what` ({title, text, ok, danger}), then POSTs `path`, reporting into `status`.
+  function actionButton(label, path, what, status, attrs) {
+    return h("button", { type: "button", class: (attrs && attrs.cls) || "", "data-action": (attrs && attrs.action) || label,
+      "data-focus": `action:${path}`,
+      onclick: async (e) => {
+        const b = e.currentTarget;
+        if (!(await confirmAction(what.title, what.text, what.ok || label, what.danger))) {
+          status.textContent = `${label}: not done`;
+          status.className = "muted";
+          return;
+        }
+        b.disabled = true;
+        try {
+          const r = await act(path);
+          status.textContent = `${label}: ${r.text}`;
+          status.className = r.ok ? "muted" : "error";
+        } catch (err) {
+          status.textContent = `${label}: ${err.message}`;
+          status.className = "error";
+        } finally {
+          b.disabled = false;
+          schedule();
+        }
+      } }, label);
+  }
+
   // -- pages ------------------------------------------------------------------------------------------
   function page(title, ...children) {
     document.title = `${title} · Rheostat`;
@@ -122,8 +231,11 @@
         h("td", {}, h("strong", {}, a.key)),
         h("td", {}, badge(a.health)),
         h("td", {}, a.canaries.length ? a.canaries.map((c) => h("div", {},
-          h("a", { href: `#/canary/${c.key}`, "data-focus": `canary:${c.key}` }, c.key), " ", badge(c.phase))) : h("span", { class: "muted" }, "no canary")),
-        h("td", { class: "num" }, a.canaries.map((c) => h("div", { "data-weight": c.key }, `${c.primaryWeight} / ${c.canaryWeight}`))),
+          h("a", { href: `#/canary/${c.key}`, "data-focus": `canary:${c.key}` }, c.key), " ", badge(c.phase), " ",
+          h("span", { class: "muted small" }, c.strategy),
+          h("div", { class: "small", "data-versions": c.key }, "primary ", h("strong", {}, c.primaryVersion || "–"),
+            c.canaryVersion ? [" · canary ", h("strong", {}, c.canaryVersion)] : ""))) : h("span", { class: "muted" }, "no canary")),
+        h("td", { class: "num traffic" }, a.canaries.map((c) => h("div", { "data-weight": c.key }, splitBar(c, false)))),
         h("td", { class: "num" }, a.replicas || "–"),
         h("td", { class: "mono", title: a.source.revision }, a.source.owner ? `${a.source.owner} @ ${short(a.source.revision)}` : "–"),
         h("td", {}, a.lastEvent ? h("span", { class: a.lastEvent.type }, `${a.lastEvent.reason}: `) : "",
@@ -133,49 +245,92 @@
         h("span", { class: "mono" }, short(source.appliedRevision)),
         source.error ? h("span", { class: "error" }, ` — revision ${short(source.rejectedRevision)} rejected: ${source.error}`) : "") : "";
       replace(this.live, src, table(
-        ["Application", "Health", "Canaries", "Weight primary / canary", "Ready replicas", "Source commit", "Last event"],
+        ["Application", "Health (what users get)", "Canaries", "Traffic now", "Ready replicas", "Source commit", "Last event"],
         rows, "No applications yet."));
     },
   };
 
+  // -- the canary page: what is live now, the selected run's story, the release history ---------------
+  const OUTCOME_CLASS = { promoted: "Succeeded", "rolled back": "Failed", aborted: "Failed", failed: "Failed",
+    running: "Progressing", cancelled: "Unknown", superseded: "Unknown" };
+  const outcomeBadge = (o) => h("span", { class: `badge ${OUTCOME_CLASS[o] || "Unknown"}`, "data-outcome": o }, o);
+  function outcomeWords(r) {
+    if (r.outcome === "running") return "";
+    if (r.outcome === "aborted") return `rolled back ${r.by || "by hand"} at ${time(r.byTs)}`;
+    if (r.outcome === "promoted" && r.by) return `promoted ${r.by} at ${time(r.byTs)}`;
+    return r.reason || "";
+  }
+  // A metric in percent (a success rate) is drawn on 0 to 100; a duration in ms from 0.
+  function metricScale(name, values) {
+    const max = Math.max(0, ...values.filter((v) => typeof v === "number"));
+    if (/success-rate|percent|pct|availability/.test(name) || (/rate/.test(name) && max > 1 && max <= 100))
+      return { yMin: 0, yMax: 100, unit: "%" };
+    if (/duration|latency/.test(name)) return { yMin: 0, unit: " ms" };
+    return { yMin: 0 };
+  }
+
   const canary = {
-    async build(ns, name) {
+    async build(ns, name, run) {
       this.key = `${ns}/${name}`;
+      this.name = name;
+      this.run = run ? Number(run) : null;
       this.status = h("p", { role: "status", "aria-live": "polite", class: "muted" });
-      this.actions = h("div", { class: "buttons" });
+      this.actions = h("div", { class: "buttons", "aria-label": "actions" });
       this.live = h("div", {});
       return page(`Canary ${this.key}`, this.actions, this.status, this.live);
     },
-    button(label, action, cls) {
-      return h("button", { type: "button", class: cls || "", "data-action": action, "data-focus": `action:${action}`,
-        onclick: async (e) => {
-          const b = e.currentTarget;
-          b.disabled = true;
-          try {
-            const r = await act(`/api/v1/canaries/${this.key}/${action}`);
-            this.status.textContent = `${label}: ${r.text}`;
-            this.status.className = r.ok ? "muted" : "error";
-          } catch (err) {
-            this.status.textContent = `${label}: ${err.message}`;
-            this.status.className = "error";
-          } finally {
-            b.disabled = false;
-            schedule();
-          }
-        } }, label);
+    confirmations(c, live) {
+      const name = this.name;
+      const primaryV = versionOf(live.primary);
+      const canaryV = versionOf(live.canary) === "the primary" ? "the new revision" : versionOf(live.canary);
+      const st = c.status;
+      const gateWords = st.phase === "Waiting" ? `the run of ${canaryV} starts`
+        : st.phase === "WaitingPromotion" ? `${canaryV} is promoted to the primary, then gets all traffic`
+          : `the canary weight goes up: ${live.next || "the next step"}`;
+      return {
+        approve: { title: `Approve ${name}?`, text: `Approve ${name}: open the gate it waits on; ${gateWords}.`, ok: "Approve" },
+        promote: { title: `Promote ${name} now?`, text: `Promote ${canaryV} of ${name} now: the rest of the analysis is skipped, the primary takes ${canaryV}, then all traffic goes to it.`, ok: "Promote" },
+        abort: { title: `Roll back ${name}?`, text: `Roll back ${name} to ${primaryV}: all traffic to the primary (${primaryV}); the canary (${canaryV}) is scaled down and this run ends as rolled back.`, ok: "Roll back", danger: true },
+        halt: { title: `Halt ${name}?`, text: `Halt ${name} at canary weight ${st.canaryWeight}%: checks go on, traffic stays where it is until you unhalt.`, ok: "Halt" },
+        unhalt: { title: `Unhalt ${name}?`, text: `Unhalt ${name}: the run moves on at its next step (${live.next || "as analysed"}).`, ok: "Unhalt" },
+        pause: { title: `Pause ${name}?`, text: `Pause ${name}: no ticks and no checks until resumed; traffic stays at primary ${st.primaryWeight}% / canary ${st.canaryWeight}%.`, ok: "Pause" },
+        resume: { title: `Resume ${name}?`, text: `Resume ${name}: ticks and checks start again.`, ok: "Resume" },
+      };
+    },
+    // Only the actions that apply to the canary's phase (the API refuses the others with 409 anyway).
+    buttons(c, live) {
+      const st = c.status;
+      const phase = st.phase;
+      const manual = st.manual || {};
+      const running = phase === "Progressing" || phase === "WaitingPromotion";
+      const waitingApproval = phase === "Waiting" || phase === "WaitingPromotion"
+        || (live.waitingOn || []).some((w) => w.includes("confirm-traffic-increase"));
+      const what = this.confirmations(c, live);
+      const b = (label, action, cls) => actionButton(label, `/api/v1/canaries/${this.key}/${action}`, what[action], this.status, { action, cls });
+      return [
+        waitingApproval ? b("Approve", "approve", "primary") : null,
+        running ? b("Promote", "promote") : null,
+        running || phase === "Waiting" ? b("Roll back", "abort", "danger") : null,
+        running && !manual.halt ? b("Halt", "halt") : null,
+        running && manual.halt ? b("Unhalt", "unhalt") : null,
+        manual.paused ? b("Resume", "resume") : b("Pause", "pause"),
+      ].filter(Boolean);
     },
     async update() {
       const c = await get(`/api/v1/canaries/${this.key}`);
       if (!c) { replace(this.live, h("p", { class: "error" }, `Canary ${this.key} not found.`)); return; }
-      const [hist, ev] = await Promise.all([
-        get(`/api/v1/canaries/${this.key}/history?limit=500`),
-        get(`/api/v1/events?kind=Canary&key=${encodeURIComponent(this.key)}&limit=30`),
-      ]);
+      const out = await get(`/api/v1/canaries/${this.key}/runs?limit=100&events=${this.run || 0}`);
+      const runs = out ? out.items : [];
+      const live = out ? out.live : {};
+      const selected = (this.run && runs.find((r) => r.id === this.run)) || runs[0] || null;
+      const runEvents = (out && out.events) || [];
+      const span = selected ? `since=${Math.floor(selected.start)}${selected.end ? `&until=${Math.ceil(selected.end)}` : ""}&limit=10000` : "limit=500";
+      const hist = await get(`/api/v1/canaries/${this.key}/history?${span}`);
       const st = c.status;
-      const rows = hist ? hist.items : [];
-      const paused = !!(st.manual && st.manual.paused);
-      replace(this.actions, this.button("Approve", "approve", "primary"), this.button("Roll back", "abort", "danger"),
-        paused ? this.button("Resume", "resume") : this.button("Pause", "pause"));
+      // `since` and `until` are whole seconds: the run's own rows start at its first tick.
+      const rows = (hist ? hist.items : []).filter((r) => !selected || (r.ts >= selected.start && (!selected.end || r.ts <= selected.end)));
+      replace(this.actions, ...this.buttons(c, live));
+
       const stats = h("dl", { class: "stats" },
         [["Phase", badge(st.phase), "phase"], ["Canary weight", `${st.canaryWeight}%`, "canary-weight"],
           ["Primary weight", `${st.primaryWeight}%`, "primary-weight"],
@@ -183,8 +338,30 @@
           ["Iterations", String(st.iterations), "iterations"], ["Strategy", c.strategy, "strategy"],
           ["Manual", Object.keys(st.manual || {}).join(", ") || "–", "manual"]]
           .map(([k, v, id]) => h("div", {}, h("dt", {}, k), h("dd", { "data-stat": id }, v))));
+
+      const now = h("section", { class: "card now", "aria-label": "live now" }, h("h2", {}, "Live now"),
+        splitBar(live, true),
+        h("dl", { class: "facts" },
+          h("dt", {}, "Primary"), h("dd", { "data-live": "primary" }, release(live.primary)),
+          h("dt", {}, "Canary"), h("dd", { "data-live": "canary" }, live.canary ? release(live.canary) : h("span", { class: "muted" }, "none: no run in progress")),
+          h("dt", {}, "Next step"), h("dd", { "data-live": "next" }, live.next
+            ? [live.next, live.nextDue ? h("span", { class: "muted" }, `, due ${time(live.nextDue)} if the checks pass (every ${live.interval}s)`) : ""]
+            : h("span", { class: "muted" }, st.manual && st.manual.paused ? "none: paused" : "none: at rest")),
+          h("dt", {}, "Waiting on"), h("dd", { "data-live": "waiting" }, (live.waitingOn || []).length
+            ? h("ul", { class: "plain" }, live.waitingOn.map((w) => h("li", {}, w))) : h("span", { class: "muted" }, "nothing"))),
+        st.message ? h("p", { class: "muted" }, st.message) : "");
+
+      const picker = h("select", { id: "run-select", "aria-label": "run", onchange: (e) => {
+        location.hash = `#/canary/${this.key}/run/${e.target.value}`;
+      } }, runs.map((r) => h("option", { value: r.id, selected: selected && r.id === selected.id },
+        `${stamp(r.start)} · ${r.version || short(r.revision) || "revision ?"} · ${r.outcome}`)));
+      const runHead = selected
+        ? h("div", { class: "run-head" }, h("label", { for: "run-select" }, "Run"), picker, " ", outcomeBadge(selected.outcome), " ",
+          release(selected), h("span", { class: "muted" }, ` — ${stamp(selected.start)} to ${selected.end ? time(selected.end) : "now"}, ${duration(selected.duration ?? (Date.now() / 1000 - selected.start))}`))
+        : h("p", { class: "muted" }, "No run yet: the charts show the initialization.");
+
       const weights = RheoChart.line({
-        title: "Traffic weight (%) over time", unit: "%", yMin: 0, yMax: 100, step: true,
+        title: "Traffic weight (%) in this run", unit: "%", yMin: 0, yMax: 100, step: true,
         series: [
           { label: "primary", cls: "c0", points: rows.map((r) => [r.ts, r.primaryWeight]) },
           { label: "canary", cls: "c1", points: rows.map((r) => [r.ts, r.canaryWeight]) },
@@ -198,16 +375,26 @@
         if (rows.some((r) => of(r) && typeof of(r).primaryValue === "number"))
           series.unshift({ label: "primary", cls: "c0", points: rows.map((r) => [r.ts, of(r) ? of(r).primaryValue : null]) });
         const thresholds = [{ label: "min", value: last.min }, { label: "max", value: last.max }];
+        const scale = metricScale(n, [...series.flatMap((s) => s.points.map((p) => p[1])), last.min, last.max]);
         return h("section", { class: "card", "aria-label": `metric ${n}` }, h("h2", {}, n),
-          RheoChart.line({ title: `${n} over time`, series, thresholds }),
+          RheoChart.line({ title: `${n} in this run, canary against its threshold`, series, thresholds, ...scale }),
           legend(series, true),
           h("p", { class: last.ok ? "True" : "False" }, last.value === null || last.value === undefined
-            ? `no value: ${last.message || "no data"}` : `newest ${+Number(last.value).toFixed(3)} — ${last.ok ? "within" : "outside"} threshold`));
+            ? `no value: ${last.message || "no data"}` : `newest ${+Number(last.value).toFixed(3)}${scale.unit || ""} — ${last.ok ? "within" : "outside"} threshold`));
       });
       const phases = [];
       for (const r of rows) if (!phases.length || phases[phases.length - 1].phase !== r.phase) phases.push(r);
+      const evs = selected ? runEvents : [];
+      const history = table(["Started", "Revision", "Outcome", "Why / by whom", "Ended", "Duration", ""], runs.map((r) => [
+        h("td", {}, when(r.start)), h("td", {}, release(r)), h("td", {}, outcomeBadge(r.outcome)),
+        h("td", {}, outcomeWords(r), r.approvedBy ? h("div", { class: "muted" }, `approved ${r.approvedBy} at ${time(r.approvedTs)}`) : ""),
+        h("td", {}, r.end ? when(r.end) : "–"), h("td", { class: "num" }, duration(r.duration ?? (Date.now() / 1000 - r.start))),
+        h("td", {}, h("a", { href: `#/canary/${this.key}/run/${r.id}` }, "charts"), " · ",
+          h("a", { href: `#/events?kind=Canary&key=${encodeURIComponent(this.key)}&run=${r.id}` }, "events")),
+      ]), "No release yet: the history starts with the first new revision.");
       replace(this.live,
-        h("p", {}, st.message || ""), stats,
+        stats, now,
+        h("section", { class: "card", "aria-label": "this run" }, h("h2", {}, "Run"), runHead),
         h("div", { class: "row" },
           h("section", { class: "card", "aria-label": "weights" }, h("h2", {}, "Weights"), weights,
             legend([{ label: "primary", cls: "c0" }, { label: "canary", cls: "c1" }], false)),
@@ -215,9 +402,10 @@
         h("div", { class: "row" },
           h("section", { class: "card" }, h("h2", {}, "Phase timeline"),
             phases.length ? h("ol", { class: "timeline" }, phases.map((r) => h("li", {}, h("span", { class: "muted" }, time(r.ts)), " ", badge(r.phase), " ", r.message || ""))) : h("p", { class: "muted" }, "No history yet.")),
-          h("section", { class: "card" }, h("h2", {}, "Events"),
-            h("ol", { class: "timeline" }, (ev ? ev.items : []).slice().reverse().map((e) => h("li", { class: `ev-${e.type}` },
-              h("span", { class: "muted" }, time(e.ts)), " ", h("strong", { class: e.type }, e.reason), " ", e.message))))));
+          h("section", { class: "card" }, h("h2", {}, "Events of this run"),
+            evs.length ? h("ol", { class: "timeline" }, evs.slice().reverse().slice(0, 50).map((e) => h("li", { class: `ev-${e.type}` },
+              h("span", { class: "muted" }, time(e.ts)), " ", h("strong", { class: e.type }, e.reason), " ", e.message))) : h("p", { class: "muted" }, "None."))),
+        h("section", { class: "card", "aria-label": "release history" }, h("h2", {}, "Release history"), history));
     },
   };
   function legend(series, threshold) {
@@ -259,14 +447,19 @@
 
   const events = {
     filters: { kind: "", key: "", type: "", limit: "200" },
-    async build() {
+    async build(query) {
       const f = this.filters;
+      const q = new URLSearchParams(query || "");
+      this.run = q.get("run") ? Number(q.get("run")) : null;
+      if (q.get("kind") !== null) f.kind = q.get("kind");
+      if (q.get("key") !== null) f.key = q.get("key");
       const input = (name, label, attrs) => h("div", {}, h("label", { for: `f-${name}` }, label),
         h("input", { id: `f-${name}`, name, value: f[name], ...attrs }));
       const form = h("form", { class: "filters", role: "search", onsubmit: (e) => {
         e.preventDefault();
         const data = new FormData(form);
         for (const k of Object.keys(f)) f[k] = String(data.get(k) || "");
+        this.run = null;
         schedule();
       } },
       h("div", {}, h("label", { for: "f-kind" }, "Kind"), h("select", { id: "f-kind", name: "kind" },
@@ -282,56 +475,94 @@
     },
     async update() {
       const f = this.filters;
-      const q = new URLSearchParams({ limit: f.limit || "200" });
-      if (f.kind) q.set("kind", f.kind);
-      if (f.key) q.set("key", f.key);
-      const ev = await get(`/api/v1/events?${q}`);
-      const items = (ev ? ev.items : []).filter((e) => !f.type || e.type === f.type).reverse();
-      replace(this.live, table(["Time", "Type", "Kind", "Object", "Reason", "Message"], items.map((e) => [
-        h("td", { title: new Date(e.ts * 1000).toISOString() }, time(e.ts)), h("td", { class: e.type }, e.type), e.kind,
+      let items;
+      let note = "";
+      if (this.run && f.key) {  // one run's events, from the canary's release history
+        const r = await get(`/api/v1/canaries/${f.key}/runs?limit=1000&events=${this.run}`);
+        items = r ? r.events || [] : [];
+        const run = r ? r.items.find((x) => x.id === this.run) : null;
+        note = run ? `Events of the run of ${run.version || short(run.revision)} started ${stamp(run.start)} (${run.outcome}).` : "";
+      } else {
+        const q = new URLSearchParams({ limit: f.limit || "200" });
+        if (f.kind) q.set("kind", f.kind);
+        if (f.key) q.set("key", f.key);
+        const ev = await get(`/api/v1/events?${q}`);
+        items = ev ? ev.items : [];
+      }
+      items = items.filter((e) => !f.type || e.type === f.type).reverse();
+      replace(this.live, note ? h("p", { "data-run-note": "" }, note) : "", table(["Time", "Type", "Kind", "Object", "Reason", "Message"], items.map((e) => [
+        h("td", {}, when(e.ts)), h("td", { class: e.type }, e.type), e.kind,
         e.kind === "Canary" ? h("a", { href: `#/canary/${e.key}` }, e.key) : h("span", { class: "mono" }, e.key), e.reason, e.message,
       ]), "No events match."));
     },
   };
 
   const gitops = {
-    async build() { this.live = h("div", {}); return page("GitOps", this.live); },
+    async build() {
+      this.status = h("p", { role: "status", "aria-live": "polite", class: "muted" });
+      this.live = h("div", {});
+      return page("GitOps", this.status, this.live);
+    },
+    // Reconcile, suspend and resume, through the same API the CLI uses (the token as for every action).
+    buttons(kind, o) {
+      const key = `${o.metadata.namespace}/${o.metadata.name}`;
+      const noun = kind === "sources" ? `${o.kind} ${key}` : `Kustomization ${key}`;
+      const base = `/api/v1/${kind}/${key}`;
+      const st = o.status || {};
+      const b = (label, path, text, danger) => actionButton(label, path, { title: `${label} ${noun}?`, text, ok: label, danger }, this.status,
+        { action: `${label.toLowerCase()}:${key}`, cls: danger ? "danger small" : "small" });
+      const out = [b("Reconcile", `${base}/reconcile${kind === "kustomizations" ? "?withSource=true" : ""}`,
+        kind === "sources" ? `Reconcile ${noun} now: fetch its newest commit; a new one is applied by its Kustomizations.`
+          : `Reconcile ${noun} now: fetch its source, then build and apply the newest revision.`)];
+      if (o.spec.suspend) out.push(h("span", { class: "muted small" }, "suspended in Git (spec.suspend)"));
+      else if (st.suspended) out.push(b("Resume", `${base}/resume`, `Resume ${noun}: it is reconciled again at its interval.`));
+      else out.push(b("Suspend", `${base}/suspend`, kind === "sources"
+        ? `Suspend ${noun}: no more fetching; new commits are not applied until resumed.`
+        : `Suspend ${noun}: nothing more is applied from Git until resumed; what runs stays as it is.`, true));
+      return h("div", { class: "buttons tight" }, out);
+    },
     async update() {
       const [src, ks] = await Promise.all([get("/api/v1/sources"), get("/api/v1/kustomizations")]);
       const key = (o) => `${o.metadata.namespace}/${o.metadata.name}`;
-      const conds = (s) => h("ul", {}, (s.conditions || []).map((c) => h("li", {}, h("strong", { class: c.status }, `${c.type}=${c.status}`),
+      const conds = (s) => h("ul", { class: "plain" }, (s.conditions || []).map((c) => h("li", {}, h("strong", { class: c.status }, `${c.type}=${c.status}`),
         ` ${c.reason || ""}${c.message ? `: ${c.message}` : ""}`)));
       const ready = (s) => { const r = (s.conditions || []).find((c) => c.type === "Ready"); return badge(r ? r.status : "Unknown"); };
+      const suspended = (o) => (o.spec.suspend ? "yes (in Git)" : o.status.suspended ? "yes" : "no");
       replace(this.live,
         h("h2", {}, "Sources"),
-        table(["Source", "URL", "Revision", "Suspended", "Ready", "Conditions"], (src ? src.items : []).map((o) => [
+        table(["Source", "URL", "Revision", "Suspended", "Ready", "Conditions", "Actions"], (src ? src.items : []).map((o) => [
           h("td", { class: "mono" }, `${o.kind} ${key(o)}`), h("td", { class: "mono" }, o.spec.url || ""),
-          h("td", { class: "mono" }, short((o.status.artifact || {}).revision)), o.spec.suspend ? "yes" : "no", h("td", {}, ready(o.status)), h("td", {}, conds(o.status)),
+          h("td", { class: "mono", title: (o.status.artifact || {}).revision || "" }, short((o.status.artifact || {}).revision)),
+          h("td", { "data-suspended": `source:${key(o)}` }, suspended(o)), h("td", {}, ready(o.status)), h("td", {}, conds(o.status)),
+          h("td", {}, this.buttons("sources", o)),
         ]), "No sources."),
         h("h2", {}, "Kustomizations"),
-        table(["Kustomization", "Source", "Path", "Applied revision", "Suspended", "Ready", "Conditions"], (ks ? ks.items : []).map((o) => [
+        table(["Kustomization", "Source", "Path", "Applied revision", "Suspended", "Ready", "Conditions", "Actions"], (ks ? ks.items : []).map((o) => [
           h("td", { class: "mono" }, key(o)), h("td", { class: "mono" }, `${o.spec.sourceRef.kind} ${o.spec.sourceRef.name}`), h("td", { class: "mono" }, o.spec.path || "./"),
-          h("td", { class: "mono" }, short(o.status.lastAppliedRevision)), o.spec.suspend ? "yes" : "no", h("td", {}, ready(o.status)), h("td", {}, conds(o.status)),
+          h("td", { class: "mono", title: o.status.lastAppliedRevision || "" }, short(o.status.lastAppliedRevision)),
+          h("td", { "data-suspended": `kustomization:${key(o)}` }, suspended(o)), h("td", {}, ready(o.status)), h("td", {}, conds(o.status)),
+          h("td", {}, this.buttons("kustomizations", o)),
         ]), "No Kustomizations."));
     },
   };
 
   // -- routing and live updates -----------------------------------------------------------------------
   const ROUTES = [
-    [/^#?\/?$/, overview], [/^#\/canary\/([^/]+)\/([^/]+)$/, canary], [/^#\/violations$/, violations],
-    [/^#\/flags$/, flags], [/^#\/events$/, events], [/^#\/gitops$/, gitops],
+    [/^#?\/?$/, overview], [/^#\/canary\/([^/]+)\/([^/]+)(?:\/run\/(\d+))?$/, canary], [/^#\/violations$/, violations],
+    [/^#\/flags$/, flags], [/^#\/events(?:\?(.*))?$/, events], [/^#\/gitops$/, gitops],
   ];
 
   async function show() {
     const hash = location.hash || "#/";
+    const path = hash.split("?")[0];
     for (const a of document.querySelectorAll("nav a")) {
-      if (a.getAttribute("href") === hash) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
+      if (a.getAttribute("href") === path) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
     }
     for (const [re, p] of ROUTES) {
       const m = hash.match(re);
       if (!m) continue;
       state.page = p;
-      main.replaceChildren(...(await p.build(...m.slice(1).map(decodeURIComponent))));
+      main.replaceChildren(...(await p.build(...m.slice(1).map((x) => (x === undefined ? undefined : decodeURIComponent(x))))));
       await refresh();
       return;
     }

@@ -1,4 +1,5 @@
-// A small line chart drawn as SVG: time on x, one or more series, optional dashed threshold lines.
+// A small line chart drawn as SVG: time on x, one or more series, optional dashed threshold lines; and
+// RheoTime, the one time format of every page (24-hour local time, the date added when not today).
 "use strict";
 (function () {
   const NS = "http://www.w3.org/2000/svg";
@@ -11,16 +12,27 @@
     return node;
   }
 
-  function niceMax(v) {
-    if (v <= 0) return 1;
-    const p = Math.pow(10, Math.floor(Math.log10(v)));
-    for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= v) return m * p;
+  // A tick step of 1, 2, 2.5 or 5 times a power of ten giving about four steps up to `v`; the axis ends at
+  // the first multiple of it at or above `v` (99.5 ends at 100, not 200).
+  function niceStep(v) {
+    const raw = v / 4;
+    const p = Math.pow(10, Math.floor(Math.log10(raw)));
+    for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= raw) return m * p;
     return 10 * p;
   }
 
+  const pad = (n) => String(n).padStart(2, "0");
   function clock(t) {
+    if (!t) return "";
     const d = new Date(t * 1000);
-    return d.toTimeString().slice(0, 8);
+    return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  }
+  function stamp(t) {
+    if (!t) return "";
+    const d = new Date(t * 1000);
+    const today = new Date();
+    const sameDay = d.getFullYear() === today.getFullYear() && d.getMonth() === today.getMonth() && d.getDate() === today.getDate();
+    return sameDay ? clock(t) : `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${clock(t)}`;
   }
 
   // series: [{label, cls, points: [[t, value|null], ...]}]; thresholds: [{label, value}]
@@ -33,24 +45,27 @@
     const t1 = ts.length ? Math.max(...ts) : 1;
     const span = t1 > t0 ? t1 - t0 : 1;
     const values = [...pts.map((p) => p[1]), ...thresholds.map((t) => t.value)];
-    let yMin = opts.yMin !== undefined ? opts.yMin : Math.min(0, ...values);
-    let yMax = opts.yMax !== undefined ? opts.yMax : niceMax(Math.max(1, ...values) * 1.05);
-    if (yMax <= yMin) yMax = yMin + 1;
+    const yMin = opts.yMin !== undefined ? opts.yMin : Math.min(0, ...values);
+    const top = opts.yMax !== undefined ? opts.yMax : Math.max(yMin, ...values);
+    const stepY = top > yMin ? niceStep(top - yMin) : 0.25;
+    const yMax = opts.yMax !== undefined ? opts.yMax : top > yMin ? yMin + Math.ceil((top - yMin) / stepY - 1e-9) * stepY : yMin + 1;
     const x = (t) => L + ((t - t0) / span) * (W - L - R);
     const y = (v) => T + (1 - (v - yMin) / (yMax - yMin)) * (H - T - B);
 
     const svg = el("svg", { viewBox: `0 0 ${W} ${H}`, class: "chart", role: "img", "aria-label": opts.title || "chart" });
     svg.appendChild(el("title", {}, opts.title || "chart"));
-    for (let i = 0; i <= 4; i++) {
-      const v = yMin + ((yMax - yMin) * i) / 4;
+    const ticks = Math.min(10, Math.max(1, Math.round((yMax - yMin) / stepY)));
+    for (let i = 0; i <= ticks; i++) {
+      const v = yMin + ((yMax - yMin) * i) / ticks;
       svg.appendChild(el("line", { x1: L, x2: W - R, y1: y(v), y2: y(v), class: "grid" }));
-      svg.appendChild(el("text", { x: L - 6, y: y(v) + 4, "text-anchor": "end" }, +v.toFixed(2) + (opts.unit || "")));
+      svg.appendChild(el("text", { x: L - 6, y: y(v) + 4, "text-anchor": "end", "data-axis": "y" }, +v.toFixed(2) + (opts.unit || "")));
     }
     svg.appendChild(el("line", { x1: L, x2: L, y1: T, y2: H - B, class: "axis" }));
     svg.appendChild(el("line", { x1: L, x2: W - R, y1: H - B, y2: H - B, class: "axis" }));
     if (ts.length) {
-      svg.appendChild(el("text", { x: L, y: H - 8 }, clock(t0)));
-      svg.appendChild(el("text", { x: W - R, y: H - 8, "text-anchor": "end" }, clock(t1)));
+      svg.appendChild(el("text", { x: L, y: H - 8, "data-axis": "x" }, clock(t0)));
+      if (t1 > t0) svg.appendChild(el("text", { x: (L + W - R) / 2, y: H - 8, "text-anchor": "middle", "data-axis": "x" }, clock((t0 + t1) / 2)));
+      svg.appendChild(el("text", { x: W - R, y: H - 8, "text-anchor": "end", "data-axis": "x" }, clock(t1)));
     } else {
       svg.appendChild(el("text", { x: W / 2, y: H / 2, "text-anchor": "middle" }, opts.empty || "no data yet"));
     }
@@ -69,7 +84,8 @@
         else d += `${pen ? "L" : "M"}${x(t).toFixed(1)},${y(v).toFixed(1)}`;
         pen = true;
       }
-      if (d) svg.appendChild(el("path", { d, class: `series ${s.cls}`, "data-series": s.label }));
+      const vals = s.points.map((p) => p[1]).filter((v) => v !== null && v !== undefined);
+      if (d) svg.appendChild(el("path", { d, class: `series ${s.cls}`, "data-series": s.label, "data-max": Math.max(...vals) }));
       const last = [...s.points].reverse().find((p) => p[1] !== null && p[1] !== undefined);
       if (last) svg.appendChild(el("circle", { cx: x(last[0]), cy: y(last[1]), r: 3, class: `series ${s.cls}` }));
     }
@@ -77,4 +93,5 @@
   }
 
   window.RheoChart = { line };
+  window.RheoTime = { clock, stamp };
 })();
