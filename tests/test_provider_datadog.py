@@ -241,8 +241,8 @@ async def test_a_trickling_answer_is_cut_at_the_deadline_for_the_whole_request(s
         (b'{"series": ["x"]}', "without a `pointlist` list"),
         (b'{"series": [{"pointlist": [[1, 2, 3]]}]}', "not [time, value]"),
         (b'{"series": [{"pointlist": [[1, "2.5"]]}]}', "not a number ('2.5')"),
-        (b'{"series": [{"pointlist": [[1, true]]}]}', "not a number (<bool>)"),
-        (b'{"series": [{"pointlist": [[1, 1e999]]}]}', "returned inf, not a number"),
+        (b'{"series": [{"pointlist": [[1, true]]}]}', "not a number (a bool)"),
+        (b'{"series": [{"pointlist": [[1, 1e999]]}]}', "returned +Inf, not a number"),
     ],
 )
 async def test_a_malformed_body_is_a_provider_error_saying_what_is_wrong(
@@ -282,7 +282,7 @@ def test_the_kind_is_registered_and_says_what_a_template_lacks() -> None:
     ]
     for address, says in (
         ("api.datadoghq.com", "must be an http(s) URL"),
-        ("https://api.datadoghq.eu/?site=eu", "must not have a query"),
+        ("https://api.datadoghq.eu/?site=eu", "must be a base URL without a query"),
         ("https://user:pw@api.datadoghq.com", "must not carry credentials"),
     ):
         spec = MetricProviderSpec(type="datadog", address=address, secretRef=SecretRef(name="d"))

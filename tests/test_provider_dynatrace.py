@@ -249,7 +249,7 @@ async def test_a_trickling_answer_is_cut_at_the_deadline_for_the_whole_request(s
         (b'{"result": [{"metricId": "m"}]}', "a metric without a `data` list"),
         (b'{"result": [{"data": [{"values": 412.5}]}]}', "a series without a `values` list"),
         (b'{"result": [{"data": [{"values": ["412.5"]}]}]}', "not a number ('412.5')"),
-        (b'{"result": [{"data": [{"values": [1e999]}]}]}', "returned inf, not a number"),
+        (b'{"result": [{"data": [{"values": [1e999]}]}]}', "returned +Inf, not a number"),
     ],
 )
 async def test_a_malformed_body_is_a_provider_error_saying_what_is_wrong(

@@ -247,7 +247,7 @@ async def test_a_trickling_answer_is_cut_at_the_deadline_for_the_whole_request(s
         (b'{"results": [{"result": "1.5"}]}', "a result that is not a number ('1.5')"),
         (
             b'{"results": [{"percentiles": {"95": 1, "99": 2}}]}',
-            "a percentiles that is not a number (<dict>)",
+            "a percentiles that is not a number (a dict)",
         ),
         (b'{"timeSeries": []}', "the query has TIMESERIES"),
     ],

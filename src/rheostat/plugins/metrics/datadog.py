@@ -22,9 +22,9 @@ import httpx
 
 from rheostat.model.metric_template import MetricProviderSpec
 from rheostat.plugins.metrics.base import MetricProvider, MetricQuery, NoData, ProviderError
-from rheostat.plugins.metrics.saas_http import (
+from rheostat.plugins.metrics.http_query import (
     DEFAULT_TIMEOUT_S,
-    Api,
+    HttpApi,
     address_problems,
     finite,
     guarded,
@@ -67,7 +67,7 @@ class DatadogProvider:
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.api = Api(
+        self.api = HttpApi(
             "Datadog",
             address,
             keys=KEYS,
@@ -92,7 +92,13 @@ class DatadogProvider:
     async def is_online(self) -> bool:
         """Flagger's check: the keys validate (`{"valid": true}`)."""
         try:
-            _, body = await self.api.get(VALIDATE_PATH, {}, self._request_headers(), "validate")
+            body = await self.api.json(
+                "GET",
+                VALIDATE_PATH,
+                "validate",
+                params={},
+                headers=self._request_headers(),
+            )
         except ProviderError:
             return False
         return body.get("valid") is True
@@ -103,7 +109,7 @@ class DatadogProvider:
     async def value(self, text: str, window_s: float) -> float:
         now = int(self.clock())
         params = {"from": str(now - int(FROM_INTERVALS * window_s)), "to": str(now), "query": text}
-        _, body = await self.api.get(QUERY_PATH, params, self._request_headers(), text)
+        body = await self.api.json("GET", QUERY_PATH, text, params=params, headers=self._request_headers())
         if body.get("status") == "error":
             raise ProviderError(f"Datadog answered an error: {short(_error_text(body) or '')}; query: {text}")
         series = body.get("series")
@@ -130,7 +136,7 @@ class DatadogProvider:
                 raise ProviderError(
                     f"Datadog answered a value that is not a number ({shown(point[1])}); query: {text}"
                 )
-            return finite(value, "Datadog", text)
+            return finite(value, text, "Datadog")
         raise NoData(f"the series has no points{' but nulls' if points else ''}; query: {text}")
 
 
@@ -140,7 +146,9 @@ class DatadogKind:
     name = "datadog"
 
     def problems(self, spec: MetricProviderSpec) -> list[Problem]:
-        return address_problems(spec) + secret_problems(spec, KEYS)
+        return address_problems(spec.address, bare=True, credentials=False) + secret_problems(
+            spec.secretRef, KEYS
+        )
 
     def make(self, ctx: SourceContext) -> MetricProvider:
         return DatadogProvider(

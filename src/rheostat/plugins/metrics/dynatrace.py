@@ -22,9 +22,9 @@ import httpx
 
 from rheostat.model.metric_template import MetricProviderSpec
 from rheostat.plugins.metrics.base import MetricProvider, MetricQuery, NoData, ProviderError
-from rheostat.plugins.metrics.saas_http import (
+from rheostat.plugins.metrics.http_query import (
     DEFAULT_TIMEOUT_S,
-    Api,
+    HttpApi,
     address_problems,
     finite,
     guarded,
@@ -66,7 +66,7 @@ class DynatraceProvider:
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.api = Api(
+        self.api = HttpApi(
             "Dynatrace",
             address,
             keys=KEYS,
@@ -91,7 +91,7 @@ class DynatraceProvider:
     async def is_online(self) -> bool:
         """Flagger's check: the token may list the environment's metrics."""
         try:
-            await self.api.get(LIST_PATH, {"pageSize": "1"}, self._headers, "")
+            await self.api.json("GET", LIST_PATH, "", params={"pageSize": "1"}, headers=self._headers)
         except ProviderError:
             return False
         return True
@@ -104,7 +104,7 @@ class DynatraceProvider:
             "from": str(now_ms - int(FROM_INTERVALS * window_s * 1000)),
             "to": str(now_ms),
         }
-        _, body = await self.api.get(QUERY_PATH, params, self._headers, text)
+        body = await self.api.json("GET", QUERY_PATH, text, params=params, headers=self._headers)
         results = body.get("result")
         if not isinstance(results, list):
             raise ProviderError(f"Dynatrace answered without a `result` list; query: {text}")
@@ -138,7 +138,7 @@ class DynatraceProvider:
             raise ProviderError(
                 f"Dynatrace answered a value that is not a number ({shown(values[0])}); query: {text}"
             )
-        return finite(value, "Dynatrace", text)
+        return finite(value, text, "Dynatrace")
 
 
 def _dimensions(series: Any) -> str:
@@ -155,7 +155,9 @@ class DynatraceKind:
 
     def problems(self, spec: MetricProviderSpec) -> list[Problem]:
         required = "must be set to the environment's URL, e.g. https://abc12345.live.dynatrace.com"
-        return address_problems(spec, required=required) + secret_problems(spec, KEYS)
+        return address_problems(
+            spec.address, required=required, bare=True, credentials=False
+        ) + secret_problems(spec.secretRef, KEYS)
 
     def make(self, ctx: SourceContext) -> MetricProvider:
         if not ctx.spec.address:

@@ -22,9 +22,9 @@ import httpx
 
 from rheostat.model.metric_template import MetricProviderSpec
 from rheostat.plugins.metrics.base import MetricProvider, MetricQuery, NoData, ProviderError
-from rheostat.plugins.metrics.saas_http import (
+from rheostat.plugins.metrics.http_query import (
     DEFAULT_TIMEOUT_S,
-    Api,
+    HttpApi,
     address_problems,
     finite,
     guarded,
@@ -69,7 +69,7 @@ class NewRelicProvider:
     ) -> None:
         if not (account_id.isascii() and account_id.isdigit()):
             raise ValueError(f"the secret's `{ACCOUNT_ID}` is not a number")  # not shown: it is a secret's
-        self.api = Api(
+        self.api = HttpApi(
             "New Relic",
             address,
             keys=KEYS,
@@ -94,7 +94,13 @@ class NewRelicProvider:
     async def is_online(self) -> bool:
         """Flagger's check: the query key may run a query."""
         try:
-            await self.api.get(self._path, {"nrql": nrql(ONLINE_QUERY, ONLINE_WINDOW_S)}, self._headers, "")
+            await self.api.json(
+                "GET",
+                self._path,
+                "",
+                params={"nrql": nrql(ONLINE_QUERY, ONLINE_WINDOW_S)},
+                headers=self._headers,
+            )
         except ProviderError:
             return False
         return True
@@ -106,7 +112,7 @@ class NewRelicProvider:
                 f"the NRQL is {len(text.encode())} bytes; the Insights API takes less than {MAX_NRQL_BYTES}; "
                 f"query: {text[:200]}..."
             )
-        _, body = await self.api.get(self._path, {"nrql": text}, self._headers, text)
+        body = await self.api.json("GET", self._path, text, params={"nrql": text}, headers=self._headers)
         results = body.get("results")
         if not isinstance(results, list):
             for key, clause in (("facets", "FACET"), ("timeSeries", "TIMESERIES")):
@@ -138,7 +144,7 @@ class NewRelicProvider:
             raise ProviderError(
                 f"New Relic answered a {short(name, 40)} that is not a number ({shown(raw)}); query: {text}"
             )
-        return finite(value, "New Relic", text)
+        return finite(value, text, "New Relic")
 
 
 class NewRelicKind:
@@ -147,7 +153,9 @@ class NewRelicKind:
     name = "newrelic"
 
     def problems(self, spec: MetricProviderSpec) -> list[Problem]:
-        return address_problems(spec) + secret_problems(spec, KEYS)
+        return address_problems(spec.address, bare=True, credentials=False) + secret_problems(
+            spec.secretRef, KEYS
+        )
 
     def make(self, ctx: SourceContext) -> MetricProvider:
         return NewRelicProvider(
