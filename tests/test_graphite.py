@@ -146,8 +146,8 @@ UNUSABLE = [
     (200, '[{"target": "x", "datapoints": [["lots", 2]]}]', "not [number, time] ('lots')"),
     (200, '[{"target": "x", "datapoints": [[true, 2]]}]', "not [number, time]"),
     (200, '[{"target": "x", "datapoints": [7]}]', "not [number, time] (a int)"),
-    (200, f"[{series('x', '1e9999')}]", "returned inf, not a number to judge"),
-    (200, f"[{series('x', '-Infinity')}]", "returned -inf, not a number to judge"),
+    (200, f"[{series('x', '1e9999')}]", "returned +Inf, not a number to judge"),
+    (200, f"[{series('x', '-Infinity')}]", "returned -Inf, not a number to judge"),
     (200, "[" * 100_000 + "]" * 100_000, "not JSON: '[[[["),
     (200, "[] trailing", "not JSON"),
     (
@@ -218,7 +218,7 @@ async def test_the_kind_needs_an_http_address_and_both_secret_keys() -> None:
             make(None, None)
         made = make({"username": "u", "password": "p"})
         assert isinstance(made, GraphiteProvider) and made.credentials == Credentials("u", "p")
-        assert made.client is client  # the controller's shared client (its insecureSkipVerify setting)
+        assert made.api.client is client  # the controller's shared client (its insecureSkipVerify setting)
     assert Credentials.from_secret({"username": "", "password": ""}) is None  # Flagger: sent only when set
 
 

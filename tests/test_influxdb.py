@@ -187,7 +187,7 @@ INFLUXQL_UNUSABLE = [
     (401, b'{"error":"authorization failed"}', "HTTP 401: authorization failed"),
     (403, b'{"code":"forbidden","message":"insufficient permissions"}', "HTTP 403: forbidden: insufficient"),
     (500, b"", "HTTP 500 with an empty body"),
-    (502, b"<html>Bad Gateway</html>", "HTTP 502 with a body that is not JSON: '<html>Bad Gateway"),
+    (502, b"<html>Bad Gateway</html>", "HTTP 502: '<html>Bad Gateway"),
     (200, b"<html>login</html>", "not JSON: '<html>login"),
     (200, b"", "HTTP 200 with an empty body"),
     (200, b"[1]", "JSON that is not an object"),
@@ -208,7 +208,11 @@ INFLUXQL_UNUSABLE = [
         _influxql([{"name": "m", "columns": ["time", "v"], "values": [[0, [1]]]}]),
         "not a number (a list)",
     ),
-    (200, b'{"results":[{"series":[{"columns":["time","v"],"values":[[0,NaN]]}]}]}', "not JSON"),
+    (
+        200,
+        b'{"results":[{"series":[{"columns":["time","v"],"values":[[0,NaN]]}]}]}',
+        "returned NaN, not a number",
+    ),
     (200, b'{"results":[{"series":[{"columns":["time","v"],"values":[[0,1e999]]}]}]}', "returned +Inf"),
     (200, _influxql([{"name": "m", "columns": ["time"], "values": [[0]]}]), "0 fields (none)"),
 ]
@@ -428,7 +432,7 @@ FLUX_UNUSABLE = [
     ),
     (404, b'{"error":"not found"}', "HTTP 404: not found"),  # InfluxDB 1.x without Flux enabled
     (503, b"", "HTTP 503 with an empty body"),
-    (502, b"upstream connect error", "HTTP 502 with a body that is not JSON: 'upstream connect error'"),
+    (502, b"upstream connect error", "HTTP 502: 'upstream connect error'"),
 ]
 
 

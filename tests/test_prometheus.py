@@ -278,7 +278,7 @@ UNUSABLE = [
         '{"status":"error","errorType":"bad_data","error":"parse error at char 3"}',
         "HTTP 200: bad_data: parse error",
     ),
-    (200, '{"status":"pending"}', "with status 'pending'"),
+    (200, '{"status":"pending"}', "HTTP 200: status 'pending'"),
     (200, '{"status":{"deep":[1]},"error":["x"]}', "<list>"),
     (200, "[1, 2]", "JSON that is not an object"),
     (200, "null", "JSON that is not an object"),

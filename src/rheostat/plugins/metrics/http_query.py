@@ -17,7 +17,7 @@ import math
 import ssl
 from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -183,7 +183,6 @@ class HttpApi:
         insecure_skip_verify: bool = False,
         client: httpx.AsyncClient | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
-        shown_as: str | None = None,
         keys: str | None = None,
         error_text: Callable[[dict[str, Any]], str | None] = lambda body: None,
         schemes: tuple[str, ...] = ("http://", "https://"),
@@ -192,7 +191,8 @@ class HttpApi:
             raise ValueError(f"{name} address must be an http(s) URL, got {address[:80]!r}")
         self.name = name
         self.address = address.rstrip("/")
-        self.where = f"{name} at {shown_as or self.address}"  # in messages: never a secret of the URL
+        self.shown = _without_secrets(self.address)
+        self.where = f"{name} at {self.shown}"
         self.timeout_s = timeout_s
         self.insecure_skip_verify = insecure_skip_verify
         self.client = client
@@ -228,6 +228,16 @@ class HttpApi:
         """The JSON object of an answer below 400 (see `json_answer`)."""
         reply = await self.send(method, path, text, **kwargs)
         return json_answer(reply, self.name, text, self.error_text, keys=self.keys)
+
+
+def _without_secrets(address: str) -> str:
+    """The address for messages: without what may be secret in it (user:password@, a query, a fragment)."""
+    try:
+        parts = urlsplit(address)
+        host = parts.netloc.rpartition("@")[2]
+    except ValueError:
+        return address.partition("?")[0]
+    return urlunsplit((parts.scheme, host, parts.path, "", "")).rstrip("/")
 
 
 # -- the answer ---------------------------------------------------------------------------------------------
