@@ -34,6 +34,7 @@ from rheostat.plugins.metrics.http_query import (
     address_problems,
     finite,
     json_answer,
+    needs_text,
     one_line,
     short,
 )
@@ -105,9 +106,7 @@ class CloudWatchProvider:
         return f"CloudWatchProvider({self.region!r}, {self.address!r})"
 
     async def query(self, q: MetricQuery) -> float:
-        if q.text is None:
-            raise ProviderError(f"metric {q.name!r} has no query; CloudWatch runs MetricDataQueries only")
-        return await self.value(q.text, q.window_s)
+        return await self.value(needs_text(q, "CloudWatch runs MetricDataQueries only"), q.window_s)
 
     async def is_online(self) -> bool:
         """Flagger's check: an empty query answers 400 (a validation error), not 403 (not allowed)."""

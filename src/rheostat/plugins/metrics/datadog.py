@@ -16,20 +16,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
-
-import httpx
+from typing import Any, Unpack
 
 from rheostat.model.metric_template import MetricProviderSpec
 from rheostat.plugins.metrics.base import MetricProvider, MetricQuery, NoData, ProviderError
 from rheostat.plugins.metrics.http_query import (
-    DEFAULT_TIMEOUT_S,
     HttpApi,
-    address_problems,
+    HttpOptions,
+    api_problems,
     finite,
     guarded,
+    needs_text,
     number,
-    secret_problems,
     secret_value,
     short,
     shown,
@@ -62,20 +60,10 @@ class DatadogProvider:
         application_key: str,
         address: str = DEFAULT_ADDRESS,
         *,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
-        client: httpx.AsyncClient | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.time,
+        **http: Unpack[HttpOptions],
     ) -> None:
-        self.api = HttpApi(
-            "Datadog",
-            address,
-            keys=KEYS,
-            error_text=_error_text,
-            timeout_s=timeout_s,
-            client=client,
-            transport=transport,
-        )
+        self.api = HttpApi("Datadog", address, keys=KEYS, error_text=_error_text, **http)
         self._headers = {"DD-API-KEY": api_key, "DD-APPLICATION-KEY": application_key}
         self._secrets = (api_key, application_key)
         self.clock = clock
@@ -84,9 +72,7 @@ class DatadogProvider:
         return f"DatadogProvider({self.api.address!r})"
 
     async def query(self, q: MetricQuery) -> float:
-        if q.text is None:
-            raise ProviderError(f"metric {q.name!r} has no query: a Datadog template needs one")
-        text = q.text
+        text = needs_text(q, "a Datadog template needs one")
         return await guarded(lambda: self.value(text, q.window_s), self._secrets)
 
     async def is_online(self) -> bool:
@@ -146,9 +132,7 @@ class DatadogKind:
     name = "datadog"
 
     def problems(self, spec: MetricProviderSpec) -> list[Problem]:
-        return address_problems(spec.address, bare=True, credentials=False) + secret_problems(
-            spec.secretRef, KEYS
-        )
+        return api_problems(spec, KEYS)
 
     def make(self, ctx: SourceContext) -> MetricProvider:
         return DatadogProvider(

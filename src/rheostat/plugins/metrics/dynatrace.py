@@ -16,23 +16,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
-
-import httpx
+from typing import Any, Unpack
 
 from rheostat.model.metric_template import MetricProviderSpec
 from rheostat.plugins.metrics.base import MetricProvider, MetricQuery, NoData, ProviderError
 from rheostat.plugins.metrics.http_query import (
-    DEFAULT_TIMEOUT_S,
     HttpApi,
-    address_problems,
+    HttpOptions,
+    api_problems,
     finite,
     guarded,
+    needs_text,
     number,
-    secret_problems,
     secret_value,
     short,
     shown,
+    succeeds,
 )
 from rheostat.plugins.metrics.sources import Problem, SourceContext
 
@@ -61,20 +60,10 @@ class DynatraceProvider:
         token: str,
         address: str,
         *,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
-        client: httpx.AsyncClient | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.time,
+        **http: Unpack[HttpOptions],
     ) -> None:
-        self.api = HttpApi(
-            "Dynatrace",
-            address,
-            keys=KEYS,
-            error_text=_error_text,
-            timeout_s=timeout_s,
-            client=client,
-            transport=transport,
-        )
+        self.api = HttpApi("Dynatrace", address, keys=KEYS, error_text=_error_text, **http)
         self._headers = {"Authorization": f"Api-Token {token}", "Accept": "application/json"}
         self._secrets = (token,)
         self.clock = clock
@@ -83,18 +72,14 @@ class DynatraceProvider:
         return f"DynatraceProvider({self.api.address!r})"
 
     async def query(self, q: MetricQuery) -> float:
-        if q.text is None:
-            raise ProviderError(f"metric {q.name!r} has no query: a Dynatrace template needs one")
-        text = q.text.strip()
+        text = needs_text(q, "a Dynatrace template needs one").strip()
         return await guarded(lambda: self.value(text, q.window_s), self._secrets)
 
     async def is_online(self) -> bool:
         """Flagger's check: the token may list the environment's metrics."""
-        try:
-            await self.api.json("GET", LIST_PATH, "", params={"pageSize": "1"}, headers=self._headers)
-        except ProviderError:
-            return False
-        return True
+        return await succeeds(
+            self.api.json("GET", LIST_PATH, "", params={"pageSize": "1"}, headers=self._headers)
+        )
 
     async def value(self, text: str, window_s: float) -> float:
         now_ms = int(self.clock()) * 1000  # whole seconds, as Flagger
@@ -155,9 +140,7 @@ class DynatraceKind:
 
     def problems(self, spec: MetricProviderSpec) -> list[Problem]:
         required = "must be set to the environment's URL, e.g. https://abc12345.live.dynatrace.com"
-        return address_problems(
-            spec.address, required=required, bare=True, credentials=False
-        ) + secret_problems(spec.secretRef, KEYS)
+        return api_problems(spec, KEYS, required=required)
 
     def make(self, ctx: SourceContext) -> MetricProvider:
         if not ctx.spec.address:

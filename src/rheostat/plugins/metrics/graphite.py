@@ -20,7 +20,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Unpack
 from urllib.parse import parse_qsl, urlencode
 
 import httpx
@@ -29,15 +29,18 @@ from rheostat.model.metric_template import MetricProviderSpec
 from rheostat.plugins.http_limits import Reply
 from rheostat.plugins.metrics.base import MetricProvider, MetricQuery, NoData, ProviderError
 from rheostat.plugins.metrics.http_query import (
-    DEFAULT_TIMEOUT_S,
     HttpApi,
+    HttpOptions,
     address_problems,
     finite,
     json_value,
+    needs_text,
     number,
     parsed,
     refuse_errors,
     shown,
+    succeeds,
+    template_options,
 )
 from rheostat.plugins.metrics.sources import Problem, SourceContext
 
@@ -86,24 +89,12 @@ class GraphiteProvider:
         self,
         address: str,
         *,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
-        headers: Mapping[str, list[str]] | None = None,
         credentials: Credentials | None = None,
-        insecure_skip_verify: bool = False,
-        transport: httpx.AsyncBaseTransport | None = None,
-        client: httpx.AsyncClient | None = None,
+        **http: Unpack[HttpOptions],
     ) -> None:
         for _, problem in address_problems(address, required="is required", bare=True):
             raise ValueError(f"Graphite address {problem}")
-        self.api = HttpApi(
-            "Graphite",
-            address,
-            timeout_s=timeout_s,
-            insecure_skip_verify=insecure_skip_verify,
-            client=client,
-            transport=transport,
-        )
-        self.headers = [(k, v) for k, values in (headers or {}).items() for v in values]
+        self.api = HttpApi("Graphite", address, **http)
         self.credentials = credentials
 
     @property
@@ -116,17 +107,11 @@ class GraphiteProvider:
     # -- MetricProvider --------------------------------------------------------------------------------
 
     async def query(self, q: MetricQuery) -> float:
-        if q.text is None:
-            raise ProviderError(f"metric {q.name!r} has no query; Graphite has no builtin checks")
-        return await self.value(q.text)
+        return await self.value(needs_text(q, "Graphite has no builtin checks"))
 
     async def is_online(self) -> bool:
         """Flagger's check: `target=test` answers a list of series, with values or without."""
-        try:
-            await self.fetch(ONLINE_QUERY)
-        except ProviderError:
-            return False
-        return True
+        return await succeeds(self.fetch(ONLINE_QUERY))
 
     # -- the render API --------------------------------------------------------------------------------
 
@@ -162,9 +147,7 @@ class GraphiteProvider:
         if self.credentials is not None:
             auth = httpx.BasicAuth(self.credentials.username, self.credentials.password)
         # quote_plus, as Go's QueryEscape
-        return await self.api.send(
-            "GET", f"/render?{urlencode(params)}", text, headers=self.headers, auth=auth
-        )
+        return await self.api.send("GET", f"/render?{urlencode(params)}", text, auth=auth)
 
 
 def _series(reply: Reply, text: str) -> list[Series]:
@@ -226,10 +209,8 @@ class GraphiteKind:
         assert ctx.spec.address is not None  # (problems says so)
         return GraphiteProvider(
             ctx.spec.address,
-            headers=ctx.spec.headers,
             credentials=Credentials.from_secret(ctx.secret),
-            insecure_skip_verify=bool(ctx.spec.insecureSkipVerify),
-            client=ctx.client,
+            **template_options(ctx),
         )
 
 

@@ -16,14 +16,15 @@ import json
 import math
 import ssl
 from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
-from typing import Any
+from typing import Any, TypedDict, Unpack
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from rheostat.model.metric_template import MetricProviderSpec
 from rheostat.plugins.http_limits import BodyTooLarge, MiB, Reply, request
-from rheostat.plugins.metrics.base import NoData, ProviderError
-from rheostat.plugins.metrics.sources import Problem
+from rheostat.plugins.metrics.base import MetricQuery, NoData, ProviderError
+from rheostat.plugins.metrics.sources import Problem, SourceContext
 
 DEFAULT_TIMEOUT_S = 5.0  # Flagger's for most providers
 MAX_BODY = 10 * MiB  # one query's answer; past this it is a failed check, not memory spent
@@ -137,10 +138,12 @@ def address_problems(
     return []
 
 
-def secret_problems(secret_ref: object | None, keys: str) -> list[Problem]:
-    if secret_ref is None:
-        return [("secretRef", f"must name a Secret with {keys}: the credentials are read from it only")]
-    return []
+def api_problems(spec: MetricProviderSpec, keys: str, *, required: str | None = None) -> list[Problem]:
+    """A SaaS API's: its address, nothing after the path and no credentials in it; a secret with `keys`."""
+    found = address_problems(spec.address, required=required, bare=True, credentials=False)
+    if spec.secretRef is None:
+        found.append(("secretRef", f"must name a Secret with {keys}: the credentials are read from it only"))
+    return found
 
 
 # -- the exchange -------------------------------------------------------------------------------------------
@@ -168,6 +171,26 @@ def exchange_errors(
         raise ProviderError(f"{where} is unreachable ({type(exc).__name__}); query: {text}") from None
 
 
+class HttpOptions(TypedDict, total=False):
+    """How a provider reaches its API: every HTTP provider's keyword arguments."""
+
+    timeout_s: float  # for the whole exchange
+    headers: Mapping[str, list[str]] | None  # the template's `headers`, sent with every request
+    insecure_skip_verify: bool
+    client: httpx.AsyncClient | None
+    transport: httpx.AsyncBaseTransport | None
+
+
+def template_options(ctx: SourceContext) -> HttpOptions:
+    """What a template says of how to reach its server: its `headers`, and the controller's client for its
+    `insecureSkipVerify`."""
+    return {
+        "headers": ctx.spec.headers,
+        "insecure_skip_verify": bool(ctx.spec.insecureSkipVerify),
+        "client": ctx.client,
+    }
+
+
 class HttpApi:
     """One provider's HTTP API at `address`: exchanges under the deadline, their failures as ProviderError.
 
@@ -179,13 +202,10 @@ class HttpApi:
         name: str,
         address: str,
         *,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
-        insecure_skip_verify: bool = False,
-        client: httpx.AsyncClient | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
         keys: str | None = None,
         error_text: Callable[[dict[str, Any]], str | None] = lambda body: None,
         schemes: tuple[str, ...] = ("http://", "https://"),
+        **options: Unpack[HttpOptions],
     ) -> None:
         if not address.startswith(schemes):
             raise ValueError(f"{name} address must be an http(s) URL, got {address[:80]!r}")
@@ -193,12 +213,13 @@ class HttpApi:
         self.address = address.rstrip("/")
         self.shown = _without_secrets(self.address)
         self.where = f"{name} at {self.shown}"
-        self.timeout_s = timeout_s
-        self.insecure_skip_verify = insecure_skip_verify
-        self.client = client
-        self.transport = transport
         self.keys = keys  # how the secret names the credentials, for "refused" messages
         self.error_text = error_text  # the provider's own words in an error answer
+        self.timeout_s = options.get("timeout_s", DEFAULT_TIMEOUT_S)
+        self.headers = [(k, v) for k, values in (options.get("headers") or {}).items() for v in values]
+        self.insecure_skip_verify = options.get("insecure_skip_verify", False)
+        self.client = options.get("client")
+        self.transport = options.get("transport")
 
     def session(self) -> contextlib.AbstractAsyncContextManager[httpx.AsyncClient]:
         """The shared client (left open), or one for this exchange."""
@@ -213,6 +234,8 @@ class HttpApi:
     ) -> Reply:
         """`method` on the address + `path` (the whole exchange within `deadline_s`, by default the
         provider's timeout); ProviderError naming the query `text` when there is no answer."""
+        headers = httpx.Headers(self.headers)
+        headers.update(kwargs.pop("headers", None) or {})
         with exchange_errors(self.where, self.timeout_s, text):
             async with self.session() as client:
                 return await request(
@@ -221,6 +244,7 @@ class HttpApi:
                     f"{self.address}{path}",
                     deadline_s=self.timeout_s if deadline_s is None else deadline_s,
                     cap=MAX_BODY,
+                    headers=headers,
                     **kwargs,
                 )
 
@@ -238,6 +262,22 @@ def _without_secrets(address: str) -> str:
     except ValueError:
         return address.partition("?")[0]
     return urlunsplit((parts.scheme, host, parts.path, "", "")).rstrip("/")
+
+
+def needs_text(q: MetricQuery, why: str) -> str:
+    """The template's query: a provider of this kind has no builtin checks."""
+    if q.text is None:
+        raise ProviderError(f"metric {q.name!r} has no query; {why}")
+    return q.text
+
+
+async def succeeds(call: Awaitable[object]) -> bool:
+    """Whether the call ends without ProviderError (an `is_online` check)."""
+    try:
+        await call
+    except ProviderError:
+        return False
+    return True
 
 
 # -- the answer ---------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import io
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Unpack
 
 import httpx
 
@@ -32,14 +32,17 @@ from rheostat.plugins.http_limits import Reply
 from rheostat.plugins.metrics.base import MetricProvider, MetricQuery, NoData, ProviderError
 from rheostat.plugins.metrics.http_query import (
     HttpApi,
+    HttpOptions,
     address_problems,
     finite,
     json_value,
+    needs_text,
     number,
     parsed,
     refuse_errors,
     short,
     shown,
+    template_options,
 )
 from rheostat.plugins.metrics.sources import Problem, SourceContext
 
@@ -86,25 +89,13 @@ class InfluxProvider:
         address: str,
         *,
         credentials: Credentials | None = None,
-        headers: Mapping[str, list[str]] | None = None,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
-        insecure_skip_verify: bool = False,
-        transport: httpx.AsyncBaseTransport | None = None,
-        client: httpx.AsyncClient | None = None,
+        **http: Unpack[HttpOptions],
     ) -> None:
-        self.api = HttpApi(
-            "InfluxDB",
-            address,
-            timeout_s=timeout_s,
-            insecure_skip_verify=insecure_skip_verify,
-            client=client,
-            transport=transport,
-        )
+        self.api = HttpApi("InfluxDB", address, **http)
         url = httpx.URL(self.api.address)
         self.params = list(url.params.multi_items())  # e.g. db=, rp=: sent with every query
         self.api.address = str(url.copy_with(query=None, fragment=None)).rstrip("/")
         self.credentials = credentials or Credentials()
-        self.headers = [(k, v) for k, values in (headers or {}).items() for v in values]
 
     def __repr__(self) -> str:
         return f"InfluxProvider({self.api.shown!r})"
@@ -112,9 +103,7 @@ class InfluxProvider:
     # -- MetricProvider --------------------------------------------------------------------------------
 
     async def query(self, q: MetricQuery) -> float:
-        if q.text is None:
-            raise ProviderError(f"metric {q.name!r} has no query (InfluxDB has no builtin checks)")
-        return await self.value(q.text)
+        return await self.value(needs_text(q, "InfluxDB has no builtin checks"))
 
     async def is_online(self) -> bool:
         """`/ping` answers 204 on InfluxDB 1.x and 2.x."""
@@ -148,8 +137,7 @@ class InfluxProvider:
         headers: Mapping[str, str] | None = None,
         **kwargs: Any,
     ) -> Reply:
-        all_headers = httpx.Headers(self.headers)
-        all_headers.update(headers or {})
+        all_headers = dict(headers or {})
         auth: httpx.Auth | None = None
         c = self.credentials
         if c.token:
@@ -325,9 +313,7 @@ class InfluxKind:
         return InfluxProvider(
             ctx.spec.address,
             credentials=Credentials.from_secret(ctx.secret),
-            headers=ctx.spec.headers,
-            insecure_skip_verify=bool(ctx.spec.insecureSkipVerify),
-            client=ctx.client,
+            **template_options(ctx),
         )
 
 

@@ -16,23 +16,22 @@ several results, FACET or TIMESERIES answers are errors that say so: one number 
 from __future__ import annotations
 
 import math
-from typing import Any
-
-import httpx
+from typing import Any, Unpack
 
 from rheostat.model.metric_template import MetricProviderSpec
 from rheostat.plugins.metrics.base import MetricProvider, MetricQuery, NoData, ProviderError
 from rheostat.plugins.metrics.http_query import (
-    DEFAULT_TIMEOUT_S,
     HttpApi,
-    address_problems,
+    HttpOptions,
+    api_problems,
     finite,
     guarded,
+    needs_text,
     number,
-    secret_problems,
     secret_value,
     short,
     shown,
+    succeeds,
 )
 from rheostat.plugins.metrics.sources import Problem, SourceContext
 
@@ -62,22 +61,11 @@ class NewRelicProvider:
         account_id: str,
         query_key: str,
         address: str = DEFAULT_ADDRESS,
-        *,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
-        client: httpx.AsyncClient | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        **http: Unpack[HttpOptions],
     ) -> None:
         if not (account_id.isascii() and account_id.isdigit()):
             raise ValueError(f"the secret's `{ACCOUNT_ID}` is not a number")  # not shown: it is a secret's
-        self.api = HttpApi(
-            "New Relic",
-            address,
-            keys=KEYS,
-            error_text=_error_text,
-            timeout_s=timeout_s,
-            client=client,
-            transport=transport,
-        )
+        self.api = HttpApi("New Relic", address, keys=KEYS, error_text=_error_text, **http)
         self._path = f"/v1/accounts/{account_id}/query"
         self._headers = {"X-Query-Key": query_key, "Accept": "application/json"}
         self._secrets = (account_id, query_key)
@@ -86,24 +74,13 @@ class NewRelicProvider:
         return f"NewRelicProvider({self.api.address!r})"
 
     async def query(self, q: MetricQuery) -> float:
-        if q.text is None:
-            raise ProviderError(f"metric {q.name!r} has no query: a New Relic template needs one")
-        text = nrql(q.text, q.window_s)
+        text = nrql(needs_text(q, "a New Relic template needs one"), q.window_s)
         return await guarded(lambda: self.value(text), self._secrets)
 
     async def is_online(self) -> bool:
         """Flagger's check: the query key may run a query."""
-        try:
-            await self.api.json(
-                "GET",
-                self._path,
-                "",
-                params={"nrql": nrql(ONLINE_QUERY, ONLINE_WINDOW_S)},
-                headers=self._headers,
-            )
-        except ProviderError:
-            return False
-        return True
+        online = {"nrql": nrql(ONLINE_QUERY, ONLINE_WINDOW_S)}
+        return await succeeds(self.api.json("GET", self._path, "", params=online, headers=self._headers))
 
     async def value(self, text: str) -> float:
         """The one number of a NRQL answer (`text` complete, SINCE included)."""
@@ -153,9 +130,7 @@ class NewRelicKind:
     name = "newrelic"
 
     def problems(self, spec: MetricProviderSpec) -> list[Problem]:
-        return address_problems(spec.address, bare=True, credentials=False) + secret_problems(
-            spec.secretRef, KEYS
-        )
+        return api_problems(spec, KEYS)
 
     def make(self, ctx: SourceContext) -> MetricProvider:
         return NewRelicProvider(

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Unpack
 
 import httpx
 
@@ -32,6 +32,7 @@ from rheostat.plugins.metrics.base import (
 from rheostat.plugins.metrics.http_query import (
     DEFAULT_TIMEOUT_S,
     HttpApi,
+    HttpOptions,
     address_problems,
     finite,
     infinite,
@@ -39,6 +40,7 @@ from rheostat.plugins.metrics.http_query import (
     number,
     short,
     shown,
+    template_options,
     tls_context,
 )
 from rheostat.plugins.metrics.sources import Problem, SourceContext
@@ -108,22 +110,10 @@ class PrometheusProvider:
         self,
         address: str,
         *,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
-        headers: Mapping[str, list[str]] | None = None,
         auth: Auth | None = None,
-        insecure_skip_verify: bool = False,
-        transport: httpx.AsyncBaseTransport | None = None,
-        client: httpx.AsyncClient | None = None,
+        **http: Unpack[HttpOptions],
     ) -> None:
-        self.api = HttpApi(
-            "Prometheus",
-            address,
-            timeout_s=timeout_s,
-            insecure_skip_verify=insecure_skip_verify,
-            client=client,
-            transport=transport,
-        )
-        self.headers = [(k, v) for k, values in (headers or {}).items() for v in values]
+        self.api = HttpApi("Prometheus", address, **http)
         self.auth = auth
 
     @property
@@ -221,7 +211,7 @@ class PrometheusProvider:
     async def _query(self, text: str) -> tuple[str, Any]:
         """(resultType, result) of a successful answer; ProviderError for anything else."""
         auth: httpx.Auth | None = None
-        headers = httpx.Headers(self.headers)
+        headers: dict[str, str] = {}
         if self.auth is not None and self.auth.token:
             headers["Authorization"] = f"Bearer {self.auth.token}"
         elif self.auth is not None and self.auth.username is not None and self.auth.password is not None:
@@ -312,10 +302,8 @@ class PrometheusKind:
             raise ValueError("provider.address is not set and there is no metrics server")
         return PrometheusProvider(
             address,
-            headers=ctx.spec.headers,
             auth=Auth.from_secret(ctx.secret),
-            insecure_skip_verify=bool(ctx.spec.insecureSkipVerify),
-            client=ctx.client,
+            **template_options(ctx),
         )
 
 

@@ -31,6 +31,7 @@ from rheostat.plugins.metrics.http_query import (
     address_problems,
     exchange_errors,
     finite,
+    needs_text,
     number,
     one_line,
     parsed,
@@ -206,9 +207,7 @@ class SplunkProvider:
         return f"SplunkProvider({self.stream_url!r})"
 
     async def query(self, q: MetricQuery) -> float:
-        if q.text is None:
-            raise ProviderError(f"metric {q.name!r} has no query; Splunk runs SignalFlow programs only")
-        return await self.value(q.text, q.window_s)
+        return await self.value(needs_text(q, "Splunk runs SignalFlow programs only"), q.window_s)
 
     async def is_online(self) -> bool:
         """Flagger's check: the token can list one metric (`GET /v2/metric?limit=1` on the API endpoint)."""

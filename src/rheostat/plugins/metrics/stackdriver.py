@@ -38,6 +38,7 @@ from rheostat.plugins.metrics.http_query import (
     address_problems,
     finite,
     json_answer,
+    needs_text,
     number,
     one_line,
     short,
@@ -171,9 +172,7 @@ class StackdriverProvider:
         return f"StackdriverProvider({self.project!r}, {self.address!r})"
 
     async def query(self, q: MetricQuery) -> float:
-        if q.text is None:
-            raise ProviderError(f"metric {q.name!r} has no query; Cloud Monitoring runs MQL or PromQL only")
-        return await self.value(q.text)
+        return await self.value(needs_text(q, "Cloud Monitoring runs MQL or PromQL only"))
 
     async def is_online(self) -> bool:
         """Flagger's check: an empty query is refused as invalid (400), not as unauthorised."""
