@@ -337,7 +337,7 @@ def test_the_kind_names_what_a_template_lacks_and_credentials_come_from_the_envi
         kind.make(sources.SourceContext(spec, "test", None, client, environ={}))
     made = kind.make(sources.SourceContext(spec, "test", None, client, environ=ENV))
     assert isinstance(made, CloudWatchProvider)
-    assert made.address == "https://monitoring.ap-northeast-1.amazonaws.com"
+    assert made.api.address == "https://monitoring.ap-northeast-1.amazonaws.com"
     assert SECRET_KEY not in repr(made) and ACCESS_KEY not in repr(made.credentials)
     assert endpoint("cn-north-1") == "https://monitoring.cn-north-1.amazonaws.com.cn"
 

@@ -18,9 +18,8 @@ import json
 import math
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Unpack
 
-import httpx
 from botocore.auth import SigV4Auth  # type: ignore[import-untyped]
 from botocore.awsrequest import AWSRequest  # type: ignore[import-untyped]
 from botocore.credentials import Credentials  # type: ignore[import-untyped]
@@ -29,8 +28,8 @@ from rheostat.model.metric_template import MetricProviderSpec
 from rheostat.plugins.http_limits import Reply
 from rheostat.plugins.metrics.base import MetricProvider, MetricQuery, NoData, ProviderError
 from rheostat.plugins.metrics.http_query import (
-    DEFAULT_TIMEOUT_S,
     HttpApi,
+    HttpOptions,
     address_problems,
     finite,
     json_answer,
@@ -89,21 +88,16 @@ class CloudWatchProvider:
         credentials: AwsCredentials,
         *,
         address: str | None = None,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
-        client: httpx.AsyncClient | None = None,
         clock: Any = time.time,
+        **http: Unpack[HttpOptions],
     ) -> None:
         self.region = region
-        self.api = HttpApi("CloudWatch", address or endpoint(region), timeout_s=timeout_s, client=client)
+        self.api = HttpApi("CloudWatch", address or endpoint(region), **http)
         self.credentials = credentials
         self.clock = clock
 
-    @property
-    def address(self) -> str:
-        return self.api.address
-
     def __repr__(self) -> str:
-        return f"CloudWatchProvider({self.region!r}, {self.address!r})"
+        return f"CloudWatchProvider({self.region!r}, {self.api.address!r})"
 
     async def query(self, q: MetricQuery) -> float:
         return await self.value(needs_text(q, "CloudWatch runs MetricDataQueries only"), q.window_s)
@@ -171,7 +165,7 @@ class CloudWatchProvider:
 
     async def _call(self, payload: dict[str, Any], text: str, deadline: float) -> Reply:
         body = json.dumps(payload, separators=(",", ":")).encode()
-        headers = self.credentials.sign(self.address + "/", body, self.region)
+        headers = self.credentials.sign(self.api.address + "/", body, self.region)
         left = max(0.0, deadline - asyncio.get_running_loop().time())
         return await self.api.send(
             "POST", "/", one_line(text), deadline_s=left, content=body, headers=headers

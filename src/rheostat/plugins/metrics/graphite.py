@@ -97,12 +97,8 @@ class GraphiteProvider:
         self.api = HttpApi("Graphite", address, **http)
         self.credentials = credentials
 
-    @property
-    def address(self) -> str:
-        return self.api.address
-
     def __repr__(self) -> str:
-        return f"GraphiteProvider({self.address!r})"
+        return f"GraphiteProvider({self.api.address!r})"
 
     # -- MetricProvider --------------------------------------------------------------------------------
 

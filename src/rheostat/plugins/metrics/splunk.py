@@ -195,16 +195,8 @@ class SplunkProvider:
         self._token = token
         self.clock = clock
 
-    @property
-    def stream_url(self) -> str:
-        return self.api.address
-
-    @property
-    def timeout_s(self) -> float:
-        return self.api.timeout_s
-
     def __repr__(self) -> str:
-        return f"SplunkProvider({self.stream_url!r})"
+        return f"SplunkProvider({self.api.address!r})"
 
     async def query(self, q: MetricQuery) -> float:
         return await self.value(needs_text(q, "Splunk runs SignalFlow programs only"), q.window_s)
@@ -212,7 +204,7 @@ class SplunkProvider:
     async def is_online(self) -> bool:
         """Flagger's check: the token can list one metric (`GET /v2/metric?limit=1` on the API endpoint)."""
         try:
-            async with asyncio.timeout(self.timeout_s), self.api.session() as client:
+            async with asyncio.timeout(self.api.timeout_s), self.api.session() as client:
                 r = await client.get(
                     f"{self.api_url}/v2/metric", params={"limit": "1"}, headers={"X-SF-Token": self._token}
                 )
@@ -228,8 +220,8 @@ class SplunkProvider:
             "immediate": "true",
         }
         headers = {"Content-Type": "text/plain", "X-SF-Token": self._token}
-        with exchange_errors(self.api.where, self.timeout_s, one_line(text), late="did not finish"):
-            async with asyncio.timeout(self.timeout_s), self.api.session() as client:
+        with exchange_errors(self.api.where, self.api.timeout_s, one_line(text), late="did not finish"):
+            async with asyncio.timeout(self.api.timeout_s), self.api.session() as client:
                 computation = await self._execute(client, params, headers, text)
         if not computation.ended:
             raise ProviderError(
@@ -248,7 +240,7 @@ class SplunkProvider:
     async def _execute(
         self, client: httpx.AsyncClient, params: Mapping[str, str], headers: Mapping[str, str], text: str
     ) -> Computation:
-        url = f"{self.stream_url}/v2/signalflow/execute"
+        url = f"{self.api.address}/v2/signalflow/execute"
         async with client.stream("POST", url, params=params, headers=headers, content=text.encode()) as r:
             if r.status_code != 200:
                 _refused(r.status_code, await _head(r), text)

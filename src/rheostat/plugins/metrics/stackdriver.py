@@ -19,7 +19,7 @@ import asyncio
 import hashlib
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Unpack
 
 import google.auth
 import google.auth.compute_engine
@@ -33,8 +33,8 @@ from rheostat.model.metric_template import MetricProviderSpec
 from rheostat.plugins.http_limits import Reply
 from rheostat.plugins.metrics.base import MetricProvider, MetricQuery, NoData, ProviderError
 from rheostat.plugins.metrics.http_query import (
-    DEFAULT_TIMEOUT_S,
     HttpApi,
+    HttpOptions,
     address_problems,
     finite,
     json_answer,
@@ -152,24 +152,15 @@ class StackdriverProvider:
         token: GoogleToken,
         *,
         address: str | None = None,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
-        client: httpx.AsyncClient | None = None,
+        **http: Unpack[HttpOptions],
     ) -> None:
         self.project = project
-        self.api = HttpApi("Cloud Monitoring", address or API, timeout_s=timeout_s, client=client)
-        self.promql = self.address.endswith("/prometheus")
+        self.api = HttpApi("Cloud Monitoring", address or API, **http)
+        self.promql = self.api.address.endswith("/prometheus")
         self.token = token
 
-    @property
-    def address(self) -> str:
-        return self.api.address
-
-    @property
-    def timeout_s(self) -> float:
-        return self.api.timeout_s
-
     def __repr__(self) -> str:
-        return f"StackdriverProvider({self.project!r}, {self.address!r})"
+        return f"StackdriverProvider({self.project!r}, {self.api.address!r})"
 
     async def query(self, q: MetricQuery) -> float:
         return await self.value(needs_text(q, "Cloud Monitoring runs MQL or PromQL only"))
@@ -213,11 +204,11 @@ class StackdriverProvider:
         raise NoData(f"the query returned no time series; query: {one_line(text)}")
 
     def _deadline(self) -> float:
-        return asyncio.get_running_loop().time() + self.timeout_s
+        return asyncio.get_running_loop().time() + self.api.timeout_s
 
     def _prometheus(self, token: str, deadline: float) -> PrometheusProvider:
         return PrometheusProvider(
-            self.address, auth=Auth(token=token), timeout_s=_left(deadline), client=self.api.client
+            self.api.address, auth=Auth(token=token), timeout_s=_left(deadline), client=self.api.client
         )
 
     async def _has_token(self, deadline: float) -> str | None:
@@ -229,10 +220,10 @@ class StackdriverProvider:
     async def _token(self, text: str, deadline: float) -> str:
         try:
             async with asyncio.timeout_at(deadline):
-                return await self.token.get(self.timeout_s)
+                return await self.token.get(self.api.timeout_s)
         except TimeoutError:
             raise ProviderError(
-                f"no Google access token within {self.timeout_s:g}s; query: {one_line(text)}"
+                f"no Google access token within {self.api.timeout_s:g}s; query: {one_line(text)}"
             ) from None
         except google.auth.exceptions.GoogleAuthError as exc:
             # google-auth's first argument is its message (the token endpoint's error); the rest is detail
