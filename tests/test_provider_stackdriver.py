@@ -263,9 +263,6 @@ def _series(*values: object) -> bytes:
 @pytest.mark.parametrize(
     ("body", "reason"),
     [
-        (b"<html>Bad Gateway</html>", "not JSON: '<html>Bad Gateway</html>'"),
-        (b"", "with an empty body"),
-        (b'"x"', "JSON that is not an object"),
         (b'{"timeSeriesData": {"a": 1}}', "timeSeriesData that is not a list"),
         (b'{"timeSeriesData": [{"labelValues": []}]}', "a series without pointData"),
         (_series({"doubleValue": 1}, {"doubleValue": 2}), "2 time series, not one; aggregate them"),
