@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import pytest
 import yaml
 
 from rheostat.model.canary import Canary
@@ -160,6 +161,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:
         pass
+
+
+async def failure(query: Awaitable[float]) -> str:
+    """The message of the ProviderError that `query` ends with."""
+    with pytest.raises(ProviderError) as info:
+        await query
+    return str(info.value)
 
 
 async def no_credential_shown(
