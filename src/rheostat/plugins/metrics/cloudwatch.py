@@ -13,7 +13,6 @@ whichever CloudWatch listed first): every query but one should say `"ReturnData"
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import time
@@ -36,6 +35,7 @@ from rheostat.plugins.metrics.http_query import (
     needs_text,
     one_line,
     short,
+    turn_page,
 )
 from rheostat.plugins.metrics.sources import Problem, SourceContext
 
@@ -106,7 +106,7 @@ class CloudWatchProvider:
         """Flagger's check: an empty query answers 400 (a validation error), not 403 (not allowed)."""
         try:
             reply = await self._call(
-                {"MetricDataQueries": [], "StartTime": 0, "EndTime": 0}, "[]", self._deadline()
+                {"MetricDataQueries": [], "StartTime": 0, "EndTime": 0}, "[]", self.api.deadline()
             )
         except ProviderError:
             return False
@@ -122,7 +122,7 @@ class CloudWatchProvider:
             "MaxDatapoints": MAX_DATAPOINTS,
             "ScanBy": "TimestampDescending",  # the newest point first
         }
-        deadline = self._deadline()  # one for every page
+        deadline = self.api.deadline()  # one for every page
         for _ in range(MAX_PAGES):
             answer = _answer(await self._call(body, text, deadline), text)
             results = answer.get("MetricDataResults")
@@ -154,22 +154,14 @@ class CloudWatchProvider:
                 )
             if values:
                 return finite(float(values[0]), one_line(text), "CloudWatch")
-            token = answer.get("NextToken")
-            if not isinstance(token, str) or not token:
+            if not turn_page(answer, "NextToken", body, "NextToken"):
                 break
-            body["NextToken"] = token
         raise NoData(f"CloudWatch returned no data points{_messages(result)}; query: {one_line(text)}")
-
-    def _deadline(self) -> float:
-        return asyncio.get_running_loop().time() + self.api.timeout_s
 
     async def _call(self, payload: dict[str, Any], text: str, deadline: float) -> Reply:
         body = json.dumps(payload, separators=(",", ":")).encode()
         headers = self.credentials.sign(self.api.address + "/", body, self.region)
-        left = max(0.0, deadline - asyncio.get_running_loop().time())
-        return await self.api.send(
-            "POST", "/", one_line(text), deadline_s=left, content=body, headers=headers
-        )
+        return await self.api.send("POST", "/", one_line(text), until=deadline, content=body, headers=headers)
 
 
 def _queries(text: str) -> list[Any]:

@@ -10,6 +10,7 @@ its answer is read.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import json
@@ -229,11 +230,16 @@ class HttpApi:
             timeout=self.timeout_s, verify=tls_context(self.insecure_skip_verify), transport=self.transport
         )
 
+    def deadline(self) -> float:
+        """The provider's timeout from now, on the event loop's clock: for exchanges that share one."""
+        return asyncio.get_running_loop().time() + self.timeout_s
+
     async def send(
-        self, method: str, path: str, text: str, *, deadline_s: float | None = None, **kwargs: Any
+        self, method: str, path: str, text: str, *, until: float | None = None, **kwargs: Any
     ) -> Reply:
-        """`method` on the address + `path` (the whole exchange within `deadline_s`, by default the
-        provider's timeout); ProviderError naming the query `text` when there is no answer."""
+        """`method` on the address + `path`, the whole exchange within the provider's timeout (or by `until`,
+        a `deadline()` that several exchanges share); ProviderError naming the query `text` when there is
+        no answer."""
         headers = httpx.Headers(self.headers)
         headers.update(kwargs.pop("headers", None) or {})
         with exchange_errors(self.where, self.timeout_s, text):
@@ -242,7 +248,7 @@ class HttpApi:
                     client,
                     method,
                     f"{self.address}{path}",
-                    deadline_s=self.timeout_s if deadline_s is None else deadline_s,
+                    deadline_s=self.timeout_s if until is None else left(until),
                     cap=MAX_BODY,
                     headers=headers,
                     **kwargs,
@@ -252,6 +258,20 @@ class HttpApi:
         """The JSON object of an answer below 400 (see `json_answer`)."""
         reply = await self.send(method, path, text, **kwargs)
         return json_answer(reply, self.name, text, self.error_text, keys=self.keys)
+
+
+def left(deadline: float) -> float:
+    """Seconds until a `deadline()`."""
+    return max(0.0, deadline - asyncio.get_running_loop().time())
+
+
+def turn_page(answer: Mapping[str, Any], field: str, body: dict[str, Any], param: str) -> bool:
+    """Whether the answer's `field` says more pages follow; if so, the next request's `param` asks for them."""
+    token = answer.get(field)
+    if not isinstance(token, str) or not token:
+        return False
+    body[param] = token
+    return True
 
 
 def _without_secrets(address: str) -> str:

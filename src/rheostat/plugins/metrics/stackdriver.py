@@ -38,10 +38,12 @@ from rheostat.plugins.metrics.http_query import (
     address_problems,
     finite,
     json_answer,
+    left,
     needs_text,
     number,
     one_line,
     short,
+    turn_page,
 )
 from rheostat.plugins.metrics.prometheus import Auth, PrometheusProvider
 from rheostat.plugins.metrics.sources import Problem, SourceContext
@@ -167,7 +169,7 @@ class StackdriverProvider:
 
     async def is_online(self) -> bool:
         """Flagger's check: an empty query is refused as invalid (400), not as unauthorised."""
-        deadline = self._deadline()
+        deadline = self.api.deadline()
         if self.promql:
             token = await self._has_token(deadline)
             return token is not None and await self._prometheus(token, deadline).is_online()
@@ -179,7 +181,7 @@ class StackdriverProvider:
 
     async def value(self, text: str) -> float:
         """One deadline for all of it: the token, then every page."""
-        deadline = self._deadline()
+        deadline = self.api.deadline()
         if self.promql:
             return await self._prometheus(await self._token(text, deadline), deadline).value(text)
         body: dict[str, Any] = {"query": text}
@@ -197,18 +199,13 @@ class StackdriverProvider:
                 )
             if series:
                 return _first_point(series[0], answer.get("timeSeriesDescriptor"), text)
-            token = answer.get("nextPageToken")
-            if not isinstance(token, str) or not token:
+            if not turn_page(answer, "nextPageToken", body, "pageToken"):
                 break
-            body["pageToken"] = token
         raise NoData(f"the query returned no time series; query: {one_line(text)}")
-
-    def _deadline(self) -> float:
-        return asyncio.get_running_loop().time() + self.api.timeout_s
 
     def _prometheus(self, token: str, deadline: float) -> PrometheusProvider:
         return PrometheusProvider(
-            self.api.address, auth=Auth(token=token), timeout_s=_left(deadline), client=self.api.client
+            self.api.address, auth=Auth(token=token), timeout_s=left(deadline), client=self.api.client
         )
 
     async def _has_token(self, deadline: float) -> str | None:
@@ -235,13 +232,7 @@ class StackdriverProvider:
     async def _post(self, body: dict[str, Any], text: str, deadline: float) -> Reply:
         headers = {"Authorization": f"Bearer {await self._token(text, deadline)}"}
         path = f"/v3/projects/{self.project}/timeSeries:query"
-        return await self.api.send(
-            "POST", path, one_line(text), deadline_s=_left(deadline), json=body, headers=headers
-        )
-
-
-def _left(deadline: float) -> float:
-    return max(0.0, deadline - asyncio.get_running_loop().time())
+        return await self.api.send("POST", path, one_line(text), until=deadline, json=body, headers=headers)
 
 
 def _answer(reply: Reply, text: str) -> dict[str, Any]:
