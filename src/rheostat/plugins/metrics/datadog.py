@@ -28,7 +28,7 @@ from rheostat.plugins.metrics.http_query import (
     guarded,
     needs_text,
     number,
-    secret_value,
+    secret_values,
     short,
     shown,
 )
@@ -135,9 +135,10 @@ class DatadogKind:
         return api_problems(spec, KEYS)
 
     def make(self, ctx: SourceContext) -> MetricProvider:
+        api_key, application_key = secret_values(ctx, API_KEY, APPLICATION_KEY)
         return DatadogProvider(
-            secret_value(ctx.secret, API_KEY, "datadog"),
-            secret_value(ctx.secret, APPLICATION_KEY, "datadog"),
+            api_key,
+            application_key,
             ctx.spec.address or DEFAULT_ADDRESS,
             client=ctx.client,
         )

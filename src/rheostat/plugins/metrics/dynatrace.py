@@ -28,7 +28,7 @@ from rheostat.plugins.metrics.http_query import (
     guarded,
     needs_text,
     number,
-    secret_value,
+    secret_values,
     short,
     shown,
     succeeds,
@@ -145,9 +145,8 @@ class DynatraceKind:
     def make(self, ctx: SourceContext) -> MetricProvider:
         if not ctx.spec.address:
             raise ValueError("provider.address is not set: Dynatrace needs the environment's URL")
-        return DynatraceProvider(
-            secret_value(ctx.secret, TOKEN, "dynatrace"), ctx.spec.address, client=ctx.client
-        )
+        (token,) = secret_values(ctx, TOKEN)
+        return DynatraceProvider(token, ctx.spec.address, client=ctx.client)
 
 
 KIND = DynatraceKind()

@@ -100,14 +100,15 @@ async def guarded(call: Callable[[], Awaitable[float]], secrets: Collection[str]
     return result
 
 
-def secret_value(secret: Mapping[str, str] | None, key: str, name: str) -> str:
-    """A credential from the template's secret; ValueError naming the key (never its value)."""
-    if secret is None:
-        raise ValueError(f"{name} needs provider.secretRef: a Secret with `{key}`")
-    value = (secret.get(key) or "").strip()  # `echo key | base64` leaves a newline in many secrets
-    if not value:
-        raise ValueError(f"the secret named by provider.secretRef has no `{key}`")
-    return value
+def secret_values(ctx: SourceContext, *keys: str) -> list[str]:
+    """Credentials from the template's secret, by key; ValueError naming a key (never its value)."""
+    if ctx.secret is None:
+        raise ValueError(f"{ctx.spec.type} needs provider.secretRef: a Secret with `{keys[0]}`")
+    values = [(ctx.secret.get(key) or "").strip() for key in keys]  # `echo key | base64` leaves a newline
+    for key, value in zip(keys, values, strict=True):
+        if not value:
+            raise ValueError(f"the secret named by provider.secretRef has no `{key}`")
+    return values
 
 
 # -- a template's fields ------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from rheostat.plugins.metrics.http_query import (
     guarded,
     needs_text,
     number,
-    secret_value,
+    secret_values,
     short,
     shown,
     succeeds,
@@ -133,9 +133,10 @@ class NewRelicKind:
         return api_problems(spec, KEYS)
 
     def make(self, ctx: SourceContext) -> MetricProvider:
+        account_id, query_key = secret_values(ctx, ACCOUNT_ID, QUERY_KEY)
         return NewRelicProvider(
-            secret_value(ctx.secret, ACCOUNT_ID, "newrelic"),
-            secret_value(ctx.secret, QUERY_KEY, "newrelic"),
+            account_id,
+            query_key,
             ctx.spec.address or DEFAULT_ADDRESS,
             client=ctx.client,
         )
