@@ -24,13 +24,11 @@ from rheostat.plugins.metrics.http_query import (
     HttpApi,
     HttpOptions,
     api_problems,
-    finite,
     guarded,
+    judged,
     needs_text,
-    number,
     secret_values,
     short,
-    shown,
 )
 from rheostat.plugins.metrics.sources import Problem, SourceContext
 
@@ -117,12 +115,7 @@ class DatadogProvider:
                 raise ProviderError(f"Datadog answered a point that is not [time, value]; query: {text}")
             if point[1] is None:
                 continue  # an empty bucket
-            value = number(point[1])
-            if value is None:
-                raise ProviderError(
-                    f"Datadog answered a value that is not a number ({shown(point[1])}); query: {text}"
-                )
-            return finite(value, text, "Datadog")
+            return judged(point[1], text, "Datadog")
         raise NoData(f"the series has no points{' but nulls' if points else ''}; query: {text}")
 
 

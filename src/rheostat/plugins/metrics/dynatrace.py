@@ -24,13 +24,11 @@ from rheostat.plugins.metrics.http_query import (
     HttpApi,
     HttpOptions,
     api_problems,
-    finite,
     guarded,
+    judged,
     needs_text,
-    number,
     secret_values,
     short,
-    shown,
     succeeds,
 )
 from rheostat.plugins.metrics.sources import Problem, SourceContext
@@ -118,12 +116,7 @@ class DynatraceProvider:
             raise ProviderError(f"Dynatrace answered a series without a `values` list; query: {text}")
         if not values or values[0] is None:
             raise NoData(f"the series has no value in the window; query: {text}")
-        value = number(values[0])
-        if value is None:
-            raise ProviderError(
-                f"Dynatrace answered a value that is not a number ({shown(values[0])}); query: {text}"
-            )
-        return finite(value, text, "Dynatrace")
+        return judged(values[0], text, "Dynatrace")
 
 
 def _dimensions(series: Any) -> str:

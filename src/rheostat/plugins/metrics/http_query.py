@@ -78,6 +78,14 @@ def finite(value: float, text: str, who: str = "the query") -> float:
     return value
 
 
+def judged(raw: Any, text: str, who: str, *, what: str = "a value", strings: bool = False) -> float:
+    """An answer's value as the number to judge; ProviderError when it is not a number, or not finite."""
+    value = number(raw, strings=strings)
+    if value is None:
+        raise ProviderError(f"{who} returned {what} that is not a number ({shown(raw)}); query: {text}")
+    return finite(value, text, who)
+
+
 # -- credentials --------------------------------------------------------------------------------------------
 
 

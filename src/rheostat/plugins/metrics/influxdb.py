@@ -34,14 +34,12 @@ from rheostat.plugins.metrics.http_query import (
     HttpApi,
     HttpOptions,
     address_problems,
-    finite,
     json_value,
+    judged,
     needs_text,
-    number,
     parsed,
     refuse_errors,
     short,
-    shown,
     template_options,
 )
 from rheostat.plugins.metrics.sources import Problem, SourceContext
@@ -219,12 +217,7 @@ def _error_text(body: dict[str, Any]) -> str | None:
 def _finite(value: Any, text: str) -> float:
     if value is None:
         raise NoData(f"the query returned a null value; query: {text}")
-    found = number(value)
-    if found is None:
-        raise ProviderError(
-            f"the query returned a value that is not a number ({shown(value)}); query: {text}"
-        )
-    return finite(found, text)
+    return judged(value, text, "the query")
 
 
 # -- Flux: annotated CSV, tables separated by blank lines ----------------------------------------------
@@ -286,10 +279,7 @@ def flux_value(reply: Reply, text: str) -> float:
         raise NoData(f"the query returned a null _value; query: {text}")
     if datatype and datatype not in NUMERIC:
         raise ProviderError(f"the query's _value is a {short(datatype, 40)}, not a number; query: {text}")
-    found = number(cell, strings=True)
-    if found is None:
-        raise ProviderError(f"the query returned a value that is not a number ({shown(cell)}); query: {text}")
-    return finite(found, text)
+    return judged(cell, text, "the query", strings=True)
 
 
 def _tags(tags: Any) -> str:

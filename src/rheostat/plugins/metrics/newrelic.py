@@ -24,13 +24,11 @@ from rheostat.plugins.metrics.http_query import (
     HttpApi,
     HttpOptions,
     api_problems,
-    finite,
     guarded,
+    judged,
     needs_text,
-    number,
     secret_values,
     short,
-    shown,
     succeeds,
 )
 from rheostat.plugins.metrics.sources import Problem, SourceContext
@@ -116,12 +114,7 @@ class NewRelicProvider:
             (raw,) = raw.values()
         if raw is None:
             raise NoData(f"the query's {short(name, 40)} is null; query: {text}")
-        value = number(raw)
-        if value is None:
-            raise ProviderError(
-                f"New Relic answered a {short(name, 40)} that is not a number ({shown(raw)}); query: {text}"
-            )
-        return finite(value, text, "New Relic")
+        return judged(raw, text, "New Relic", what=f"a {short(name, 40)}")
 
 
 class NewRelicKind:

@@ -36,11 +36,10 @@ from rheostat.plugins.metrics.http_query import (
     HttpApi,
     HttpOptions,
     address_problems,
-    finite,
     json_answer,
+    judged,
     left,
     needs_text,
-    number,
     one_line,
     short,
     turn_page,
@@ -271,12 +270,8 @@ def _first_point(series: Any, descriptor: Any, text: str) -> float:
         raise ProviderError(
             f"the query returned a {kinds or 'empty value'}, not a number; query: {one_line(text)}"
         )
-    value = number(raw, strings=True)
-    if value is None:
-        raise ProviderError(
-            f"Cloud Monitoring returned a value that is not a number; query: {one_line(text)}"
-        )
-    return finite(value, one_line(text))  # JSON has no NaN: Google writes "NaN", "Infinity" as strings
+    # JSON has no NaN: Google writes "NaN", "Infinity" as strings
+    return judged(raw, one_line(text), "the query", strings=True)
 
 
 class StackdriverKind:
