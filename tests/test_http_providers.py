@@ -9,6 +9,7 @@ own (its answer's fields, its error envelope) is tested in its own file.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -39,44 +40,70 @@ class Kind:
     name: str  # as messages name it
     make: Callable[[str, float], MetricProvider]  # (address, timeout_s)
     text: str  # a query, as messages quote it
+    error: Callable[[str], object]  # the provider's error answer saying a message (a str: a text body)
+    sends_secret: bool = True  # the server gets a credential, which it might quote back
 
     def __str__(self) -> str:
         return self.name
 
 
+def _stackdriver(url: str, timeout_s: float) -> MetricProvider:
+    token = GoogleToken(google.oauth2.credentials.Credentials(token=SECRET))  # type: ignore[no-untyped-call]
+    return StackdriverProvider("my-project", token, address=url, timeout_s=timeout_s)
+
+
 KINDS = [
-    Kind("Prometheus", lambda url, t: PrometheusProvider(url, auth=Auth(token=SECRET), timeout_s=t), "up"),
+    Kind(
+        "Prometheus",
+        lambda url, t: PrometheusProvider(url, auth=Auth(token=SECRET), timeout_s=t),
+        "up",
+        lambda m: {"status": "error", "errorType": "bad_data", "error": m},
+    ),
     Kind(
         "Graphite",
         lambda url, t: GraphiteProvider(url, credentials=GraphiteCredentials("reader", SECRET), timeout_s=t),
         "target=app.ok",
+        lambda m: m,
     ),
     Kind(
         "InfluxDB",
         lambda url, t: InfluxProvider(url, credentials=InfluxCredentials(token=SECRET), timeout_s=t),
         "SELECT v FROM m",
+        lambda m: {"error": m},
     ),
-    Kind("Datadog", lambda url, t: DatadogProvider(SECRET, SECRET[::-1], url, timeout_s=t), "sum:x{*}"),
     Kind(
-        "New Relic", lambda url, t: NewRelicProvider("2741658", SECRET, url, timeout_s=t), "SELECT count(*)"
+        "Datadog",
+        lambda url, t: DatadogProvider(SECRET, SECRET[::-1], url, timeout_s=t),
+        "sum:x{*}",
+        lambda m: {"errors": [m]},
     ),
-    Kind("Dynatrace", lambda url, t: DynatraceProvider(SECRET, url, timeout_s=t), "builtin:service.response"),
+    Kind(
+        "New Relic",
+        lambda url, t: NewRelicProvider("2741658", SECRET, url, timeout_s=t),
+        "SELECT count(*)",
+        lambda m: {"error": m},
+    ),
+    Kind(
+        "Dynatrace",
+        lambda url, t: DynatraceProvider(SECRET, url, timeout_s=t),
+        "builtin:service.response",
+        lambda m: {"error": {"code": 400, "message": m}},
+    ),
     Kind(
         "CloudWatch",
         lambda url, t: CloudWatchProvider(
-            "eu-west-1", AwsCredentials("AKIDEXAMPLE", SECRET), address=url, timeout_s=t
+            "eu-west-1", AwsCredentials("AKID", SECRET), address=url, timeout_s=t
         ),
         '[{"Id": "m1", "Expression": "SUM(METRICS())"}]',
+        lambda m: {"__type": "com.amazon.coral.validate#ValidationError", "message": m},
+        sends_secret=False,  # SigV4 signs with the secret key and never sends it
     ),
     Kind(
         "Cloud Monitoring",
-        lambda url, t: StackdriverProvider(
-            "my-project",
-            GoogleToken(google.oauth2.credentials.Credentials(token=SECRET)),  # type: ignore[no-untyped-call]
-            address=url,
-            timeout_s=t,
-        ),
+        _stackdriver,
         "fetch k8s_container",
+        lambda m: {"error": {"code": 400, "status": "INVALID_ARGUMENT", "message": m}},
+        sends_secret=False,  # (its token comes from Google's token endpoint)
     ),
 ]
 
@@ -119,6 +146,19 @@ async def test_an_unusable_answer_is_a_failed_check_that_says_what_came_back(
     assert f"{kind.name} answered {says}" in message
     if answer.status >= 400 and answer.body:
         assert "upstream connect error" in message  # the server's own words
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=str)
+async def test_an_error_answer_says_the_providers_own_words_cut_short_and_never_a_credential(
+    server: AnswerServer, kind: Kind
+) -> None:
+    quoted = SECRET if kind.sends_secret else "'up'"
+    error = kind.error(f"bad query near {quoted}: " + "x" * 5000)
+    body = error.encode() if isinstance(error, str) else json.dumps(error).encode()
+    server.answer = Answer(400, body, "text/plain" if isinstance(error, str) else "application/json")
+    message = await said(kind, server.url)  # short, with the query, without the credential
+    assert f"{kind.name} answered HTTP 400: " in message and "xxxxxxxxxx" in message
+    assert "bad query near " + ("***" if kind.sends_secret else quoted) in message
 
 
 @pytest.mark.parametrize("kind", KINDS, ids=str)

@@ -24,7 +24,6 @@ from rheostat.plugins.metrics.http_query import (
     HttpApi,
     HttpOptions,
     api_problems,
-    guarded,
     judged,
     needs_text,
     secret_values,
@@ -61,9 +60,10 @@ class DatadogProvider:
         clock: Callable[[], float] = time.time,
         **http: Unpack[HttpOptions],
     ) -> None:
-        self.api = HttpApi("Datadog", address, keys=KEYS, error_text=_error_text, **http)
+        self.api = HttpApi(
+            "Datadog", address, keys=KEYS, error_text=_error_text, secrets=(api_key, application_key), **http
+        )
         self._headers = {"DD-API-KEY": api_key, "DD-APPLICATION-KEY": application_key}
-        self._secrets = (api_key, application_key)
         self.clock = clock
 
     def __repr__(self) -> str:  # never shows the keys
@@ -71,7 +71,7 @@ class DatadogProvider:
 
     async def query(self, q: MetricQuery) -> float:
         text = needs_text(q, "a Datadog template needs one")
-        return await guarded(lambda: self.value(text, q.window_s), self._secrets)
+        return await self.api.redacted(self.value(text, q.window_s))
 
     async def is_online(self) -> bool:
         """Flagger's check: the keys validate (`{"valid": true}`)."""

@@ -24,7 +24,6 @@ from rheostat.plugins.metrics.http_query import (
     HttpApi,
     HttpOptions,
     api_problems,
-    guarded,
     judged,
     needs_text,
     secret_values,
@@ -61,9 +60,8 @@ class DynatraceProvider:
         clock: Callable[[], float] = time.time,
         **http: Unpack[HttpOptions],
     ) -> None:
-        self.api = HttpApi("Dynatrace", address, keys=KEYS, error_text=_error_text, **http)
+        self.api = HttpApi("Dynatrace", address, keys=KEYS, error_text=_error_text, secrets=(token,), **http)
         self._headers = {"Authorization": f"Api-Token {token}", "Accept": "application/json"}
-        self._secrets = (token,)
         self.clock = clock
 
     def __repr__(self) -> str:  # never shows the token
@@ -71,7 +69,7 @@ class DynatraceProvider:
 
     async def query(self, q: MetricQuery) -> float:
         text = needs_text(q, "a Dynatrace template needs one").strip()
-        return await guarded(lambda: self.value(text, q.window_s), self._secrets)
+        return await self.api.redacted(self.value(text, q.window_s))
 
     async def is_online(self) -> bool:
         """Flagger's check: the token may list the environment's metrics."""

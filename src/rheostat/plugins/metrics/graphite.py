@@ -94,7 +94,7 @@ class GraphiteProvider:
     ) -> None:
         for _, problem in address_problems(address, required="is required", bare=True):
             raise ValueError(f"Graphite address {problem}")
-        self.api = HttpApi("Graphite", address, **http)
+        self.api = HttpApi("Graphite", address, secrets=[credentials.password] if credentials else [], **http)
         self.credentials = credentials
 
     def __repr__(self) -> str:
@@ -103,7 +103,7 @@ class GraphiteProvider:
     # -- MetricProvider --------------------------------------------------------------------------------
 
     async def query(self, q: MetricQuery) -> float:
-        return await self.value(needs_text(q, "Graphite has no builtin checks"))
+        return await self.api.redacted(self.value(needs_text(q, "Graphite has no builtin checks")))
 
     async def is_online(self) -> bool:
         """Flagger's check: `target=test` answers a list of series, with values or without."""

@@ -97,17 +97,6 @@ def redact(text: str, secrets: Collection[str]) -> str:
     return text
 
 
-async def guarded(call: Callable[[], Awaitable[float]], secrets: Collection[str]) -> float:
-    """Run a provider's query; any message it raises is redacted of the credentials."""
-    try:
-        result = await call()
-    except ProviderError as exc:
-        raise ProviderError(redact(str(exc), secrets)) from None
-    except NoData as exc:
-        raise NoData(redact(str(exc), secrets)) from None
-    return result
-
-
 def secret_values(ctx: SourceContext, *keys: str) -> list[str]:
     """Credentials from the template's secret, by key; ValueError naming a key (never its value)."""
     if ctx.secret is None:
@@ -214,6 +203,7 @@ class HttpApi:
         *,
         keys: str | None = None,
         error_text: Callable[[dict[str, Any]], str | None] = lambda body: None,
+        secrets: Collection[str | None] = (),
         schemes: tuple[str, ...] = ("http://", "https://"),
         **options: Unpack[HttpOptions],
     ) -> None:
@@ -225,11 +215,21 @@ class HttpApi:
         self.where = f"{name} at {self.shown}"
         self.keys = keys  # how the secret names the credentials, for "refused" messages
         self.error_text = error_text  # the provider's own words in an error answer
+        self.secrets = [secret for secret in secrets if secret]  # never in a message
         self.timeout_s = options.get("timeout_s", DEFAULT_TIMEOUT_S)
         self.headers = [(k, v) for k, values in (options.get("headers") or {}).items() for v in values]
         self.insecure_skip_verify = options.get("insecure_skip_verify", False)
         self.client = options.get("client")
         self.transport = options.get("transport")
+
+    async def redacted(self, query: Awaitable[float]) -> float:
+        """The query's value; any message it ends with redacted of the credentials (a server may quote them)."""
+        try:
+            return await query
+        except ProviderError as exc:
+            raise ProviderError(redact(str(exc), self.secrets)) from None
+        except NoData as exc:
+            raise NoData(redact(str(exc), self.secrets)) from None
 
     def session(self) -> contextlib.AbstractAsyncContextManager[httpx.AsyncClient]:
         """The shared client (left open), or one for this exchange."""

@@ -89,11 +89,12 @@ class InfluxProvider:
         credentials: Credentials | None = None,
         **http: Unpack[HttpOptions],
     ) -> None:
-        self.api = HttpApi("InfluxDB", address, **http)
+        self.credentials = credentials or Credentials()
+        c = self.credentials
+        self.api = HttpApi("InfluxDB", address, secrets=(c.token, c.password), **http)
         url = httpx.URL(self.api.address)
         self.params = list(url.params.multi_items())  # e.g. db=, rp=: sent with every query
         self.api.address = str(url.copy_with(query=None, fragment=None)).rstrip("/")
-        self.credentials = credentials or Credentials()
 
     def __repr__(self) -> str:
         return f"InfluxProvider({self.api.shown!r})"
@@ -101,7 +102,7 @@ class InfluxProvider:
     # -- MetricProvider --------------------------------------------------------------------------------
 
     async def query(self, q: MetricQuery) -> float:
-        return await self.value(needs_text(q, "InfluxDB has no builtin checks"))
+        return await self.api.redacted(self.value(needs_text(q, "InfluxDB has no builtin checks")))
 
     async def is_online(self) -> bool:
         """`/ping` answers 204 on InfluxDB 1.x and 2.x."""

@@ -24,7 +24,6 @@ from rheostat.plugins.metrics.http_query import (
     HttpApi,
     HttpOptions,
     api_problems,
-    guarded,
     judged,
     needs_text,
     secret_values,
@@ -63,17 +62,18 @@ class NewRelicProvider:
     ) -> None:
         if not (account_id.isascii() and account_id.isdigit()):
             raise ValueError(f"the secret's `{ACCOUNT_ID}` is not a number")  # not shown: it is a secret's
-        self.api = HttpApi("New Relic", address, keys=KEYS, error_text=_error_text, **http)
+        self.api = HttpApi(
+            "New Relic", address, keys=KEYS, error_text=_error_text, secrets=(account_id, query_key), **http
+        )
         self._path = f"/v1/accounts/{account_id}/query"
         self._headers = {"X-Query-Key": query_key, "Accept": "application/json"}
-        self._secrets = (account_id, query_key)
 
     def __repr__(self) -> str:  # never shows the key or the account
         return f"NewRelicProvider({self.api.address!r})"
 
     async def query(self, q: MetricQuery) -> float:
         text = nrql(needs_text(q, "a New Relic template needs one"), q.window_s)
-        return await guarded(lambda: self.value(text), self._secrets)
+        return await self.api.redacted(self.value(text))
 
     async def is_online(self) -> bool:
         """Flagger's check: the query key may run a query."""

@@ -113,7 +113,8 @@ class PrometheusProvider:
         auth: Auth | None = None,
         **http: Unpack[HttpOptions],
     ) -> None:
-        self.api = HttpApi("Prometheus", address, **http)
+        secrets = (auth.token, auth.password) if auth else ()
+        self.api = HttpApi("Prometheus", address, secrets=secrets, **http)
         self.auth = auth
 
     @property
@@ -127,7 +128,7 @@ class PrometheusProvider:
 
     async def query(self, q: MetricQuery) -> float:
         if q.text is not None:
-            return await self.value(q.text)
+            return await self.api.redacted(self.value(q.text))
         if q.name == SUCCESS_RATE:
             return await self.value(success_rate_query(q.canary, q.group, q.window_s))
         if q.name == DURATION:
