@@ -398,6 +398,7 @@ async def test_flaggers_documented_influxdb_template(server: AnswerServer) -> No
             SourceContext(template.spec.provider, "test", {"token": token}, client)
         )
         assert await provider.query(MetricQuery(ObjectKey("test/podinfo"), metric.name, 60.0, text)) == 17.0
+    assert isinstance(provider, InfluxProvider) and provider.api.timeout_s == 15.0  # Flagger's for InfluxDB
     path, headers = server.served.requests[0]
     assert path == "/api/v2/query" and headers["authorization"] == f"Token {token}"
 

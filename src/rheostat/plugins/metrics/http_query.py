@@ -321,8 +321,8 @@ def parsed(reply: Reply) -> Any:
 
 
 def refuse_errors(reply: Reply, name: str, text: str, said: str | None, *, keys: str | None = None) -> None:
-    """ProviderError for an error status (400 and above): the provider's own words (`said`), else the body's start.
-    With `keys` (how the secret names the credentials), 401 and 403 say the credentials were refused."""
+    """ProviderError for an error status (400 and above): the provider's own words (`said`), else the start
+    of the body. With `keys` (how the secret names the credentials), 401 and 403 say they were refused."""
     detail = f": {short(said)}" if said else ""
     if keys is not None and reply.status in (401, 403):
         raise ProviderError(

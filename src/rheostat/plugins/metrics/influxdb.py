@@ -91,6 +91,7 @@ class InfluxProvider:
     ) -> None:
         self.credentials = credentials or Credentials()
         c = self.credentials
+        http.setdefault("timeout_s", DEFAULT_TIMEOUT_S)
         self.api = HttpApi("InfluxDB", address, secrets=(c.token, c.password), **http)
         url = httpx.URL(self.api.address)
         self.params = list(url.params.multi_items())  # e.g. db=, rp=: sent with every query

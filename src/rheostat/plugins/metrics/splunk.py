@@ -16,7 +16,7 @@ import json
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Unpack
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -25,9 +25,9 @@ from rheostat.model.metric_template import MetricProviderSpec
 from rheostat.plugins.http_limits import BodyTooLarge, Reply
 from rheostat.plugins.metrics.base import MetricProvider, MetricQuery, NoData, ProviderError
 from rheostat.plugins.metrics.http_query import (
-    DEFAULT_TIMEOUT_S,
     MAX_BODY,
     HttpApi,
+    HttpOptions,
     address_problems,
     exchange_errors,
     finite,
@@ -184,14 +184,13 @@ class SplunkProvider:
         address: str,
         token: str,
         *,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
-        client: httpx.AsyncClient | None = None,
         clock: Callable[[], float] = time.time,
+        **http: Unpack[HttpOptions],
     ) -> None:
         if not address.startswith(tuple(f"{scheme}://" for scheme in SCHEMES)):
             raise ValueError(f"Splunk address must be an http(s) URL, got {address[:80]!r}")
         stream_url, self.api_url = endpoints(address)
-        self.api = HttpApi("SignalFlow", stream_url, timeout_s=timeout_s, client=client)
+        self.api = HttpApi("SignalFlow", stream_url, secrets=(token,), **http)
         self._token = token
         self.clock = clock
 
@@ -199,7 +198,8 @@ class SplunkProvider:
         return f"SplunkProvider({self.api.address!r})"
 
     async def query(self, q: MetricQuery) -> float:
-        return await self.value(needs_text(q, "Splunk runs SignalFlow programs only"), q.window_s)
+        text = needs_text(q, "Splunk runs SignalFlow programs only")
+        return await self.api.redacted(self.value(text, q.window_s))
 
     async def is_online(self) -> bool:
         """Flagger's check: the token can list one metric (`GET /v2/metric?limit=1` on the API endpoint)."""
