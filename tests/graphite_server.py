@@ -25,28 +25,22 @@ import urllib.request
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
-import pytest
-
-from tests.conftest import in_ci
+from tests.processes import missing, stop
 from tests.servers import free_port
 
 STARTUP_S = 60.0  # on a busy 2-core CI machine
 LOG = ["--logfile=-", "start"]  # carbon-cache: log to stdout (a file of the test), run in the foreground
 
 
-def _missing(reason: str) -> NoReturn:
-    if in_ci():
-        pytest.fail(f"{reason}; CI must install it (apt-get install -y graphite-carbon graphite-web)")
-    pytest.skip(reason)
-
-
 def binaries() -> tuple[str, str]:
     """carbon-cache, and the Python that runs graphite-web (graphite-manage's interpreter)."""
     carbon, manage = shutil.which("carbon-cache"), shutil.which("graphite-manage")
     if carbon is None or manage is None:
-        _missing("Graphite is not installed (carbon-cache and graphite-manage)")
+        missing(
+            "Graphite is not installed (carbon-cache and graphite-manage; apt-get install -y graphite-carbon graphite-web)"
+        )
     first = Path(manage).read_text(errors="replace").splitlines()[0]
     python = first.removeprefix("#!").strip().split()[0] if first.startswith("#!") else "/usr/bin/python3"
     return carbon, python
@@ -133,16 +127,6 @@ DEFAULT_XFILES_FACTOR = 0
     return conf / "carbon.conf"
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 @contextlib.contextmanager
 def graphite(root: Path) -> Iterator[Graphite]:
     """carbon-cache and graphite-web on free 127.0.0.1 ports under `root`, ready; both ended at the end."""
@@ -191,7 +175,7 @@ def graphite(root: Path) -> Iterator[Graphite]:
         yield server
     finally:
         for process in reversed(processes):
-            _stop(process)
+            stop(process)
 
 
 def _wait_ready(

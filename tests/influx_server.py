@@ -9,38 +9,21 @@ binary the tests skip, except under CI=true where they fail: CI installs it (`ap
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
-import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import pytest
 
+from tests import processes
+from tests.processes import Server
 from tests.servers import free_port
 
 USER, PASSWORD, DATABASE = "rheostat", "influx-test-password", "metrics"
 
 
-def influxd_binary() -> str:
-    found = shutil.which("influxd")
-    if found is None:
-        reason = "the influxd binary is not installed (apt-get install -y influxdb)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason}; CI must install it")
-        pytest.skip(reason)
-    return found
-
-
 @dataclass
-class Influx:
-    url: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
+class Influx(Server):
     def run(self, statement: str) -> None:
         """An InfluxQL statement that changes something (POST, as InfluxDB asks)."""
         r = httpx.post(f"{self.url}/query", data={"q": statement}, auth=(USER, PASSWORD), timeout=10)
@@ -84,36 +67,17 @@ bind-address = "127.0.0.1:{rpc_port}"
 @contextlib.contextmanager
 def influxdb(tmp: Path) -> Iterator[Influx]:
     """Start influxd with a user and an empty database `metrics`; stop it at the end."""
-    binary = influxd_binary()
+    binary = processes.binary("influxd", "influxdb")
     tmp.mkdir(parents=True, exist_ok=True)
     port = free_port()
     config = tmp / "influxdb.conf"
     config.write_text(_config(tmp, port, free_port()))
-    log = tmp / "influxd.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [binary, "run", "-config", str(config)], stdout=out, stderr=subprocess.STDOUT
-        )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/ping", timeout=1).status_code == 204:
-                    break
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"influxd did not start: {log.read_text()[-2000:]}")
-            time.sleep(0.1)
+    url, log = f"http://127.0.0.1:{port}", tmp / "influxd.log"
+    ready = processes.answers(f"{url}/ping", lambda r: r.status_code == 204)
+    with processes.started([binary, "run", "-config", str(config)], log, ready, name="influxd") as process:
         server = Influx(url, process, log)
         statement = f"CREATE USER {USER} WITH PASSWORD '{PASSWORD}' WITH ALL PRIVILEGES"
         r = httpx.post(f"{url}/query", data={"q": statement}, timeout=10)
         assert r.status_code == 200 and '"error"' not in r.text, r.text
         server.run(f"CREATE DATABASE {DATABASE}")
         yield server
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()

@@ -17,19 +17,20 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import pytest
 import yaml
 
 from rheostat.model.canary import Canary
 from rheostat.model.load import parse_text
 from rheostat.model.metric_template import MetricTemplate
-from rheostat.plugins.metrics.base import MetricProvider
+from rheostat.plugins.metrics.base import MetricProvider, NoData, ProviderError
 from rheostat.plugins.metrics.sources import SourceContext, SourceKind
 from rheostat.rollout.analysis import Checker
 from rheostat.rollout.judges import Sample
@@ -55,6 +56,10 @@ class Recorded:
         return Recorded(
             self.reference, self.case, self.method, self.path, self.status, json.dumps(body).encode()
         )
+
+    def with_raw(self, body: bytes, status: int = 200) -> Recorded:
+        """The same request answered with another body, as it is (a malformed answer)."""
+        return Recorded(self.reference, self.case, self.method, self.path, status, body)
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -158,6 +163,27 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
+async def failure(query: Awaitable[float]) -> str:
+    """The message of the ProviderError that `query` ends with."""
+    with pytest.raises(ProviderError) as info:
+        await query
+    return str(info.value)
+
+
+async def no_credential_shown(
+    server: SaaSServer, answer: Recorded, query: Awaitable[float], secrets: Sequence[str]
+) -> None:
+    """`query` against `answer`: a value, or a message without any of the `secrets`."""
+    server.answer(answer)
+    said = ""
+    try:
+        await query
+    except (NoData, ProviderError) as exc:
+        said = str(exc)
+    assert said or answer.status == 200  # no message only for a value
+    assert not any(secret in said for secret in secrets)
+
+
 def saas_server(allowed: Callable[[Mapping[str, str]], bool], refused: Recorded) -> Iterator[SaaSServer]:
     """For a fixture: the server in a thread for the test, shut down after it."""
     with serving(SaaSServer(allowed, refused), "saas-server") as server:
@@ -207,6 +233,14 @@ def secret_data(manifest: str) -> dict[str, str]:
     """A Secret's `data`, as the docs write it (plain values under `data`, as Flagger's examples do)."""
     doc = yaml.safe_load(manifest)
     return {str(k): str(v) for k, v in doc["data"].items()}
+
+
+def assert_findings(folder: Path, manifests: str, expected: Sequence[tuple[str, str]]) -> None:
+    """`rheostat validate` finds just `expected`: (field, words of its message) each."""
+    found = [f["message"].split(": ", 1) for f in validate(folder, manifests)]
+    assert len(found) == len(expected), found
+    for (field, message), (want_field, words) in zip(found, expected, strict=True):
+        assert field == want_field and words in message
 
 
 def validate(folder: Path, manifests: str) -> list[dict[str, str]]:

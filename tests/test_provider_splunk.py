@@ -194,7 +194,7 @@ def test_the_kind_names_what_a_template_lacks() -> None:
         kind.make(sources.SourceContext(spec, "istio-system", {"token": TOKEN}, client))
     made = kind.make(sources.SourceContext(spec, "istio-system", {"splunk_token": TOKEN}, client))
     assert isinstance(made, SplunkProvider) and TOKEN not in repr(made)
-    assert made.stream_url == "https://stream.<REALM>.signalfx.com"
+    assert made.api.address == "https://stream.<REALM>.signalfx.com"
 
 
 # -- a canary judged by a Splunk template, end to end ------------------------------------------------------

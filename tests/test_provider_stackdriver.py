@@ -263,9 +263,6 @@ def _series(*values: object) -> bytes:
 @pytest.mark.parametrize(
     ("body", "reason"),
     [
-        (b"<html>Bad Gateway</html>", "not JSON: '<html>Bad Gateway</html>'"),
-        (b"", "with an empty body"),
-        (b'"x"', "JSON that is not an object"),
         (b'{"timeSeriesData": {"a": 1}}', "timeSeriesData that is not a list"),
         (b'{"timeSeriesData": [{"labelValues": []}]}', "a series without pointData"),
         (_series({"doubleValue": 1}, {"doubleValue": 2}), "2 time series, not one; aggregate them"),
@@ -273,7 +270,7 @@ def _series(*values: object) -> bytes:
         (_series({"doubleValue": "lots"}), "a value that is not a number"),
         (_series({"doubleValue": True}), "a value that is not a number"),
         (_series({"doubleValue": "NaN"}), "returned NaN, not a number to judge"),
-        (_series({"int64Value": "9" * 400}), "returned 99999999999999999999, not a number to judge"),
+        (_series({"int64Value": "9" * 400}), "returned +Inf, not a number to judge"),
     ],
 )
 async def test_a_malformed_answer_says_what_is_wrong(

@@ -10,15 +10,9 @@ where they fail: CI installs it (`apt-get install -y victoria-metrics`).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
@@ -31,27 +25,17 @@ from rheostat.plugins.metrics.base import GroupCounts, MetricQuery, NoData, Prov
 from rheostat.plugins.metrics.prometheus import PrometheusProvider
 from rheostat.plugins.metrics.sources import SourceContext, kind_of
 from rheostat.rollout.analysis import render_query
+from tests import processes
 from tests.answering import Answer, AnswerServer, answering
 from tests.servers import free_port
+from tests.test_prometheus import Prometheus
 
 pytestmark = pytest.mark.e2e
 
 
-def vm_binary() -> str:
-    found = shutil.which("victoria-metrics")
-    if found is None:
-        reason = "the victoria-metrics binary is not installed (apt-get install -y victoria-metrics)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason}; CI must install it")
-        pytest.skip(reason)
-    return found
-
-
 @dataclass
-class Victoria:
-    url: str
-    process: subprocess.Popen[bytes]
-    log: Path
+class Victoria(Prometheus):
+    pause_s: float = 0.25  # a new series takes a few seconds to reach VictoriaMetrics' index
 
     def push(self, samples: list[tuple[str, float, float]]) -> None:
         """(series, value, seconds ago) in Prometheus' text format with timestamps, then made searchable."""
@@ -61,58 +45,23 @@ class Victoria:
         assert r.status_code == 204, r.text
         assert httpx.get(f"{self.url}/internal/force_flush", timeout=10).status_code == 200
 
-    async def wait_for(self, query: str, timeout: float = 20.0) -> float:
-        """Until the query has a value: a new series takes a few seconds to reach VictoriaMetrics' index."""
-        provider = PrometheusProvider(self.url)
-        deadline = time.monotonic() + timeout
-        last = ""
-        while time.monotonic() < deadline:
-            try:
-                return await provider.value(query)
-            except (NoData, ProviderError) as exc:
-                last = str(exc)
-            await asyncio.sleep(0.25)
-        raise AssertionError(
-            f"no value for {query} in {timeout}s: {last}; log: {self.log.read_text()[-2000:]}"
-        )
-
 
 @pytest.fixture(scope="module")
 def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Victoria]:
-    binary = vm_binary()
+    binary = processes.binary("victoria-metrics", "victoria-metrics")
     tmp = tmp_path_factory.mktemp("victoria-metrics")
     port = free_port()
-    log = tmp / "victoria-metrics.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                binary,
-                f"-storageDataPath={tmp / 'data'}",
-                f"-httpListenAddr=127.0.0.1:{port}",
-                "-retentionPeriod=1d",
-                "-loggerLevel=ERROR",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/health", timeout=1).text.strip() == "OK":
-                    break
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"VictoriaMetrics did not start: {log.read_text()[-2000:]}")
-            time.sleep(0.1)
+    url, log = f"http://127.0.0.1:{port}", tmp / "victoria-metrics.log"
+    argv = [
+        binary,
+        f"-storageDataPath={tmp / 'data'}",
+        f"-httpListenAddr=127.0.0.1:{port}",
+        "-retentionPeriod=1d",
+        "-loggerLevel=ERROR",
+    ]
+    ready = processes.answers(f"{url}/health", lambda r: r.text.strip() == "OK")
+    with processes.started(argv, log, ready, name="VictoriaMetrics") as process:
         yield Victoria(url, process, log)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def counter(

@@ -13,25 +13,32 @@ whichever CloudWatch listed first): every query but one should say `"ReturnData"
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Unpack
 
-import httpx
 from botocore.auth import SigV4Auth  # type: ignore[import-untyped]
 from botocore.awsrequest import AWSRequest  # type: ignore[import-untyped]
 from botocore.credentials import Credentials  # type: ignore[import-untyped]
 
 from rheostat.model.metric_template import MetricProviderSpec
-from rheostat.plugins.http_limits import BodyTooLarge, MiB, Reply, request
+from rheostat.plugins.http_limits import Reply
 from rheostat.plugins.metrics.base import MetricProvider, MetricQuery, NoData, ProviderError
+from rheostat.plugins.metrics.http_query import (
+    HttpApi,
+    HttpOptions,
+    address_problems,
+    finite,
+    json_answer,
+    needs_text,
+    one_line,
+    short,
+    turn_page,
+)
 from rheostat.plugins.metrics.sources import Problem, SourceContext
 
-DEFAULT_TIMEOUT_S = 5.0
-MAX_BODY = 10 * MiB
 MAX_PAGES = 5  # NextToken pages followed while the result has no point yet
 MAX_DATAPOINTS = 20  # Flagger's
 WINDOWS = 10  # Flagger asks for the last 10 metric intervals
@@ -81,32 +88,25 @@ class CloudWatchProvider:
         credentials: AwsCredentials,
         *,
         address: str | None = None,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
-        client: httpx.AsyncClient | None = None,
         clock: Any = time.time,
+        **http: Unpack[HttpOptions],
     ) -> None:
         self.region = region
-        self.address = (address or endpoint(region)).rstrip("/")
-        if not self.address.startswith(("http://", "https://")):
-            raise ValueError(f"CloudWatch address must be an http(s) URL, got {self.address[:80]!r}")
+        self.api = HttpApi("CloudWatch", address or endpoint(region), **http)
         self.credentials = credentials
-        self.timeout_s = timeout_s
-        self.client = client
         self.clock = clock
 
     def __repr__(self) -> str:
-        return f"CloudWatchProvider({self.region!r}, {self.address!r})"
+        return f"CloudWatchProvider({self.region!r}, {self.api.address!r})"
 
     async def query(self, q: MetricQuery) -> float:
-        if q.text is None:
-            raise ProviderError(f"metric {q.name!r} has no query; CloudWatch runs MetricDataQueries only")
-        return await self.value(q.text, q.window_s)
+        return await self.value(needs_text(q, "CloudWatch runs MetricDataQueries only"), q.window_s)
 
     async def is_online(self) -> bool:
         """Flagger's check: an empty query answers 400 (a validation error), not 403 (not allowed)."""
         try:
             reply = await self._call(
-                {"MetricDataQueries": [], "StartTime": 0, "EndTime": 0}, "[]", self._deadline()
+                {"MetricDataQueries": [], "StartTime": 0, "EndTime": 0}, "[]", self.api.deadline()
             )
         except ProviderError:
             return False
@@ -122,79 +122,46 @@ class CloudWatchProvider:
             "MaxDatapoints": MAX_DATAPOINTS,
             "ScanBy": "TimestampDescending",  # the newest point first
         }
-        deadline = self._deadline()  # one for every page
+        deadline = self.api.deadline()  # one for every page
         for _ in range(MAX_PAGES):
             answer = _answer(await self._call(body, text, deadline), text)
             results = answer.get("MetricDataResults")
             if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
                 raise ProviderError(
-                    f"CloudWatch answered without a MetricDataResults list; query: {_one_line(text)}"
+                    f"CloudWatch answered without a MetricDataResults list; query: {one_line(text)}"
                 )
             if not results:
-                raise NoData(f"CloudWatch returned no result; query: {_one_line(text)}")
+                raise NoData(f"CloudWatch returned no result; query: {one_line(text)}")
             if len(results) > 1:
-                ids = ", ".join(_short(r.get("Id"), 40) for r in results[:5])
+                ids = ", ".join(short(r.get("Id"), 40) for r in results[:5])
                 raise ProviderError(
                     f'CloudWatch returned {len(results)} results ({ids}), not one; set "ReturnData": false '
-                    f"on all but one query; query: {_one_line(text)}"
+                    f"on all but one query; query: {one_line(text)}"
                 )
             result = results[0]
             status = result.get("StatusCode")
             if status in ("InternalError", "Forbidden"):
                 raise ProviderError(
-                    f"CloudWatch returned {status} for {_short(result.get('Id'), 40)}{_messages(result)}; "
-                    f"query: {_one_line(text)}"
+                    f"CloudWatch returned {status} for {short(result.get('Id'), 40)}{_messages(result)}; "
+                    f"query: {one_line(text)}"
                 )
             values = result.get("Values", [])
             if not isinstance(values, list) or not all(
                 isinstance(v, int | float) and not isinstance(v, bool) for v in values
             ):
                 raise ProviderError(
-                    f"CloudWatch returned Values that are not numbers; query: {_one_line(text)}"
+                    f"CloudWatch returned Values that are not numbers; query: {one_line(text)}"
                 )
             if values:
-                value = float(values[0])
-                if not math.isfinite(value):
-                    raise ProviderError(
-                        f"CloudWatch returned {value}, not a number to judge; query: {_one_line(text)}"
-                    )
-                return value
-            token = answer.get("NextToken")
-            if not isinstance(token, str) or not token:
+                return finite(float(values[0]), one_line(text), "CloudWatch")
+            if not turn_page(answer, "NextToken", body, "NextToken"):
                 break
-            body["NextToken"] = token
-        raise NoData(f"CloudWatch returned no data points{_messages(result)}; query: {_one_line(text)}")
-
-    def _deadline(self) -> float:
-        return asyncio.get_running_loop().time() + self.timeout_s
+        raise NoData(f"CloudWatch returned no data points{_messages(result)}; query: {one_line(text)}")
 
     async def _call(self, payload: dict[str, Any], text: str, deadline: float) -> Reply:
         body = json.dumps(payload, separators=(",", ":")).encode()
-        url = self.address + "/"
-        headers = self.credentials.sign(url, body, self.region)
-        try:
-            if self.client is not None:
-                return await self._send(self.client, url, body, headers, deadline)
-            async with httpx.AsyncClient(timeout=self.timeout_s) as client:
-                return await self._send(client, url, body, headers, deadline)
-        except (TimeoutError, httpx.TimeoutException):
-            raise ProviderError(
-                f"CloudWatch at {self.address} did not answer within {self.timeout_s:g}s; query: {_one_line(text)}"
-            ) from None
-        except BodyTooLarge as exc:
-            raise ProviderError(f"CloudWatch at {self.address}: {exc}; query: {_one_line(text)}") from None
-        except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as exc:
-            raise ProviderError(
-                f"CloudWatch at {self.address} is unreachable ({type(exc).__name__}); query: {_one_line(text)}"
-            ) from None
-
-    async def _send(
-        self, client: httpx.AsyncClient, url: str, body: bytes, headers: dict[str, str], deadline: float
-    ) -> Reply:
-        left = max(0.0, deadline - asyncio.get_running_loop().time())
-        return await request(
-            client, "POST", url, deadline_s=left, cap=MAX_BODY, content=body, headers=headers
-        )
+        headers = self.credentials.sign(self.api.address + "/", body, self.region)
+        return await self.api.send("POST", "/", one_line(text), until=deadline, content=body, headers=headers)
 
 
 def _queries(text: str) -> list[Any]:
@@ -214,22 +181,12 @@ def _queries(text: str) -> list[Any]:
 
 def _answer(reply: Reply, text: str) -> dict[str, Any]:
     """The JSON object of a 200, or ProviderError naming AWS's error type and message."""
-    where = f"CloudWatch answered HTTP {reply.status}"
-    if not reply.body.strip():
-        raise ProviderError(f"{where} with an empty body; query: {_one_line(text)}")
-    try:
-        body = json.loads(reply.body)
-    except (ValueError, RecursionError):
-        raise ProviderError(
-            f"{where} with a body that is not JSON: {reply.text(80)!r}; query: {_one_line(text)}"
-        ) from None
-    if not isinstance(body, dict):
-        raise ProviderError(f"{where} with JSON that is not an object; query: {_one_line(text)}")
-    if reply.status >= 400:
-        kind = _short(body.get("__type", "error"), 120).rpartition("#")[2]
-        message = body.get("message", body.get("Message", ""))
-        raise ProviderError(f"{where}: {kind}: {_short(message, 300)}; query: {_one_line(text)}")
-    return body
+    return json_answer(reply, "CloudWatch", one_line(text), _error_text)
+
+
+def _error_text(body: dict[str, Any]) -> str:
+    kind = short(body.get("__type", "error"), 120).rpartition("#")[2]
+    return f"{kind}: {short(body.get('message', body.get('Message', '')))}"
 
 
 def _messages(result: Mapping[str, Any]) -> str:
@@ -237,20 +194,11 @@ def _messages(result: Mapping[str, Any]) -> str:
     if not isinstance(messages, list) or not messages:
         return ""
     shown = [
-        f"{_short(m.get('Code'), 40)}: {_short(m.get('Value'), 120)}"
+        f"{short(m.get('Code'), 40)}: {short(m.get('Value'), 120)}"
         for m in messages[:3]
         if isinstance(m, dict)
     ]
     return f" ({'; '.join(shown)})" if shown else ""
-
-
-def _short(value: Any, limit: int) -> str:
-    return value[:limit] if isinstance(value, str) else f"<{type(value).__name__}>"
-
-
-def _one_line(text: str, limit: int = 200) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[:limit] + "..."
 
 
 class CloudWatchKind:
@@ -262,9 +210,7 @@ class CloudWatchKind:
         found: list[Problem] = []
         if not spec.region:
             found.append(("region", "CloudWatch needs the region of the metrics (e.g. eu-west-1)"))
-        if spec.address is not None and not spec.address.startswith(("http://", "https://")):
-            found.append(("address", f"must be an http(s) URL, got {spec.address[:80]!r}"))
-        return found
+        return found + address_problems(spec.address)
 
     def make(self, ctx: SourceContext) -> MetricProvider:
         if not ctx.spec.region:

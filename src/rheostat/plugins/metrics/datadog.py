@@ -16,23 +16,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
-
-import httpx
+from typing import Any, Unpack
 
 from rheostat.model.metric_template import MetricProviderSpec
 from rheostat.plugins.metrics.base import MetricProvider, MetricQuery, NoData, ProviderError
-from rheostat.plugins.metrics.saas_http import (
-    DEFAULT_TIMEOUT_S,
-    Api,
-    address_problems,
-    finite,
-    guarded,
-    number,
-    secret_problems,
-    secret_value,
+from rheostat.plugins.metrics.http_query import (
+    HttpApi,
+    HttpOptions,
+    api_problems,
+    judged,
+    needs_text,
+    secret_values,
     short,
-    shown,
 )
 from rheostat.plugins.metrics.sources import Problem, SourceContext
 
@@ -62,37 +57,32 @@ class DatadogProvider:
         application_key: str,
         address: str = DEFAULT_ADDRESS,
         *,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
-        client: httpx.AsyncClient | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.time,
+        **http: Unpack[HttpOptions],
     ) -> None:
-        self.api = Api(
-            "Datadog",
-            address,
-            keys=KEYS,
-            error_text=_error_text,
-            timeout_s=timeout_s,
-            client=client,
-            transport=transport,
+        self.api = HttpApi(
+            "Datadog", address, keys=KEYS, error_text=_error_text, secrets=(api_key, application_key), **http
         )
         self._headers = {"DD-API-KEY": api_key, "DD-APPLICATION-KEY": application_key}
-        self._secrets = (api_key, application_key)
         self.clock = clock
 
     def __repr__(self) -> str:  # never shows the keys
         return f"DatadogProvider({self.api.address!r})"
 
     async def query(self, q: MetricQuery) -> float:
-        if q.text is None:
-            raise ProviderError(f"metric {q.name!r} has no query: a Datadog template needs one")
-        text = q.text
-        return await guarded(lambda: self.value(text, q.window_s), self._secrets)
+        text = needs_text(q, "a Datadog template needs one")
+        return await self.api.redacted(self.value(text, q.window_s))
 
     async def is_online(self) -> bool:
         """Flagger's check: the keys validate (`{"valid": true}`)."""
         try:
-            _, body = await self.api.get(VALIDATE_PATH, {}, self._request_headers(), "validate")
+            body = await self.api.json(
+                "GET",
+                VALIDATE_PATH,
+                "validate",
+                params={},
+                headers=self._request_headers(),
+            )
         except ProviderError:
             return False
         return body.get("valid") is True
@@ -103,7 +93,7 @@ class DatadogProvider:
     async def value(self, text: str, window_s: float) -> float:
         now = int(self.clock())
         params = {"from": str(now - int(FROM_INTERVALS * window_s)), "to": str(now), "query": text}
-        _, body = await self.api.get(QUERY_PATH, params, self._request_headers(), text)
+        body = await self.api.json("GET", QUERY_PATH, text, params=params, headers=self._request_headers())
         if body.get("status") == "error":
             raise ProviderError(f"Datadog answered an error: {short(_error_text(body) or '')}; query: {text}")
         series = body.get("series")
@@ -125,12 +115,7 @@ class DatadogProvider:
                 raise ProviderError(f"Datadog answered a point that is not [time, value]; query: {text}")
             if point[1] is None:
                 continue  # an empty bucket
-            value = number(point[1])
-            if value is None:
-                raise ProviderError(
-                    f"Datadog answered a value that is not a number ({shown(point[1])}); query: {text}"
-                )
-            return finite(value, "Datadog", text)
+            return judged(point[1], text, "Datadog")
         raise NoData(f"the series has no points{' but nulls' if points else ''}; query: {text}")
 
 
@@ -140,12 +125,13 @@ class DatadogKind:
     name = "datadog"
 
     def problems(self, spec: MetricProviderSpec) -> list[Problem]:
-        return address_problems(spec) + secret_problems(spec, KEYS)
+        return api_problems(spec, KEYS)
 
     def make(self, ctx: SourceContext) -> MetricProvider:
+        api_key, application_key = secret_values(ctx, API_KEY, APPLICATION_KEY)
         return DatadogProvider(
-            secret_value(ctx.secret, API_KEY, "datadog"),
-            secret_value(ctx.secret, APPLICATION_KEY, "datadog"),
+            api_key,
+            application_key,
             ctx.spec.address or DEFAULT_ADDRESS,
             client=ctx.client,
         )

@@ -16,23 +16,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
-
-import httpx
+from typing import Any, Unpack
 
 from rheostat.model.metric_template import MetricProviderSpec
 from rheostat.plugins.metrics.base import MetricProvider, MetricQuery, NoData, ProviderError
-from rheostat.plugins.metrics.saas_http import (
-    DEFAULT_TIMEOUT_S,
-    Api,
-    address_problems,
-    finite,
-    guarded,
-    number,
-    secret_problems,
-    secret_value,
+from rheostat.plugins.metrics.http_query import (
+    HttpApi,
+    HttpOptions,
+    api_problems,
+    judged,
+    needs_text,
+    secret_values,
     short,
-    shown,
+    succeeds,
 )
 from rheostat.plugins.metrics.sources import Problem, SourceContext
 
@@ -61,40 +57,25 @@ class DynatraceProvider:
         token: str,
         address: str,
         *,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
-        client: httpx.AsyncClient | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.time,
+        **http: Unpack[HttpOptions],
     ) -> None:
-        self.api = Api(
-            "Dynatrace",
-            address,
-            keys=KEYS,
-            error_text=_error_text,
-            timeout_s=timeout_s,
-            client=client,
-            transport=transport,
-        )
+        self.api = HttpApi("Dynatrace", address, keys=KEYS, error_text=_error_text, secrets=(token,), **http)
         self._headers = {"Authorization": f"Api-Token {token}", "Accept": "application/json"}
-        self._secrets = (token,)
         self.clock = clock
 
     def __repr__(self) -> str:  # never shows the token
         return f"DynatraceProvider({self.api.address!r})"
 
     async def query(self, q: MetricQuery) -> float:
-        if q.text is None:
-            raise ProviderError(f"metric {q.name!r} has no query: a Dynatrace template needs one")
-        text = q.text.strip()
-        return await guarded(lambda: self.value(text, q.window_s), self._secrets)
+        text = needs_text(q, "a Dynatrace template needs one").strip()
+        return await self.api.redacted(self.value(text, q.window_s))
 
     async def is_online(self) -> bool:
         """Flagger's check: the token may list the environment's metrics."""
-        try:
-            await self.api.get(LIST_PATH, {"pageSize": "1"}, self._headers, "")
-        except ProviderError:
-            return False
-        return True
+        return await succeeds(
+            self.api.json("GET", LIST_PATH, "", params={"pageSize": "1"}, headers=self._headers)
+        )
 
     async def value(self, text: str, window_s: float) -> float:
         now_ms = int(self.clock()) * 1000  # whole seconds, as Flagger
@@ -104,7 +85,7 @@ class DynatraceProvider:
             "from": str(now_ms - int(FROM_INTERVALS * window_s * 1000)),
             "to": str(now_ms),
         }
-        _, body = await self.api.get(QUERY_PATH, params, self._headers, text)
+        body = await self.api.json("GET", QUERY_PATH, text, params=params, headers=self._headers)
         results = body.get("result")
         if not isinstance(results, list):
             raise ProviderError(f"Dynatrace answered without a `result` list; query: {text}")
@@ -133,12 +114,7 @@ class DynatraceProvider:
             raise ProviderError(f"Dynatrace answered a series without a `values` list; query: {text}")
         if not values or values[0] is None:
             raise NoData(f"the series has no value in the window; query: {text}")
-        value = number(values[0])
-        if value is None:
-            raise ProviderError(
-                f"Dynatrace answered a value that is not a number ({shown(values[0])}); query: {text}"
-            )
-        return finite(value, "Dynatrace", text)
+        return judged(values[0], text, "Dynatrace")
 
 
 def _dimensions(series: Any) -> str:
@@ -155,14 +131,13 @@ class DynatraceKind:
 
     def problems(self, spec: MetricProviderSpec) -> list[Problem]:
         required = "must be set to the environment's URL, e.g. https://abc12345.live.dynatrace.com"
-        return address_problems(spec, required=required) + secret_problems(spec, KEYS)
+        return api_problems(spec, KEYS, required=required)
 
     def make(self, ctx: SourceContext) -> MetricProvider:
         if not ctx.spec.address:
             raise ValueError("provider.address is not set: Dynatrace needs the environment's URL")
-        return DynatraceProvider(
-            secret_value(ctx.secret, TOKEN, "dynatrace"), ctx.spec.address, client=ctx.client
-        )
+        (token,) = secret_values(ctx, TOKEN)
+        return DynatraceProvider(token, ctx.spec.address, client=ctx.client)
 
 
 KIND = DynatraceKind()

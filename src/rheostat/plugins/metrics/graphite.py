@@ -15,26 +15,35 @@ never part of an error message.
 
 from __future__ import annotations
 
-import contextlib
 import html
-import json
 import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from typing import Any, Unpack
+from urllib.parse import parse_qsl, urlencode
 
 import httpx
 
 from rheostat.model.metric_template import MetricProviderSpec
-from rheostat.plugins.http_limits import BodyTooLarge, MiB, Reply, request
+from rheostat.plugins.http_limits import Reply
 from rheostat.plugins.metrics.base import MetricProvider, MetricQuery, NoData, ProviderError
-from rheostat.plugins.metrics.prometheus import tls_context
+from rheostat.plugins.metrics.http_query import (
+    HttpApi,
+    HttpOptions,
+    address_problems,
+    finite,
+    json_value,
+    needs_text,
+    number,
+    parsed,
+    refuse_errors,
+    shown,
+    succeeds,
+    template_options,
+)
 from rheostat.plugins.metrics.sources import Problem, SourceContext
 
-DEFAULT_TIMEOUT_S = 5.0
-MAX_BODY = 10 * MiB  # a day of 1 s points is ~0.3 MiB per series; past this it is a failed check
 ONLINE_QUERY = "target=test"  # Flagger's: any answer but an error means online
 _SPACE = re.compile(r"\s+")
 Series = tuple[str, list[float | None]]  # (target name, datapoint values in time order)
@@ -80,41 +89,25 @@ class GraphiteProvider:
         self,
         address: str,
         *,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
-        headers: Mapping[str, list[str]] | None = None,
         credentials: Credentials | None = None,
-        insecure_skip_verify: bool = False,
-        transport: httpx.AsyncBaseTransport | None = None,
-        client: httpx.AsyncClient | None = None,
+        **http: Unpack[HttpOptions],
     ) -> None:
-        problem = address_problem(address)
-        if problem:
+        for _, problem in address_problems(address, required="is required", bare=True):
             raise ValueError(f"Graphite address {problem}")
-        self.address = address.rstrip("/")
-        self.timeout_s = timeout_s
-        self.headers = [(k, v) for k, values in (headers or {}).items() for v in values]
+        self.api = HttpApi("Graphite", address, secrets=[credentials.password] if credentials else [], **http)
         self.credentials = credentials
-        self.insecure_skip_verify = insecure_skip_verify
-        self.transport = transport
-        self.client = client  # the controller's shared client, when it has one
 
     def __repr__(self) -> str:
-        return f"GraphiteProvider({self.address!r})"
+        return f"GraphiteProvider({self.api.address!r})"
 
     # -- MetricProvider --------------------------------------------------------------------------------
 
     async def query(self, q: MetricQuery) -> float:
-        if q.text is None:
-            raise ProviderError(f"metric {q.name!r} has no query; Graphite has no builtin checks")
-        return await self.value(q.text)
+        return await self.api.redacted(self.value(needs_text(q, "Graphite has no builtin checks")))
 
     async def is_online(self) -> bool:
         """Flagger's check: `target=test` answers a list of series, with values or without."""
-        try:
-            await self.fetch(ONLINE_QUERY)
-        except ProviderError:
-            return False
-        return True
+        return await succeeds(self.fetch(ONLINE_QUERY))
 
     # -- the render API --------------------------------------------------------------------------------
 
@@ -133,9 +126,7 @@ class GraphiteProvider:
         last = next((v for v in reversed(points) if v is not None), None)
         if last is None:
             raise NoData(f"the series {name!r} has only null datapoints in the window; query: {text}")
-        if not math.isfinite(last):
-            raise ProviderError(f"the query returned {last}, not a number to judge; query: {text}")
-        return last
+        return finite(last, text)
 
     async def fetch(self, text: str) -> list[Series]:
         """Every series the query returns; ProviderError for anything that is not a list of series."""
@@ -151,53 +142,15 @@ class GraphiteProvider:
         auth = None
         if self.credentials is not None:
             auth = httpx.BasicAuth(self.credentials.username, self.credentials.password)
-        url = f"{self.address}/render?{urlencode(params)}"  # quote_plus, as Go's QueryEscape
-        try:
-            async with contextlib.AsyncExitStack() as stack:
-                client = self.client
-                if client is None:
-                    client = httpx.AsyncClient(
-                        timeout=self.timeout_s,
-                        verify=tls_context(self.insecure_skip_verify),
-                        transport=self.transport,
-                    )
-                    stack.push_async_callback(client.aclose)
-                return await request(
-                    client,
-                    "GET",
-                    url,
-                    deadline_s=self.timeout_s,
-                    cap=MAX_BODY,
-                    headers=self.headers,
-                    auth=auth,
-                )
-        except (TimeoutError, httpx.TimeoutException):
-            raise ProviderError(
-                f"Graphite at {self.address} did not answer within {self.timeout_s:g}s; query: {text}"
-            ) from None
-        except BodyTooLarge as exc:
-            raise ProviderError(f"Graphite at {self.address}: {exc}; query: {text}") from None
-        except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as exc:
-            raise ProviderError(
-                f"Graphite at {self.address} is unreachable ({type(exc).__name__}); query: {text}"
-            ) from None
+        # quote_plus, as Go's QueryEscape
+        return await self.api.send("GET", f"/render?{urlencode(params)}", text, auth=auth)
 
 
 def _series(reply: Reply, text: str) -> list[Series]:
     """`[{"target": name, "datapoints": [[value, timestamp], ...]}, ...]`, checked item by item."""
+    refuse_errors(reply, "Graphite", text, _reason(reply))
+    body = json_value(reply, parsed(reply), "Graphite", text, kind=list, what="a list of series")
     where = f"Graphite answered HTTP {reply.status}"
-    if reply.status >= 400:
-        raise ProviderError(f"{where}: {_reason(reply)}; query: {text}")
-    if not reply.body.strip():
-        raise ProviderError(f"{where} with an empty body; query: {text}")
-    try:
-        body = json.loads(reply.body)
-    except (ValueError, RecursionError):
-        raise ProviderError(
-            f"{where} with a body that is not JSON: {reply.text(80)!r}; query: {text}"
-        ) from None
-    if not isinstance(body, list):
-        raise ProviderError(f"{where} with JSON that is not a list of series; query: {text}")
     out: list[Series] = []
     for item in body:
         name = item.get("target") if isinstance(item, dict) else None
@@ -214,14 +167,11 @@ def _value(point: Any, text: str) -> float | None:
     value = point[0] if isinstance(point, list) and len(point) == 2 else ...
     if value is None:
         return None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return None if math.isnan(value) else float(value)
-    if isinstance(value, str):
-        with contextlib.suppress(ValueError):
-            number = float(value)
-            return None if math.isnan(number) else number
-    shown = repr(value[:40]) if isinstance(value, str) else f"a {type(point).__name__}"
-    raise ProviderError(f"Graphite returned a datapoint that is not [number, time] ({shown}); query: {text}")
+    found = number(value, strings=True)
+    if found is not None:
+        return None if math.isnan(found) else found
+    what = shown(value if isinstance(value, str) else point)
+    raise ProviderError(f"Graphite returned a datapoint that is not [number, time] ({what}); query: {text}")
 
 
 def _reason(reply: Reply) -> str:
@@ -237,21 +187,6 @@ def _reason(reply: Reply) -> str:
     return plain[:300] or "an empty body"
 
 
-def address_problem(address: str | None) -> str | None:
-    """What is wrong with a template's Graphite address, or None."""
-    if not address:
-        return "is required"
-    try:
-        parts = urlsplit(address)
-    except ValueError:
-        parts = None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        return f"must be an http(s) URL, got {address[:80]!r}"
-    if parts.query or parts.fragment:
-        return f"must be a base URL without a query or fragment, got {address[:80]!r}"
-    return None
-
-
 class GraphiteKind:
     """`provider.type: graphite`: the template's own address (Graphite has no controller-wide default)."""
 
@@ -262,19 +197,16 @@ class GraphiteKind:
         return interval(seconds)
 
     def problems(self, spec: MetricProviderSpec) -> list[Problem]:
-        problem = address_problem(spec.address)
-        return [("address", problem)] if problem else []
+        return address_problems(spec.address, required="is required", bare=True)
 
     def make(self, ctx: SourceContext) -> MetricProvider:
-        problem = address_problem(ctx.spec.address)
-        if problem or ctx.spec.address is None:
+        for _, problem in self.problems(ctx.spec):
             raise ValueError(f"provider.address {problem}")
+        assert ctx.spec.address is not None  # (problems says so)
         return GraphiteProvider(
             ctx.spec.address,
-            headers=ctx.spec.headers,
             credentials=Credentials.from_secret(ctx.secret),
-            insecure_skip_verify=bool(ctx.spec.insecureSkipVerify),
-            client=ctx.client,
+            **template_options(ctx),
         )
 
 

@@ -18,26 +18,33 @@ exchange (Flagger's 15 s).
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
-import json
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Unpack
 
 import httpx
 
 from rheostat.model.metric_template import MetricProviderSpec
-from rheostat.plugins.http_limits import BodyTooLarge, MiB, Reply, request
+from rheostat.plugins.http_limits import Reply
 from rheostat.plugins.metrics.base import MetricProvider, MetricQuery, NoData, ProviderError
-from rheostat.plugins.metrics.prometheus import tls_context
+from rheostat.plugins.metrics.http_query import (
+    HttpApi,
+    HttpOptions,
+    address_problems,
+    json_value,
+    judged,
+    needs_text,
+    parsed,
+    refuse_errors,
+    short,
+    template_options,
+)
 from rheostat.plugins.metrics.sources import Problem, SourceContext
 
 DEFAULT_TIMEOUT_S = 15.0  # Flagger's, for the influxdb provider
-MAX_BODY = 10 * MiB
 # What Flagger's client asks for: CSV with the three annotation rows, a header row, commas.
 FLUX_DIALECT = {"annotations": ["datatype", "group", "default"], "delimiter": ",", "header": True}
 NUMERIC = {"double", "long", "unsignedLong"}
@@ -80,35 +87,23 @@ class InfluxProvider:
         address: str,
         *,
         credentials: Credentials | None = None,
-        headers: Mapping[str, list[str]] | None = None,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
-        insecure_skip_verify: bool = False,
-        transport: httpx.AsyncBaseTransport | None = None,
-        client: httpx.AsyncClient | None = None,
+        **http: Unpack[HttpOptions],
     ) -> None:
-        if not address.startswith(("http://", "https://")):
-            raise ValueError(f"InfluxDB address must be an http(s) URL, got {address!r}")
-        url = httpx.URL(address)
-        self.params = list(url.params.multi_items())  # e.g. db=, rp=: sent with every query
-        self.base = str(url.copy_with(query=None, fragment=None)).rstrip("/")
-        # Messages name the server without what may be secret in the address (user:password@, ?p=).
-        self.where = str(url.copy_with(query=None, fragment=None, userinfo=b"")).rstrip("/")
         self.credentials = credentials or Credentials()
-        self.headers = [(k, v) for k, values in (headers or {}).items() for v in values]
-        self.timeout_s = timeout_s
-        self.insecure_skip_verify = insecure_skip_verify
-        self.transport = transport
-        self.client = client
+        c = self.credentials
+        http.setdefault("timeout_s", DEFAULT_TIMEOUT_S)
+        self.api = HttpApi("InfluxDB", address, secrets=(c.token, c.password), **http)
+        url = httpx.URL(self.api.address)
+        self.params = list(url.params.multi_items())  # e.g. db=, rp=: sent with every query
+        self.api.address = str(url.copy_with(query=None, fragment=None)).rstrip("/")
 
     def __repr__(self) -> str:
-        return f"InfluxProvider({self.where!r})"
+        return f"InfluxProvider({self.api.shown!r})"
 
     # -- MetricProvider --------------------------------------------------------------------------------
 
     async def query(self, q: MetricQuery) -> float:
-        if q.text is None:
-            raise ProviderError(f"metric {q.name!r} has no query (InfluxDB has no builtin checks)")
-        return await self.value(q.text)
+        return await self.api.redacted(self.value(needs_text(q, "InfluxDB has no builtin checks")))
 
     async def is_online(self) -> bool:
         """`/ping` answers 204 on InfluxDB 1.x and 2.x."""
@@ -142,8 +137,7 @@ class InfluxProvider:
         headers: Mapping[str, str] | None = None,
         **kwargs: Any,
     ) -> Reply:
-        all_headers = httpx.Headers(self.headers)
-        all_headers.update(headers or {})
+        all_headers = dict(headers or {})
         auth: httpx.Auth | None = None
         c = self.credentials
         if c.token:
@@ -153,37 +147,9 @@ class InfluxProvider:
                 all_headers["Authorization"] = f"Token {c.username}:{c.password}"
             else:
                 auth = httpx.BasicAuth(c.username, c.password)
-        try:
-            async with contextlib.AsyncExitStack() as stack:
-                client = self.client
-                if client is None:
-                    client = httpx.AsyncClient(
-                        timeout=self.timeout_s,
-                        verify=tls_context(self.insecure_skip_verify),
-                        transport=self.transport,
-                    )
-                    stack.push_async_callback(client.aclose)
-                return await request(
-                    client,
-                    method,
-                    f"{self.base}{path}",
-                    deadline_s=self.timeout_s,
-                    cap=MAX_BODY,
-                    params=params,
-                    headers=all_headers,
-                    auth=auth,
-                    **kwargs,
-                )
-        except (TimeoutError, httpx.TimeoutException):
-            raise ProviderError(
-                f"InfluxDB at {self.where} did not answer within {self.timeout_s:g}s; query: {text}"
-            ) from None
-        except BodyTooLarge as exc:
-            raise ProviderError(f"InfluxDB at {self.where}: {exc}; query: {text}") from None
-        except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as exc:
-            raise ProviderError(
-                f"InfluxDB at {self.where} is unreachable ({type(exc).__name__}); query: {text}"
-            ) from None
+        return await self.api.send(
+            method, path, text, params=params, headers=all_headers, auth=auth, **kwargs
+        )
 
 
 # -- InfluxQL: {"results": [{"statement_id": 0, "series": [{"columns": [...], "values": [[...]]}]}]} ------
@@ -192,8 +158,8 @@ class InfluxProvider:
 def influxql_value(reply: Reply, text: str) -> float:
     where = f"InfluxDB answered HTTP {reply.status}"
     body = _json(reply, text)
-    if body is None or isinstance(body.get("error"), str) or reply.status >= 400:
-        raise ProviderError(f"{where}{_error_detail(body, reply)}; query: {text}")
+    if isinstance(body.get("error"), str):  # an error in an answer of 200
+        raise ProviderError(f"{where}: {short(body['error'])}; query: {text}")
     results = body.get("results")
     if not isinstance(results, list) or not results or not all(isinstance(r, dict) for r in results):
         raise ProviderError(f"{where} without a list of `results`; query: {text}")
@@ -201,9 +167,7 @@ def influxql_value(reply: Reply, text: str) -> float:
         raise ProviderError(f"{where} with {len(results)} statements, not one; query: {text}")
     statement: dict[str, Any] = results[0]
     if statement.get("error") is not None:
-        raise ProviderError(
-            f"{where}: the statement failed: {_short(statement['error'], 300)}; query: {text}"
-        )
+        raise ProviderError(f"{where}: the statement failed: {short(statement['error'], 300)}; query: {text}")
     series = statement.get("series")
     if series is None or series == []:
         raise NoData(f"the query returned no series; query: {text}")
@@ -229,59 +193,33 @@ def influxql_value(reply: Reply, text: str) -> float:
         )
     fields = [i for i, name in enumerate(columns) if name != "time"]
     if len(fields) != 1:
-        shown = ", ".join(_short(columns[i], 40) for i in fields[:4]) or "none"
+        shown = ", ".join(short(columns[i], 40) for i in fields[:4]) or "none"
         raise ProviderError(f"the query returned {len(fields)} fields ({shown}), not one; query: {text}")
     return _finite(rows[0][fields[0]], text)
 
 
-def _json(reply: Reply, text: str) -> dict[str, Any] | None:
-    """The answer's JSON object; None when it is not one and the status says why (an error page)."""
-    where = f"InfluxDB answered HTTP {reply.status}"
-    if not reply.body.strip():
-        raise ProviderError(f"{where} with an empty body; query: {text}")
-    try:
-        body = json.loads(reply.body, parse_constant=_no_constant)
-    except (ValueError, RecursionError):
-        if reply.status >= 400:
-            return None
-        raise ProviderError(
-            f"{where} with a body that is not JSON: {reply.text(80)!r}; query: {text}"
-        ) from None
-    if not isinstance(body, dict):
-        raise ProviderError(f"{where} with JSON that is not an object; query: {text}")
-    return body
+def _json(reply: Reply, text: str) -> dict[str, Any]:
+    """The JSON object of an answer below 400; ProviderError with InfluxDB's words for anything else."""
+    body = parsed(reply)
+    refuse_errors(reply, "InfluxDB", text, _error_text(body) if isinstance(body, dict) else None)
+    result: dict[str, Any] = json_value(reply, body, "InfluxDB", text)
+    return result
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _error_detail(body: Mapping[str, Any] | None, reply: Reply) -> str:
-    """InfluxDB 1.x's `{"error": ...}`, 2.x's `{"code": ..., "message": ...}`, or the start of the body."""
-    if body is None:
-        return (
-            f" with a body that is not JSON: {reply.text(80)!r}"
-            if reply.body.strip()
-            else " with an empty body"
-        )
+def _error_text(body: dict[str, Any]) -> str | None:
+    """InfluxDB 1.x's `{"error": ...}`, 2.x's `{"code": ..., "message": ...}`."""
     if isinstance(body.get("error"), str):
-        return f": {_short(body['error'], 300)}"
+        return str(body["error"])
     if isinstance(body.get("message"), str):
-        code = f"{_short(body['code'], 40)}: " if isinstance(body.get("code"), str) else ""
-        return f": {code}{_short(body['message'], 300)}"
-    return ""
+        code = f"{short(body['code'], 40)}: " if isinstance(body.get("code"), str) else ""
+        return f"{code}{body['message']}"
+    return None
 
 
 def _finite(value: Any, text: str) -> float:
     if value is None:
         raise NoData(f"the query returned a null value; query: {text}")
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        shown = repr(value[:40]) if isinstance(value, str) else f"a {type(value).__name__}"
-        raise ProviderError(f"the query returned a value that is not a number ({shown}); query: {text}")
-    number = float(value)
-    if not math.isfinite(number):
-        raise ProviderError(f"the query returned {_show(number)}, not a number to judge; query: {text}")
-    return number
+    return judged(value, text, "the query")
 
 
 # -- Flux: annotated CSV, tables separated by blank lines ----------------------------------------------
@@ -290,12 +228,8 @@ def _finite(value: Any, text: str) -> float:
 def flux_value(reply: Reply, text: str) -> float:
     """The `_value` of the one row of the answer's tables; no row is NoData."""
     where = f"InfluxDB answered HTTP {reply.status}"
-    if reply.status >= 400:
-        body = None
-        with contextlib.suppress(ProviderError):
-            body = _json(reply, text)
-        detail = _error_detail(body, reply) if reply.body.strip() else " with an empty body"
-        raise ProviderError(f"{where}{detail}; query: {text}")
+    body = parsed(reply)
+    refuse_errors(reply, "InfluxDB", text, _error_text(body) if isinstance(body, dict) else None)
     try:
         decoded = reply.body.decode("utf-8")
     except UnicodeDecodeError:
@@ -326,7 +260,7 @@ def flux_value(reply: Reply, text: str) -> float:
                 raise ProviderError(f"{where} with a CSV row that does not match its header; query: {text}")
             elif "error" in header and "_value" not in header:
                 message = row[header.index("error")]
-                raise ProviderError(f"{where}: the query failed: {_short(message, 300)}; query: {text}")
+                raise ProviderError(f"{where}: the query failed: {short(message, 300)}; query: {text}")
             else:
                 i = header.index("_value")
                 cell = row[i] or (defaults[i] if i < len(defaults) else "")
@@ -346,30 +280,14 @@ def flux_value(reply: Reply, text: str) -> float:
     if cell == "":
         raise NoData(f"the query returned a null _value; query: {text}")
     if datatype and datatype not in NUMERIC:
-        raise ProviderError(f"the query's _value is a {_short(datatype, 40)}, not a number; query: {text}")
-    try:
-        number = float(cell)
-    except ValueError:
-        raise ProviderError(
-            f"the query returned a value that is not a number ({cell[:40]!r}); query: {text}"
-        ) from None
-    if not math.isfinite(number):
-        raise ProviderError(f"the query returned {_show(number)}, not a number to judge; query: {text}")
-    return number
-
-
-def _short(value: Any, limit: int) -> str:
-    return value[:limit] if isinstance(value, str) else f"<{type(value).__name__}>"
+        raise ProviderError(f"the query's _value is a {short(datatype, 40)}, not a number; query: {text}")
+    return judged(cell, text, "the query", strings=True)
 
 
 def _tags(tags: Any) -> str:
     if not isinstance(tags, dict):
         return "{}"
-    return "{" + ", ".join(f'{_short(k, 40)}="{_short(v, 40)}"' for k, v in sorted(tags.items())[:6]) + "}"
-
-
-def _show(value: float) -> str:
-    return "NaN" if math.isnan(value) else ("+Inf" if value > 0 else "-Inf")
+    return "{" + ", ".join(f'{short(k, 40)}="{short(v, 40)}"' for k, v in sorted(tags.items())[:6]) + "}"
 
 
 class InfluxKind:
@@ -378,11 +296,8 @@ class InfluxKind:
     name = "influxdb"
 
     def problems(self, spec: MetricProviderSpec) -> list[Problem]:
-        if not spec.address:
-            return [("address", "is required: the InfluxDB server's URL, e.g. http://influxdb:8086")]
-        if not spec.address.startswith(("http://", "https://")):
-            return [("address", f"must be an http(s) URL, got {spec.address[:80]!r}")]
-        return []
+        required = "is required: the InfluxDB server's URL, e.g. http://influxdb:8086"
+        return address_problems(spec.address, required=required)
 
     def make(self, ctx: SourceContext) -> MetricProvider:
         if not ctx.spec.address:
@@ -390,9 +305,7 @@ class InfluxKind:
         return InfluxProvider(
             ctx.spec.address,
             credentials=Credentials.from_secret(ctx.secret),
-            headers=ctx.spec.headers,
-            insecure_skip_verify=bool(ctx.spec.insecureSkipVerify),
-            client=ctx.client,
+            **template_options(ctx),
         )
 
 

@@ -24,6 +24,7 @@ from rheostat.model.metric_template import MetricProviderSpec
 from rheostat.plugins.kube.api import KubeAPI, KubeError, Obj
 from rheostat.plugins.kube.kinds import KEPTN_ANALYSIS, KEPTN_METRIC
 from rheostat.plugins.metrics.base import MetricProvider, MetricQuery, NoData, ProviderError
+from rheostat.plugins.metrics.http_query import number, shown
 from rheostat.plugins.metrics.sources import Problem, SourceContext
 
 READ_TIMEOUT_S = 5.0
@@ -120,18 +121,12 @@ class KeptnProvider:
         value = status.get("value") if isinstance(status, dict) else None
         if value is None or value == "":
             raise NoData(f"{where} has no value yet")
-        try:
-            number = (
-                float(value) if isinstance(value, str | int | float) and not isinstance(value, bool) else None
-            )
-        except ValueError:
-            number = None
-        if number is None:
-            shown = repr(value[:40]) if isinstance(value, str) else f"a {type(value).__name__}"
-            raise ProviderError(f"{where} has a value that is not a number ({shown})")
-        if not math.isfinite(number):
+        found = number(value, strings=True)
+        if found is None:
+            raise ProviderError(f"{where} has a value that is not a number ({shown(value)})")
+        if not math.isfinite(found):
             raise ProviderError(f"{where} has the value {value}, not a number to judge")
-        return number
+        return found
 
     async def analysis(self, q: KeptnQuery) -> float:
         name = f"{q.name}-{uuid.uuid4().hex[:6]}"

@@ -16,23 +16,19 @@ several results, FACET or TIMESERIES answers are errors that say so: one number 
 from __future__ import annotations
 
 import math
-from typing import Any
-
-import httpx
+from typing import Any, Unpack
 
 from rheostat.model.metric_template import MetricProviderSpec
 from rheostat.plugins.metrics.base import MetricProvider, MetricQuery, NoData, ProviderError
-from rheostat.plugins.metrics.saas_http import (
-    DEFAULT_TIMEOUT_S,
-    Api,
-    address_problems,
-    finite,
-    guarded,
-    number,
-    secret_problems,
-    secret_value,
+from rheostat.plugins.metrics.http_query import (
+    HttpApi,
+    HttpOptions,
+    api_problems,
+    judged,
+    needs_text,
+    secret_values,
     short,
-    shown,
+    succeeds,
 )
 from rheostat.plugins.metrics.sources import Problem, SourceContext
 
@@ -62,42 +58,27 @@ class NewRelicProvider:
         account_id: str,
         query_key: str,
         address: str = DEFAULT_ADDRESS,
-        *,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
-        client: httpx.AsyncClient | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        **http: Unpack[HttpOptions],
     ) -> None:
         if not (account_id.isascii() and account_id.isdigit()):
             raise ValueError(f"the secret's `{ACCOUNT_ID}` is not a number")  # not shown: it is a secret's
-        self.api = Api(
-            "New Relic",
-            address,
-            keys=KEYS,
-            error_text=_error_text,
-            timeout_s=timeout_s,
-            client=client,
-            transport=transport,
+        self.api = HttpApi(
+            "New Relic", address, keys=KEYS, error_text=_error_text, secrets=(account_id, query_key), **http
         )
         self._path = f"/v1/accounts/{account_id}/query"
         self._headers = {"X-Query-Key": query_key, "Accept": "application/json"}
-        self._secrets = (account_id, query_key)
 
     def __repr__(self) -> str:  # never shows the key or the account
         return f"NewRelicProvider({self.api.address!r})"
 
     async def query(self, q: MetricQuery) -> float:
-        if q.text is None:
-            raise ProviderError(f"metric {q.name!r} has no query: a New Relic template needs one")
-        text = nrql(q.text, q.window_s)
-        return await guarded(lambda: self.value(text), self._secrets)
+        text = nrql(needs_text(q, "a New Relic template needs one"), q.window_s)
+        return await self.api.redacted(self.value(text))
 
     async def is_online(self) -> bool:
         """Flagger's check: the query key may run a query."""
-        try:
-            await self.api.get(self._path, {"nrql": nrql(ONLINE_QUERY, ONLINE_WINDOW_S)}, self._headers, "")
-        except ProviderError:
-            return False
-        return True
+        online = {"nrql": nrql(ONLINE_QUERY, ONLINE_WINDOW_S)}
+        return await succeeds(self.api.json("GET", self._path, "", params=online, headers=self._headers))
 
     async def value(self, text: str) -> float:
         """The one number of a NRQL answer (`text` complete, SINCE included)."""
@@ -106,7 +87,7 @@ class NewRelicProvider:
                 f"the NRQL is {len(text.encode())} bytes; the Insights API takes less than {MAX_NRQL_BYTES}; "
                 f"query: {text[:200]}..."
             )
-        _, body = await self.api.get(self._path, {"nrql": text}, self._headers, text)
+        body = await self.api.json("GET", self._path, text, params={"nrql": text}, headers=self._headers)
         results = body.get("results")
         if not isinstance(results, list):
             for key, clause in (("facets", "FACET"), ("timeSeries", "TIMESERIES")):
@@ -133,12 +114,7 @@ class NewRelicProvider:
             (raw,) = raw.values()
         if raw is None:
             raise NoData(f"the query's {short(name, 40)} is null; query: {text}")
-        value = number(raw)
-        if value is None:
-            raise ProviderError(
-                f"New Relic answered a {short(name, 40)} that is not a number ({shown(raw)}); query: {text}"
-            )
-        return finite(value, "New Relic", text)
+        return judged(raw, text, "New Relic", what=f"a {short(name, 40)}")
 
 
 class NewRelicKind:
@@ -147,12 +123,13 @@ class NewRelicKind:
     name = "newrelic"
 
     def problems(self, spec: MetricProviderSpec) -> list[Problem]:
-        return address_problems(spec) + secret_problems(spec, KEYS)
+        return api_problems(spec, KEYS)
 
     def make(self, ctx: SourceContext) -> MetricProvider:
+        account_id, query_key = secret_values(ctx, ACCOUNT_ID, QUERY_KEY)
         return NewRelicProvider(
-            secret_value(ctx.secret, ACCOUNT_ID, "newrelic"),
-            secret_value(ctx.secret, QUERY_KEY, "newrelic"),
+            account_id,
+            query_key,
             ctx.spec.address or DEFAULT_ADDRESS,
             client=ctx.client,
         )

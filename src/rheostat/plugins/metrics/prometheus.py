@@ -11,20 +11,16 @@ is wrong with it. Credentials come from a secret with `token` (bearer) or `usern
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import json
 import math
-import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Unpack
 
 import httpx
 
 from rheostat.model.base import ObjectKey
 from rheostat.model.metric_template import MetricProviderSpec
-from rheostat.plugins.http_limits import BodyTooLarge, MiB, Reply, request
+from rheostat.plugins.http_limits import Reply
 from rheostat.plugins.metrics.base import (
     Counts,
     GroupCounts,
@@ -33,10 +29,23 @@ from rheostat.plugins.metrics.base import (
     NoData,
     ProviderError,
 )
+from rheostat.plugins.metrics.http_query import (
+    DEFAULT_TIMEOUT_S,
+    HttpApi,
+    HttpOptions,
+    address_problems,
+    finite,
+    infinite,
+    json_answer,
+    number,
+    short,
+    shown,
+    template_options,
+    tls_context,
+)
 from rheostat.plugins.metrics.sources import Problem, SourceContext
 
-DEFAULT_TIMEOUT_S = 5.0
-MAX_BODY = 10 * MiB  # an instant query's answer; past this it is a failed check, not memory spent
+__all__ = ["DEFAULT_TIMEOUT_S", "PrometheusProvider", "tls_context"]  # tls_context: the controller's too
 SUCCESS_RATE = "request-success-rate"
 DURATION = "request-duration"
 Series = tuple[dict[str, str], float]
@@ -96,36 +105,21 @@ class Auth:
         return "Auth(token)" if self.token else "Auth(basic)"
 
 
-@functools.cache
-def tls_context(insecure_skip_verify: bool) -> ssl.SSLContext:
-    """Made once: building a TLS context (loading the CA bundle) for every query was most of a busy
-    controller's CPU (bench/kube_scale.py: 91% with 500 canaries in analysis)."""
-    return httpx.create_ssl_context(verify=not insecure_skip_verify)  # what httpx makes by default
-
-
 class PrometheusProvider:
     def __init__(
         self,
         address: str,
         *,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
-        headers: Mapping[str, list[str]] | None = None,
         auth: Auth | None = None,
-        insecure_skip_verify: bool = False,
-        transport: httpx.AsyncBaseTransport | None = None,
-        client: httpx.AsyncClient | None = None,
+        **http: Unpack[HttpOptions],
     ) -> None:
-        if not address.startswith(("http://", "https://")):
-            raise ValueError(f"Prometheus address must be an http(s) URL, got {address!r}")
-        self.address = address.rstrip("/")
-        self.timeout_s = timeout_s
-        self.headers = [(k, v) for k, values in (headers or {}).items() for v in values]
+        secrets = (auth.token, auth.password) if auth else ()
+        self.api = HttpApi("Prometheus", address, secrets=secrets, **http)
         self.auth = auth
-        self.insecure_skip_verify = insecure_skip_verify
-        self.transport = transport
-        # A long-lived caller (the controller) passes a client it owns, so queries reuse its connections;
-        # without one, each query has its own (and nothing is left open).
-        self.client = client
+
+    @property
+    def address(self) -> str:
+        return self.api.address
 
     def __repr__(self) -> str:
         return f"PrometheusProvider({self.address!r})"
@@ -134,7 +128,7 @@ class PrometheusProvider:
 
     async def query(self, q: MetricQuery) -> float:
         if q.text is not None:
-            return await self.value(q.text)
+            return await self.api.redacted(self.value(q.text))
         if q.name == SUCCESS_RATE:
             return await self.value(success_rate_query(q.canary, q.group, q.window_s))
         if q.name == DURATION:
@@ -198,9 +192,7 @@ class PrometheusProvider:
             raise ProviderError(
                 f"the query returned a {result_type or 'result'}, not a single value; query: {text}"
             )
-        if not math.isfinite(value):
-            raise ProviderError(f"the query returned {_show(value)}, not a number to judge; query: {text}")
-        return value
+        return finite(value, text)
 
     async def vector(self, text: str) -> list[Series]:
         """Every series of an instant vector; each value finite."""
@@ -212,70 +204,41 @@ class PrometheusProvider:
         series = _series(result, text)
         for labels, value in series:
             if not math.isfinite(value):
-                raise ProviderError(f"the query returned {_show(value)} for {_labels(labels)}; query: {text}")
+                raise ProviderError(
+                    f"the query returned {infinite(value)} for {_labels(labels)}; query: {text}"
+                )
         return series
 
     async def _query(self, text: str) -> tuple[str, Any]:
         """(resultType, result) of a successful answer; ProviderError for anything else."""
         auth: httpx.Auth | None = None
-        headers = httpx.Headers(self.headers)
+        headers: dict[str, str] = {}
         if self.auth is not None and self.auth.token:
             headers["Authorization"] = f"Bearer {self.auth.token}"
         elif self.auth is not None and self.auth.username is not None and self.auth.password is not None:
             auth = httpx.BasicAuth(self.auth.username, self.auth.password)
-        try:
-            async with contextlib.AsyncExitStack() as stack:
-                client = self.client
-                if client is None:
-                    client = httpx.AsyncClient(
-                        timeout=self.timeout_s,
-                        verify=tls_context(self.insecure_skip_verify),
-                        transport=self.transport,
-                    )
-                    stack.push_async_callback(client.aclose)
-                reply = await request(
-                    client,
-                    "GET",
-                    f"{self.address}/api/v1/query",
-                    deadline_s=self.timeout_s,
-                    cap=MAX_BODY,
-                    params={"query": text},
-                    headers=headers,
-                    auth=auth,
-                )
-        except (TimeoutError, httpx.TimeoutException):
-            raise ProviderError(
-                f"Prometheus at {self.address} did not answer within {self.timeout_s:g}s; query: {text}"
-            ) from None
-        except BodyTooLarge as exc:
-            raise ProviderError(f"Prometheus at {self.address}: {exc}; query: {text}") from None
-        except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as exc:
-            raise ProviderError(
-                f"Prometheus at {self.address} is unreachable ({type(exc).__name__}); query: {text}"
-            ) from None
+        reply = await self.api.send(
+            "GET", "/api/v1/query", text, params={"query": text}, headers=headers, auth=auth
+        )
         return _answer(reply, text)
+
+
+def _error_text(body: dict[str, Any]) -> str | None:
+    """Prometheus' error envelope: `{"status": "error", "errorType": "...", "error": "..."}`."""
+    if body.get("error"):
+        return f"{short(body.get('errorType', 'error'), 80)}: {short(body['error'])}"
+    if body.get("status") != "success":
+        return f"status {short(body.get('status'), 40)!r}"
+    return None
 
 
 def _answer(reply: Reply, text: str) -> tuple[str, Any]:
     """The `data` of Prometheus' JSON envelope, or ProviderError saying what is wrong with the answer."""
+    body = json_answer(reply, "Prometheus", text, _error_text)
     where = f"Prometheus answered HTTP {reply.status}"
-    if not reply.body.strip():
-        raise ProviderError(f"{where} with an empty body; query: {text}")
-    try:
-        body = json.loads(reply.body)
-    except (ValueError, RecursionError):
-        raise ProviderError(
-            f"{where} with a body that is not JSON: {reply.text(80)!r}; query: {text}"
-        ) from None
-    if not isinstance(body, dict):
-        raise ProviderError(f"{where} with JSON that is not an object; query: {text}")
-    if reply.status >= 400 or body.get("status") != "success":
-        detail = ""
-        if body.get("error"):
-            detail = f": {_short(body.get('errorType', 'error'), 80)}: {_short(body['error'], 300)}"
-        elif body.get("status") != "success":
-            detail = f" with status {_short(body.get('status'), 40)!r}"
-        raise ProviderError(f"{where}{detail}; query: {text}")
+    said = _error_text(body)  # an error in an answer of 200
+    if said:
+        raise ProviderError(f"{where}: {said}; query: {text}")
     if body.get("isPartial") is True:  # VictoriaMetrics' cluster, missing some storage nodes: an undercount
         raise ProviderError(
             f"{where} with a partial answer (isPartial: some storage nodes missing); query: {text}"
@@ -283,7 +246,7 @@ def _answer(reply: Reply, text: str) -> tuple[str, Any]:
     data = body.get("data")
     if not isinstance(data, dict):
         raise ProviderError(f"{where} without a `data` object; query: {text}")
-    return _short(data.get("resultType", ""), 40), data.get("result")
+    return short(data.get("resultType", ""), 40), data.get("result")
 
 
 def _series(result: Any, text: str) -> list[Series]:
@@ -302,18 +265,11 @@ def _series(result: Any, text: str) -> list[Series]:
 def _number(pair: Any, text: str) -> float:
     """Prometheus' `[timestamp, "value"]`."""
     value = pair[1] if isinstance(pair, list) and len(pair) == 2 else None
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    shown = repr(value[:40]) if isinstance(value, str) else f"a {type(pair).__name__}"
-    raise ProviderError(f"Prometheus returned a value that is not a number ({shown}); query: {text}")
-
-
-def _short(value: Any, limit: int) -> str:
-    """A field of an answer for a message: strings cut short, anything else by its type only."""
-    return value[:limit] if isinstance(value, str) else f"<{type(value).__name__}>"
+    found = number(value, strings=True) if isinstance(value, str) else None
+    if found is None:
+        what = shown(value if isinstance(value, str) else pair)
+        raise ProviderError(f"Prometheus returned a value that is not a number ({what}); query: {text}")
+    return found
 
 
 def _labels(labels: Mapping[str, str]) -> str:
@@ -333,19 +289,13 @@ def _bound(le: str, *, text: str) -> float:
     return bound
 
 
-def _show(value: float) -> str:
-    return "NaN" if math.isnan(value) else ("+Inf" if value > 0 else "-Inf")
-
-
 class PrometheusKind:
     """`provider.type: prometheus`: the template's own address, else the controller's --metrics-server."""
 
     name = "prometheus"
 
     def problems(self, spec: MetricProviderSpec) -> list[Problem]:
-        if spec.address is not None and not spec.address.startswith(("http://", "https://")):
-            return [("address", f"must be an http(s) URL, got {spec.address[:80]!r}")]
-        return []
+        return address_problems(spec.address)
 
     def make(self, ctx: SourceContext) -> MetricProvider:
         address = ctx.spec.address or ctx.default_address
@@ -353,10 +303,8 @@ class PrometheusKind:
             raise ValueError("provider.address is not set and there is no metrics server")
         return PrometheusProvider(
             address,
-            headers=ctx.spec.headers,
             auth=Auth.from_secret(ctx.secret),
-            insecure_skip_verify=bool(ctx.spec.insecureSkipVerify),
-            client=ctx.client,
+            **template_options(ctx),
         )
 
 

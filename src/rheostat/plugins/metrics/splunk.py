@@ -12,24 +12,35 @@ from __future__ import annotations
 
 import asyncio
 import codecs
-import contextlib
 import json
-import math
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Unpack
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
 from rheostat.model.metric_template import MetricProviderSpec
-from rheostat.plugins.http_limits import MiB
+from rheostat.plugins.http_limits import BodyTooLarge, Reply
 from rheostat.plugins.metrics.base import MetricProvider, MetricQuery, NoData, ProviderError
+from rheostat.plugins.metrics.http_query import (
+    MAX_BODY,
+    HttpApi,
+    HttpOptions,
+    address_problems,
+    exchange_errors,
+    finite,
+    needs_text,
+    number,
+    one_line,
+    parsed,
+    refuse_errors,
+    short,
+)
 from rheostat.plugins.metrics.sources import Problem, SourceContext
 
-DEFAULT_TIMEOUT_S = 5.0  # Flagger's, for the whole computation
-MAX_BODY = 10 * MiB
+SCHEMES = ("http", "https", "wss", "ws")
 WINDOWS = 10  # Flagger runs the program over the last 10 metric intervals
 TOKEN_KEYS = ("sf_token_key", "splunk_token")  # Flagger's documented key first
 
@@ -109,36 +120,40 @@ class Computation:
             msg = json.loads(data)
         except (ValueError, RecursionError):
             raise ProviderError(
-                f"SignalFlow sent a {_short(name, 40)} message that is not JSON: {data[:80]!r}; "
-                f"query: {_line(text)}"
+                f"SignalFlow sent a {short(name, 40)} message that is not JSON: {data[:80]!r}; "
+                f"query: {one_line(text)}"
             ) from None
         if not isinstance(msg, dict):
             raise ProviderError(
-                f"SignalFlow sent a {_short(name, 40)} message that is not an object; query: {_line(text)}"
+                f"SignalFlow sent a {short(name, 40)} message that is not an object; query: {one_line(text)}"
             )
         if name == "data":
             points = msg.get("data")
             if not isinstance(points, list):
                 raise ProviderError(
-                    f"SignalFlow sent a data message without a data list; query: {_line(text)}"
+                    f"SignalFlow sent a data message without a data list; query: {one_line(text)}"
                 )
             for point in points:
                 if not isinstance(point, dict) or not isinstance(point.get("tsId"), str):
-                    raise ProviderError(f"SignalFlow sent a data point without a tsId; query: {_line(text)}")
-                value = point.get("value")
-                if value is None:
+                    raise ProviderError(
+                        f"SignalFlow sent a data point without a tsId; query: {one_line(text)}"
+                    )
+                if point.get("value") is None:
                     continue  # no value for this series at this time
-                if isinstance(value, bool) or not isinstance(value, int | float):
-                    raise ProviderError(f"SignalFlow sent a value that is not a number; query: {_line(text)}")
-                self.values.append((point["tsId"], float(value)))
+                value = number(point["value"])
+                if value is None:
+                    raise ProviderError(
+                        f"SignalFlow sent a value that is not a number; query: {one_line(text)}"
+                    )
+                self.values.append((point["tsId"], value))
         elif name == "error":
             errors = msg.get("errors")
             shown = (
                 "; ".join(_error(e) for e in errors[:3])
                 if isinstance(errors, list) and errors
-                else _short(msg.get("message"), 300)
+                else short(msg.get("message"), 300)
             )
-            raise ProviderError(f"SignalFlow refused the program: {shown}; query: {_line(text)}")
+            raise ProviderError(f"SignalFlow refused the program: {shown}; query: {one_line(text)}")
         elif name == "control-message":
             event = msg.get("event")
             if event == "END_OF_CHANNEL":
@@ -146,8 +161,8 @@ class Computation:
             elif event == "CHANNEL_ABORT":
                 info = msg.get("abortInfo")
                 info = info if isinstance(info, dict) else {}
-                reason = _short(info.get("sf_job_abortReason", info.get("sf_job_abortState", "")), 300)
-                raise ProviderError(f"SignalFlow aborted the computation: {reason}; query: {_line(text)}")
+                reason = short(info.get("sf_job_abortReason", info.get("sf_job_abortState", "")), 300)
+                raise ProviderError(f"SignalFlow aborted the computation: {reason}; query: {one_line(text)}")
         # metadata, message (information), event and expired-tsid messages carry no value to judge
 
 
@@ -160,7 +175,7 @@ def _error(e: Any) -> str:
         where = f" at line {context['line']}" + (
             f", column {context['column']}" if isinstance(context.get("column"), int) else ""
         )
-    return f"{_short(e.get('code'), 80)}{where}"
+    return f"{short(e.get('code'), 80)}{where}"
 
 
 class SplunkProvider:
@@ -169,30 +184,27 @@ class SplunkProvider:
         address: str,
         token: str,
         *,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
-        client: httpx.AsyncClient | None = None,
         clock: Callable[[], float] = time.time,
+        **http: Unpack[HttpOptions],
     ) -> None:
-        if not address.startswith(("http://", "https://", "wss://", "ws://")):
+        if not address.startswith(tuple(f"{scheme}://" for scheme in SCHEMES)):
             raise ValueError(f"Splunk address must be an http(s) URL, got {address[:80]!r}")
-        self.stream_url, self.api_url = endpoints(address)
+        stream_url, self.api_url = endpoints(address)
+        self.api = HttpApi("SignalFlow", stream_url, secrets=(token,), **http)
         self._token = token
-        self.timeout_s = timeout_s
-        self.client = client
         self.clock = clock
 
     def __repr__(self) -> str:
-        return f"SplunkProvider({self.stream_url!r})"
+        return f"SplunkProvider({self.api.address!r})"
 
     async def query(self, q: MetricQuery) -> float:
-        if q.text is None:
-            raise ProviderError(f"metric {q.name!r} has no query; Splunk runs SignalFlow programs only")
-        return await self.value(q.text, q.window_s)
+        text = needs_text(q, "Splunk runs SignalFlow programs only")
+        return await self.api.redacted(self.value(text, q.window_s))
 
     async def is_online(self) -> bool:
         """Flagger's check: the token can list one metric (`GET /v2/metric?limit=1` on the API endpoint)."""
         try:
-            async with asyncio.timeout(self.timeout_s), self._client() as client:
+            async with asyncio.timeout(self.api.timeout_s), self.api.session() as client:
                 r = await client.get(
                     f"{self.api_url}/v2/metric", params={"limit": "1"}, headers={"X-SF-Token": self._token}
                 )
@@ -208,37 +220,27 @@ class SplunkProvider:
             "immediate": "true",
         }
         headers = {"Content-Type": "text/plain", "X-SF-Token": self._token}
-        where = f"SignalFlow at {self.stream_url}"
-        try:
-            async with asyncio.timeout(self.timeout_s), self._client() as client:
+        with exchange_errors(self.api.where, self.api.timeout_s, one_line(text), late="did not finish"):
+            async with asyncio.timeout(self.api.timeout_s), self.api.session() as client:
                 computation = await self._execute(client, params, headers, text)
-        except (TimeoutError, httpx.TimeoutException):
-            raise ProviderError(
-                f"{where} did not finish within {self.timeout_s:g}s; query: {_line(text)}"
-            ) from None
-        except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as exc:
-            raise ProviderError(
-                f"{where} is unreachable ({type(exc).__name__}); query: {_line(text)}"
-            ) from None
         if not computation.ended:
-            raise ProviderError(f"{where} ended the stream before END_OF_CHANNEL; query: {_line(text)}")
+            raise ProviderError(
+                f"{self.api.where} ended the stream before END_OF_CHANNEL; query: {one_line(text)}"
+            )
         if not computation.values:
-            raise NoData(f"the program published no values; query: {_line(text)}")
+            raise NoData(f"the program published no values; query: {one_line(text)}")
         series = {ts for ts, _ in computation.values}
         if len(series) > 1:
             raise ProviderError(
                 f"the program published {len(series)} time series, not one; aggregate them (sum(), mean(), ...) "
-                f"or publish(enable=False) the others; query: {_line(text)}"
+                f"or publish(enable=False) the others; query: {one_line(text)}"
             )
-        value = computation.values[-1][1]
-        if not math.isfinite(value):
-            raise ProviderError(f"the program published {value}, not a number to judge; query: {_line(text)}")
-        return value
+        return finite(computation.values[-1][1], one_line(text), "the program")
 
     async def _execute(
         self, client: httpx.AsyncClient, params: Mapping[str, str], headers: Mapping[str, str], text: str
     ) -> Computation:
-        url = f"{self.stream_url}/v2/signalflow/execute"
+        url = f"{self.api.address}/v2/signalflow/execute"
         async with client.stream("POST", url, params=params, headers=headers, content=text.encode()) as r:
             if r.status_code != 200:
                 _refused(r.status_code, await _head(r), text)
@@ -246,20 +248,12 @@ class SplunkProvider:
             async for chunk in r.aiter_bytes():
                 size += len(chunk)
                 if size > MAX_BODY:
-                    raise ProviderError(
-                        f"SignalFlow's stream passed {MAX_BODY // MiB} MiB; stopped reading; query: {_line(text)}"
-                    )
+                    raise BodyTooLarge(MAX_BODY)
                 for name, data in events.feed(chunk):
                     computation.take(name, data, text)
                     if computation.ended:
                         return computation
             return computation
-
-    def _client(self) -> contextlib.AbstractAsyncContextManager[httpx.AsyncClient]:
-        """The shared client (left open), or one for this call."""
-        if self.client is not None:
-            return contextlib.nullcontext(self.client)
-        return httpx.AsyncClient(timeout=self.timeout_s)
 
 
 async def _head(r: httpx.Response, limit: int = 64 * 1024) -> bytes:
@@ -272,26 +266,13 @@ async def _head(r: httpx.Response, limit: int = 64 * 1024) -> bytes:
 
 
 def _refused(status: int, body: bytes, text: str) -> NoReturn:
-    detail = ""
-    try:
-        answer = json.loads(body)
-    except (ValueError, RecursionError):
-        answer = None
+    answer = parsed(Reply(status, body))
+    said = None
     if isinstance(answer, dict) and (answer.get("message") or answer.get("errorType")):
         kind = answer.get("errorType")
-        detail = f": {_short(kind, 80) + ': ' if kind else ''}{_short(answer.get('message', ''), 300)}"
-    elif body.strip():
-        detail = f": {body[:80].decode('utf-8', 'replace')!r}"
-    raise ProviderError(f"SignalFlow answered HTTP {status}{detail}; query: {_line(text)}")
-
-
-def _short(value: Any, limit: int) -> str:
-    return value[:limit] if isinstance(value, str) else f"<{type(value).__name__}>"
-
-
-def _line(text: str, limit: int = 200) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[:limit] + "..."
+        said = f"{short(kind, 80) + ': ' if kind else ''}{short(answer.get('message', ''))}"
+    refuse_errors(Reply(status, body), "SignalFlow", one_line(text), said)
+    raise ProviderError(f"SignalFlow answered HTTP {status}; query: {one_line(text)}")  # below 400, not 200
 
 
 class SplunkKind:
@@ -300,13 +281,8 @@ class SplunkKind:
     name = "splunk"
 
     def problems(self, spec: MetricProviderSpec) -> list[Problem]:
-        found: list[Problem] = []
-        if not spec.address:
-            found.append(
-                ("address", "Splunk needs the realm's API address (https://api.<realm>.signalfx.com)")
-            )
-        elif not spec.address.startswith(("http://", "https://", "wss://", "ws://")):
-            found.append(("address", f"must be an http(s) URL, got {spec.address[:80]!r}"))
+        required = "Splunk needs the realm's API address (https://api.<realm>.signalfx.com)"
+        found = address_problems(spec.address, required=required, schemes=SCHEMES)
         if spec.secretRef is None:
             found.append(("secretRef", "Splunk needs a secret with the access token in `sf_token_key`"))
         return found

@@ -18,9 +18,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Unpack
 
 import google.auth
 import google.auth.compute_engine
@@ -31,13 +30,23 @@ import google.oauth2.service_account
 import httpx
 
 from rheostat.model.metric_template import MetricProviderSpec
-from rheostat.plugins.http_limits import BodyTooLarge, MiB, Reply, request
+from rheostat.plugins.http_limits import Reply
 from rheostat.plugins.metrics.base import MetricProvider, MetricQuery, NoData, ProviderError
+from rheostat.plugins.metrics.http_query import (
+    HttpApi,
+    HttpOptions,
+    address_problems,
+    json_answer,
+    judged,
+    left,
+    needs_text,
+    one_line,
+    short,
+    turn_page,
+)
 from rheostat.plugins.metrics.prometheus import Auth, PrometheusProvider
 from rheostat.plugins.metrics.sources import Problem, SourceContext
 
-DEFAULT_TIMEOUT_S = 5.0
-MAX_BODY = 10 * MiB
 MAX_PAGES = 5  # nextPageToken pages followed while no series has come yet
 API = "https://monitoring.googleapis.com"
 SCOPE = "https://www.googleapis.com/auth/monitoring.read"
@@ -144,29 +153,22 @@ class StackdriverProvider:
         token: GoogleToken,
         *,
         address: str | None = None,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
-        client: httpx.AsyncClient | None = None,
+        **http: Unpack[HttpOptions],
     ) -> None:
         self.project = project
-        self.address = (address or API).rstrip("/")
-        if not self.address.startswith(("http://", "https://")):
-            raise ValueError(f"Cloud Monitoring address must be an http(s) URL, got {self.address[:80]!r}")
-        self.promql = self.address.endswith("/prometheus")
+        self.api = HttpApi("Cloud Monitoring", address or API, **http)
+        self.promql = self.api.address.endswith("/prometheus")
         self.token = token
-        self.timeout_s = timeout_s
-        self.client = client
 
     def __repr__(self) -> str:
-        return f"StackdriverProvider({self.project!r}, {self.address!r})"
+        return f"StackdriverProvider({self.project!r}, {self.api.address!r})"
 
     async def query(self, q: MetricQuery) -> float:
-        if q.text is None:
-            raise ProviderError(f"metric {q.name!r} has no query; Cloud Monitoring runs MQL or PromQL only")
-        return await self.value(q.text)
+        return await self.value(needs_text(q, "Cloud Monitoring runs MQL or PromQL only"))
 
     async def is_online(self) -> bool:
         """Flagger's check: an empty query is refused as invalid (400), not as unauthorised."""
-        deadline = self._deadline()
+        deadline = self.api.deadline()
         if self.promql:
             token = await self._has_token(deadline)
             return token is not None and await self._prometheus(token, deadline).is_online()
@@ -178,7 +180,7 @@ class StackdriverProvider:
 
     async def value(self, text: str) -> float:
         """One deadline for all of it: the token, then every page."""
-        deadline = self._deadline()
+        deadline = self.api.deadline()
         if self.promql:
             return await self._prometheus(await self._token(text, deadline), deadline).value(text)
         body: dict[str, Any] = {"query": text}
@@ -187,27 +189,22 @@ class StackdriverProvider:
             series = answer.get("timeSeriesData", [])
             if not isinstance(series, list):
                 raise ProviderError(
-                    f"Cloud Monitoring answered a timeSeriesData that is not a list; query: {_line(text)}"
+                    f"Cloud Monitoring answered a timeSeriesData that is not a list; query: {one_line(text)}"
                 )
             if len(series) > 1:
                 raise ProviderError(
                     f"the query returned {len(series)} time series, not one; aggregate them (group_by []); "
-                    f"query: {_line(text)}"
+                    f"query: {one_line(text)}"
                 )
             if series:
                 return _first_point(series[0], answer.get("timeSeriesDescriptor"), text)
-            token = answer.get("nextPageToken")
-            if not isinstance(token, str) or not token:
+            if not turn_page(answer, "nextPageToken", body, "pageToken"):
                 break
-            body["pageToken"] = token
-        raise NoData(f"the query returned no time series; query: {_line(text)}")
-
-    def _deadline(self) -> float:
-        return asyncio.get_running_loop().time() + self.timeout_s
+        raise NoData(f"the query returned no time series; query: {one_line(text)}")
 
     def _prometheus(self, token: str, deadline: float) -> PrometheusProvider:
         return PrometheusProvider(
-            self.address, auth=Auth(token=token), timeout_s=_left(deadline), client=self.client
+            self.api.address, auth=Auth(token=token), timeout_s=left(deadline), client=self.api.client
         )
 
     async def _has_token(self, deadline: float) -> str | None:
@@ -219,119 +216,62 @@ class StackdriverProvider:
     async def _token(self, text: str, deadline: float) -> str:
         try:
             async with asyncio.timeout_at(deadline):
-                return await self.token.get(self.timeout_s)
+                return await self.token.get(self.api.timeout_s)
         except TimeoutError:
             raise ProviderError(
-                f"no Google access token within {self.timeout_s:g}s; query: {_line(text)}"
+                f"no Google access token within {self.api.timeout_s:g}s; query: {one_line(text)}"
             ) from None
         except google.auth.exceptions.GoogleAuthError as exc:
             # google-auth's first argument is its message (the token endpoint's error); the rest is detail
             said = exc.args[0] if exc.args and isinstance(exc.args[0], str) else type(exc).__name__
             raise ProviderError(
-                f"no Google access token: {_short(said, 300)}; query: {_line(text)}"
+                f"no Google access token: {short(said, 300)}; query: {one_line(text)}"
             ) from None
 
     async def _post(self, body: dict[str, Any], text: str, deadline: float) -> Reply:
-        url = f"{self.address}/v3/projects/{self.project}/timeSeries:query"
         headers = {"Authorization": f"Bearer {await self._token(text, deadline)}"}
-        try:
-            if self.client is not None:
-                return await self._send(self.client, url, body, headers, deadline)
-            async with httpx.AsyncClient(timeout=self.timeout_s) as client:
-                return await self._send(client, url, body, headers, deadline)
-        except (TimeoutError, httpx.TimeoutException):
-            raise ProviderError(
-                f"Cloud Monitoring at {self.address} did not answer within {self.timeout_s:g}s; query: {_line(text)}"
-            ) from None
-        except BodyTooLarge as exc:
-            raise ProviderError(f"Cloud Monitoring at {self.address}: {exc}; query: {_line(text)}") from None
-        except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as exc:
-            raise ProviderError(
-                f"Cloud Monitoring at {self.address} is unreachable ({type(exc).__name__}); query: {_line(text)}"
-            ) from None
-
-    async def _send(
-        self,
-        client: httpx.AsyncClient,
-        url: str,
-        body: dict[str, Any],
-        headers: dict[str, str],
-        deadline: float,
-    ) -> Reply:
-        return await request(
-            client, "POST", url, deadline_s=_left(deadline), cap=MAX_BODY, json=body, headers=headers
-        )
-
-
-def _left(deadline: float) -> float:
-    return max(0.0, deadline - asyncio.get_running_loop().time())
+        path = f"/v3/projects/{self.project}/timeSeries:query"
+        return await self.api.send("POST", path, one_line(text), until=deadline, json=body, headers=headers)
 
 
 def _answer(reply: Reply, text: str) -> dict[str, Any]:
     """The JSON object of a 200, or ProviderError with Google's error status and message."""
-    where = f"Cloud Monitoring answered HTTP {reply.status}"
-    if not reply.body.strip():
-        raise ProviderError(f"{where} with an empty body; query: {_line(text)}")
-    try:
-        body = json.loads(reply.body)
-    except (ValueError, RecursionError):
+    body = json_answer(reply, "Cloud Monitoring", one_line(text), _error_text)
+    if "error" in body:  # an error in an answer of 200
+        said = _error_text(body)
         raise ProviderError(
-            f"{where} with a body that is not JSON: {reply.text(80)!r}; query: {_line(text)}"
-        ) from None
-    if not isinstance(body, dict):
-        raise ProviderError(f"{where} with JSON that is not an object; query: {_line(text)}")
-    if reply.status >= 400 or "error" in body:
-        error = body.get("error")
-        detail = ""
-        if isinstance(error, dict):
-            detail = f": {_short(error.get('status', 'error'), 40)}: {_short(error.get('message', ''), 300)}"
-        raise ProviderError(f"{where}{detail}; query: {_line(text)}")
+            f"Cloud Monitoring answered HTTP {reply.status}{': ' + said if said else ''}; query: {one_line(text)}"
+        )
     return body
+
+
+def _error_text(body: dict[str, Any]) -> str | None:
+    """Google's error: `{"error": {"code": 400, "status": "INVALID_ARGUMENT", "message": "..."}}`."""
+    error = body.get("error")
+    if not isinstance(error, dict):
+        return None
+    return f"{short(error.get('status', 'error'), 40)}: {short(error.get('message', ''))}"
 
 
 def _first_point(series: Any, descriptor: Any, text: str) -> float:
     """The first value of the series' first (newest) point: a double, or an int64 (a JSON string)."""
     points = series.get("pointData") if isinstance(series, dict) else None
     if not isinstance(points, list):
-        raise ProviderError(f"Cloud Monitoring answered a series without pointData; query: {_line(text)}")
+        raise ProviderError(f"Cloud Monitoring answered a series without pointData; query: {one_line(text)}")
     if not points:
-        raise NoData(f"the query returned a series without points; query: {_line(text)}")
+        raise NoData(f"the query returned a series without points; query: {one_line(text)}")
     values = points[0].get("values") if isinstance(points[0], dict) else None
     if not isinstance(values, list) or not values or not isinstance(values[0], dict):
-        raise NoData(f"the query returned a point without values; query: {_line(text)}")
+        raise NoData(f"the query returned a point without values; query: {one_line(text)}")
     typed = values[0]
     raw = typed.get("doubleValue", typed.get("int64Value"))  # int64 is a decimal string in JSON (proto3)
     if raw is None:
-        kinds = ", ".join(_short(k, 40) for k in typed)
+        kinds = ", ".join(short(k, 40) for k in typed)
         raise ProviderError(
-            f"the query returned a {kinds or 'empty value'}, not a number; query: {_line(text)}"
+            f"the query returned a {kinds or 'empty value'}, not a number; query: {one_line(text)}"
         )
-    value = _number(raw)
-    if value is None:
-        raise ProviderError(f"Cloud Monitoring returned a value that is not a number; query: {_line(text)}")
-    if not math.isfinite(value):  # JSON has no NaN: Google writes "NaN", "Infinity" as strings
-        raise ProviderError(
-            f"the query returned {_short(raw, 20)}, not a number to judge; query: {_line(text)}"
-        )
-    return value
-
-
-def _number(raw: Any) -> float | None:
-    if isinstance(raw, bool) or not isinstance(raw, int | float | str):
-        return None
-    try:
-        return float(raw)
-    except ValueError:
-        return None
-
-
-def _short(value: Any, limit: int) -> str:
-    return value[:limit] if isinstance(value, str) else f"<{type(value).__name__}>"
-
-
-def _line(text: str, limit: int = 200) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[:limit] + "..."
+    # JSON has no NaN: Google writes "NaN", "Infinity" as strings
+    return judged(raw, one_line(text), "the query", strings=True)
 
 
 class StackdriverKind:
@@ -343,9 +283,7 @@ class StackdriverKind:
         found: list[Problem] = []
         if spec.secretRef is None:
             found.append(("secretRef", "Cloud Monitoring needs a secret with the `project` id"))
-        if spec.address is not None and not spec.address.startswith(("http://", "https://")):
-            found.append(("address", f"must be an http(s) URL, got {spec.address[:80]!r}"))
-        return found
+        return found + address_problems(spec.address)
 
     def make(self, ctx: SourceContext) -> MetricProvider:
         project = (ctx.secret or {}).get("project")
