@@ -70,9 +70,9 @@ def next_version(s: Session) -> str:
     return f"{major}.{minor + 1}.0"
 
 
-def served_version(s: Session) -> str:
-    """The version every user gets now ("?" when users do not all get one version)."""
-    seen = s.sandbox.served(6)
+def primary_version(s: Session) -> str:
+    """The version of the primary: what users get when no release is under way."""
+    seen = s.sandbox.served(3, host="web-primary")
     return next(iter(seen)) if len(seen) == 1 else "?"
 
 
@@ -135,23 +135,34 @@ class Commit(Action):
     def run(self, s: Session) -> str:
         sb = s.sandbox
         planned = self._planned or self.change(s)
+        if not planned.files:
+            return "nothing to change: the repository is already there"
         sb.init_repo()
-        user_committed = self._head and sb.head() != self._head
-        dirty = bool(git(sb.repo, "status", "--porcelain")) if self._head else False
-        if user_committed and not dirty:
-            commit = sb.head()
-            how = "your commit"
+        user_committed = bool(self._head) and sb.head() != self._head
+        edited = self._edited_by_user(s, planned)
+        if user_committed and not sb.dirty():
+            commit, how = sb.head(), "your commit"
         else:
-            changed = [] if dirty else sb.write(planned.files)
+            # the user's own edit is committed as it is; ours (perhaps half written when an earlier
+            # session was interrupted) is written in full
+            changed = [] if edited else sb.write(planned.files)
             made = sb.commit(planned.message)
             if made is None:
                 return "nothing to change: the repository already says so"
             commit = made
-            how = "your edit, committed" if dirty else f"wrote {', '.join(changed)} and committed"
+            how = "your edit, committed" if edited else f"wrote {', '.join(changed) or 'it'} and committed"
         if sb.running():
             wait_taken(s, commit)
             return f"{how}: {commit[:7]} {planned.message!r}; `rheostat run` has read it"
         return f"{how}: {commit[:7]} {planned.message!r}"
+
+    @staticmethod
+    def _edited_by_user(s: Session, planned: Change) -> bool:
+        """Uncommitted changes that are not (part of) the planned edit."""
+        for rel in s.sandbox.dirty():
+            if rel not in planned.files or s.sandbox.read(rel) != planned.files[rel]:
+                return True
+        return False
 
 
 def root_kustomization(s: Session) -> dict[str, Any] | None:
@@ -227,7 +238,7 @@ def first_files(s: Session) -> Change:
 
 def remember_versions(s: Session) -> None:
     """Before a release: what users get now, and the version about to be released."""
-    s.memo["old"] = served_version(s)
+    s.memo["old"] = primary_version(s)
     s.memo["new"] = next_version(s)
 
 
@@ -323,22 +334,23 @@ def canary_line(c: dict[str, Any] | None) -> str:
     return ", ".join(parts) + (f" ({st['message']})" if st["message"] else "")
 
 
-def workload_revision(s: Session, version: str) -> str | None:
-    """The revision of `web` once the stored Workload runs `version`."""
+def workload_revision(s: Session, version: str | None = None) -> str | None:
+    """The revision of `web` (once the stored Workload runs `version`, when given)."""
     for w in (s.sandbox.get("/workloads") or {}).get("items", []):
         meta, command = w["metadata"], w["spec"]["template"]["command"]
-        if (meta["name"], meta["namespace"]) == ("web", NS) and version in command:
+        if (meta["name"], meta["namespace"]) == ("web", NS) and (version is None or version in command):
             rev: str | None = w["status"]["revision"]
             return rev
     return None
 
 
 def at_rest(s: Session) -> Seen:
+    """No release of web under way or pending, and every user gets one version."""
     c = s.sandbox.canary()
     if c is None:
         return Seen("waiting for the Canary web to be applied")
     phase = c["status"]["phase"]
-    if phase not in AT_REST:
+    if phase not in AT_REST or c["status"]["lastAppliedSpec"] != workload_revision(s):
         return Seen(canary_line(c))
     served = s.sandbox.served(6)
     if len(served) != 1 or not next(iter(served))[0].isdigit():

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from rheostat.tutorial import actions as a
+from rheostat.tutorial import files
 from rheostat.tutorial.lessons import LESSONS, Lesson, Step
 from rheostat.tutorial.sandbox import Sandbox
 
@@ -65,9 +66,10 @@ class Runner:
             return
         sb = self.sandbox
         self.say(f"Starting the sandbox again: `rheostat run` on {sb.repo} (output in {sb.log}) ...", "dim")
-        first = a.Commit(a.first_files)
-        first.prompt(self.session)
-        first.run(self.session)
+        if sb.read(files.WORKLOAD) is None:  # jumped to a later lesson in a new folder
+            first = a.Commit(a.first_files)
+            first.prompt(self.session)
+            self.say(first.run(self.session), "dim")
         sb.start()
         self.wait("the sandbox", a.at_rest, 90.0, lesson.number)
         self.say(f"The sandbox is up: dashboard {sb.api}/, service {sb.service}/", "dim")

@@ -42,6 +42,7 @@ def free_port() -> int:
 
 def port_free(port: int) -> bool:
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: TIME_WAIT is no owner
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -88,14 +89,25 @@ def git(repo: Path, *args: str) -> str:
     env.setdefault("GIT_COMMITTER_NAME", env["GIT_AUTHOR_NAME"])
     env.setdefault("GIT_COMMITTER_EMAIL", env["GIT_AUTHOR_EMAIL"])
     try:
-        done = subprocess.run(
-            ["git", "-C", str(repo), *args], check=True, capture_output=True, text=True, env=env
+        # its own session, so that Ctrl-C does not reach it: a git killed mid-commit leaves index.lock behind
+        proc = subprocess.Popen(
+            ["git", "-C", str(repo), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            start_new_session=True,
         )
     except FileNotFoundError as exc:
         raise SandboxError("the tutorial needs git (apt-get install git)") from exc
-    except subprocess.CalledProcessError as exc:
-        raise SandboxError(f"git {' '.join(args)}: {exc.stderr.strip()}") from exc
-    return done.stdout.strip()
+    try:
+        out, err = proc.communicate()
+    except KeyboardInterrupt:
+        proc.communicate()  # let it finish, then stop
+        raise
+    if proc.returncode != 0:
+        raise SandboxError(f"git {' '.join(args)}: {err.strip()}")
+    return out.strip()
 
 
 def rheostat_command() -> list[str]:
@@ -239,6 +251,13 @@ class Sandbox:
             return None
         git(self.repo, "commit", "-q", "-m", message)
         return self.head()
+
+    def dirty(self) -> list[str]:
+        """Paths with uncommitted changes (new, edited or deleted)."""
+        if not self.has_repo():
+            return []
+        out = git(self.repo, "status", "--porcelain", "--untracked-files=all")
+        return [line[3:] for line in out.splitlines() if line]
 
     def head(self) -> str:
         """The commit checked out; "" before the first one."""
