@@ -123,9 +123,13 @@ class Tutorial:
         return code
 
     def kill(self) -> None:
+        """Kill it if it still runs (a failed test), and close its output."""
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        self.reader.join(timeout=5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
 
 @pytest.fixture

@@ -56,12 +56,13 @@ Check = Callable[[Session], Seen]
 
 # -- what is in Git -----------------------------------------------------------------------------------
 
+_SEMVER = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+")
 _VERSION = re.compile(r'--version, "([0-9]+)\.([0-9]+)\.([0-9]+)"')
 
 
 def git_version(s: Session) -> str:
-    """The version of `web` in Git (1.0.0 when there is none yet)."""
-    m = _VERSION.search(s.sandbox.read(files.WORKLOAD) or "")
+    """The version of `web` committed in Git (1.0.0 when there is none yet)."""
+    m = _VERSION.search(s.sandbox.committed(files.WORKLOAD) or "")
     return ".".join(m.groups()) if m else FIRST_VERSION
 
 
@@ -353,7 +354,7 @@ def at_rest(s: Session) -> Seen:
     if phase not in AT_REST or c["status"]["lastAppliedSpec"] != workload_revision(s):
         return Seen(canary_line(c))
     served = s.sandbox.served(6)
-    if len(served) != 1 or not next(iter(served))[0].isdigit():
+    if len(served) != 1 or not _SEMVER.fullmatch(next(iter(served))):
         return Seen(f"{phase}; users get {served}")
     version = next(iter(served))
     return Seen(f"{phase}: every user gets version {version} from the primary", ok=True)

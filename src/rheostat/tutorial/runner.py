@@ -51,6 +51,12 @@ class Runner:
         return nxt if nxt <= len(LESSONS) else None
 
     def run(self, start: int) -> None:
+        if self.sandbox.set_aside():
+            self.say(
+                f"Uncommitted changes in {self.sandbox.repo} (from an interrupted lesson) are set aside: "
+                "`git stash list` shows them.",
+                "yellow",
+            )
         for lesson in LESSONS[start - 1 :]:
             self.ensure_sandbox(lesson)
             self.lesson(lesson)

@@ -252,6 +252,20 @@ class Sandbox:
         git(self.repo, "commit", "-q", "-m", message)
         return self.head()
 
+    def committed(self, rel: str) -> str | None:
+        """A file as the last commit has it."""
+        try:
+            return git(self.repo, "show", f"HEAD:{rel}") if self.head() else None
+        except SandboxError:
+            return None
+
+    def set_aside(self) -> bool:
+        """Stash uncommitted changes (an edit cut short by an interruption); True when there were some."""
+        if not self.head() or not self.dirty():  # before the first commit, lesson 1 writes every file anew
+            return False
+        git(self.repo, "stash", "push", "--include-untracked", "-m", "set aside by rheostat tutorial")
+        return True
+
     def dirty(self) -> list[str]:
         """Paths with uncommitted changes (new, edited or deleted)."""
         if not self.has_repo():
