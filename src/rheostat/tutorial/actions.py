@@ -81,6 +81,8 @@ def primary_version(s: Session) -> str:
 
 
 class Action:
+    by_hand = True  # the user may do it themselves before pressing Enter
+
     def prompt(self, s: Session) -> str:
         """What pressing Enter does (and how the user would do it by hand)."""
         raise NotImplementedError
@@ -195,6 +197,8 @@ def wait_taken(s: Session, commit: str) -> None:
 
 
 class Start(Action):
+    by_hand = False  # a second `rheostat run` on the same data dir would be refused
+
     def prompt(self, s: Session) -> str:
         sb = s.sandbox
         return (
@@ -215,7 +219,14 @@ class Approve(Action):
         return f"approve the promotion: `rheostat approve {self.canary} -n {NS} --server {s.sandbox.api}`"
 
     def run(self, s: Session) -> str:
-        s.sandbox.post(f"/canaries/{NS}/{self.canary}/approve")
+        c = s.sandbox.canary(self.canary)
+        if c is not None and c["status"]["phase"] != "WaitingPromotion":  # approved by hand already
+            return f"{NS}/{self.canary} is past its gate already ({c['status']['phase']})"
+        try:
+            s.sandbox.post(f"/canaries/{NS}/{self.canary}/approve")
+        except SandboxError as exc:
+            if ": 409 " not in str(exc):  # 409: it moved past the gate meanwhile
+                raise
         return f"approved: the gate of {NS}/{self.canary} is open for this run"
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from rich.console import Console
@@ -34,7 +33,6 @@ class Runner:
     sandbox: Sandbox
     console: Console
     interactive: bool
-    ask: Callable[[str], str] = input
 
     def __post_init__(self) -> None:
         self.session = a.Session(self.sandbox)
@@ -94,8 +92,14 @@ class Runner:
             if diff:
                 self.console.print(escape(diff), style="dim", highlight=False)
             if self.interactive:
+                self.say(f"Next: {what}.", "bold")
+                ask = (
+                    "Press Enter and the tutorial does it (or do it yourself, then press Enter) "
+                    if step.action.by_hand
+                    else "Press Enter to go on "
+                )
                 try:
-                    self.ask(fill(f"Press Enter to {what} (or do it yourself first). ", self.session.vars()))
+                    self.console.input(ask)
                 except EOFError:  # stdin closed: go on as if Enter was pressed
                     self.console.print()
             else:

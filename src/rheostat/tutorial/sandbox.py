@@ -173,10 +173,8 @@ class Sandbox:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.progress = Progress.load(self.progress_file)
         self._end_leftover()
-        if not self.progress.api_port or not port_free(self.progress.api_port):
-            self.progress.api_port = free_port()
-        if not self.progress.service_port:
-            self.progress.service_port = free_port()
+        if not self.progress.api_port or not self.progress.service_port:
+            self.progress.api_port, self.progress.service_port = free_port(), free_port()
         self.save()
 
     def save(self) -> None:
@@ -289,6 +287,13 @@ class Sandbox:
         """Start `rheostat run` on the repository and the simulated users; return once the API answers."""
         if self.running():
             return
+        # The repository's files name both ports: they are kept for good, and must still be free.
+        for what, port in (("API", self.progress.api_port), ("service", self.progress.service_port)):
+            if not port_free(port):
+                raise SandboxError(
+                    f"port {port} (the tutorial's {what}) is taken by another process (a `rheostat run` you "
+                    f"started on {self.data}? stop it first), or start over with --reset"
+                )
         argv = [
             *rheostat_command(),
             "run",
