@@ -295,3 +295,40 @@ def test_lesson_out_of_range_is_refused() -> None:
         timeout=60,
     )
     assert out.returncode == 2 and "--lesson" in out.stderr, out.stderr
+
+
+def test_an_edit_made_by_hand_is_committed_as_the_user_made_it(tmp_path: Path) -> None:
+    from rheostat.tutorial import actions, files
+    from rheostat.tutorial.sandbox import Sandbox, git
+
+    sb = Sandbox(tmp_path / "tutorial")
+    sb.open()
+    s = actions.Session(sb)
+    first = actions.Commit(actions.first_files)
+    first.prompt(s)
+    assert "committed" in first.run(s)
+    assert actions.in_git(s).ok
+
+    # Edited by hand, not committed: Enter commits the user's file as it is, under the step's message.
+    release = actions.Commit(actions.release("canary"), actions.remember_versions)
+    assert "set the version to 1.1.0" in release.prompt(s)
+    mine = (sb.read(files.WORKLOAD) or "").replace('"1.0.0"', '"1.1.0"') + "# my own comment\n"
+    (sb.repo / files.WORKLOAD).write_text(mine)
+    assert release.run(s).startswith("your edit, committed")
+    assert sb.committed(files.WORKLOAD) == mine.strip()
+    assert git(sb.repo, "log", "-1", "--format=%s") == "web 1.1.0"
+
+    # Edited and committed by hand: that commit is the step's, nothing more is written.
+    again = actions.Commit(actions.release("canary"), actions.remember_versions)
+    again.prompt(s)
+    (sb.repo / files.WORKLOAD).write_text(mine.replace('"1.1.0"', '"1.2.0"'))
+    git(sb.repo, "commit", "-qam", "my release")
+    assert again.run(s).startswith("your commit")
+    assert git(sb.repo, "log", "-1", "--format=%s") == "my release"
+    assert actions.git_version(s) == "1.2.0"
+
+    # Half of the tutorial's own edit left uncommitted (an interruption): set aside, then done in full.
+    (sb.repo / files.WORKLOAD).write_text("half written")
+    assert sb.set_aside() and not sb.dirty()
+    assert "stash@{0}" in git(sb.repo, "stash", "list")
+    sb.stop()

@@ -123,16 +123,19 @@ class Commit(Action):
         return f"{self._planned.tell}, and commit ({self._planned.message!r})"
 
     def show(self, s: Session) -> str:
-        """The edit as a diff of each file (a new file in full)."""
+        """The edit as a diff of each YAML file; a new file in full."""
         out: list[str] = []
         for rel, text in (self._planned.files if self._planned else {}).items():
             before = s.sandbox.read(rel)
-            if text is None or before == text:
+            if text is None or before == text or not rel.endswith(".yaml"):
                 continue
-            lines = difflib.unified_diff(
-                (before or "").splitlines(), text.splitlines(), f"a/{rel}", f"b/{rel}", n=1, lineterm=""
+            if before is None:
+                out += [f"new file {rel}:", *("  " + line for line in text.splitlines())]
+                continue
+            diff = difflib.unified_diff(
+                before.splitlines(), text.splitlines(), f"a/{rel}", f"b/{rel}", lineterm=""
             )
-            out.extend(lines)
+            out += list(diff)
         return "\n".join(out)
 
     def run(self, s: Session) -> str:

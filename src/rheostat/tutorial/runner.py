@@ -90,7 +90,7 @@ class Runner:
             self.say(step.text)
             diff = step.action.show(self.session)
             if diff:
-                self.console.print(escape(diff), style="dim", highlight=False)
+                self.console.print(escape(diff), style="dim", highlight=False, soft_wrap=True)
             if self.interactive:
                 self.say(f"Next: {what}.", "bold")
                 ask = (
