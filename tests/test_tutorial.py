@@ -332,3 +332,37 @@ def test_an_edit_made_by_hand_is_committed_as_the_user_made_it(tmp_path: Path) -
     assert sb.set_aside() and not sb.dirty()
     assert "stash@{0}" in git(sb.repo, "stash", "list")
     sb.stop()
+
+
+def test_a_failed_check_names_its_step_exits_1_and_stops_everything(folder: tuple[Path, str]) -> None:
+    """Lesson 6 on a repository that already runs a Workload without a readiness probe: the policy's own
+    commit is refused, so its first check fails."""
+    from rheostat.tutorial import files
+    from rheostat.tutorial.sandbox import free_port, git
+
+    path, mark = folder
+    ports = files.Ports(free_port(), free_port())
+    repo = path / "repo"
+    repo.mkdir(parents=True)
+    git(repo, "init", "-q", "-b", "main")
+    (repo / "apps" / "web").mkdir(parents=True)
+    (repo / files.WORKLOAD).write_text(files.workload("1.0.0", ports))
+    (repo / files.CANARY).write_text(files.canary(ports))
+    (repo / "apps" / "other.yaml").write_text(
+        files.workload("1.0.0", ports, probe=False).replace("web", "other")
+    )
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "web, and other without a probe")
+    (path / "progress.json").write_text(json.dumps({"apiPort": ports.api, "servicePort": ports.service}))
+
+    run = Tutorial(path, mark, "--lesson", "6")
+    try:
+        code = run.wait(150)
+    finally:
+        run.kill()
+    assert code == 1, run.output
+    assert "✗ add a policy: " in run.output, run.output
+    assert "lesson 6, step 'add a policy'" in run.output, run.output
+    assert "Lesson 6 done." not in run.output
+    assert json.loads((path / "progress.json").read_text()).get("done", []) == []
+    no_process_left(path, mark)
