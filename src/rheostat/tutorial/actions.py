@@ -219,7 +219,11 @@ class Approve(Action):
         self.canary = canary
 
     def prompt(self, s: Session) -> str:
-        return f"approve the promotion: `rheostat approve {self.canary} -n {NS} --server {s.sandbox.api}`"
+        sb = s.sandbox
+        return (
+            f"approve the promotion: `rheostat approve {self.canary} -n {NS} --server {sb.api} "
+            f"--data-dir {sb.data}` (the API token is in the data dir)"
+        )
 
     def run(self, s: Session) -> str:
         c = s.sandbox.canary(self.canary)
