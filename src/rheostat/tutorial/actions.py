@@ -294,11 +294,14 @@ def flag_files(default: str) -> Callable[[Session], Change]:
 
 
 def policy_files(s: Session) -> Change:
-    p = s.sandbox.ports
+    canary = files.canary(s.sandbox.ports)
+    tell = f"copy the starter policy into {files.POLICY}"
+    if s.sandbox.read(files.CANARY) != canary:
+        tell += f", and put the weighted canary of lesson 1 back into {files.CANARY}"
     return Change(
-        {files.POLICY: files.policy(), files.CANARY: files.canary(p)},
+        {files.POLICY: files.policy(), files.CANARY: canary},
         "policy: every Workload has a readiness probe",
-        f"copy the starter policy into {files.POLICY}",
+        tell,
     )
 
 
