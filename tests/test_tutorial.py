@@ -366,3 +366,18 @@ def test_a_failed_check_names_its_step_exits_1_and_stops_everything(folder: tupl
     assert "Lesson 6 done." not in run.output
     assert json.loads((path / "progress.json").read_text()).get("done", []) == []
     no_process_left(path, mark)
+
+
+def test_a_folder_the_tutorial_did_not_make_is_left_alone(tmp_path: Path) -> None:
+    (tmp_path / "repo").mkdir()
+    (tmp_path / "repo" / "mine.txt").write_text("my work")
+    out = subprocess.run(
+        [rheostat_bin(), "tutorial", "--dir", str(tmp_path), "--reset", "--non-interactive"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert out.returncode == 1 and "not a tutorial folder" in out.stdout, out.stdout + out.stderr
+    assert (tmp_path / "repo" / "mine.txt").read_text() == "my work"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["repo"]

@@ -169,7 +169,16 @@ class Sandbox:
     def progress_file(self) -> Path:
         return self.folder / PROGRESS
 
+    def _refuse_foreign(self) -> None:
+        """A folder with a repo/ or data/ the tutorial did not make is the user's: never write or delete there."""
+        if not self.progress_file.exists() and (self.repo.exists() or self.data.exists()):
+            raise SandboxError(
+                f"{self.folder} has a repo/ or data/ but no {PROGRESS}: it is not a tutorial folder, so the "
+                "tutorial leaves it alone (choose another with --dir)"
+            )
+
     def open(self) -> None:
+        self._refuse_foreign()
         self.folder.mkdir(parents=True, exist_ok=True)
         self.progress = Progress.load(self.progress_file)
         self._end_leftover()
@@ -182,6 +191,7 @@ class Sandbox:
 
     def reset(self) -> None:
         """Forget everything: the repository, the controller's state, the progress."""
+        self._refuse_foreign()
         self.progress = Progress.load(self.progress_file) if self.progress_file.exists() else Progress()
         self._end_leftover()
         for path in (self.repo, self.data):
