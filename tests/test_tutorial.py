@@ -25,6 +25,9 @@ from typing import Any
 import httpx
 import pytest
 
+from rheostat.tutorial import actions, files
+from rheostat.tutorial.sandbox import Sandbox, free_port, git
+
 pytestmark = pytest.mark.e2e
 
 RHEOSTAT = shutil.which("rheostat", path=os.path.dirname(sys.executable))
@@ -298,9 +301,6 @@ def test_lesson_out_of_range_is_refused() -> None:
 
 
 def test_an_edit_made_by_hand_is_committed_as_the_user_made_it(tmp_path: Path) -> None:
-    from rheostat.tutorial import actions, files
-    from rheostat.tutorial.sandbox import Sandbox, git
-
     sb = Sandbox(tmp_path / "tutorial")
     sb.open()
     s = actions.Session(sb)
@@ -337,9 +337,6 @@ def test_an_edit_made_by_hand_is_committed_as_the_user_made_it(tmp_path: Path) -
 def test_a_failed_check_names_its_step_exits_1_and_stops_everything(folder: tuple[Path, str]) -> None:
     """Lesson 6 on a repository that already runs a Workload without a readiness probe: the policy's own
     commit is refused, so its first check fails."""
-    from rheostat.tutorial import files
-    from rheostat.tutorial.sandbox import free_port, git
-
     path, mark = folder
     ports = files.Ports(free_port(), free_port())
     repo = path / "repo"
