@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
-from rheostat.tutorial import actions, files
+from rheostat.tutorial import actions, checks, files, state
 from rheostat.tutorial.sandbox import Sandbox, free_port, git
 
 pytestmark = pytest.mark.e2e
@@ -303,11 +303,11 @@ def test_lesson_out_of_range_is_refused() -> None:
 def test_an_edit_made_by_hand_is_committed_as_the_user_made_it(tmp_path: Path) -> None:
     sb = Sandbox(tmp_path / "tutorial")
     sb.open()
-    s = actions.Session(sb)
+    s = state.Session(sb)
     first = actions.Commit(actions.first_files)
     first.prompt(s)
     assert "committed" in first.run(s)
-    assert actions.in_git(s).ok
+    assert checks.in_git(s).ok
 
     # Edited by hand, not committed: Enter commits the user's file as it is, under the step's message.
     release = actions.Commit(actions.release("canary"), actions.remember_versions)
@@ -325,7 +325,7 @@ def test_an_edit_made_by_hand_is_committed_as_the_user_made_it(tmp_path: Path) -
     git(sb.repo, "commit", "-qam", "my release")
     assert again.run(s).startswith("your commit")
     assert git(sb.repo, "log", "-1", "--format=%s") == "my release"
-    assert actions.git_version(s) == "1.2.0"
+    assert state.git_version(s) == "1.2.0"
 
     # Half of the tutorial's own edit left uncommitted (an interruption): set aside, then done in full.
     (sb.repo / files.WORKLOAD).write_text("half written")

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rheostat.tutorial import actions as a
+from rheostat.tutorial import checks as c
+from rheostat.tutorial.state import Check
 
 
 @dataclass(frozen=True)
@@ -16,7 +18,7 @@ class Step:
     name: str  # printed beside ✓ or ✗, and on failure
     text: str  # what is happening, in a few plain sentences
     action: a.Action | None = None  # done when the user presses Enter
-    check: a.Check | None = None  # polled until ok, broken or timed out
+    check: Check | None = None  # polled until ok, broken or timed out
     look: tuple[str, ...] = ()  # what to look at meanwhile
     timeout_s: float = 120.0
 
@@ -40,7 +42,7 @@ LESSONS: tuple[Lesson, ...] = (
                 "Rheostat deploys what a Git repository says. A Workload is the application (here a small web "
                 "app, run as local processes); a Canary says how a new version of it goes live.",
                 action=a.Commit(a.first_files),
-                check=a.in_git,
+                check=c.in_git,
                 look=("the files: ls {repo}/apps/web", "the history: git -C {repo} log --oneline"),
             ),
             Step(
@@ -48,7 +50,7 @@ LESSONS: tuple[Lesson, ...] = (
                 "`rheostat run` follows the repository: it starts the application behind a real Envoy proxy "
                 "and serves an API and a dashboard. The tutorial also plays some users who call the app.",
                 action=a.Start(),
-                check=a.at_rest,
+                check=c.at_rest,
                 look=("the dashboard: {dashboard}", GET, "the app, as users reach it: curl {service}/"),
                 timeout_s=90.0,
             ),
@@ -57,7 +59,7 @@ LESSONS: tuple[Lesson, ...] = (
                 "Releasing is a commit. Rheostat starts the new version beside the old one, sends it 25% of "
                 "users, checks its success rate and latency every second, then 50%, then promotes it.",
                 action=a.Commit(a.release("canary"), a.remember_versions),
-                check=a.promoted,
+                check=c.promoted,
                 look=("the canary page: {dashboard}", GET),
             ),
         ),
@@ -72,7 +74,7 @@ LESSONS: tuple[Lesson, ...] = (
                 "checks (analysis.threshold) Rheostat sends every user back to the version that works. Nobody "
                 "has to be woken up.",
                 action=a.Commit(a.release("canary", errors=True), a.remember_versions),
-                check=a.rolled_back,
+                check=c.rolled_back,
                 look=(GET, "rheostat events --kind Canary --server {api}"),
             ),
         ),
@@ -87,7 +89,7 @@ LESSONS: tuple[Lesson, ...] = (
                 "x-user-group: insiders (analysis.match). After three good checks (iterations) it waits at a "
                 "confirm-promotion gate for you.",
                 action=a.Commit(a.release("ab"), a.remember_versions),
-                check=a.ab_waiting,
+                check=c.ab_waiting,
                 look=(
                     "as an insider: curl -H 'x-user-group: insiders' {service}/",
                     "as anyone else: curl {service}/",
@@ -99,7 +101,7 @@ LESSONS: tuple[Lesson, ...] = (
                 "You have seen insiders get {new} and everyone else {old}. Approving opens the gate: {new} is "
                 "promoted for everyone.",
                 action=a.Approve("web"),
-                check=a.promoted,
+                check=c.promoted,
                 look=(GET,),
             ),
         ),
@@ -113,7 +115,7 @@ LESSONS: tuple[Lesson, ...] = (
                 "Blue/green runs the new version beside the old one with no user traffic: only a load test "
                 "reaches it, on Host: web-canary. After three good checks it waits for your approval.",
                 action=a.Commit(a.release("bluegreen"), a.remember_versions),
-                check=a.bluegreen_waiting,
+                check=c.bluegreen_waiting,
                 look=(
                     "users: curl {service}/",
                     "the new version: curl -H 'Host: web-canary' {service}/",
@@ -124,7 +126,7 @@ LESSONS: tuple[Lesson, ...] = (
                 "switch",
                 "Approving switches every user to {new} at once; after one more check it becomes the primary.",
                 action=a.Approve("web"),
-                check=a.promoted,
+                check=c.promoted,
                 look=(GET,),
             ),
         ),
@@ -139,7 +141,7 @@ LESSONS: tuple[Lesson, ...] = (
                 "OFREP. new-checkout starts off. Its Canary will roll out changes to it by share of users, judged "
                 "by the checkouts web counts per variant.",
                 action=a.AddFlag(),
-                check=a.flag_adopted,
+                check=c.flag_adopted,
                 look=(
                     "rheostat get flags --server {api}",
                     'curl -X POST -d \'{"context": {"targetingKey": "user-1"}}\' '
@@ -152,14 +154,14 @@ LESSONS: tuple[Lesson, ...] = (
                 "while their checkouts succeed. A user keeps the same answer as the share grows. It then waits "
                 "for your approval.",
                 action=a.Commit(a.flag_files("on")),
-                check=a.flag_waiting,
+                check=c.flag_waiting,
                 look=("rheostat get flags --server {api}", "rheostat get canaries --server {api}"),
             ),
             Step(
                 "approve the flag",
                 "Approving promotes the new definition: new-checkout is on for every user.",
                 action=a.Approve("checkout"),
-                check=a.flag_promoted,
+                check=c.flag_promoted,
                 look=("rheostat get flags --server {api}",),
             ),
         ),
@@ -174,7 +176,7 @@ LESSONS: tuple[Lesson, ...] = (
                 "starter policy says every Workload declares a readiness probe, so that no replica gets traffic "
                 "before it answers.",
                 action=a.Commit(a.policy_files),
-                check=a.policy_applied,
+                check=c.policy_applied,
                 look=("rheostat get violations --server {api}",),
             ),
             Step(
@@ -182,7 +184,7 @@ LESSONS: tuple[Lesson, ...] = (
                 "This commit releases {new} without a readiness probe. The policy gate refuses the whole commit: "
                 "nothing of it is applied, and users keep getting {old}, the last good state.",
                 action=a.Commit(a.release("canary", probe=False), a.remember_versions),
-                check=a.commit_blocked,
+                check=c.commit_blocked,
                 look=("rheostat get violations --server {api}", "rheostat get kustomizations --server {api}"),
             ),
             Step(
@@ -190,7 +192,7 @@ LESSONS: tuple[Lesson, ...] = (
                 "Put the probe back and commit: the gate lets the commit through and {new} is released as a "
                 "canary.",
                 action=a.Commit(a.fix_probe),
-                check=a.promoted,
+                check=c.promoted,
                 look=(GET,),
             ),
         ),

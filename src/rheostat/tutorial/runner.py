@@ -10,9 +10,10 @@ from rich.console import Console
 from rich.markup import escape
 
 from rheostat.tutorial import actions as a
-from rheostat.tutorial import files
+from rheostat.tutorial import checks, files
 from rheostat.tutorial.lessons import LESSONS, Lesson, Step
 from rheostat.tutorial.sandbox import Sandbox
+from rheostat.tutorial.state import Check, Session
 
 _VAR = re.compile(r"\{(\w+)\}")
 
@@ -35,7 +36,7 @@ class Runner:
     interactive: bool
 
     def __post_init__(self) -> None:
-        self.session = a.Session(self.sandbox)
+        self.session = Session(self.sandbox)
 
     def say(self, text: str, style: str = "") -> None:
         line = escape(fill(text, self.session.vars()))
@@ -75,7 +76,7 @@ class Runner:
             first.prompt(self.session)
             self.say(first.run(self.session), "dim")
         sb.start()
-        self.wait("the sandbox", a.at_rest, 90.0, lesson.number)
+        self.wait("the sandbox", checks.at_rest, 90.0, lesson.number)
         self.say(f"The sandbox is up: dashboard {sb.api}/, service {sb.service}/", "dim")
 
     def lesson(self, lesson: Lesson) -> None:
@@ -112,7 +113,7 @@ class Runner:
         if step.check is not None:
             self.wait(step.name, step.check, step.timeout_s, lesson.number)
 
-    def wait(self, name: str, check: a.Check, timeout_s: float, lesson: int) -> None:
+    def wait(self, name: str, check: Check, timeout_s: float, lesson: int) -> None:
         """Poll a check, printing each new state, until it is ok; raise StepFailed when it cannot be."""
         started = time.monotonic()
         last = ""
