@@ -32,6 +32,7 @@ from rheostat.cli.common import (
     token_option,
 )
 from rheostat.cli.run import down_cmd, run_cmd
+from rheostat.cli.tutorial import tutorial_cmd
 from rheostat.model.canary import Canary
 from rheostat.model.load import ManifestError, load_file
 from rheostat.rollout.simulate import shortest_promotion_s, simulate
@@ -45,6 +46,7 @@ def cli() -> None:
 
 
 cli.add_command(run_cmd)
+cli.add_command(tutorial_cmd)
 cli.add_command(down_cmd)
 
 
