@@ -22,6 +22,7 @@ import httpx
 import pytest
 import yaml
 
+from tests.test_cli_help import complete
 from tests.test_run_cli import Cluster, Runner, Traffic, cli, new_runner, rheostat_bin, running, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -82,7 +83,16 @@ class Fleet(Cluster):
         """Commit a version and have it applied at once, as `reconcile ks --with-source` does."""
         r = self.runner
         self.commit(manifests(version, self.svc_port, r.api_port, r.mark, error_rate), f"web {version}")
-        out = cli("reconcile", "ks", "flux-system", "--with-source", "--server", self.api, "--data-dir", str(self.data))
+        out = cli(
+            "reconcile",
+            "ks",
+            "flux-system",
+            "--with-source",
+            "--server",
+            self.api,
+            "--data-dir",
+            str(self.data),
+        )
         assert out.returncode == 0, out.stderr
 
 
@@ -147,8 +157,15 @@ class Background:
                 return line
         pytest.fail(f"no line with {what!r} in {timeout_s}s; printed: {self.seen}")
 
+    def finish(self, timeout_s: float = 30) -> int:
+        """The exit code of a command that ends by itself."""
+        code = self.proc.wait(timeout=timeout_s)
+        self.interrupt()
+        return code
+
     def interrupt(self) -> tuple[int, str]:
-        self.proc.send_signal(signal.SIGINT)
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -203,7 +220,12 @@ def test_get_lists_every_served_kind_as_plain_columns_into_a_pipe(fleet: Fleet) 
     header, row = (columns(line) for line in out.stdout.splitlines()[:2])
     assert dict(zip(header, row, strict=False))["NAMESPACE"] == NS
     assert dict(zip(header, row, strict=False))["NAME"] == NAME
-    assert dict(zip(header, row, strict=False))["PHASE"] in ("Initialized", "Succeeded", "Failed", "Progressing")
+    assert dict(zip(header, row, strict=False))["PHASE"] in (
+        "Initialized",
+        "Succeeded",
+        "Failed",
+        "Progressing",
+    )
 
 
 def test_get_one_by_name_in_every_output_format(fleet: Fleet) -> None:
@@ -258,7 +280,9 @@ def test_get_namespaces_names_and_kinds_it_does_not_serve(fleet: Fleet) -> None:
     helm = run(fleet, "get", "hr")
     assert helm.returncode == 1 and "helmreleases are not served" in helm.stderr
     unknown = run(fleet, "get", "pods")
-    assert unknown.returncode == 1 and "unknown kind 'pods'" in unknown.stderr and "canaries" in unknown.stderr
+    assert (
+        unknown.returncode == 1 and "unknown kind 'pods'" in unknown.stderr and "canaries" in unknown.stderr
+    )
 
 
 # -- a release followed: rollout status, get --watch, logs -f, events --watch, describe ------------------
@@ -269,16 +293,27 @@ def test_a_promoted_release_followed_by_watch_logs_events_and_rollout_status(fle
     watch = Background(fleet, "get", "canaries", "--watch")
     logs = Background(fleet, "logs", NAME, "-n", NS, "-f")
     events = Background(fleet, "events", "--for", f"Canary/{KEY}", "--watch", "--limit", "1")
+    others: list[Background] = []
     try:
         assert columns(watch.wait_line("NAMESPACE"))[:2] == ["NAMESPACE", "NAME"]
         watch.wait_line(NAME)
         logs.wait_line("==> primary-0 <==")
+        # Paused, the canary does not start the new revision: `rollout status` waits for it, and times out.
+        token = ("--server", fleet.api, "--data-dir", str(fleet.data))
+        assert cli("pause", NAME, "-n", NS, *token).returncode == 0
+        events.wait_line("ManualRequest")
         fleet.release("1.1.0")
-        status = cli("rollout", "status", NAME, "--timeout", "120s", "--server", fleet.api, timeout=150)
-        assert status.returncode == 0, (status.stdout, status.stderr)
-        lines = status.stdout.splitlines()
-        assert any("Progressing: canary " in line for line in lines), lines
-        assert lines[-1] == f"canary {KEY} promoted"
+        late = cli("rollout", "status", NAME, "--timeout", "2s", "--server", fleet.api)
+        assert late.returncode == 2 and "timed out after 2s" in late.stderr, (late.stdout, late.stderr)
+        assert f"waiting: Workload {KEY} declares revision" in late.stdout, late.stdout
+
+        status = Background(fleet, "rollout", "status", NAME)
+        others.append(status)
+        status.wait_line("waiting: Workload")
+        assert cli("resume", NAME, "-n", NS, *token).returncode == 0
+        status.wait_line("Progressing: canary 10%")
+        status.wait_line(f"canary {KEY} promoted", timeout_s=90)
+        assert status.finish() == 0
 
         progressing = watch.wait_line("Progressing")
         assert columns(progressing)[:3] == [NS, NAME, "canary"]
@@ -288,6 +323,8 @@ def test_a_promoted_release_followed_by_watch_logs_events_and_rollout_status(fle
         events.wait_line("Promot")
     finally:
         results = [b.interrupt() for b in (watch, logs, events)]
+        for b in others:
+            b.interrupt()
     for code, err in results:
         assert code == 130 and "Traceback" not in err, (code, err)
 
@@ -307,7 +344,7 @@ def test_a_promoted_release_followed_by_watch_logs_events_and_rollout_status(fle
     print(text)
     cells = check_of(text, "request-success-rate")
     assert float(cells["LAST"]) >= 99 and cells["THRESHOLD"] == ">= 99", text
-    assert int(cells["PASSED"]) > 0 and cells["FAILED"] == "0", text
+    assert int(cells["PASSED"]) > 0 and int(cells["FAILED"]) < 2, text  # fewer than the threshold
 
 
 def check_of(described: str, metric: str) -> dict[str, str]:
@@ -335,20 +372,19 @@ def test_rollout_status_exits_1_on_a_rollback(fleet: Fleet) -> None:
     assert float(cells["LAST"]) < 99, described.stdout
 
 
-def test_rollout_status_times_out_with_exit_2(fleet: Fleet) -> None:
-    wait_for("rest", lambda: phase(fleet) in ("Initialized", "Succeeded", "Failed"), 90)
-    fleet.release("1.3.0")
-    out = cli("rollout", "status", NAME, "--timeout", "1s", "--server", fleet.api, timeout=30)
-    assert out.returncode == 2 and "timed out after 1s" in out.stderr, (out.stdout, out.stderr)
-    done = cli("rollout", "status", NAME, "--server", fleet.api, timeout=150)
-    assert done.returncode == 0, done.stdout
-
-
 def test_describe_refuses_what_it_cannot_describe(fleet: Fleet) -> None:
     out = run(fleet, "describe", "canary", "nope")
     assert out.returncode == 1 and 'canary "nope" not found' in out.stderr
     out = run(fleet, "describe", "workload", NAME)
     assert out.returncode == 2 and "canary" in out.stderr
+
+
+def test_completion_asks_the_server_for_names(fleet: Fleet) -> None:
+    assert complete("rheostat get canaries ", fleet.api) == [NAME]
+    assert complete("rheostat describe canary w", fleet.api) == [NAME]
+    assert complete("rheostat get ks ", fleet.api) == ["flux-system"]
+    assert complete("rheostat get flags new", fleet.api) == ["new-checkout"]
+    assert complete("rheostat rollout status ", fleet.api) == [NAME]
 
 
 def test_the_environment_names_the_server(fleet: Fleet) -> None:

@@ -49,7 +49,7 @@ namespace_option = click.option(
     "-n",
     "--namespace",
     default=None,
-    help="Only objects of this namespace (default: every namespace, as -A).",
+    help="Only objects of this namespace (default: every namespace).",
 )
 all_namespaces_option = click.option(
     "-A",
