@@ -79,10 +79,10 @@ spec:
 
 
 class Fleet(Cluster):
-    def release(self, version: str, error_rate: float = 0.0) -> None:
+    def release(self, version: str, error_rate: float = 0.0) -> str:
         """Commit a version and have it applied at once, as `reconcile ks --with-source` does."""
         r = self.runner
-        self.commit(manifests(version, self.svc_port, r.api_port, r.mark, error_rate), f"web {version}")
+        sha = self.commit(manifests(version, self.svc_port, r.api_port, r.mark, error_rate), f"web {version}")
         out = cli(
             "reconcile",
             "ks",
@@ -94,6 +94,7 @@ class Fleet(Cluster):
             str(self.data),
         )
         assert out.returncode == 0, out.stderr
+        return sha
 
 
 @pytest.fixture(scope="module")
@@ -293,8 +294,10 @@ def test_a_promoted_release_followed_by_watch_logs_events_and_rollout_status(fle
     watch = Background(fleet, "get", "canaries", "--watch")
     logs = Background(fleet, "logs", NAME, "-n", NS, "-f")
     events = Background(fleet, "events", "--for", f"Canary/{KEY}", "--watch", "--limit", "1")
-    others: list[Background] = []
+    ks = Background(fleet, "get", "ks", "flux-system", "-w", "-o", "json")
+    others: list[Background] = [ks]
     try:
+        ks.wait_line('"kind": "Kustomization"')
         assert columns(watch.wait_line("NAMESPACE"))[:2] == ["NAMESPACE", "NAME"]
         watch.wait_line(NAME)
         logs.wait_line("==> primary-0 <==")
@@ -302,7 +305,8 @@ def test_a_promoted_release_followed_by_watch_logs_events_and_rollout_status(fle
         token = ("--server", fleet.api, "--data-dir", str(fleet.data))
         assert cli("pause", NAME, "-n", NS, *token).returncode == 0
         events.wait_line("ManualRequest")
-        fleet.release("1.1.0")
+        sha = fleet.release("1.1.0")
+        ks.wait_line(f'@sha1:{sha}"')  # the object printed again, as it changed
         late = cli("rollout", "status", NAME, "--timeout", "2s", "--server", fleet.api)
         assert late.returncode == 2 and "timed out after 2s" in late.stderr, (late.stdout, late.stderr)
         assert f"waiting: Workload {KEY} declares revision" in late.stdout, late.stdout

@@ -116,7 +116,9 @@ def test_completion_prints_the_script_of_each_shell(shell: str, marker: str) -> 
 def test_bash_loads_the_script_and_registers_the_completion() -> None:
     bash = shutil.which("bash")
     if bash is None:
-        pytest.fail("bash is needed for this test") if os.environ.get("CI") else pytest.skip("no bash")
+        if os.environ.get("CI"):
+            pytest.fail("bash is needed for this test")
+        pytest.skip("no bash")
     script = f'source <("{rheostat_bin()}" completion bash) && complete -p rheostat'
     out = subprocess.run([bash, "-c", script], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
@@ -154,7 +156,7 @@ def test_tables_into_a_pipe_are_plain_columns(tmp_path: Path) -> None:
     ]
     assert not set("│┃━─┏┓┗┛") & set(out.stdout) and "\x1b[" not in out.stdout
     rows = [line.split()[:5] for line in lines[2:] if line[:1].isdigit()]
-    assert rows[1][3:5] == ["80", "20"], rows  # tick 1: primary 80, canary 20
+    assert rows[1][3:5] == ["80", "20"], rows  # the second tick: primary 80, canary 20
 
     out = subprocess.run([rheostat_bin(), "validate", str(f), "-o", "json"], capture_output=True, text=True)
     assert isinstance(json.loads(out.stdout), list)

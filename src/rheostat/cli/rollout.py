@@ -121,6 +121,9 @@ def status_cmd(name: str, namespace: str | None, timeout: str, server: str) -> N
                 if not waiting and phase == "Failed":
                     click.echo(f"canary {key} rolled back: {item['status']['message']}")
                     sys.exit(ROLLED_BACK)
+                if phase in ("Terminating", "Terminated"):
+                    click.echo(f"canary {key} is {phase.lower()}: its Canary was removed")
+                    sys.exit(ROLLED_BACK)
                 if deadline is not None and time.monotonic() > deadline:
                     err.print(
                         f"error: timed out after {timeout} waiting for {key}; now {phase}", highlight=False

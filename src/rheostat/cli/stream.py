@@ -36,7 +36,8 @@ def messages(c: Client, after: int | None = None) -> Iterator[Message]:
             if resp.status_code >= 400:
                 resp.read()
                 raise ApiError(f"{resp.status_code}: {resp.text[:200]}")
-            event, data, id_ = "message", list[str](), None
+            data: list[str] = []
+            event, id_ = "message", None
             for line in resp.iter_lines():
                 if line == "":
                     if data:
