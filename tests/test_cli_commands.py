@@ -94,6 +94,8 @@ class Fleet(Cluster):
             str(self.data),
         )
         assert out.returncode == 0, out.stderr
+        assert "reconcile requested for ks flux-system/flux-system and its source" in out.stderr  # progress
+        assert out.stdout.startswith("ks flux-system/flux-system: Ready=True"), out.stdout
         return sha
 
 

@@ -343,6 +343,10 @@ def reconcile_cmd(
     started = time.time()
     query = "?withSource=true" if with_source else ""
     post(server, token, data_dir, f"/{plural}/{namespace}/{name}/reconcile{query}")
+    # Progress on stderr, as flux prints it; stdout keeps the one result line scripts read.
+    also = " and its source" if with_source else ""
+    err.print(f"reconcile requested for {kind} {namespace}/{name}{also}", highlight=False)
+    err.print(f"waiting for it to finish (up to {timeout:g}s)", highlight=False)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         items = fetch(server, f"/{plural}")["items"]
