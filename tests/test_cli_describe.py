@@ -23,7 +23,7 @@ def test_each_strategy_in_words() -> None:
 
 
 def test_match_rules_are_alternatives_and_their_parts_all_hold() -> None:
-    rules = [
+    rules: list[dict[str, Any]] = [
         {"headers": {"user-agent": {"regex": ".*Firefox.*"}}, "queryParams": {"beta": {"exact": "1"}}},
         {"sourceLabels": {"app": "web"}},
     ]

@@ -171,3 +171,41 @@ def test_plain_columns_line_up_and_keep_a_long_message_on_one_line() -> None:
         "web     Succeeded   a long message",
         "api-x   -           -",
     ]
+
+
+def test_a_terminal_gets_a_drawn_table_with_a_rule_under_the_header(tmp_path: Path) -> None:
+    import pty
+
+    f = tmp_path / "canary.yaml"
+    f.write_text(
+        "apiVersion: flagger.app/v1beta1\nkind: Canary\nmetadata: {name: web, namespace: prod}\n"
+        "spec:\n  targetRef: {apiVersion: rheostat.dev/v1alpha1, kind: Workload, name: web}\n"
+        "  service: {port: 8080}\n  analysis: {interval: 1m, threshold: 2, stepWeight: 20, maxWeight: 40}\n"
+    )
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.run(
+            [rheostat_bin(), "simulate", str(f)],
+            stdout=follower,
+            stderr=subprocess.PIPE,
+            timeout=60,
+            env={**os.environ, "COLUMNS": "120", "TERM": "xterm"},
+        )
+        os.close(follower)
+        follower = -1
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the terminal is closed once everything is read
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        if follower >= 0:
+            os.close(follower)
+        os.close(leader)
+    assert proc.returncode == 0, proc.stderr
+    shown = b"".join(chunks).decode()
+    assert "─" in shown and "TICK" in shown, shown
