@@ -177,7 +177,7 @@ def describe_canary(item: Item, history: list[dict[str, Any]], events: list[dict
         table(("TIME", "TYPE", "REASON", "MESSAGE"), rows)
 
 
-@click.command("describe")
+@click.command("describe", short_help="Show a canary in full.")
 @click.argument("kind", type=click.Choice(["canary", "canaries", "cd"], case_sensitive=False))
 @click.argument("name", shell_complete=complete_name)
 @namespace_option

@@ -160,7 +160,7 @@ def watch(server: str, read: Iterator[list[Item]], printer: Printer) -> NoReturn
     sys.exit(0)
 
 
-@click.command("get")
+@click.command("get", short_help="List objects of a kind, or show one.")
 @click.argument("kind", shell_complete=complete_kind)
 @click.argument("name", required=False, shell_complete=complete_name)
 @namespace_option

@@ -73,7 +73,7 @@ for _command in (
     cli.add_command(_command)
 
 
-@cli.command("simulate")
+@cli.command("simulate", short_help="Run a Canary on fakes, tick by tick.")
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--fail-from", type=click.IntRange(min=1), default=None, help="Metrics fail from this tick on.")
 @click.option(
@@ -186,7 +186,7 @@ for _name, _help in (
     _action(_name, _help)
 
 
-@cli.command("demo")
+@cli.command("demo", short_help="Releases promoted and rolled back, live.")
 @click.option("--keep", is_flag=True, help="Leave everything running at the end and print the URLs.")
 @click.option("--interval", default="2s", show_default=True, help="Analysis interval of the demo canary.")
 def demo_cmd(keep: bool, interval: str) -> None:
@@ -230,7 +230,7 @@ def gitops_kind(kind: str) -> str:
     return plural
 
 
-@cli.group("flags")
+@cli.group("flags", short_help="Evaluate a flag; the kill switch.")
 def flags_group() -> None:
     """Evaluate a flag, and the kill switch (`rheostat get flags` lists them).
 
@@ -309,7 +309,7 @@ def flags_enable(key: str, server: str, token: str | None, data_dir: Path) -> No
     stdout().print(f"flag {key} serves Git's definition again", highlight=False)
 
 
-@cli.command("reconcile")
+@cli.command("reconcile", short_help="Reconcile a source or Kustomization now.")
 @click.argument("kind")
 @click.argument("name")
 @flux_ns_option
@@ -362,7 +362,7 @@ def reconcile_cmd(
     fail(TimeoutError(f"{kind} {namespace}/{name} was not reconciled within {timeout:g}s"))
 
 
-@cli.command("suspend")
+@cli.command("suspend", short_help="Stop reconciling a source or Kustomization.")
 @click.argument("kind")
 @click.argument("name")
 @flux_ns_option
@@ -380,7 +380,7 @@ def suspend_cmd(kind: str, name: str, namespace: str, server: str, token: str | 
     click.echo(f"suspended {kind} {namespace}/{name}")
 
 
-@cli.command("resume")
+@cli.command("resume", short_help="Resume a canary, source or Kustomization.")
 @click.argument("args", nargs=-1, required=True)
 @click.option(
     "-n",
@@ -413,7 +413,7 @@ def resume_cmd(
         fail(ValueError("expected CANARY, or KIND NAME"))
 
 
-@cli.command("diff")
+@cli.command("diff", short_help="What the next reconcile would change.")
 @click.argument("args", nargs=-1)
 @flux_ns_option
 @server_option
@@ -446,7 +446,7 @@ def diff_cmd(args: tuple[str, ...], namespace: str, server: str) -> None:
     sys.exit(1 if changes else 0)
 
 
-@cli.command("trace")
+@cli.command("trace", short_help="Which source and file made an object.")
 @click.argument("target")
 @ns_option
 @server_option
@@ -472,7 +472,7 @@ def trace_cmd(target: str, namespace: str, server: str) -> None:
         click.echo(f"{label:<14} {value}")
 
 
-@cli.command("validate")
+@cli.command("validate", short_help="Check manifests offline.")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--starter", is_flag=True, help="Also check against the starter policy library.")
 @click.option(

@@ -64,7 +64,7 @@ def follow_logs(server: str, path: str, params: dict[str, Any], first: str, ever
         c.close()
 
 
-@click.command("logs")
+@click.command("logs", short_help="Print a workload's output (-f follows).")
 @click.argument("workload")
 @ns_option
 @click.option(
@@ -107,7 +107,7 @@ def event_line(e: dict[str, Any]) -> str:
     return f"{clock(e['ts'])} {e['type']:<7} {e['kind']} {e['key']} {e['reason']}: {e['message']}"
 
 
-@click.command("events")
+@click.command("events", short_help="Print events (--watch follows).")
 @click.option(
     "--kind", default=None, help="Only events of this kind (Canary, Kustomization, GitRepository...)."
 )

@@ -53,7 +53,7 @@ def help_text(cmd: click.Command, path: tuple[str, ...]) -> str:
 def markdown(root: click.Command) -> str:
     found = list(commands(root, ("rheostat",)))
     out = [HEAD, "## Commands\n"]
-    out.extend(f"- [`{' '.join(p)}`](#{'-'.join(p)})" for p, _ in found)
+    out.extend(f"- [`{' '.join(p)}`](#{'-'.join(p)}): {c.get_short_help_str(WIDTH)}" for p, c in found)
     for p, cmd in found:
         out.append(f'\n<a id="{"-".join(p)}"></a>\n\n## {" ".join(p)}\n')
         out.append("```text\n" + help_text(cmd, p).rstrip() + "\n```")

@@ -59,7 +59,7 @@ def progress(item: dict[str, Any]) -> str:
     )
 
 
-@click.group("rollout")
+@click.group("rollout", short_help="Follow a canary's rollout.")
 def rollout_group() -> None:
     """Follow a canary's rollout (as `kubectl rollout`).
 
@@ -69,7 +69,7 @@ def rollout_group() -> None:
     """
 
 
-@rollout_group.command("status")
+@rollout_group.command("status", short_help="Wait for a rollout to end.")
 @click.argument("name", shell_complete=complete_name)
 @namespace_option
 @click.option(
