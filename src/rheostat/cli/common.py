@@ -10,9 +10,9 @@ from typing import Any, NoReturn
 
 import click
 from rich.console import Console
-from rich.table import Table
 
 from rheostat.cli.client import DEFAULT_SERVER, ApiError, Client, find_token
+from rheostat.cli.output import print_table
 
 err = Console(stderr=True, soft_wrap=True)
 
@@ -39,8 +39,36 @@ data_dir_option = click.option(
     type=click.Path(file_okay=False, path_type=Path),
     default=Path(".rheostat"),
     show_default=True,
+    help="Where `rheostat run` keeps its state; the API token is read from <data-dir>/token.",
 )
-ns_option = click.option("-n", "--namespace", default="default", show_default=True)
+ns_option = click.option(
+    "-n", "--namespace", default="default", show_default=True, help="The namespace of the object."
+)
+# `get`, `describe`, `rollout status`: without -n every namespace is searched (a name found in one is enough).
+namespace_option = click.option(
+    "-n",
+    "--namespace",
+    default=None,
+    help="Only objects of this namespace (default: every namespace).",
+)
+all_namespaces_option = click.option(
+    "-A",
+    "--all-namespaces",
+    is_flag=True,
+    help="Objects of every namespace, with a NAMESPACE column (the default without -n).",
+)
+
+
+def output_option(*formats: str, default: str = "table") -> Callable[[Any], Any]:
+    """`-o/--output`, kubectl's flag; `formats` the ones the command prints."""
+    return click.option(
+        "-o",
+        "--output",
+        type=click.Choice(formats),
+        default=default,
+        show_default=True,
+        help="Output format: " + ", ".join(formats) + ".",
+    )
 
 
 def client(server: str, token: str | None = None, data_dir: Path = Path(".rheostat")) -> Client:
@@ -80,9 +108,4 @@ def print_items(
     if output == "json":
         click.echo(json.dumps(items, indent=2))
         return
-    table = Table()
-    for col in columns:
-        table.add_column(col, no_wrap=col != "MESSAGE")
-    for it in items:
-        table.add_row(*row(it))
-    stdout().print(table)
+    print_table(columns, [row(it) for it in items])

@@ -8,13 +8,11 @@ import json
 import math
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 import yaml
-from rich.table import Table
 
 from rheostat import __version__
 from rheostat.cli.client import ApiError
@@ -25,12 +23,19 @@ from rheostat.cli.common import (
     fail,
     fetch,
     ns_option,
-    print_items,
+    output_option,
     server_option,
     split_name,
     stdout,
     token_option,
 )
+from rheostat.cli.completion import completion_cmd
+from rheostat.cli.describe import describe_cmd
+from rheostat.cli.get import get_cmd
+from rheostat.cli.kinds import find_kind, ready_of
+from rheostat.cli.observe import events_cmd, logs_cmd
+from rheostat.cli.output import print_table
+from rheostat.cli.rollout import rollout_group
 from rheostat.cli.run import down_cmd, run_cmd
 from rheostat.cli.tutorial import tutorial_cmd
 from rheostat.model.canary import Canary
@@ -42,22 +47,55 @@ from rheostat.util.durations import format_duration
 @click.group()
 @click.version_option(__version__, prog_name="rheostat")
 def cli() -> None:
-    """Progressive delivery with GitOps."""
+    """Progressive delivery with GitOps: Flagger's canaries and Flux's reconciliation in one process.
+
+    Every command but `run`, `down`, `simulate`, `validate` and `bootstrap` talks to a running `rheostat run`
+    over its HTTP API (--server, or RHEOSTAT_SERVER). `rheostat COMMAND --help` shows each command's
+    options and examples.
+
+    \b
+    Examples:
+      rheostat run --repo .
+      rheostat get canaries
+      rheostat rollout status web
+    """
 
 
-cli.add_command(run_cmd)
-cli.add_command(tutorial_cmd)
-cli.add_command(down_cmd)
+for _command in (
+    run_cmd,
+    down_cmd,
+    tutorial_cmd,
+    get_cmd,
+    describe_cmd,
+    rollout_group,
+    logs_cmd,
+    events_cmd,
+    completion_cmd,
+):
+    cli.add_command(_command)
 
 
-@cli.command("simulate")
+@cli.command("simulate", short_help="Run a Canary on fakes, tick by tick.")
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--fail-from", type=click.IntRange(min=1), default=None, help="Metrics fail from this tick on.")
-@click.option("--ticks", type=click.IntRange(min=1, max=100000), default=200, show_default=True)
-@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option(
+    "--ticks",
+    type=click.IntRange(min=1, max=100000),
+    default=200,
+    show_default=True,
+    help="Stop after this many ticks (analysis intervals).",
+)
+@output_option("table", "json")
 @click.option("--name", default=None, help="Which Canary of the file, when it holds several.")
 def simulate_cmd(path: Path, fail_from: int | None, ticks: int, output: str, name: str | None) -> None:
-    """Run a Canary on in-memory fakes and print what each tick does."""
+    """Run a Canary on in-memory fakes and print what each tick does: weights, checks, the outcome and the
+    shortest time to promotion. Nothing runs, nothing is served.
+
+    \b
+    Examples:
+      rheostat simulate apps/web/canary.yaml
+      rheostat simulate canary.yaml --fail-from 3 -o json
+    """
     try:
         objects = load_file(path)
     except ManifestError as exc:
@@ -91,26 +129,24 @@ def simulate_cmd(path: Path, fail_from: int | None, ticks: int, output: str, nam
         )
         return
     out = stdout()
-    table = Table(
-        title=f"{canary.metadata.key} ({canary.strategy.value}, interval {format_duration(sim.interval_s)})"
-    )
-    for col in ("tick", "time", "phase", "primary", "canary", "failed", "iterations", "message"):
-        table.add_column(
-            col, justify="right" if col in ("tick", "primary", "canary", "failed", "iterations") else "left"
-        )
-    for r in sim.rows:
-        canary_cell = f"{r.canary}" + (" +mirror" if r.mirror else "")
-        table.add_row(
+    rows = [
+        [
             str(r.tick),
             format_duration(r.time_s),
             r.phase,
             str(r.primary),
-            canary_cell,
+            f"{r.canary}" + (" +mirror" if r.mirror else ""),
             str(r.failed_checks),
             str(r.iterations),
             r.message,
-        )
-    out.print(table)
+        ]
+        for r in sim.rows
+    ]
+    print_table(
+        ("TICK", "TIME", "PHASE", "PRIMARY", "CANARY", "FAILED", "ITERATIONS", "MESSAGE"),
+        rows,
+        title=f"{canary.metadata.key} ({canary.strategy.value}, interval {format_duration(sim.interval_s)})",
+    )
     out.print(f"outcome: {sim.outcome}")
     if shortest is None:
         out.print("shortest time to promotion: never (the schedule does not reach promotion)")
@@ -121,59 +157,10 @@ def simulate_cmd(path: Path, fail_from: int | None, ticks: int, output: str, nam
 # (split_name, options and output helpers are in cli/common.py; run and down in cli/run.py)
 
 
-@cli.group("get")
-def get_group() -> None:
-    """List objects of the running server."""
-
-
-@get_group.command("canaries")
-@server_option
-@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
-def get_canaries(server: str, output: str) -> None:
-    def row(it: dict[str, Any]) -> list[str]:
-        st = it["status"]
-        return [
-            it["metadata"]["namespace"],
-            it["metadata"]["name"],
-            it["strategy"],
-            st["phase"],
-            str(st["canaryWeight"]),
-            str(st["failedChecks"]),
-            str(st["iterations"]),
-            st["message"],
-        ]
-
-    columns = ("NAMESPACE", "NAME", "STRATEGY", "PHASE", "WEIGHT", "FAILED", "ITERATIONS", "MESSAGE")
-    print_items(fetch(server, "/canaries")["items"], output, columns, row)
-
-
-@get_group.command("workloads")
-@server_option
-@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
-def get_workloads(server: str, output: str) -> None:
-    def group(g: dict[str, Any] | None) -> str:
-        if not g:
-            return "-"
-        ready = sum(1 for r in g.get("replicas") or [] if r.get("ready"))
-        return f"{ready}/{g.get('desired', 0)}"
-
-    def row(it: dict[str, Any]) -> list[str]:
-        st = it.get("status", {})
-        return [
-            it["metadata"]["namespace"],
-            it["metadata"]["name"],
-            ", ".join(it.get("canaries", [])),
-            group(st.get("primary")),
-            group(st.get("canary")),
-            str(st.get("revision", "-")),
-        ]
-
-    columns = ("NAMESPACE", "NAME", "CANARIES", "PRIMARY", "CANARY", "REVISION")
-    print_items(fetch(server, "/workloads")["items"], output, columns, row)
-
-
 def _action(name: str, help_text: str) -> None:
-    @cli.command(name, help=help_text)
+    example = f"\n\n\b\nExamples:\n  rheostat {name} web -n apps\n  rheostat {name} apps/web --server http://10.0.0.5:8470"
+
+    @cli.command(name, help=help_text + " Needs the API token." + example)
     @click.argument("canary")
     @ns_option
     @server_option
@@ -201,48 +188,17 @@ for _name, _help in (
     _action(_name, _help)
 
 
-@cli.command("logs")
-@click.argument("workload")
-@ns_option
-@click.option("--group", type=click.Choice(["primary", "canary"]), default=None)
-@click.option("--tail", type=int, default=200, show_default=True)
-@server_option
-def logs_cmd(workload: str, namespace: str, group: str | None, tail: int, server: str) -> None:
-    """Print the output of a workload's processes."""
-    params: dict[str, Any] = {"tail": tail}
-    if group:
-        params["group"] = group
-    click.echo(
-        fetch(server, f"/workloads/{split_name(workload, namespace)}/logs", text=True, **params), nl=False
-    )
-
-
-@cli.command("events")
-@click.option("--kind", default=None)
-@click.option("--key", default=None)
-@click.option("--for", "for_", default=None, help="Kind/namespace/name, as Flux's `events --for`.")
-@click.option("--limit", type=int, default=50, show_default=True)
-@server_option
-def events_cmd(kind: str | None, key: str | None, for_: str | None, limit: int, server: str) -> None:
-    """Print recent events."""
-    if for_:
-        kind, _, key = for_.partition("/")
-    params: dict[str, Any] = {"limit": limit}
-    if kind:
-        params["kind"] = kind
-    if key:
-        params["key"] = key
-    items = fetch(server, "/events", **params)["items"]
-    for e in items:
-        when = time.strftime("%H:%M:%S", time.localtime(e["ts"]))
-        click.echo(f"{when} {e['type']:<7} {e['kind']} {e['key']} {e['reason']}: {e['message']}")
-
-
-@cli.command("demo")
+@cli.command("demo", short_help="Releases promoted and rolled back, live.")
 @click.option("--keep", is_flag=True, help="Leave everything running at the end and print the URLs.")
 @click.option("--interval", default="2s", show_default=True, help="Analysis interval of the demo canary.")
 def demo_cmd(keep: bool, interval: str) -> None:
-    """A release promoted, one rolled back on errors, one on latency: real processes behind a real Envoy."""
+    """A release promoted, one rolled back on errors, one on latency: real processes behind a real Envoy.
+
+    \b
+    Examples:
+      rheostat demo
+      rheostat demo --keep --interval 5s
+    """
     from rheostat.demo.run import run_demo
 
     sys.exit(asyncio.run(run_demo(keep=keep, interval=interval)))
@@ -260,126 +216,46 @@ def post(
         c.close()
 
 
-GITOPS_KINDS = {
-    "source": "sources",
-    "sources": "sources",
-    "gitrepository": "sources",
-    "kustomization": "kustomizations",
-    "kustomizations": "kustomizations",
-    "ks": "kustomizations",
-}
-flux_ns_option = click.option("-n", "--namespace", default="flux-system", show_default=True)
+flux_ns_option = click.option(
+    "-n", "--namespace", default="flux-system", show_default=True, help="The namespace of the object."
+)
 
 
 def gitops_kind(kind: str) -> str:
+    """The API's plural of a source or Kustomization kind, by any of its names (source, gitrepository, ks...)."""
     try:
-        return GITOPS_KINDS[kind.lower()]
-    except KeyError:
+        plural = find_kind(kind).plural
+    except ValueError:
+        plural = ""
+    if plural not in ("sources", "kustomizations"):
         fail(ValueError(f"unknown kind {kind!r}; use source or kustomization"))
+    return plural
 
 
-def ready_of(item: dict[str, Any]) -> dict[str, Any]:
-    for c in item.get("status", {}).get("conditions", []):
-        if c["type"] == "Ready":
-            return dict(c)
-    return {"status": "Unknown", "message": ""}
-
-
-def gitops_rows(revision: Callable[[dict[str, Any]], str]) -> Callable[[dict[str, Any]], list[str]]:
-    def row(it: dict[str, Any]) -> list[str]:
-        st = it.get("status", {})
-        suspended = it["spec"].get("suspend", False) or st.get("suspended", False)
-        ready = ready_of(it)
-        meta = it["metadata"]
-        return [
-            meta["namespace"],
-            meta["name"],
-            ready["status"],
-            revision(st),
-            str(suspended),
-            ready["message"],
-        ]
-
-    return row
-
-
-GITOPS_COLUMNS = ("NAMESPACE", "NAME", "READY", "REVISION", "SUSPENDED", "MESSAGE")
-
-
-@get_group.command("sources")
-@server_option
-@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
-def get_sources(server: str, output: str) -> None:
-    row = gitops_rows(lambda st: (st.get("artifact") or {}).get("revision", ""))
-    print_items(fetch(server, "/sources")["items"], output, GITOPS_COLUMNS, row)
-
-
-@get_group.command("kustomizations")
-@server_option
-@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
-def get_kustomizations(server: str, output: str) -> None:
-    row = gitops_rows(lambda st: st.get("lastAppliedRevision", ""))
-    print_items(fetch(server, "/kustomizations")["items"], output, GITOPS_COLUMNS, row)
-
-
-@get_group.command("violations")
-@server_option
-@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
-def get_violations(server: str, output: str) -> None:
-    """What the policies flagged: revisions the gate blocked, and live objects the audit found."""
-
-    def row(it: dict[str, Any]) -> list[str]:
-        return [
-            it["action"] if it["kind"] == "violation" else "error",
-            it["policy"],
-            it["object"],
-            it["commit"][:24],
-            it["found_by"],
-            it["message"],
-        ]
-
-    columns = ("ACTION", "POLICY", "OBJECT", "COMMIT", "FOUND BY", "MESSAGE")
-    print_items(fetch(server, "/violations")["items"], output, columns, row)
-
-
-@get_group.command("flags")
-@server_option
-@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
-def get_flags(server: str, output: str) -> None:
-    """Feature flags: the state served, the default, a rollout's share, the kill switch and drift."""
-
-    def row(it: dict[str, Any]) -> list[str]:
-        rollout = it.get("rollout") or {}
-        if rollout.get("active"):
-            split = f"{rollout['share']}% new ({rollout.get('canary') or 'no canary'})"
-        else:
-            split = "-"
-        return [
-            it["key"],
-            it["state"],
-            str(it.get("defaultVariant") or "-"),
-            ", ".join(it["variants"]),
-            split,
-            it["revision"][:24],
-            it.get("drift") or "",
-        ]
-
-    columns = ("FLAG", "STATE", "DEFAULT", "VARIANTS", "ROLLOUT", "REVISION", "MESSAGE")
-    print_items(fetch(server, "/flags")["items"], output, columns, row)
-
-
-@cli.group("flags")
+@cli.group("flags", short_help="Evaluate a flag; the kill switch.")
 def flags_group() -> None:
-    """Evaluate a flag, and the kill switch."""
+    """Evaluate a flag, and the kill switch (`rheostat get flags` lists them).
+
+    \b
+    Examples:
+      rheostat flags eval new-checkout --context '{"targetingKey": "u1"}'
+      rheostat flags disable new-checkout --reason "incident 42"
+    """
 
 
 @flags_group.command("eval")
 @click.argument("key")
 @click.option("--context", "context", default="{}", show_default=True, help="Evaluation context as JSON.")
-@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+@output_option("table", "json")
 @server_option
 def flags_eval(key: str, context: str, output: str, server: str) -> None:
-    """What KEY answers for a context: value, variant and reason (as OFREP would)."""
+    """What KEY answers for a context: value, variant and reason (as OFREP would).
+
+    \b
+    Examples:
+      rheostat flags eval new-checkout
+      rheostat flags eval new-checkout --context '{"targetingKey": "u1", "plan": "pro"}' -o json
+    """
     try:
         parsed = json.loads(context)
     except json.JSONDecodeError as exc:
@@ -407,7 +283,12 @@ def flags_eval(key: str, context: str, output: str, server: str) -> None:
 @token_option
 @data_dir_option
 def flags_disable(key: str, reason: str, server: str, token: str | None, data_dir: Path) -> None:
-    """Kill switch: KEY answers DISABLED at once, for everyone, until Git agrees or `flags enable`."""
+    """Kill switch: KEY answers DISABLED at once, for everyone, until Git agrees or `flags enable`.
+
+    \b
+    Example:
+      rheostat flags disable new-checkout --reason "checkout errors, incident 42"
+    """
     item = post(server, token, data_dir, f"/flags/{key}/disable", {"reason": reason})
     stdout().print(f"flag {key} disabled", highlight=False)
     if item.get("drift"):
@@ -420,17 +301,24 @@ def flags_disable(key: str, reason: str, server: str, token: str | None, data_di
 @token_option
 @data_dir_option
 def flags_enable(key: str, server: str, token: str | None, data_dir: Path) -> None:
-    """Lift the kill switch: Git's definition of KEY serves again."""
+    """Lift the kill switch: Git's definition of KEY serves again.
+
+    \b
+    Example:
+      rheostat flags enable new-checkout
+    """
     post(server, token, data_dir, f"/flags/{key}/enable")
     stdout().print(f"flag {key} serves Git's definition again", highlight=False)
 
 
-@cli.command("reconcile")
+@cli.command("reconcile", short_help="Reconcile a source or Kustomization now.")
 @click.argument("kind")
 @click.argument("name")
 @flux_ns_option
 @click.option("--with-source", is_flag=True, help="Fetch the Kustomization's source first.")
-@click.option("--timeout", type=float, default=60.0, show_default=True)
+@click.option(
+    "--timeout", type=float, default=60.0, show_default=True, help="Seconds to wait for the reconcile to end."
+)
 @server_option
 @token_option
 @data_dir_option
@@ -444,11 +332,23 @@ def reconcile_cmd(
     token: str | None,
     data_dir: Path,
 ) -> None:
-    """Reconcile a source or a Kustomization now, and wait until it is done."""
+    """Reconcile a source or a Kustomization now, and wait until it is done (exit 1 if it is not Ready).
+
+    KIND is source (gitrepository) or kustomization (ks).
+
+    \b
+    Examples:
+      rheostat reconcile source flux-system
+      rheostat reconcile ks flux-system --with-source
+    """
     plural = gitops_kind(kind)
     started = time.time()
     query = "?withSource=true" if with_source else ""
     post(server, token, data_dir, f"/{plural}/{namespace}/{name}/reconcile{query}")
+    # Progress on stderr, as flux prints it; stdout keeps the one result line scripts read.
+    also = " and its source" if with_source else ""
+    err.print(f"reconcile requested for {kind} {namespace}/{name}{also}", highlight=False)
+    err.print(f"waiting for it to finish (up to {timeout:g}s)", highlight=False)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         items = fetch(server, f"/{plural}")["items"]
@@ -464,7 +364,7 @@ def reconcile_cmd(
     fail(TimeoutError(f"{kind} {namespace}/{name} was not reconciled within {timeout:g}s"))
 
 
-@cli.command("suspend")
+@cli.command("suspend", short_help="Stop reconciling a source or Kustomization.")
 @click.argument("kind")
 @click.argument("name")
 @flux_ns_option
@@ -472,12 +372,17 @@ def reconcile_cmd(
 @token_option
 @data_dir_option
 def suspend_cmd(kind: str, name: str, namespace: str, server: str, token: str | None, data_dir: Path) -> None:
-    """Stop reconciling a source or a Kustomization (what it applied keeps running)."""
+    """Stop reconciling a source or a Kustomization (what it applied keeps running).
+
+    \b
+    Example:
+      rheostat suspend kustomization flux-system
+    """
     post(server, token, data_dir, f"/{gitops_kind(kind)}/{namespace}/{name}/suspend")
     click.echo(f"suspended {kind} {namespace}/{name}")
 
 
-@cli.command("resume")
+@cli.command("resume", short_help="Resume a canary, source or Kustomization.")
 @click.argument("args", nargs=-1, required=True)
 @click.option(
     "-n",
@@ -491,7 +396,13 @@ def suspend_cmd(kind: str, name: str, namespace: str, server: str, token: str | 
 def resume_cmd(
     args: tuple[str, ...], namespace: str | None, server: str, token: str | None, data_dir: Path
 ) -> None:
-    """`resume CANARY` ticks a paused canary again; `resume KIND NAME` a suspended source or Kustomization."""
+    """`resume CANARY` ticks a paused canary again; `resume KIND NAME` a suspended source or Kustomization.
+
+    \b
+    Examples:
+      rheostat resume web -n apps
+      rheostat resume ks flux-system
+    """
     if len(args) == 1:
         key = split_name(args[0], namespace or "default")
         post(server, token, data_dir, f"/canaries/{key}/resume")
@@ -504,12 +415,18 @@ def resume_cmd(
         fail(ValueError("expected CANARY, or KIND NAME"))
 
 
-@cli.command("diff")
+@cli.command("diff", short_help="What the next reconcile would change.")
 @click.argument("args", nargs=-1)
 @flux_ns_option
 @server_option
 def diff_cmd(args: tuple[str, ...], namespace: str, server: str) -> None:
-    """What the next reconcile of a Kustomization would change (exit 0: nothing, 1: changes)."""
+    """What the next reconcile of a Kustomization would change (exit 0: nothing, 1: changes).
+
+    \b
+    Examples:
+      rheostat diff kustomization flux-system
+      rheostat diff apps -n flux-system
+    """
     name = args[-1] if args else "flux-system"
     data = fetch(server, f"/kustomizations/{namespace}/{name}/diff")
     changes = 0
@@ -531,12 +448,18 @@ def diff_cmd(args: tuple[str, ...], namespace: str, server: str) -> None:
     sys.exit(1 if changes else 0)
 
 
-@cli.command("trace")
+@cli.command("trace", short_help="Which source and file made an object.")
 @click.argument("target")
-@click.option("-n", "--namespace", default="default", show_default=True)
+@ns_option
 @server_option
 def trace_cmd(target: str, namespace: str, server: str) -> None:
-    """Which source, commit, Kustomization and file made an object: `trace Workload/web -n apps`."""
+    """Which source, commit, Kustomization and file made an object.
+
+    \b
+    Examples:
+      rheostat trace Workload/web -n apps
+      rheostat trace Canary/web -n apps
+    """
     kind, _, name = target.partition("/")
     if not name:
         fail(ValueError("expected KIND/NAME, e.g. Workload/web"))
@@ -551,7 +474,7 @@ def trace_cmd(target: str, namespace: str, server: str) -> None:
         click.echo(f"{label:<14} {value}")
 
 
-@cli.command("validate")
+@cli.command("validate", short_help="Check manifests offline.")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--starter", is_flag=True, help="Also check against the starter policy library.")
 @click.option(
@@ -566,7 +489,7 @@ def trace_cmd(target: str, namespace: str, server: str) -> None:
     show_default=True,
     help="With --cluster: the provider of a Canary that sets none.",
 )
-@click.option("-o", "--output", type=click.Choice(["table", "json", "sarif"]), default="table")
+@output_option("table", "json", "sarif")
 def validate_cmd(
     paths: tuple[Path, ...], starter: bool, cluster: bool, mesh_provider: str, output: str
 ) -> None:
@@ -590,12 +513,8 @@ def validate_cmd(
     elif output == "sarif":
         click.echo(json.dumps(sarif(results), indent=2))
     else:
-        table = Table()
-        for col in ("LEVEL", "RULE", "OBJECT", "FILE", "MESSAGE"):
-            table.add_column(col, no_wrap=col != "MESSAGE")
-        for r in results:
-            table.add_row(r.level, r.rule, r.object, r.file, r.message)
-        stdout().print(table)
+        rows = [[r.level, r.rule, r.object, r.file, r.message] for r in results]
+        print_table(("LEVEL", "RULE", "OBJECT", "FILE", "MESSAGE"), rows)
         stdout().print(f"{sum(r.level == 'error' for r in results)} error(s), {len(results)} finding(s)")
     sys.exit(1 if any(r.level == "error" for r in results) else 0)
 
