@@ -239,7 +239,7 @@ def _objects(
         paths = f" (it applies {', '.join(boot.sync_paths)})" if boot.sync_paths else ""
         notes.insert(
             0,
-            f"adopted from {', '.join(boot.folders)}: {', '.join(adopted)}; they describe the repository "
+            f"adopted from {', '.join(boot.folders)}: {', '.join(sorted(adopted))}; they describe the repository "
             f"Rheostat already follows{paths}",
         )
     if not_run:
