@@ -4,6 +4,7 @@ folder understood, and the upstream example repositories built where they lie.""
 from __future__ import annotations
 
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -137,7 +138,7 @@ async def test_kustomization_fields_are_applied_by_kustomize(tmp_path: Path) -> 
     )
 
 
-def by_name(by: dict[str, object], kind: str) -> str:
+def by_name(by: Mapping[str, object], kind: str) -> str:
     return next(k for k in by if k.startswith(kind))
 
 
