@@ -75,9 +75,15 @@ async def test_a_path_without_kustomization_yaml_is_generated_as_flux_does(tmp_p
         "apps/flags.yaml",
         "flags:\n  f: {state: ENABLED, variants: {a: true}, defaultVariant: a}\n",
     )
+    write(
+        tmp_path,
+        "apps/more/menu.json",
+        '{"flags": {"m": {"state": "ENABLED", "variants": {"a": 1}, "defaultVariant": "a"}}}',
+    )
     built = await build(tmp_path, "apps")
     assert names(built) == [
         "FlagSet default/flags",
+        "FlagSet default/menu",
         "Workload apps/api",
         "Workload apps/base-db",
         "Workload apps/web",

@@ -16,6 +16,7 @@ Flux does this in a scratch copy of the artifact; so does `prepare`, so the arti
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections import Counter
@@ -85,9 +86,18 @@ def scan(directory: Path) -> Scan:
                     out.flag_files.append(entry)
                 else:
                     out.resources.append(rel)
+            elif entry.suffix == ".json" and _is_flag_json(entry):
+                out.flag_files.append(entry)  # flagd's JSON files, as a plain folder reads them
 
     visit(directory)
     return out
+
+
+def _is_flag_json(path: Path) -> bool:
+    try:
+        return is_flagd_document(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, RecursionError):
+        return False
 
 
 def _objects_or_flags(path: Path) -> str:
