@@ -281,6 +281,8 @@ async def test_the_bootstrap_folder_is_adopted_and_flux_components_are_one_note(
 
 async def test_run_reconciles_a_bootstrapped_repository_with_one_note_per_revision(tmp_path: Path) -> None:
     repo = fleet(tmp_path)
+    apps = repo / "clusters/dev/apps.yaml"
+    apps.write_text(apps.read_text().replace("toolkit.fluxcd.io/v1\n", "toolkit.fluxcd.io/v1beta2\n"))
     store = Store(":memory:")
     own = [  # what `rheostat run --repo fleet --path clusters/dev` stores: Flux bootstrap's names
         parse_object(
@@ -312,8 +314,14 @@ async def test_run_reconciles_a_bootstrapped_repository_with_one_note_per_revisi
     notes = [e.message for e in store.events(kind="Kustomization") if e.reason == "NotRun"]
     assert len([n for n in notes if "Flux's own components" in n]) == 1
     assert len([n for n in notes if "stored, not run on the local platform: Service apps/web" in n]) == 1
+    deprecated = [e for e in store.events(kind="Kustomization") if e.reason == "Deprecated"]
+    assert [e.message.split(": ", 1)[1] for e in deprecated] == [
+        "Kustomization flux-system/apps: apiVersion kustomize.toolkit.fluxcd.io/v1beta2 is deprecated; "
+        "use kustomize.toolkit.fluxcd.io/v1"
+    ]
     await g.reconcile_once(force=True)  # the same revision again: no second note
-    assert len([e for e in store.events(kind="Kustomization") if e.reason == "NotRun"]) == len(notes)
+    again = [e for e in store.events(kind="Kustomization") if e.reason in ("NotRun", "Deprecated")]
+    assert len(again) == len(notes) + 1
 
 
 # -- the upstream example repositories, read where they lie ---------------------------------------------

@@ -54,6 +54,7 @@ class Built:
     files: dict[str, str]  # "Kind ns/name" -> the file it came from (for trace)
     bodies: list[str] = field(default_factory=list)  # each object as the store keeps it (sorted-key JSON)
     notes: list[str] = field(default_factory=list)  # what was left out or only stored, once per revision
+    deprecated: list[str] = field(default_factory=list)  # deprecated Flux API versions and fields used
 
 
 def substitute(text: str, variables: Mapping[str, str], source: str) -> str:
@@ -200,6 +201,7 @@ def _objects(
     files: dict[str, str] = {}
     problems: list[ManifestError] = []
     notes: list[str] = []
+    deprecated: list[str] = []
     flux_parts: Counter[str] = Counter()
     adopted: list[str] = []
     not_run: list[str] = []
@@ -216,7 +218,7 @@ def _objects(
                 docs.append(doc)
         loaded = read_documents(docs, source)
         problems += loaded.errors
-        notes += [f"{obj}: {why}" for obj, why in loaded.warnings]
+        deprecated += [f"{obj}: {why}" for obj, why in loaded.warnings]
         for obj in loaded.objects:
             obj = _placed(obj, target_namespace, spec)
             ident = f"{obj.kind} {object_key(obj.metadata.namespace, obj.metadata.name)}"
@@ -248,7 +250,7 @@ def _objects(
         json.dumps(o.model_dump(mode="json", exclude_none=True, by_alias=True), sort_keys=True)
         for o in objects
     ]
-    return Built(objects, files, bodies, notes)
+    return Built(objects, files, bodies, notes, deprecated)
 
 
 def _ident(doc: Any) -> tuple[str, str]:

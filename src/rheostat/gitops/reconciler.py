@@ -75,6 +75,7 @@ class Plan:
     files: dict[str, str] = field(default_factory=dict)  # "Kind ns/name" -> file in the source
     bodies: dict[str, str] = field(default_factory=dict)  # "Kind ns/name" -> body as stored JSON
     notes: list[str] = field(default_factory=list)  # what the build left out or only stores (build.py)
+    deprecated: list[str] = field(default_factory=list)  # deprecated Flux versions and fields it read
 
     @property
     def empty(self) -> bool:
@@ -466,6 +467,7 @@ class GitOps:
         digests: dict[str, str] = self.state(KUSTOMIZATION, key).get("digests", {})
         plan = Plan(
             notes=built.notes,
+            deprecated=built.deprecated,
             files=built.files,
             bodies={
                 f"{o.kind} {o.metadata.key}": text
@@ -558,10 +560,10 @@ class GitOps:
                 self.store.add_event(
                     KUSTOMIZATION, key, "ReconciliationSucceeded", f"applied revision {revision}: {changes}"
                 )
-            if first and plan.notes:  # once per revision
-                self.store.add_event(
-                    KUSTOMIZATION, key, "NotRun", f"revision {revision}: {'; '.join(plan.notes)}"
-                )
+            for reason, notes in (("NotRun", plan.notes), ("Deprecated", plan.deprecated)):
+                if first and notes:  # once per revision
+                    text = f"revision {revision}: {'; '.join(notes)}"
+                    self.store.add_event(KUSTOMIZATION, key, reason, text, reason == "Deprecated")
             self.store.put_state(KUSTOMIZATION, key, state)
         if self.hooks.on_applied is not None and not plan.empty:
             await self.hooks.on_applied([*plan.created, *plan.updated, *plan.drifted], plan.pruned)
