@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from rheostat.cli.validate import validate
 from rheostat.gitops import conditions as cond
 from rheostat.gitops.build import BuildError, build
 from rheostat.gitops.reconciler import GitOps
@@ -380,3 +381,11 @@ async def test_multi_tenancy_clusters_build_and_refuse_impersonation_by_name(sha
     dev_team = [p for p in tenants.value.problems if p.obj == "Kustomization apps/dev-team"]
     assert dev_team and "serviceAccountName" in str(dev_team[0])
     assert not any(p.obj.startswith("Namespace") for p in tenants.value.problems)  # a core kind: stored
+
+
+def test_validate_reads_a_bootstrapped_repository_with_one_note_for_flux(tmp_path: Path) -> None:
+    results = validate([fleet(tmp_path)])
+    assert [(r.level, r.rule, Path(r.file).name) for r in results] == [
+        ("note", "flux-components", "gotk-components.yaml")
+    ]
+    assert "2 Deployment" in results[0].message
