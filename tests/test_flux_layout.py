@@ -17,8 +17,11 @@ from rheostat.gitops.sources import FolderFetcher
 from rheostat.model.core import CoreObject
 from rheostat.model.gitops import Kustomization
 from rheostat.model.load import ManifestError, ManifestErrors, parse_object
+from rheostat.reactor.settings import Settings
+from rheostat.server.main import Server
 from rheostat.store import Store
 from tests.conftest import in_ci
+from tests.rig import Rig
 from tests.test_gitops_reconciler import Clock, root, workload
 
 EXAMPLES = "testdata/flux-examples"
@@ -389,3 +392,28 @@ def test_validate_reads_a_bootstrapped_repository_with_one_note_for_flux(tmp_pat
         ("note", "flux-components", "gotk-components.yaml")
     ]
     assert "2 Deployment" in results[0].message
+
+
+async def test_rheostat_run_follows_a_bootstrapped_git_repository_at_its_cluster_path(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    fleet_repo = fleet(tmp_path / "layout")
+    shutil.copytree(fleet_repo, rig.repo, dirs_exist_ok=True)
+    write(rig.repo, "apps/kustomization.yaml", "resources: [web.yaml, svc.yaml]\nnamePrefix: shop-\n")
+    rig.commit(message="flux bootstrap")
+    (rig.repo / "app.yaml").unlink(missing_ok=True)
+    server = Server(Settings(repo=rig.repo, data_dir=rig.data, listen_port=rig.api_port, path="clusters/dev"))
+    await server.start()
+    try:
+        store = server.controller.store
+        assert [o.key for o in store.list_objects("Workload")] == ["apps/shop-web"]
+        assert [o.key for o in store.list_objects("Service")] == ["apps/shop-web"]
+        assert store.list_objects("Deployment") == [] and store.list_objects("Namespace") == []
+        (repo_obj,) = store.list_objects("GitRepository")
+        assert repo_obj.body["spec"]["url"] != "ssh://git@github.com/example/fleet"
+        for key in ("flux-system/flux-system", "flux-system/apps"):
+            assert cond.is_ready(server.controller.gitops.state("Kustomization", key))
+        notes = [e.message for e in store.events(kind="Kustomization") if e.reason == "NotRun"]
+        assert sum("Flux's own components are not run" in n for n in notes) == 1
+        assert sum("not run on the local platform: Service apps/shop-web" in n for n in notes) == 1
+    finally:
+        await server.stop()
