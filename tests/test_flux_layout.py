@@ -417,3 +417,38 @@ async def test_rheostat_run_follows_a_bootstrapped_git_repository_at_its_cluster
         assert sum("not run on the local platform: Service apps/shop-web" in n for n in notes) == 1
     finally:
         await server.stop()
+
+
+async def test_deprecated_patch_fields_of_v1beta2_still_patch(tmp_path: Path) -> None:
+    write(tmp_path, "apps/a.yaml", workload("a"))
+    write(tmp_path, "apps/b.yaml", workload("b"))
+    old = parse_object(
+        {
+            "apiVersion": "kustomize.toolkit.fluxcd.io/v1beta2",
+            "kind": "Kustomization",
+            "metadata": {"name": "apps", "namespace": "flux-system"},
+            "spec": {
+                "sourceRef": {"kind": "GitRepository", "name": "flux-system"},
+                "prune": True,
+                "path": "./apps",
+                "patchesStrategicMerge": [
+                    {
+                        "apiVersion": "rheostat.dev/v1alpha1",
+                        "kind": "Workload",
+                        "metadata": {"name": "a", "namespace": "apps"},
+                        "spec": {"replicas": 2},
+                    }
+                ],
+                "patchesJson6902": [
+                    {
+                        "target": {"kind": "Workload", "name": "b"},
+                        "patch": [{"op": "replace", "path": "/spec/replicas", "value": 4}],
+                    }
+                ],
+            },
+        }
+    )
+    assert isinstance(old, Kustomization)
+    built = await build(tmp_path, "apps", spec=old.spec)
+    replicas = {o.metadata.name: o.model_dump()["spec"]["replicas"] for o in built.objects}
+    assert replicas == {"a": 2, "b": 4}
