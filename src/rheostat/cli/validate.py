@@ -14,6 +14,7 @@ import yaml
 from rheostat import __version__
 from rheostat.gitops.checks import check_flags, find_problems, resolve_host
 from rheostat.gitops.flux_layout import KUSTOMIZE_FILES, components_note, is_flux_component
+from rheostat.model.flux import is_kustomize_file
 from rheostat.model.load import Manifest, ManifestError, documents, manifest_files, read_documents
 from rheostat.model.policy import is_policy
 from rheostat.model.yaml_limits import safe_load
@@ -80,6 +81,8 @@ def _read(f: Path) -> tuple[list[Result], list[Manifest]]:
     flux: Counter[str] = Counter()
     kept = []
     for doc in docs:
+        if is_kustomize_file(doc):
+            continue  # kustomize's recipe, whatever the file is called
         if is_flux_component(doc):
             flux[str(doc.get("kind"))] += 1
         else:

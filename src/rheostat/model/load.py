@@ -172,10 +172,10 @@ def parse_object(doc: Any, source: str = "<input>", index: int = 0) -> Manifest:
             "kustomize's own file (kustomization.yaml): it says how to build the folder, it is not an object"
         )
         raise ManifestError(source, obj, [FieldError("kind", why)])
-    if model is None and (refusal := not_yet(*doc_key) or version_problem(*doc_key)) is not None:
-        raise ManifestError(
-            source, obj, [FieldError("kind" if "supported" in refusal else "apiVersion", refusal)]
-        )
+    if model is None and (refusal := not_yet(*doc_key)) is not None:
+        raise ManifestError(source, obj, [FieldError("kind", refusal)])
+    if model is None and (refusal := version_problem(*doc_key)) is not None:
+        raise ManifestError(source, obj, [FieldError("apiVersion", refusal)])
     if model is None:
         known = ", ".join(sorted({k for _, k in KINDS}))
         raise ManifestError(
@@ -216,7 +216,7 @@ class Loaded:
 
 
 def read_text(text: str, source: str = "<input>") -> Loaded:
-    """Every document of a YAML text, the bad ones collected rather than raised (kustomize's files skipped)."""
+    """Every document of a YAML text, the bad ones collected rather than raised."""
     try:
         docs = documents(text, source)
     except ManifestError as exc:
@@ -228,8 +228,6 @@ def read_documents(docs: list[Any], source: str = "<input>") -> Loaded:
     """`read_text` for documents already decoded (a kustomize build, filtered)."""
     out = Loaded([], [], [])
     for i, doc in enumerate(docs):
-        if doc is None or is_kustomize_file(doc):
-            continue
         try:
             out.objects.append(parse_object(doc, source, i))
         except ManifestError as exc:
