@@ -184,10 +184,18 @@ async def _kustomize_path(
             texts = [(f"{path} (kustomize build)", await kustomize(directory, timeout_s, shown=path))]
         except BuildError as exc:  # kustomize names the scratch copy: say the path in the source instead
             raise BuildError(str(exc).replace(f"{Path(scratch) / 'source'}/", "")) from None
-        for f in found.flag_files:
-            rel = f.relative_to(Path(scratch) / "source")
-            texts.append((str(rel), f.read_text(encoding="utf-8")))
+        copy = Path(scratch) / "source"
+        texts += await asyncio.to_thread(
+            lambda: [(str(f.relative_to(copy)), _text(f)) for f in found.flag_files]
+        )
     return texts
+
+
+def _text(f: Path) -> str:
+    try:
+        return f.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BuildError(f"{f.name}: cannot read: {exc}") from exc
 
 
 def _objects(
