@@ -264,3 +264,13 @@ def test_validate_names_every_problem_of_the_upstream_examples_at_once(shared: P
     assert not any("kustomization.yaml" in f or "patch" in f for f in files)  # kustomize's files
     assert not any("Extra inputs" in t or "document 1" in t for t in text)
     assert not any("unknown kind" in t and "fluxcd.io" in t for t in text)  # every Flux kind named
+
+
+def test_a_kustomize_file_under_another_name_says_what_it_is() -> None:
+    text = "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [a.yaml]\n"
+    with pytest.raises(ManifestError) as err:
+        parse_object(yaml.safe_load(text), "apps/kustomize.yaml")
+    assert str(err.value).startswith(
+        "apps/kustomize.yaml: kustomize Kustomization: kind: kustomize's own file"
+    )
+    assert "document 1" not in str(err.value)

@@ -58,8 +58,8 @@ NOT_SUPPORTED_FIELDS: dict[str, dict[str, str]] = {
     "Kustomization": {
         "spec.decryption": "SOPS decryption is not run yet; keep secrets out of Git and in Rheostat's secret "
         "files (docs/gitops.md#secrets)",
-        "spec.serviceAccountName": "Rheostat applies to its own store and has no Kubernetes RBAC to "
-        "impersonate, so tenant isolation would not hold; remove the field",
+        "spec.serviceAccountName": "Rheostat has no Kubernetes RBAC to impersonate, so tenant isolation "
+        "would not hold; remove the field",
         "spec.kubeConfig": "Rheostat applies to its own store, not to a remote cluster; remove the field",
         "spec.postBuild.substituteFrom": "put the variables in postBuild.substitute",
         "spec.postBuild.substituteStrategy": "remove it; ${var} is substituted where postBuild is set",

@@ -169,9 +169,10 @@ def parse_object(doc: Any, source: str = "<input>", index: int = 0) -> Manifest:
     doc_key = (str(key[0]), str(key[1]))
     if model is None and is_kustomize_file(doc):
         why = (
-            "kustomize's own file (kustomization.yaml): it says how to build the folder, it is not an object"
+            "kustomize's own file: it says how to build a folder and is read only as `kustomization.yaml`, "
+            "`kustomization.yml` or `Kustomization`"
         )
-        raise ManifestError(source, obj, [FieldError("kind", why)])
+        raise ManifestError(source, f"kustomize {doc_key[1]}", [FieldError("kind", why)])
     if model is None and (refusal := not_yet(*doc_key)) is not None:
         raise ManifestError(source, obj, [FieldError("kind", refusal)])
     if model is None and (refusal := version_problem(*doc_key)) is not None:
