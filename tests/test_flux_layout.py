@@ -452,3 +452,63 @@ async def test_deprecated_patch_fields_of_v1beta2_still_patch(tmp_path: Path) ->
     built = await build(tmp_path, "apps", spec=old.spec)
     replicas = {o.metadata.name: o.model_dump()["spec"]["replicas"] for o in built.objects}
     assert replicas == {"a": 2, "b": 4}
+
+
+HPA = """apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {name: web, namespace: apps}
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: web}
+  minReplicas: 1
+  maxReplicas: 3
+"""
+
+CANARY_ON_DEPLOYMENT = """apiVersion: flagger.app/v1beta1
+kind: Canary
+metadata: {name: web, namespace: apps}
+spec:
+  targetRef: {apiVersion: apps/v1, kind: Deployment, name: web}
+  service: {port: 9898}
+  analysis: {interval: 1s, threshold: 2, iterations: 2}
+"""
+
+
+async def test_core_kinds_are_stored_but_a_canary_on_a_deployment_still_fails_the_revision(
+    tmp_path: Path,
+) -> None:
+    repo = tmp_path / "repo"
+    write(repo, "apps/deploy.yaml", DEPLOYMENT)
+    write(repo, "apps/hpa.yaml", HPA)
+    write(repo, "apps/ns.yaml", "apiVersion: v1\nkind: Namespace\nmetadata: {name: apps}\n")
+    write(
+        repo,
+        "apps/cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c, namespace: apps}\ndata: {a: b}\n",
+    )
+    write(repo, "apps/web.yaml", workload("w"))
+    store = Store(":memory:")
+    g = GitOps(store, FolderFetcher(), bootstrap=root(repo), clock=Clock().now)
+    await g.reconcile_once()
+    assert cond.is_ready(g.state("Kustomization", "flux-system/root"))
+    stored = sorted(
+        f"{k} {o.key}"
+        for k in ("Deployment", "HorizontalPodAutoscaler", "Namespace", "ConfigMap")
+        for o in store.list_objects(k)
+    )
+    assert stored == [
+        "ConfigMap apps/c",
+        "Deployment apps/web",
+        "HorizontalPodAutoscaler apps/web",
+        "Namespace default/apps",
+    ]
+    (note,) = [e.message for e in store.events(kind="Kustomization") if e.reason == "NotRun"]
+    assert note.endswith(
+        "stored, not run on the local platform: ConfigMap apps/c, Deployment apps/web, "
+        "HorizontalPodAutoscaler apps/web, Namespace default/apps"
+    )
+    write(repo, "apps/canary.yaml", CANARY_ON_DEPLOYMENT)
+    await g.reconcile_once(force=True)
+    ready = cond.condition(g.state("Kustomization", "flux-system/root"), "Ready")
+    assert ready is not None and ready["status"] == "False" and ready["reason"] == "BuildFailed"
+    assert "Canary apps/web" in ready["message"] and "Deployment" in ready["message"]
+    assert store.list_objects("Canary") == []  # nothing of that revision applied
