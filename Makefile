@@ -19,7 +19,7 @@ demo: $(STAMP) system-deps
 # Debian packages the tests drive for real: Prometheus (metric analysis), git and gpg (GitOps), Chromium
 # (dashboard), InfluxDB, Graphite and VictoriaMetrics (metric providers). Installed when missing and we may
 # (root); else say what to run.
-SYSTEM_BINS := prometheus git gpg ssh-keygen chromium influxd carbon-cache graphite-manage victoria-metrics
+SYSTEM_BINS := prometheus git gpg ssh-keygen chromium influxd carbon-cache graphite-manage victoria-metrics kubectl
 system-deps:
 	@missing=""; for b in $(SYSTEM_BINS); do command -v $$b >/dev/null 2>&1 || missing="$$missing $$b"; done; \
 	if [ -n "$$missing" ]; then \

@@ -222,8 +222,8 @@ def test_bad_canaries_name_file_object_and_field(analysis: dict[str, Any], path:
 
 
 def test_unknown_kind_and_wrong_top_level_type() -> None:
-    with pytest.raises(ManifestError, match="unknown kind 'Deployment'"):
-        parse_text("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\n", "f.yaml")
+    with pytest.raises(ManifestError, match="unknown kind 'DaemonSet'"):
+        parse_text("apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: x}\n", "f.yaml")
     with pytest.raises(ManifestError, match="expected a mapping"):
         parse_text("- 1\n- 2\n", "f.yaml")
 

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import functools
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from rheostat import __version__
 from rheostat.gitops.checks import check_flags, find_problems, resolve_host
-from rheostat.model.load import Manifest, ManifestError, manifest_files, parse_text
+from rheostat.gitops.flux_layout import KUSTOMIZE_FILES, components_note, is_flux_component
+from rheostat.model.flux import is_kustomize_file
+from rheostat.model.load import Manifest, ManifestError, documents, manifest_files, read_documents
 from rheostat.model.policy import is_policy
+from rheostat.model.yaml_limits import safe_load
 from rheostat.policy import Inventory, PolicyError, PolicySet, starter_documents
 from rheostat.rollout.backends import EMBEDDED, Catalogue
 
@@ -36,13 +42,16 @@ def validate(
     objects: list[tuple[str, dict[str, Any]]] = []
     parsed: list[tuple[str, Manifest]] = []
     for root in paths:
-        for f in manifest_files(root):
-            try:
-                for obj in parse_text(f.read_text(encoding="utf-8"), str(f)):
-                    objects.append((str(f), _body(obj)))
-                    parsed.append((str(f), obj))
-            except ManifestError as exc:
-                results += _schema_results(exc, str(f))
+        tree = list(manifest_files(root))
+        patches = _patch_files(tree)
+        for f in tree:
+            if f.name in KUSTOMIZE_FILES or f.resolve() in patches:
+                continue  # kustomize's recipe and the patches it applies: not objects of their own
+            problems, loaded = _read(f)
+            results += problems
+            for obj in loaded:
+                objects.append((str(f), _body(obj)))
+                parsed.append((str(f), obj))
     results += cross_object(parsed, catalogue)
     policies = [b for _, b in objects if is_policy(b)] + (starter_documents() if starter else [])
     reviewed = [(f, b) for f, b in objects if not is_policy(b)]
@@ -59,6 +68,50 @@ def validate(
         file = files.get((v.object_kind, v.object_namespace or "default", v.object_name), "")
         results.append(Result(v.policy, level, file, v.object_ref, v.message))
     return results
+
+
+def _read(f: Path) -> tuple[list[Result], list[Manifest]]:
+    """Every problem of one file (not only the first), and the objects that loaded."""
+    try:
+        docs = documents(f.read_text(encoding="utf-8"), str(f))
+    except (OSError, UnicodeDecodeError) as exc:
+        return [Result("schema", "error", str(f), "file", f"cannot read: {exc}")], []
+    except ManifestError as exc:
+        return _schema_results(exc, str(f)), []
+    flux: Counter[str] = Counter()
+    kept = []
+    for doc in docs:
+        if is_kustomize_file(doc):
+            continue  # kustomize's recipe, whatever the file is called
+        if is_flux_component(doc):
+            flux[str(doc.get("kind"))] += 1
+        else:
+            kept.append(doc)
+    loaded = read_documents(kept, str(f))
+    out = [r for exc in loaded.errors for r in _schema_results(exc, str(f))]
+    out += [Result("deprecated", "warning", str(f), obj, why) for obj, why in loaded.warnings]
+    if flux:
+        out.append(Result("flux-components", "note", str(f), "file", components_note(flux)))
+    return out, loaded.objects
+
+
+def _patch_files(files: list[Path]) -> set[Path]:
+    """Files that a kustomization.yaml applies as patches: partial objects, checked by kustomize."""
+    out: set[Path] = set()
+    for f in files:
+        if f.name not in KUSTOMIZE_FILES:
+            continue
+        try:
+            kus = safe_load(f.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            continue
+        if not isinstance(kus, dict):
+            continue
+        named = [p.get("path") for p in kus.get("patches") or [] if isinstance(p, dict)]
+        named += [p for p in kus.get("patchesStrategicMerge") or [] if isinstance(p, str) and "\n" not in p]
+        named += [p.get("path") for p in kus.get("patchesJson6902") or [] if isinstance(p, dict)]
+        out |= {(f.parent / n).resolve() for n in named if isinstance(n, str)}
+    return out
 
 
 def _schema_results(exc: ManifestError, file: str) -> list[Result]:

@@ -7,14 +7,40 @@ import hashlib
 import json
 import re
 import shutil
+import tempfile
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import yaml
+
+from rheostat.gitops.flux_layout import (
+    KUSTOMIZE_FILES,
+    Bootstrap,
+    LayoutError,
+    components_note,
+    find_bootstrap,
+    is_flux_component,
+    prepare,
+    uses_kustomize,
+)
 from rheostat.model.base import object_key
-from rheostat.model.load import FieldError, Manifest, ManifestError, manifest_files, parse_text
+from rheostat.model.core import CoreObject
+from rheostat.model.gitops import KustomizationSpec
+from rheostat.model.load import (
+    FieldError,
+    Manifest,
+    ManifestError,
+    ManifestErrors,
+    documents,
+    manifest_files,
+    read_documents,
+)
 
-KUSTOMIZE_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
+__all__ = ["KUSTOMIZE_FILES", "BuildCache", "BuildError", "Built", "build", "substitute", "uses_kustomize"]
+
 _VAR = re.compile(r"\$(\$?)\{([_a-zA-Z][_a-zA-Z0-9]*)(?::([=-])([^}]*))?\}")
 
 
@@ -27,6 +53,8 @@ class Built:
     objects: list[Manifest]
     files: dict[str, str]  # "Kind ns/name" -> the file it came from (for trace)
     bodies: list[str] = field(default_factory=list)  # each object as the store keeps it (sorted-key JSON)
+    notes: list[str] = field(default_factory=list)  # what was left out or only stored, once per revision
+    deprecated: list[str] = field(default_factory=list)  # deprecated Flux API versions and fields used
 
 
 def substitute(text: str, variables: Mapping[str, str], source: str) -> str:
@@ -58,8 +86,9 @@ def kustomize_command() -> list[str]:
     )
 
 
-async def kustomize(directory: Path, timeout_s: float) -> str:
+async def kustomize(directory: Path, timeout_s: float, shown: str | None = None) -> str:
     cmd = [*kustomize_command(), str(directory)]
+    where = shown or str(directory)
     proc = await asyncio.create_subprocess_exec(
         *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
@@ -68,9 +97,9 @@ async def kustomize(directory: Path, timeout_s: float) -> str:
     except TimeoutError:
         proc.kill()
         await proc.wait()
-        raise BuildError(f"{' '.join(cmd[:2])} {directory} did not finish in {timeout_s:g}s") from None
+        raise BuildError(f"{' '.join(cmd[:2])} {where} did not finish in {timeout_s:g}s") from None
     if proc.returncode != 0:
-        raise BuildError(f"{' '.join(cmd[:2])} {directory} failed: {err.decode(errors='replace').strip()}")
+        raise BuildError(f"{' '.join(cmd[:2])} {where} failed: {err.decode(errors='replace').strip()}")
     return out.decode()
 
 
@@ -100,13 +129,18 @@ async def build(
     timeout_s: float = 60.0,
     cache: BuildCache | None = None,
     revision: str | None = None,
+    spec: KustomizationSpec | None = None,
 ) -> Built:
-    """Every object under `root/path`, validated; BuildError or ManifestError for the first problem.
+    """Every object under `root/path`, validated, built as Flux's kustomize-controller would (flux_layout.py);
+    BuildError, or ManifestError naming every bad object.
 
     With a cache, a revision and path built before is not read again, and text parsed before is not parsed
     again (a new revision where this path did not change)."""
     substituted = None if variables is None else dict(variables)
-    at_revision = json.dumps([revision, str(root), path, substituted, target_namespace])
+    if spec is not None:
+        target_namespace = spec.targetNamespace
+    spec_key = None if spec is None else spec.model_dump(mode="json", exclude_none=True)
+    at_revision = json.dumps([revision, str(root), path, substituted, target_namespace, spec_key])
     if cache is not None and revision is not None and (hit := cache.get(at_revision)) is not None:
         return hit
     directory = (root / path).resolve()  # a few stats of a local tree: not worth a thread
@@ -114,39 +148,139 @@ async def build(
         raise BuildError(f"path {path!r} leaves the source")
     if not directory.is_dir():
         raise BuildError(f"path {path!r} not found in the source")
+    boot, kustomized = await asyncio.to_thread(_layout, root, directory, spec)
     texts: list[tuple[str, str]] = []
-    if any((directory / name).is_file() for name in KUSTOMIZE_FILES):
-        texts.append((f"{path} (kustomize build)", await kustomize(directory, timeout_s)))
+    if kustomized:
+        texts += await _kustomize_path(root, path, spec, timeout_s)
     else:
         for f in manifest_files(directory):
             try:
                 texts.append((str(f.relative_to(root)), f.read_text(encoding="utf-8")))
             except (OSError, UnicodeDecodeError) as exc:
                 raise BuildError(f"{f.relative_to(root)}: cannot read: {exc}") from exc
-    key = hashlib.sha256(json.dumps([texts, substituted, target_namespace]).encode()).hexdigest()
+    key = hashlib.sha256(json.dumps([texts, substituted, target_namespace, spec_key]).encode()).hexdigest()
     if cache is not None and (hit := cache.get(key)) is not None:
         return _remember(cache, [at_revision], hit)
+    built = _objects(texts, variables, None if kustomized else target_namespace, spec, boot)
+    return _remember(cache, [key, at_revision], built)
+
+
+def _layout(root: Path, directory: Path, spec: KustomizationSpec | None) -> tuple[Bootstrap, bool]:
+    return find_bootstrap(root.resolve(), directory), uses_kustomize(directory, spec)
+
+
+async def _kustomize_path(
+    root: Path, path: str, spec: KustomizationSpec | None, timeout_s: float
+) -> list[tuple[str, str]]:
+    """kustomize's output for the path, after Flux's generated kustomization; flagd files beside it as read."""
+    with tempfile.TemporaryDirectory(prefix="rheostat-build-") as scratch:
+        try:
+            directory, found = await asyncio.to_thread(prepare, root, path, spec, Path(scratch))
+        except LayoutError as exc:
+            raise BuildError(f"{path}: {exc}") from exc
+        except (OSError, yaml.YAMLError) as exc:
+            raise BuildError(f"{path}: cannot prepare the kustomize build: {exc}") from exc
+        try:
+            texts = [(f"{path} (kustomize build)", await kustomize(directory, timeout_s, shown=path))]
+        except BuildError as exc:  # kustomize names the scratch copy: say the path in the source instead
+            raise BuildError(str(exc).replace(f"{Path(scratch) / 'source'}/", "")) from None
+        copy = Path(scratch) / "source"
+        texts += await asyncio.to_thread(
+            lambda: [(str(f.relative_to(copy)), _text(f)) for f in found.flag_files]
+        )
+    return texts
+
+
+def _text(f: Path) -> str:
+    try:
+        return f.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BuildError(f"{f.name}: cannot read: {exc}") from exc
+
+
+def _objects(
+    texts: list[tuple[str, str]],
+    variables: Mapping[str, str] | None,
+    target_namespace: str | None,
+    spec: KustomizationSpec | None,
+    boot: Bootstrap,
+) -> Built:
     objects: list[Manifest] = []
     files: dict[str, str] = {}
+    problems: list[ManifestError] = []
+    notes: list[str] = []
+    deprecated: list[str] = []
+    flux_parts: Counter[str] = Counter()
+    adopted: list[str] = []
+    not_run: list[str] = []
     for source, text in texts:
         if variables is not None:  # only with postBuild, as Flux
             text = substitute(text, variables, source)
-        for obj in parse_text(text, source):
-            if target_namespace is not None:
-                meta = obj.metadata.model_copy(update={"namespace": target_namespace})
-                obj = obj.model_copy(update={"metadata": meta})
+        docs = []
+        for doc in documents(text, source):
+            if is_flux_component(doc):
+                flux_parts[str(doc.get("kind"))] += 1
+            elif (sync := _ident(doc)) in boot.adopted:
+                adopted.append(f"{sync[0]} {sync[1]}")
+            else:
+                docs.append(doc)
+        loaded = read_documents(docs, source)
+        problems += loaded.errors
+        deprecated += [f"{obj}: {why}" for obj, why in loaded.warnings]
+        for obj in loaded.objects:
+            obj = _placed(obj, target_namespace, spec)
             ident = f"{obj.kind} {object_key(obj.metadata.namespace, obj.metadata.name)}"
             if ident in files:
-                raise ManifestError(
-                    source, ident, [FieldError("metadata.name", f"also declared in {files[ident]}")]
+                problems.append(
+                    ManifestError(
+                        source, ident, [FieldError("metadata.name", f"also declared in {files[ident]}")]
+                    )
                 )
+                continue
+            if isinstance(obj, CoreObject):
+                not_run.append(f"{obj.kind} {obj.metadata.key}")
             files[ident] = source
             objects.append(obj)
+    if problems:
+        raise problems[0] if len(problems) == 1 else ManifestErrors(problems)
+    if flux_parts:
+        notes.insert(0, components_note(flux_parts))
+    if adopted:
+        paths = f" (it applies {', '.join(boot.sync_paths)})" if boot.sync_paths else ""
+        notes.insert(
+            0,
+            f"adopted from {', '.join(boot.folders)}: {', '.join(sorted(adopted))}; they describe the repository "
+            f"Rheostat already follows{paths}",
+        )
+    if not_run:
+        notes.append(f"stored, not run on the local platform: {', '.join(not_run)}")
     bodies = [
         json.dumps(o.model_dump(mode="json", exclude_none=True, by_alias=True), sort_keys=True)
         for o in objects
     ]
-    return _remember(cache, [key, at_revision], Built(objects, files, bodies))
+    return Built(objects, files, bodies, notes, deprecated)
+
+
+def _ident(doc: Any) -> tuple[str, str]:
+    if not isinstance(doc, dict):
+        return ("", "")
+    meta = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+    assert isinstance(meta, dict)
+    return (str(doc.get("kind")), f"{meta.get('namespace', 'default')}/{meta.get('name', '')}")
+
+
+def _placed(obj: Manifest, target_namespace: str | None, spec: KustomizationSpec | None) -> Manifest:
+    """targetNamespace on a plain folder (kustomize sets it otherwise), then Flux's commonMetadata."""
+    update: dict[str, Any] = {}
+    if target_namespace is not None and obj.kind != "Namespace":
+        update["namespace"] = target_namespace
+    common = spec.commonMetadata if spec is not None else None
+    if common is not None:
+        update["labels"] = {**obj.metadata.labels, **common.labels}
+        update["annotations"] = {**obj.metadata.annotations, **common.annotations}
+    if not update:
+        return obj
+    return obj.model_copy(update={"metadata": obj.metadata.model_copy(update=update)})
 
 
 def _remember(cache: BuildCache | None, keys: list[str], built: Built) -> Built:

@@ -19,7 +19,7 @@ from typing import Any
 
 from rheostat.flags.store import FlagSource, source_of
 from rheostat.gitops import conditions as cond
-from rheostat.gitops.build import KUSTOMIZE_FILES, BuildCache, BuildError, build
+from rheostat.gitops.build import KUSTOMIZE_FILES, BuildCache, BuildError, build, uses_kustomize
 from rheostat.gitops.checks import Index, check_flags, check_references
 from rheostat.gitops.sources import Fetched, Fetcher, FetchError, unreadable
 from rheostat.model.flags import FeatureFlag, FlagSet
@@ -74,6 +74,8 @@ class Plan:
     pruned: list[Ident] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)  # "Kind ns/name" -> file in the source
     bodies: dict[str, str] = field(default_factory=dict)  # "Kind ns/name" -> body as stored JSON
+    notes: list[str] = field(default_factory=list)  # what the build left out or only stores (build.py)
+    deprecated: list[str] = field(default_factory=list)  # deprecated Flux versions and fields it read
 
     @property
     def empty(self) -> bool:
@@ -442,7 +444,7 @@ class GitOps:
         if any(p.rsplit("/", 1)[-1] in KUSTOMIZE_FILES for p in changed):
             return False
         root = _path(artifact["path"]) / prefix
-        if any((root / name).is_file() for name in KUSTOMIZE_FILES):
+        if root.is_dir() and uses_kustomize(root, ks.spec):
             return False
         return not any(prefix == "" or p == prefix or p.startswith(prefix + "/") for p in changed)
 
@@ -457,13 +459,15 @@ class GitOps:
             cache=self._builds,
             revision=artifact["revision"],
             variables=variables,
-            target_namespace=ks.spec.targetNamespace,
             timeout_s=timeout,
+            spec=ks.spec,
         )
         owner = f"{KUSTOMIZATION} {key}"
         inventory = {(k, n) for k, n in self.state(KUSTOMIZATION, key).get("inventory", [])}
         digests: dict[str, str] = self.state(KUSTOMIZATION, key).get("digests", {})
         plan = Plan(
+            notes=built.notes,
+            deprecated=built.deprecated,
             files=built.files,
             bodies={
                 f"{o.kind} {o.metadata.key}": text
@@ -556,6 +560,10 @@ class GitOps:
                 self.store.add_event(
                     KUSTOMIZATION, key, "ReconciliationSucceeded", f"applied revision {revision}: {changes}"
                 )
+            for reason, notes in (("NotRun", plan.notes), ("Deprecated", plan.deprecated)):
+                if first and notes:  # once per revision
+                    text = f"revision {revision}: {'; '.join(notes)}"
+                    self.store.add_event(KUSTOMIZATION, key, reason, text, reason == "Deprecated")
             self.store.put_state(KUSTOMIZATION, key, state)
         if self.hooks.on_applied is not None and not plan.empty:
             await self.hooks.on_applied([*plan.created, *plan.updated, *plan.drifted], plan.pruned)

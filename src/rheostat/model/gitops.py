@@ -1,9 +1,12 @@
-"""Flux's kinds: `GitRepository`, `Kustomization` and `Receiver`, with the fields Rheostat acts on."""
+"""Flux's kinds: `GitRepository`, `Kustomization` and `Receiver`, with the fields Rheostat acts on.
+
+Every API version Flux still converts is read (model/flux.py warns about the deprecated ones); a Flux field
+that is not here is refused by load.py with what to do instead."""
 
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -45,6 +48,7 @@ class GitRepositorySpec(Strict):
     verify: Verify | None = None
     suspend: bool = False
     provider: Literal["generic"] = "generic"
+    gitImplementation: str | None = None  # v1beta1/v1beta2, deprecated and without effect in Flux
 
     @field_validator("interval", "timeout")
     @classmethod
@@ -62,16 +66,30 @@ class GitRepositorySpec(Strict):
 
 
 class GitRepository(Strict):
-    apiVersion: Literal["source.toolkit.fluxcd.io/v1"]
+    apiVersion: Literal[
+        "source.toolkit.fluxcd.io/v1", "source.toolkit.fluxcd.io/v1beta2", "source.toolkit.fluxcd.io/v1beta1"
+    ]
     kind: Literal["GitRepository"]
     metadata: ObjectMeta
     spec: GitRepositorySpec
 
 
 class SourceRef(Strict):
-    kind: Literal["GitRepository"]
+    kind: str
     name: str
     namespace: str | None = None
+    apiVersion: str | None = None
+
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, v: str) -> str:
+        if v in ("OCIRepository", "Bucket", "ExternalArtifact"):
+            raise ValueError(
+                f"{v} is not supported by Rheostat yet: use a GitRepository (source.toolkit.fluxcd.io/v1)"
+            )
+        if v != "GitRepository":
+            raise ValueError(f"{v!r}: a Kustomization's source is a GitRepository")
+        return v
 
 
 class DependsOn(Strict):
@@ -98,6 +116,40 @@ class PostBuild(Strict):
         return v
 
 
+class Selector(Strict):
+    """kustomize's patch target; name, namespace and the selectors are as kustomize reads them (regex)."""
+
+    group: str | None = None
+    version: str | None = None
+    kind: str | None = None
+    name: str | None = None
+    namespace: str | None = None
+    labelSelector: str | None = None
+    annotationSelector: str | None = None
+
+
+class Patch(Strict):
+    patch: str
+    target: Selector | None = None
+
+
+class Json6902Patch(Strict):  # v1beta1/v1beta2, deprecated
+    patch: list[dict[str, Any]]
+    target: Selector
+
+
+class Image(Strict):
+    name: str
+    newName: str | None = None
+    newTag: str | None = None
+    digest: str | None = None
+
+
+class CommonMetadata(Strict):
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
 class KustomizationSpec(Strict):
     sourceRef: SourceRef
     prune: bool
@@ -112,6 +164,28 @@ class KustomizationSpec(Strict):
     targetNamespace: str | None = None
     postBuild: PostBuild | None = None
     force: bool = False
+    commonMetadata: CommonMetadata | None = None
+    namePrefix: str | None = None
+    nameSuffix: str | None = None
+    patches: list[Patch] = Field(default_factory=list)
+    images: list[Image] = Field(default_factory=list)
+    components: list[str] = Field(default_factory=list)
+    patchesStrategicMerge: list[dict[str, Any]] = Field(default_factory=list)  # deprecated (v1beta*)
+    patchesJson6902: list[Json6902Patch] = Field(default_factory=list)  # deprecated (v1beta*)
+    validation: str | None = None  # v1beta*, deprecated and without effect in Flux
+
+    @property
+    def needs_kustomize(self) -> bool:
+        """Fields only kustomize applies: the path is then built through a kustomization.yaml."""
+        return bool(
+            self.namePrefix
+            or self.nameSuffix
+            or self.patches
+            or self.images
+            or self.components
+            or self.patchesStrategicMerge
+            or self.patchesJson6902
+        )
 
     @field_validator("interval", "retryInterval", "timeout")
     @classmethod
@@ -127,7 +201,11 @@ class KustomizationSpec(Strict):
 
 
 class Kustomization(Strict):
-    apiVersion: Literal["kustomize.toolkit.fluxcd.io/v1"]
+    apiVersion: Literal[
+        "kustomize.toolkit.fluxcd.io/v1",
+        "kustomize.toolkit.fluxcd.io/v1beta2",
+        "kustomize.toolkit.fluxcd.io/v1beta1",
+    ]
     kind: Literal["Kustomization"]
     metadata: ObjectMeta
     spec: KustomizationSpec
@@ -148,7 +226,11 @@ class ReceiverSpec(Strict):
 
 
 class Receiver(Strict):
-    apiVersion: Literal["notification.toolkit.fluxcd.io/v1"]
+    apiVersion: Literal[
+        "notification.toolkit.fluxcd.io/v1",
+        "notification.toolkit.fluxcd.io/v1beta2",
+        "notification.toolkit.fluxcd.io/v1beta1",
+    ]
     kind: Literal["Receiver"]
     metadata: ObjectMeta
     spec: ReceiverSpec

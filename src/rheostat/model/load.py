@@ -13,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from rheostat.model.alert_provider import AlertProvider
 from rheostat.model.canary import Canary
+from rheostat.model.core import CORE_KINDS, CoreObject
 from rheostat.model.flags import (
     FLAG_KINDS,
     FeatureFlag,
@@ -20,6 +21,14 @@ from rheostat.model.flags import (
     flag_set_from_document,
     flag_set_name,
     is_flagd_document,
+)
+from rheostat.model.flux import (
+    VERSIONS,
+    field_refusal,
+    is_kustomize_file,
+    not_yet,
+    version_problem,
+    warnings_of,
 )
 from rheostat.model.gitops import GitRepository, Kustomization, Receiver
 from rheostat.model.metric_template import MetricTemplate
@@ -48,6 +57,7 @@ Manifest = (
     | ValidatingAdmissionPolicyBinding
     | FlagSet
     | FeatureFlag
+    | CoreObject
 )
 MANIFEST_TYPES = (
     Canary,
@@ -63,18 +73,27 @@ MANIFEST_TYPES = (
     ValidatingAdmissionPolicyBinding,
     FlagSet,
     FeatureFlag,
+    CoreObject,
 )
+_FLUX_MODELS: dict[str, type[BaseModel]] = {
+    "GitRepository": GitRepository,
+    "Kustomization": Kustomization,
+    "Receiver": Receiver,
+}
 
 KINDS: dict[tuple[str, str], type[BaseModel]] = {
     ("flagger.app/v1beta1", "Canary"): Canary,
     ("flagger.app/v1beta1", "MetricTemplate"): MetricTemplate,
     ("flagger.app/v1beta1", "AlertProvider"): AlertProvider,
     ("rheostat.dev/v1alpha1", "Workload"): Workload,
-    ("source.toolkit.fluxcd.io/v1", "GitRepository"): GitRepository,
-    ("kustomize.toolkit.fluxcd.io/v1", "Kustomization"): Kustomization,
-    ("notification.toolkit.fluxcd.io/v1", "Receiver"): Receiver,
+    **{
+        (f"{group}/{version}", kind): _FLUX_MODELS[kind]
+        for (group, kind), (current, old) in VERSIONS.items()
+        for version in (current, *old)
+    },
     **POLICY_KINDS,
     **FLAG_KINDS,
+    **dict.fromkeys(CORE_KINDS, CoreObject),
 }
 
 
@@ -93,6 +112,19 @@ class ManifestError(Exception):
         self.errors = errors
         detail = "; ".join(f"{e.path}: {e.message}" if e.path else e.message for e in errors)
         super().__init__(f"{source}: {obj}: {detail}")
+
+
+class ManifestErrors(ManifestError):
+    """Several bad objects, reported at once; `source`, `obj` and `errors` are the first one's."""
+
+    def __init__(self, problems: list[ManifestError]) -> None:
+        first = problems[0]
+        self.problems = problems
+        super().__init__(first.source, first.obj, first.errors)
+        self.args = ("; ".join(str(p) for p in problems) + f" ({len(problems)} objects refused)",)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 def _path(loc: Iterable[int | str]) -> str:
@@ -134,24 +166,85 @@ def parse_object(doc: Any, source: str = "<input>", index: int = 0) -> Manifest:
             why = "is missing" if value is None else f"expected a string, got {type(value).__name__}"
             raise ManifestError(source, obj, [FieldError(field, why)])
     model = Constraint if is_constraint(doc) else KINDS.get(key)  # type: ignore[arg-type]
+    doc_key = (str(key[0]), str(key[1]))
+    if model is None and is_kustomize_file(doc):
+        why = (
+            "kustomize's own file: it says how to build a folder and is read only as `kustomization.yaml`, "
+            "`kustomization.yml` or `Kustomization`"
+        )
+        raise ManifestError(source, f"kustomize {doc_key[1]}", [FieldError("kind", why)])
+    if model is None and (refusal := not_yet(*doc_key)) is not None:
+        raise ManifestError(source, obj, [FieldError("kind", refusal)])
+    if model is None and (refusal := version_problem(*doc_key)) is not None:
+        raise ManifestError(source, obj, [FieldError("apiVersion", refusal)])
     if model is None:
-        known = ", ".join(f"{k} ({a})" for a, k in KINDS)
+        known = ", ".join(sorted({k for _, k in KINDS}))
         raise ManifestError(
             source,
             obj,
-            [FieldError("kind", f"unknown kind {key[1]!r} of apiVersion {key[0]!r}; known: {known}")],
+            [FieldError("kind", f"unknown kind {key[1]!r} of apiVersion {key[0]!r}; Rheostat reads {known}")],
         )
     try:
         parsed = model.model_validate(doc)
     except ValidationError as exc:
-        errors = [FieldError(_path(e["loc"]), e["msg"].removeprefix("Value error, ")) for e in exc.errors()]
+        flux = key[1] if model in _FLUX_MODELS.values() else None
+        errors = [_field_error(e["loc"], e["type"], e["msg"], flux) for e in exc.errors()]
         raise ManifestError(source, obj, errors) from exc
     assert isinstance(parsed, MANIFEST_TYPES)
     return parsed
 
 
+def _field_error(loc: Iterable[int | str], kind: str, message: str, flux_kind: str | None) -> FieldError:
+    """pydantic's error, said in Flux's words for Flux kinds: a field Flux has but Rheostat does not run is
+    refused by name, and one Flux does not have is called unknown (never "Extra inputs are not permitted")."""
+    path = _path(loc)
+    if flux_kind is not None and kind == "extra_forbidden":
+        dotted = ".".join(p for p in path.replace("[", ".[").split(".") if not p.startswith("["))
+        refusal = field_refusal(flux_kind, dotted)
+        if refusal is None:
+            refusal = f"{flux_kind} has no field {path.rsplit('.', 1)[-1]!r} here (check the spelling)"
+        return FieldError(path, refusal)
+    return FieldError(path, message.removeprefix("Value error, "))
+
+
+@dataclass
+class Loaded:
+    """Every object of a text that could be read, every one that could not, and what loads but should change."""
+
+    objects: list[Manifest]
+    errors: list[ManifestError]
+    warnings: list[tuple[str, str]]  # ("Kind ns/name", message)
+
+
+def read_text(text: str, source: str = "<input>") -> Loaded:
+    """Every document of a YAML text, the bad ones collected rather than raised."""
+    try:
+        docs = documents(text, source)
+    except ManifestError as exc:
+        return Loaded([], [exc], [])
+    return read_documents(docs, source)
+
+
+def read_documents(docs: list[Any], source: str = "<input>") -> Loaded:
+    """`read_text` for documents already decoded (a kustomize build, filtered)."""
+    out = Loaded([], [], [])
+    for i, doc in enumerate(docs):
+        try:
+            out.objects.append(parse_object(doc, source, i))
+        except ManifestError as exc:
+            out.errors.append(exc)
+            continue
+        out.warnings += [(_describe(doc, i), w) for w in warnings_of(doc)]
+    return out
+
+
 def parse_text(text: str, source: str = "<input>") -> list[Manifest]:
     """Every object of a multi-document YAML text; the first bad one raises ManifestError."""
+    return [parse_object(doc, source, i) for i, doc in enumerate(documents(text, source))]
+
+
+def documents(text: str, source: str) -> list[Any]:
+    """The decoded documents of a YAML text, within the YAML bounds; ManifestError with the line."""
     try:
         docs = safe_load_all(text)
     except yaml.YAMLError as exc:
@@ -161,7 +254,7 @@ def parse_text(text: str, source: str = "<input>") -> list[Manifest]:
         if not isinstance(exc, YamlLimitError):
             problem = f"malformed YAML: {problem}"
         raise ManifestError(source, where, [FieldError("", problem)]) from exc
-    return [parse_object(doc, source, i) for i, doc in enumerate(docs)]
+    return list(docs)
 
 
 def load_file(path: Path) -> list[Manifest]:
