@@ -34,18 +34,13 @@ QUIET = frozenset(
     }
 )
 
-# What a reason means, in a few words; the event's own message follows.
+# What a reason means, in a few words, before the event's own message.
 LABELS = {
-    "ReconciliationSucceeded": "revision applied",
-    "Initialized": "initialized",
     "NewRevision": "rollout started",
-    "Advance": "step",
     "Switch": "step",
     "Mirroring": "step",
     "Promoting": "promoting",
     "PromotingEarly": "promoting early",
-    "Promoted": "promoted",
-    "Rollback": "rolled back",
     "CheckFailed": "check failed",
     "WaitingForData": "waiting for traffic",
     "Halted": "halted",
@@ -54,11 +49,30 @@ LABELS = {
     "FetchFailed": "source fetch failing",
     "BuildFailed": "revision rejected",
     "InvalidSpec": "invalid",
-    "TickFailed": "failing",
-    "ManualRequest": "requested",
+    "TickFailed": "stuck",
+    "ManualRequest": "manual action",
     "Cancelled": "cancelled",
     "Pruned": "deleted",
     "DriftRepaired": "drift repaired",
+}
+
+# Flagger's wording of the rollout's own events, said the short way (the events keep Flagger's words).
+REWRITES: dict[str, list[tuple[re.Pattern[str], str]]] = {
+    "Advance": [
+        (re.compile(r"canary weight (\d+)$"), r"step: canary weight \1%"),
+        (re.compile(r"canary iteration (\d+/\d+)$"), r"step: iteration \1"),
+    ],
+    "Initialized": [
+        (re.compile(r"^Initialization done!.*"), "initialized: the first revision is live (no analysis)")
+    ],
+    "Promoted": [
+        (re.compile(r"^Promotion completed! \S+ promoted$"), "promoted"),
+        (re.compile(r"^Promotion completed! (.*)"), r"promoted: \1"),
+    ],
+    "Rollback": [
+        (re.compile(r"^Rolling back \S+: (.*)"), r"rolled back: \1"),
+        (re.compile(r"(.*)"), r"rolled back: \1"),
+    ],
 }
 
 _SHA = re.compile(r"\b(sha1|sha256):([0-9a-f]{7})[0-9a-f]{5,}\b")
@@ -80,10 +94,20 @@ def short(message: str) -> str:
     return _SHA.sub(r"\2", " ".join(message.split()))
 
 
+def say(e: EventRecord) -> str:
+    """What an event tells, in the console's words."""
+    message = short(e.message)
+    for pattern, words in REWRITES.get(e.reason, []):
+        m = pattern.search(message)
+        if m is not None:
+            return m.expand(words)
+    label = LABELS.get(e.reason)
+    return f"{label}: {message}" if label else message
+
+
 def text_line(e: EventRecord) -> str:
     at = datetime.datetime.fromtimestamp(e.ts).strftime("%H:%M:%S")
-    label = LABELS.get(e.reason, e.reason)
-    return f"{at} {e.kind} {e.key}: {label}: {short(e.message)}"
+    return f"{at} {e.kind} {e.key}: {say(e)}"
 
 
 def json_line(e: EventRecord) -> str:
@@ -91,7 +115,7 @@ def json_line(e: EventRecord) -> str:
         "time": datetime.datetime.fromtimestamp(e.ts, datetime.UTC).isoformat(timespec="milliseconds"),
         "level": "warning" if e.warning else "info",
         "logger": "rheostat.events",
-        "message": short(e.message),
+        "message": short(e.message),  # the event's own words; `say` is for people
         "kind": e.kind,
         "object": e.key,
         "reason": e.reason,
