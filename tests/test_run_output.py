@@ -252,7 +252,7 @@ async def test_a_failed_tick_is_an_event_in_user_terms() -> None:
     async def failing(key: object) -> None:
         raise faults[0] if len(faults) == 1 else faults.pop(0)
 
-    h.engine.tick = failing  # type: ignore[assignment,method-assign]
+    h.engine.tick = failing  # type: ignore[method-assign]
     sched = Scheduler(h.engine, sync_interval_s=0.02)
     task = asyncio.create_task(sched.run())
     try:
