@@ -23,6 +23,7 @@ from rheostat.rollout.backends import REFUSED_EVERYWHERE, WORKLOAD_KINDS, Backen
 from rheostat.rollout.engine import CANARY, Engine, target_of
 from rheostat.rollout.flagger_status import from_flagger, to_flagger
 from rheostat.store.port import State
+from rheostat.util.errors import describe_error
 from rheostat.util.tasks import cancel_all, supervised
 
 log = logging.getLogger(__name__)
@@ -130,7 +131,7 @@ class ClusterSecrets:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("watch of secrets failed (%s); again in %.1fs", exc, delay)
+                log.warning("watch of secrets failed (%s); again in %.1fs", describe_error(exc), delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
 
@@ -207,7 +208,7 @@ class ClusterMirror:
                 raise
             except Exception as exc:
                 broken = True
-                log.warning("watch of %s failed (%s); again in %.1fs", kind, exc, delay)
+                log.warning("watch of %s failed (%s); again in %.1fs", kind, describe_error(exc), delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
 
