@@ -120,6 +120,21 @@ async def test_a_fault_that_repeats_every_tick_is_told_once_and_again_after_a_re
             warning=True,
         )
         store.add_event(
+            "Workload",
+            "apps/web",
+            "PolicyViolation",
+            "[deny] workload-must-have-readiness-probe: Workload web has no readinessProbe (commit main@sha1:"
+            "0123456789abcdef, found by gate)",
+            warning=True,
+        )
+        store.add_event(
+            "Workload",
+            "apps/old",
+            "PolicyViolation",
+            "[deny] workload-must-have-readiness-probe: Workload old has no readinessProbe (commit -, found by audit)",
+            warning=True,
+        )
+        store.add_event(
             "GitRepository",
             "flux-system/flux-system",
             "FetchFailed",
@@ -136,8 +151,10 @@ async def test_a_fault_that_repeats_every_tick_is_told_once_and_again_after_a_re
         f"Canary apps/web: stuck: {clash}",
         "Canary apps/web: check failed: request-success-rate 80 < 99 (failed checks 1/2)",
         "Canary apps/web: rolled back: failed checks threshold reached 2: request-success-rate 80 < 99",
-        "Kustomization flux-system/flux-system: blocked by policy: revision main@0123456 blocked by policy: "
+        "Kustomization flux-system/flux-system: revision main@0123456 blocked by policy: "
         "Workload web has no readinessProbe",
+        "Workload apps/old: policy violation: [deny] workload-must-have-readiness-probe: Workload old has no "
+        "readinessProbe (commit -, found by audit)",
         "GitRepository flux-system/flux-system: source fetch failing: GitOperationFailed: repository not found",
         "Canary apps/web: rollout started: New revision detected! Scaling up web",
         f"Canary apps/web: stuck: {clash}",  # the fault again after a change is news again

@@ -44,8 +44,7 @@ LABELS = {
     "CheckFailed": "check failed",
     "WaitingForData": "waiting for traffic",
     "Halted": "halted",
-    "PolicyViolation": "blocked by policy",
-    "PolicyWarning": "policy warning",
+    "PolicyViolation": "policy violation",
     "FetchFailed": "source fetch failing",
     "BuildFailed": "revision rejected",
     "InvalidSpec": "invalid",
@@ -69,6 +68,7 @@ REWRITES: dict[str, list[tuple[re.Pattern[str], str]]] = {
         (re.compile(r"^Promotion completed! \S+ promoted$"), "promoted"),
         (re.compile(r"^Promotion completed! (.*)"), r"promoted: \1"),
     ],
+    "PolicyViolation": [(re.compile(r"^(revision \S+ blocked by policy: .*)"), r"\1")],
     "Rollback": [
         (re.compile(r"^Rolling back \S+: (.*)"), r"rolled back: \1"),
         (re.compile(r"(.*)"), r"rolled back: \1"),
@@ -81,6 +81,8 @@ _STEP_PROMOTING = re.compile(r"^promotion of \S+: primary weight \d+$")
 
 def shown(e: EventRecord) -> bool:
     """Whether an event gets a line of its own."""
+    if e.reason == "PolicyViolation" and e.message.endswith("found by gate)"):
+        return False  # the Kustomization's line says the revision was blocked, and by what
     if e.warning:
         return True
     if e.reason in QUIET:
