@@ -321,3 +321,20 @@ def test_setup_routes_every_record_through_one_handler(fmt: str) -> None:
         assert [json.loads(line)["message"] for line in lines] == ["shown", "what run says of itself"]
     else:
         assert lines[0].endswith("warning: shown") and lines[1].endswith("info: what run says of itself")
+
+
+async def test_the_narrator_stays_quiet_when_the_store_closes_under_it(tmp_path: Path) -> None:
+    store = Store(tmp_path / "state.db")
+    out = io.StringIO()
+    loop = asyncio.get_running_loop()
+    faults: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _, context: faults.append(context))
+    try:
+        Narrator(store, since=0, out=out)
+        with store.transaction():
+            store.add_event("Canary", "apps/web", "Promoted", "Promotion completed! web promoted")
+        store.close()  # as the server stops: the read the commit woke comes after
+        await settle()
+    finally:
+        loop.set_exception_handler(None)
+    assert faults == [] and out.getvalue() == ""

@@ -14,6 +14,7 @@ import asyncio
 import datetime
 import json
 import re
+import sqlite3
 import sys
 from collections.abc import Callable
 from typing import Any, TextIO
@@ -161,7 +162,10 @@ class Narrator:
     def _read(self) -> None:
         self._pending = False
         while True:
-            batch = self.store.events(after=self.after, limit=BATCH)
+            try:
+                batch = self.store.events(after=self.after, limit=BATCH)
+            except sqlite3.Error:  # the store closed while the server stops; nothing more to tell
+                return
             for e in batch:
                 self.after = max(self.after, e.id)
                 if e.ts >= self.since and self._news(e):
