@@ -562,8 +562,9 @@ def test_pause_resume_and_abort_from_the_cli(cluster: Cluster) -> None:
     c.wait_at_rest()
     tick = c.last_tick()
     version = c.next_version()
-    # maxWeight 100: enough steps left to pause, resume and abort before it could promote
-    c.commit(c.manifests(version, step_weight=25, max_weight=100), f"podinfo {version}")
+    # Ten steps of 10 up to 100: enough left to pause, resume and abort before it could promote, even when
+    # each `rheostat` command takes a second or two to start on a busy machine.
+    c.commit(c.manifests(version, step_weight=10, max_weight=100), f"podinfo {version}")
 
     def progressing() -> bool:
         st = c.status()
@@ -824,3 +825,20 @@ def test_a_taken_service_port_is_told_once_without_a_traceback(tmp_path: Path, l
         assert re.fullmatch(
             rf"\d\d:\d\d:\d\d Canary {KEY}: stuck: listener for {KEY}: {clash} \(.*\)", line
         ), line
+
+
+def test_a_second_run_on_a_taken_api_port_says_so_in_one_line(cluster: Cluster, tmp_path: Path) -> None:
+    c = cluster
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "podinfo.yaml").write_text(c.manifests("1.0.0"))
+    listen = f"127.0.0.1:{c.runner.api_port}"
+    out = cli(
+        "run", "--repo", str(repo), "--data-dir", str(tmp_path / "data"), "--listen", listen, timeout=60
+    )
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines() == [
+        f"error: the API cannot listen on {listen}: Address already in use"
+    ]
+    assert out.stdout == ""
+    assert httpx.get(f"{c.api}/healthz", timeout=5).status_code == 200, "the first one serves on"
