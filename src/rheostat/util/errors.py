@@ -42,3 +42,34 @@ def _words(exc: BaseException) -> str:
     """The message of a bug's exception, without its class name."""
     text = " ".join(str(exc).split())
     return text[:200] if text else "no message"
+
+
+# httpx's transport errors by class name (util imports no HTTP client), in words. Their text is left out:
+# it may carry a URL, and a URL may carry a credential.
+_NETWORK = {
+    "ConnectError": "cannot connect",
+    "ConnectTimeout": "no connection in time",
+    "ReadTimeout": "no answer in time",
+    "WriteTimeout": "the request could not be sent in time",
+    "PoolTimeout": "no free connection in time",
+    "TimeoutException": "timed out",
+    "TimeoutError": "timed out",
+    "ReadError": "the connection broke while reading the answer",
+    "WriteError": "the connection broke while sending the request",
+    "RemoteProtocolError": "the server broke the HTTP protocol or closed the connection",
+    "LocalProtocolError": "the request is not valid HTTP",
+    "ProxyError": "the proxy refused the request",
+    "UnsupportedProtocol": "the URL's scheme is not http or https",
+    "InvalidURL": "the URL is not valid",
+    "TooManyRedirects": "too many redirects",
+    "DecodingError": "the answer could not be decoded",
+    "UnicodeError": "the URL or a header is not valid text",
+}
+
+
+def network_error(exc: BaseException) -> str:
+    """What an HTTP client's error means, in words; never the error's own text (see _NETWORK)."""
+    for cls in type(exc).__mro__:
+        if cls.__name__ in _NETWORK:
+            return _NETWORK[cls.__name__]
+    return "a network error"

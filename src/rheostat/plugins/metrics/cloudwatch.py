@@ -29,6 +29,7 @@ from rheostat.model.metric_template import MetricProviderSpec
 from rheostat.plugins.http_limits import BodyTooLarge, MiB, Reply, request
 from rheostat.plugins.metrics.base import MetricProvider, MetricQuery, NoData, ProviderError
 from rheostat.plugins.metrics.sources import Problem, SourceContext
+from rheostat.util.errors import network_error
 
 DEFAULT_TIMEOUT_S = 5.0
 MAX_BODY = 10 * MiB
@@ -185,7 +186,7 @@ class CloudWatchProvider:
             raise ProviderError(f"CloudWatch at {self.address}: {exc}; query: {_one_line(text)}") from None
         except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as exc:
             raise ProviderError(
-                f"CloudWatch at {self.address} is unreachable ({type(exc).__name__}); query: {_one_line(text)}"
+                f"CloudWatch at {self.address} is unreachable ({network_error(exc)}); query: {_one_line(text)}"
             ) from None
 
     async def _send(

@@ -32,6 +32,7 @@ from rheostat.plugins.http_limits import BodyTooLarge, MiB, Reply, request
 from rheostat.plugins.metrics.base import MetricProvider, MetricQuery, NoData, ProviderError
 from rheostat.plugins.metrics.prometheus import tls_context
 from rheostat.plugins.metrics.sources import Problem, SourceContext
+from rheostat.util.errors import network_error
 
 DEFAULT_TIMEOUT_S = 5.0
 MAX_BODY = 10 * MiB  # a day of 1 s points is ~0.3 MiB per series; past this it is a failed check
@@ -179,7 +180,7 @@ class GraphiteProvider:
             raise ProviderError(f"Graphite at {self.address}: {exc}; query: {text}") from None
         except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as exc:
             raise ProviderError(
-                f"Graphite at {self.address} is unreachable ({type(exc).__name__}); query: {text}"
+                f"Graphite at {self.address} is unreachable ({network_error(exc)}); query: {text}"
             ) from None
 
 

@@ -35,6 +35,7 @@ from rheostat.plugins.http_limits import BodyTooLarge, MiB, Reply, request
 from rheostat.plugins.metrics.base import MetricProvider, MetricQuery, NoData, ProviderError
 from rheostat.plugins.metrics.prometheus import tls_context
 from rheostat.plugins.metrics.sources import Problem, SourceContext
+from rheostat.util.errors import network_error
 
 DEFAULT_TIMEOUT_S = 15.0  # Flagger's, for the influxdb provider
 MAX_BODY = 10 * MiB
@@ -182,7 +183,7 @@ class InfluxProvider:
             raise ProviderError(f"InfluxDB at {self.where}: {exc}; query: {text}") from None
         except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as exc:
             raise ProviderError(
-                f"InfluxDB at {self.where} is unreachable ({type(exc).__name__}); query: {text}"
+                f"InfluxDB at {self.where} is unreachable ({network_error(exc)}); query: {text}"
             ) from None
 
 

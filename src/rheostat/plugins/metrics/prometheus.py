@@ -34,6 +34,7 @@ from rheostat.plugins.metrics.base import (
     ProviderError,
 )
 from rheostat.plugins.metrics.sources import Problem, SourceContext
+from rheostat.util.errors import network_error
 
 DEFAULT_TIMEOUT_S = 5.0
 MAX_BODY = 10 * MiB  # an instant query's answer; past this it is a failed check, not memory spent
@@ -251,7 +252,7 @@ class PrometheusProvider:
             raise ProviderError(f"Prometheus at {self.address}: {exc}; query: {text}") from None
         except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as exc:
             raise ProviderError(
-                f"Prometheus at {self.address} is unreachable ({type(exc).__name__}); query: {text}"
+                f"Prometheus at {self.address} is unreachable ({network_error(exc)}); query: {text}"
             ) from None
         return _answer(reply, text)
 

@@ -18,6 +18,7 @@ from rheostat.model.metric_template import MetricProviderSpec
 from rheostat.plugins.http_limits import BodyTooLarge, MiB, request
 from rheostat.plugins.metrics.base import NoData, ProviderError
 from rheostat.plugins.metrics.sources import Problem
+from rheostat.util.errors import network_error
 
 DEFAULT_TIMEOUT_S = 5.0  # Flagger's for each of these providers
 MAX_BODY = 10 * MiB  # one query's answer; past this it is a failed check, not memory spent
@@ -141,7 +142,7 @@ class Api:
         except BodyTooLarge as exc:
             raise ProviderError(f"{where}: {exc}; query: {text}") from None
         except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as exc:
-            raise ProviderError(f"{where} is unreachable ({type(exc).__name__}); query: {text}") from None
+            raise ProviderError(f"{where} is unreachable ({network_error(exc)}); query: {text}") from None
         status = f"{self.name} answered HTTP {reply.status}"
         body: Any = _NOT_JSON
         if reply.body.strip():

@@ -27,6 +27,7 @@ from rheostat.model.metric_template import MetricProviderSpec
 from rheostat.plugins.http_limits import MiB
 from rheostat.plugins.metrics.base import MetricProvider, MetricQuery, NoData, ProviderError
 from rheostat.plugins.metrics.sources import Problem, SourceContext
+from rheostat.util.errors import network_error
 
 DEFAULT_TIMEOUT_S = 5.0  # Flagger's, for the whole computation
 MAX_BODY = 10 * MiB
@@ -218,7 +219,7 @@ class SplunkProvider:
             ) from None
         except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as exc:
             raise ProviderError(
-                f"{where} is unreachable ({type(exc).__name__}); query: {_line(text)}"
+                f"{where} is unreachable ({network_error(exc)}); query: {_line(text)}"
             ) from None
         if not computation.ended:
             raise ProviderError(f"{where} ended the stream before END_OF_CHANNEL; query: {_line(text)}")

@@ -35,6 +35,7 @@ from rheostat.plugins.http_limits import BodyTooLarge, MiB, Reply, request
 from rheostat.plugins.metrics.base import MetricProvider, MetricQuery, NoData, ProviderError
 from rheostat.plugins.metrics.prometheus import Auth, PrometheusProvider
 from rheostat.plugins.metrics.sources import Problem, SourceContext
+from rheostat.util.errors import network_error
 
 DEFAULT_TIMEOUT_S = 5.0
 MAX_BODY = 10 * MiB
@@ -83,7 +84,7 @@ class HttpxRequest(google.auth.transport.Request):
             ) as c:
                 return _Response(c.request(method, url, content=body, headers=headers))
         except httpx.HTTPError as exc:
-            raise google.auth.exceptions.TransportError(f"{type(exc).__name__} at {url}") from None  # type: ignore[no-untyped-call]
+            raise google.auth.exceptions.TransportError(f"{network_error(exc)} at {url}") from None  # type: ignore[no-untyped-call]
 
 
 class GoogleToken:
@@ -247,7 +248,7 @@ class StackdriverProvider:
             raise ProviderError(f"Cloud Monitoring at {self.address}: {exc}; query: {_line(text)}") from None
         except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as exc:
             raise ProviderError(
-                f"Cloud Monitoring at {self.address} is unreachable ({type(exc).__name__}); query: {_line(text)}"
+                f"Cloud Monitoring at {self.address} is unreachable ({network_error(exc)}); query: {_line(text)}"
             ) from None
 
     async def _send(
