@@ -208,7 +208,9 @@ async def test_flux_like_cli(tmp_path: Path) -> None:
     from rheostat.gitops.build import build
 
     built = await build(tmp_path / "boot", "./")
-    assert sorted(o.kind for o in built.objects) == ["Canary", "Workload"]
+    kinds = [o.kind for o in built.objects]
+    assert sorted(k for k in kinds if k in ("Canary", "Workload")) == ["Canary", "Workload"], kinds
+    assert kinds.count("ConstraintTemplate") == 4, kinds  # and the starter policies
 
     rig = Rig(tmp_path)
     rig.commit(workload("6.0.0"), canary(rig.port, "interval: 1s\nstepWeight: 50"), message="first")

@@ -11,8 +11,10 @@ import contextlib
 import itertools
 import json
 import os
+import re
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -169,6 +171,7 @@ class Runner:
     starts: int = 0
     # Tests end the data plane with the controller, so CI is never left with Envoy or replicas running.
     stop_data_plane: bool = True
+    extra: tuple[str, ...] = ()  # more options of `rheostat run`
 
     @property
     def api(self) -> str:
@@ -191,6 +194,7 @@ class Runner:
                     "--listen",
                     f"127.0.0.1:{self.api_port}",
                     *(["--stop-data-plane"] if self.stop_data_plane else []),
+                    *self.extra,
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
@@ -211,6 +215,9 @@ class Runner:
 
     def stderr(self, start: int | None = None) -> str:
         return (self.logs / f"run-{start or self.starts}.err").read_text(errors="replace")
+
+    def stdout(self, start: int | None = None) -> str:
+        return (self.logs / f"run-{start or self.starts}.out").read_text(errors="replace")
 
     def stop(self, sig: signal.Signals = signal.SIGTERM) -> int | None:
         """End `rheostat run` (SIGTERM, then SIGKILL) and reap it; returns its exit code."""
@@ -437,6 +444,34 @@ def test_run_serves_prints_token_once_and_promotes_a_commit(cluster: Cluster) ->
     phases = [row["phase"] for row in c.history() if row["tick"] > tick]
     assert "Progressing" in phases and "Promoting" in phases, phases
     assert max(row["canaryWeight"] for row in c.history() if row["tick"] > tick) == 50
+
+
+def test_run_tells_each_change_of_a_release_in_one_line(cluster: Cluster) -> None:
+    c = cluster
+    c.wait_at_rest()
+    tick = c.last_tick()
+    told = len(c.runner.stdout().splitlines())
+    version = c.next_version()
+    sha = c.commit(c.manifests(version), f"podinfo {version}")
+    st = c.wait_phase(("Succeeded", "Failed"), 90, since_tick=tick + 1)
+    assert st["phase"] == "Succeeded", st
+    c.deployed = version
+    wait_for("the promotion to be told", lambda: "promoted" in c.runner.stdout(), 5)
+    lines = [
+        line.split(" ", 1)[1]  # without the time
+        for line in c.runner.stdout().splitlines()[told:]
+        if "waiting for traffic" not in line  # a first check with no request yet: told once, if at all
+    ]
+    assert lines == [
+        f"Kustomization flux-system/flux-system: applied revision main@{sha[:7]}: 0 created, 1 updated, "
+        "0 repaired, 0 pruned",
+        f"Canary {KEY}: rollout started: New revision detected! Scaling up {NAME}",
+        f"Canary {KEY}: step: canary weight 25%",
+        f"Canary {KEY}: step: canary weight 50%",
+        f"Canary {KEY}: promoting: Copying {NAME} template to the primary",
+        f"Canary {KEY}: promoted",
+    ], lines
+    assert "Traceback" not in c.runner.stderr()
 
 
 # -- 2. get / logs / events --------------------------------------------------------------------------
@@ -744,3 +779,66 @@ def test_run_with_a_kubeconfig_it_cannot_use_says_so_in_one_line(tmp_path: Path)
     assert "Traceback" not in res.stderr and "prod" in res.stderr
     res = cli("run", "--kubeconfig", str(config), "--repo", str(tmp_path), *data)
     assert "--repo with --kubeconfig" in res.stderr and "Traceback" not in res.stderr
+
+
+# -- 8. a taken port: one clear line, whatever the log format ------------------------------------------
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_a_taken_service_port_is_told_once_without_a_traceback(tmp_path: Path, log_format: str) -> None:
+    runner = new_runner(tmp_path)
+    runner.extra = ("--log-format", log_format)
+    c = Cluster(runner=runner, svc_port=free_port())
+    c.commit(c.manifests("1.0.0"), "podinfo 1.0.0")
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", c.svc_port))
+        holder.listen()
+        with running(runner):
+
+            def failed_ticks() -> int:
+                return len([e for e in c.events(kind="Canary", key=KEY) if e["reason"] == "TickFailed"])
+
+            wait_for("three failed ticks", lambda: failed_ticks() >= 3, 60)
+            out, err = runner.stdout(), runner.stderr()
+    clash = f"port 127.0.0.1:{c.svc_port} is held by pid {os.getpid()}"
+    said = out + err
+    if log_format == "json":  # what people read: the messages (the logger field names a module, rightly)
+        said = "\n".join(json.loads(line)["message"] for line in said.splitlines())
+    assert "Traceback" not in said and "RouterError" not in said and "rheostat.plugins" not in said, said
+    assert out.count(clash) == 1, out  # the narration: once, not once per tick
+    assert err.count(clash) <= 1, err
+    if log_format == "json":
+        told = [json.loads(line) for line in out.splitlines()]
+        logged = [json.loads(line) for line in err.splitlines()]
+        assert all({"time", "level", "logger", "message"} <= set(o) for o in told + logged), told + logged
+        [stuck] = [o for o in told if clash in o["message"]]
+        assert (stuck["level"], stuck["kind"], stuck["object"], stuck["reason"]) == (
+            "warning",
+            "Canary",
+            KEY,
+            "TickFailed",
+        )
+        assert any("serving" in o["message"] for o in logged), logged
+        assert c.token not in err + out, "JSON logs are kept and shipped: the token stays in its file"
+    else:
+        [line] = [line for line in out.splitlines() if clash in line]
+        assert re.fullmatch(
+            rf"\d\d:\d\d:\d\d Canary {KEY}: stuck: listener for {KEY}: {clash} \(.*\)", line
+        ), line
+
+
+def test_a_second_run_on_a_taken_api_port_says_so_in_one_line(cluster: Cluster, tmp_path: Path) -> None:
+    c = cluster
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "podinfo.yaml").write_text(c.manifests("1.0.0"))
+    listen = f"127.0.0.1:{c.runner.api_port}"
+    out = cli(
+        "run", "--repo", str(repo), "--data-dir", str(tmp_path / "data"), "--listen", listen, timeout=60
+    )
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines() == [
+        f"error: the API cannot listen on {listen}: Address already in use"
+    ]
+    assert out.stdout == ""
+    assert httpx.get(f"{c.api}/healthz", timeout=5).status_code == 200, "the first one serves on"

@@ -15,6 +15,7 @@ import click
 import yaml
 
 from rheostat import __version__
+from rheostat.cli.bootstrap import bootstrap_cmd
 from rheostat.cli.client import ApiError
 from rheostat.cli.common import (
     client,
@@ -65,6 +66,7 @@ for _command in (
     run_cmd,
     down_cmd,
     tutorial_cmd,
+    bootstrap_cmd,
     get_cmd,
     describe_cmd,
     rollout_group,
@@ -517,22 +519,6 @@ def validate_cmd(
         print_table(("LEVEL", "RULE", "OBJECT", "FILE", "MESSAGE"), rows)
         stdout().print(f"{sum(r.level == 'error' for r in results)} error(s), {len(results)} finding(s)")
     sys.exit(1 if any(r.level == "error" for r in results) else 0)
-
-
-@cli.command("bootstrap")
-@click.option("--repo", type=click.Path(file_okay=False, path_type=Path), required=True)
-@click.option("--branch", default="main", show_default=True)
-def bootstrap_cmd(repo: Path, branch: str) -> None:
-    """Write a starter layout (a Workload and its Canary) into a Git repository, and commit it."""
-    from rheostat.cli.bootstrap import bootstrap
-
-    try:
-        written = bootstrap(repo, branch)
-    except (OSError, RuntimeError) as exc:
-        fail(exc)
-    for path in written:
-        click.echo(f"wrote {path}")
-    click.echo(f"committed; run: rheostat run --repo {repo}")
 
 
 def main() -> None:

@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import time
 from pathlib import Path
 
 import click
 import uvloop
 
 from rheostat import __version__
+from rheostat.cli import logs
 from rheostat.cli.common import data_dir_option, err, fail
+from rheostat.cli.narrate import Narrator
 from rheostat.plugins.kube.api import KubeError
 from rheostat.plugins.platforms.base import PlatformError
 from rheostat.plugins.routers.base import RouterError
@@ -91,7 +94,15 @@ from rheostat.server.main import Server, run_forever
     is_flag=True,
     help="On exit also end Envoy and the replicas (by default they keep serving, for the next start).",
 )
-@click.option("-v", "--verbose", is_flag=True)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="text: a line per change on stdout, warnings on stderr. json: one JSON object per line on both "
+    "(time, level, logger, message, kind and object where known).",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Also log what goes well, and tracebacks with warnings.")
 def run_cmd(
     repo: Path | None,
     kubeconfig: str | None,
@@ -108,6 +119,7 @@ def run_cmd(
     flags_token: str | None,
     audit_interval: float,
     stop_data_plane: bool,
+    log_format: str,
     verbose: bool,
 ) -> None:
     """Start the controller and its API: for the manifests in REPO on this machine (Envoy and local
@@ -119,6 +131,10 @@ def run_cmd(
       rheostat run --kubeconfig ~/.kube/config --metrics-server http://127.0.0.1:9090
 
     A data plane left running by a previous `rheostat run` on the same data dir is adopted, not restarted.
+
+    While it runs it prints a line per change on stdout (a revision applied, a rollout started, each step,
+    promoted, rolled back and why, a revision blocked by policy, a source that cannot be fetched);
+    `rheostat events` has the rest.
     """
     if repo is not None and kubeconfig is not None:
         fail(
@@ -141,14 +157,8 @@ def run_cmd(
         fail(exc)
     except OSError as exc:  # e.g. a full disk
         fail(RuntimeError(f"cannot take the data dir {data_dir}: {exc}"))
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    # flagd-core logs at ERROR, once per request, what a rule could not use (e.g. `fractional` without a
-    # targeting key); the answer to the client already says so, and a log line per request drowns the rest.
-    logging.getLogger("openfeature.contrib").setLevel(logging.CRITICAL)
+    logs.setup(verbose=verbose, fmt=log_format)
+    started = time.time()
     settings = Settings(
         repo=repo,
         data_dir=data_dir,
@@ -166,10 +176,14 @@ def run_cmd(
     what = str(repo) if repo is not None else f"the Canaries of {kubeconfig or 'the current cluster'}"
 
     def announce(server: Server) -> None:
-        err.print(f"rheostat {__version__} serving {what} on {server.url} (data in {data_dir})")
-        if server.token_unseen:
+        logs.adopt_uvicorn()
+        say(log_format, f"rheostat {__version__} serving {what} on {server.url} (data in {data_dir})")
+        if log_format == "json":  # machine logs are shipped and kept: the token stays in its file
+            say(log_format, f"API token in {data_dir / 'token'}")
+        elif server.token_unseen:
             err.print(f"API token (shown once, kept in {data_dir / 'token'}): {server.token}")
             server.token_seen()
+        Narrator(server.controller.store, since=started, fmt=log_format)
 
     try:
         # uvloop: 3 to 45% more OFREP and API requests per second than asyncio's loop (docs/benchmarks.md)
@@ -186,11 +200,19 @@ def run_cmd(
     finally:
         datadir.release(data_dir)
     if not stop_data_plane and cluster is None:
-        err.print(
+        say(
+            log_format,
             f"rheostat stopped; Envoy and the replicas keep serving (the next `rheostat run` adopts them); "
             f"end them with `rheostat down --data-dir {data_dir}`",
-            highlight=False,
         )
+
+
+def say(fmt: str, message: str) -> None:
+    """A line about `rheostat run` itself on stderr: plain, or a log record in the JSON format."""
+    if fmt == "json":
+        logging.getLogger("rheostat.run").info(message)
+    else:
+        err.print(message, highlight=False)
 
 
 @click.command("down")

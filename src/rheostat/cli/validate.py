@@ -53,7 +53,10 @@ def validate(
                 objects.append((str(f), _body(obj)))
                 parsed.append((str(f), obj))
     results += cross_object(parsed, catalogue)
-    policies = [b for _, b in objects if is_policy(b)] + (starter_documents() if starter else [])
+    policies = [b for _, b in objects if is_policy(b)]
+    if starter:  # the library, but not where the folder has its own copy (as `rheostat bootstrap` writes)
+        have = {(b.get("kind"), b.get("metadata", {}).get("name")) for b in policies}
+        policies += [d for d in starter_documents() if (d.get("kind"), d["metadata"].get("name")) not in have]
     reviewed = [(f, b) for f, b in objects if not is_policy(b)]
     try:
         policy_set = PolicySet.from_documents(policies)

@@ -18,6 +18,7 @@ from rheostat.plugins.notifiers.base import Alert, Severity
 from rheostat.plugins.notifiers.factory import notifier_from_provider
 from rheostat.rollout.types import CanaryStatus, Event
 from rheostat.store.port import State
+from rheostat.util.errors import describe_error
 
 
 def env_name(namespace: str, name: str) -> str:
@@ -88,7 +89,7 @@ class Alerter:
                         "Canary",
                         canary.metadata.key,
                         "AlertFailed",
-                        f"alert {ref.name} could not be sent: {exc}",
+                        f"alert {ref.name} could not be sent: {describe_error(exc)}",
                         warning=True,
                     )
 
@@ -130,7 +131,7 @@ class Alerter:
                         "AlertProvider",
                         stored.key,
                         "AlertFailed",
-                        f"policy alert could not be sent: {exc}",
+                        f"policy alert could not be sent: {describe_error(exc)}",
                         warning=True,
                     )
 

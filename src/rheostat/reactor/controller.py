@@ -402,12 +402,15 @@ class Controller:
         if self.settings.repo is None:
             return
         watched = self.settings.repo.resolve()
+        # The data dir may be inside the repository (ignored by Git, as `rheostat bootstrap` writes it): its
+        # own writes are not edits, or every write would ask for a reconcile.
+        data = f"{self.settings.data_dir.resolve()}/"
         async for _ in awatch(
             watched,
             debounce=100,
             step=50,
             recursive=True,
-            watch_filter=lambda change, path: "/.git/objects/" not in path,
+            watch_filter=lambda change, path: "/.git/objects/" not in path and not path.startswith(data),
         ):
             self.request_reconcile()
 

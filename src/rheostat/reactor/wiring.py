@@ -12,6 +12,7 @@ from rheostat.plugins.routers.base import Router
 from rheostat.rollout.engine import Engine
 from rheostat.rollout.scheduler import Scheduler
 from rheostat.rollout.types import Phase
+from rheostat.util.errors import describe_error
 
 
 class Handover:
@@ -57,7 +58,7 @@ class Handover:
             try:
                 primary = self.platform.status(ObjectKey(key)).primary
             except Exception as exc:
-                return Health(False, str(exc))
+                return Health(False, describe_error(exc))
             return Health(True) if primary.ready else Health(None, primary.message or "primary not ready")
         if kind == "Canary":
             phase = self.engine.status(ObjectKey(key)).phase

@@ -25,6 +25,7 @@ from rheostat.rollout.sequential import Assessment, Evidence, SequentialSettings
 from rheostat.rollout.types import Check, CheckOutcome
 from rheostat.rollout.webhooks import Caller, payload
 from rheostat.util.durations import parse_duration
+from rheostat.util.errors import describe_error
 
 TemplateLookup = Callable[[str, str], MetricTemplate | None]  # (namespace, name)
 TemplateProviders = Callable[[MetricTemplate], MetricProvider]  # a provider for a template's provider spec
@@ -244,7 +245,7 @@ class Checker:
                 return Sample(metric, None, why)
             return Sample(metric, None, f"no values found ({exc})", no_data=True)
         except (ProviderError, RenderError, LookupError) as exc:
-            return Sample(metric, None, str(exc))
+            return Sample(metric, None, describe_error(exc) if isinstance(exc, KeyError) else str(exc))
 
     async def _served(self, canary: Canary, window_s: float) -> bool:
         """Whether the builtin source saw the canary serve requests in the window (False if unknown)."""
@@ -280,7 +281,9 @@ class Checker:
                 try:
                     return self.template_providers(template), text
                 except (ValueError, LookupError) as exc:
-                    raise LookupError(f"MetricTemplate {ns}/{metric.templateRef.name}: {exc}") from exc
+                    raise LookupError(
+                        f"MetricTemplate {ns}/{metric.templateRef.name}: {describe_error(exc)}"
+                    ) from exc
             return self._named(kind, f"MetricTemplate {ns}/{metric.templateRef.name}"), text
         if metric.query is not None:
             return self._named("prometheus", "inline query"), render_query(

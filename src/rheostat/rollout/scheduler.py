@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import traceback
 from collections.abc import Awaitable, Callable
 
 from rheostat.model.base import ObjectKey
 from rheostat.rollout.engine import CANARY, Engine, run_id
 from rheostat.rollout.strategy import kicks_at_once
 from rheostat.rollout.types import Phase, Verdict
+from rheostat.util.errors import describe_error
 from rheostat.util.tasks import cancel_all, supervised
 
 log = logging.getLogger(__name__)
@@ -90,9 +90,17 @@ class Scheduler:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # one canary's fault is an event on it, never the end of the others
-                detail = "".join(traceback.format_exception_only(exc)).strip()[:500]
-                if not unrecorded:
-                    log.warning("tick of %s failed", key, exc_info=True)
+                detail = describe_error(exc)[:500]
+                if (
+                    not unrecorded
+                ):  # told as its TickFailed event (`rheostat run` prints it); the traceback at -v
+                    log.info(
+                        "tick of %s failed: %s",
+                        key,
+                        detail,
+                        exc_info=exc,
+                        extra={"kind": CANARY, "object": key},
+                    )
                 unrecorded.append(detail)
             if unrecorded:
                 unrecorded = self._record_failures(key, unrecorded)

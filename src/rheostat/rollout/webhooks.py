@@ -13,6 +13,7 @@ import httpx
 from rheostat.model.canary import Canary, Webhook
 from rheostat.plugins.http_limits import BodyTooLarge, MiB, request
 from rheostat.util.durations import parse_duration
+from rheostat.util.errors import network_error
 
 MAX_BODY = 1 * MiB  # a hook's answer matters only for its message; past this the hook fails
 
@@ -98,7 +99,7 @@ class HookCaller:
                 return HookResult(hook.name, False, None, f"webhook {hook.name}: {exc}")
             except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as exc:
                 result = HookResult(
-                    hook.name, False, None, f"webhook {hook.name} failed: {type(exc).__name__}"
+                    hook.name, False, None, f"webhook {hook.name} failed: {network_error(exc)}"
                 )
                 continue
             if 200 <= reply.status <= 202:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from rheostat.util.errors import describe_error
+
 
 class Backoff:
     def __init__(self, first_s: float = 0.5, most_s: float = 30.0) -> None:
@@ -18,6 +20,6 @@ class Backoff:
 
     async def wait(self, log: logging.Logger, what: str, exc: BaseException) -> None:
         """Say what failed and when it is tried again, then wait that long."""
-        log.warning("%s failed (%s); again in %.1fs", what, exc, self.delay_s)
+        log.warning("%s failed (%s); again in %.1fs", what, describe_error(exc), self.delay_s)
         await asyncio.sleep(self.delay_s)
         self.delay_s = min(self.delay_s * 2, self.most_s)

@@ -26,6 +26,7 @@ from rheostat.model.metric_template import MetricProviderSpec
 from rheostat.plugins.http_limits import BodyTooLarge, MiB, Reply, request
 from rheostat.plugins.metrics.base import MetricQuery, NoData, ProviderError
 from rheostat.plugins.metrics.sources import Problem, SourceContext
+from rheostat.util.errors import network_error
 
 DEFAULT_TIMEOUT_S = 5.0  # Flagger's for most providers
 MAX_BODY = 10 * MiB  # one query's answer; past this it is a failed check, not memory spent
@@ -167,7 +168,7 @@ def exchange_errors(
     except BodyTooLarge as exc:
         raise ProviderError(f"{where}: {exc}; query: {text}") from None
     except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as exc:
-        raise ProviderError(f"{where} is unreachable ({type(exc).__name__}); query: {text}") from None
+        raise ProviderError(f"{where} is unreachable ({network_error(exc)}); query: {text}") from None
 
 
 class HttpOptions(TypedDict, total=False):

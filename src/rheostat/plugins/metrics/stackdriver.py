@@ -46,6 +46,7 @@ from rheostat.plugins.metrics.http_query import (
 )
 from rheostat.plugins.metrics.prometheus import Auth, PrometheusProvider
 from rheostat.plugins.metrics.sources import Problem, SourceContext
+from rheostat.util.errors import network_error
 
 MAX_PAGES = 5  # nextPageToken pages followed while no series has come yet
 API = "https://monitoring.googleapis.com"
@@ -92,7 +93,7 @@ class HttpxRequest(google.auth.transport.Request):
             ) as c:
                 return _Response(c.request(method, url, content=body, headers=headers))
         except httpx.HTTPError as exc:
-            raise google.auth.exceptions.TransportError(f"{type(exc).__name__} at {url}") from None  # type: ignore[no-untyped-call]
+            raise google.auth.exceptions.TransportError(f"{network_error(exc)} at {url}") from None  # type: ignore[no-untyped-call]
 
 
 class GoogleToken:

@@ -398,7 +398,9 @@ class LocalPlatform:
                 await self._on_endpoints(key)
             except Exception:
                 # Not recorded as published, so the next change retries.
-                log.exception("on_endpoints failed for %s", key)
+                log.exception(
+                    "the routes of %s could not follow its replicas (tried again at their next change)", key
+                )
                 return
             entry.published = snapshot
 
