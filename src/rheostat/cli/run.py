@@ -218,7 +218,16 @@ def say(fmt: str, message: str) -> None:
 @click.command("down")
 @data_dir_option
 def down_cmd(data_dir: Path) -> None:
-    """End the data plane (Envoy and every replica) a stopped `rheostat run` left running on a data dir."""
+    """End the data plane (Envoy and every replica) a stopped `rheostat run` left running on a data dir.
+
+    `rheostat run` leaves Envoy and the replicas serving when it stops (so users are served while the
+    controller restarts), unless it was started with --stop-data-plane.
+
+    \b
+    Examples:
+      rheostat down
+      rheostat down --data-dir /var/lib/rheostat
+    """
     try:
         ended = dataplane.down(data_dir)
     except DataDirInUse as exc:
