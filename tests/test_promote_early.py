@@ -301,7 +301,7 @@ async def test_a_good_release_on_envoy_is_promoted_before_max_weight(tmp_path: P
     spec = """
 interval: 3s
 threshold: 2
-stepWeight: 10
+stepWeight: 5
 maxWeight: 50
 judge: sequential
 promoteEarly: true
@@ -316,7 +316,8 @@ sequential: {negligibleRate: 0.1, baselineRequests: 50}
             u.start()
         tick = rig.status().tick
         rig.commit(workload("6.0.1"), canary_doc(rig.port, spec), message="6.0.1")
-        await rig.wait(Phase.SUCCEEDED, after_tick=tick, timeout=60)
+        # ten steps (30 s) to gather the evidence, even when a loaded machine slows the users down
+        await rig.wait(Phase.SUCCEEDED, after_tick=tick, timeout=90)
         events = rig.events()
     finally:
         for u in users:
