@@ -50,8 +50,23 @@ def version_of(template: dict[str, Any]) -> str:
     return next((str(env[k]) for k in _VERSION_ENV if env.get(k)), "")
 
 
+_AUTHORS: dict[tuple[str, str], str] = {}  # (artifact path, commit) -> author, once known
+
+
 def git_author(artifact_path: str, commit: str) -> str:
-    """The commit's author from the source's cache (`<workdir>/cache.git` beside its artifacts)."""
+    """The commit's author from the source's cache (`<workdir>/cache.git` beside its artifacts).
+
+    Remembered once found: a commit's author never changes, and every canary that one commit starts asks for
+    it on the loop's thread (a release of 500 canaries was 500 `git log` runs, now one)."""
+    found = _AUTHORS.get((artifact_path, commit))
+    if found is None:
+        found = _read_author(artifact_path, commit)
+        if found and len(_AUTHORS) < 1000:
+            _AUTHORS[(artifact_path, commit)] = found
+    return found
+
+
+def _read_author(artifact_path: str, commit: str) -> str:
     if not re.fullmatch(r"[0-9a-f]{7,64}", commit):
         return ""
     for parent in Path(artifact_path).parents:
