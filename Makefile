@@ -18,8 +18,10 @@ demo: $(STAMP) system-deps
 
 # Debian packages the tests drive for real: Prometheus (metric analysis), git and gpg (GitOps), Chromium
 # (dashboard), InfluxDB, Graphite and VictoriaMetrics (metric providers). Installed when missing and we may
-# (root); else say what to run.
-SYSTEM_BINS := prometheus git gpg ssh-keygen chromium influxd carbon-cache graphite-manage victoria-metrics kubectl
+# (root); else say what to run. kubectl (kustomize builds) is not among them: Debian's `kubernetes-client`
+# is kubectl 1.20, whose kustomize lacks `components` and `patches`; the machines' image carries a current
+# kubectl, and the tests that need it fail under CI=true without it (a missing one is named here).
+SYSTEM_BINS := prometheus git gpg ssh-keygen chromium influxd carbon-cache graphite-manage victoria-metrics
 system-deps:
 	@missing=""; for b in $(SYSTEM_BINS); do command -v $$b >/dev/null 2>&1 || missing="$$missing $$b"; done; \
 	if [ -n "$$missing" ]; then \
@@ -28,6 +30,8 @@ system-deps:
 	    echo "installing:$$pkgs"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$pkgs >/dev/null; \
 	  else echo "missing:$$missing; run: sudo apt-get install$$pkgs"; fi; \
 	fi
+	@command -v kubectl >/dev/null 2>&1 || command -v kustomize >/dev/null 2>&1 || \
+	  echo "missing: kubectl or kustomize (kustomize builds): install a current kubectl (1.21 or newer)"
 
 check: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench

@@ -31,7 +31,7 @@ EXAMPLES = "testdata/flux-examples"
 def _kubectl() -> None:
     if shutil.which("kubectl") is None and shutil.which("kustomize") is None:
         if in_ci():
-            pytest.fail("CI=true but kubectl (kustomize) is not installed: `make` lists it in SYSTEM_BINS")
+            pytest.fail("CI=true but kubectl (kustomize) is not installed: see the Makefile's system-deps")
         pytest.skip("kubectl is not installed")
 
 
