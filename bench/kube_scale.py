@@ -337,11 +337,20 @@ class Window:
 
 
 def measure(
-    conn: Connection, proc: subprocess.Popen[bytes], kube_pid: int, api: str, name: str, seconds: float
+    conn: Connection,
+    proc: subprocess.Popen[bytes],
+    kube_pid: int,
+    api: str,
+    name: str,
+    seconds: float,
+    profile: Path | None = None,
 ) -> Window:
     mark = ask(conn, "calls", 1 << 60)["mark"]
     t0, c0, (k0, d0), s0 = time.monotonic(), cpu_s(proc.pid), ticks(api), cpu_s(kube_pid)
-    time.sleep(seconds)
+    if profile is not None:  # py-spy's collapsed stacks of the controller over the window
+        spy = ["py-spy", "record", "--pid", str(proc.pid), "--format", "raw", "--rate", "50"]
+        subprocess.run([*spy, "--duration", str(int(seconds)), "-o", str(profile)], check=False)
+    time.sleep(max(0.0, seconds - (time.monotonic() - t0)))
     (k1, d1), c1, t1, s1 = ticks(api), cpu_s(proc.pid), time.monotonic(), cpu_s(kube_pid)
     got = ask(conn, "calls", mark)
     return Window(
@@ -368,7 +377,7 @@ def wait_phase(conn: Connection, phase: str, n: int, timeout: float) -> float:
     return time.monotonic() - t0
 
 
-def run(n: int, interval_s: float, intervals: int) -> dict[str, Any]:
+def run(n: int, interval_s: float, intervals: int, profile: Path | None = None) -> dict[str, Any]:
     interval = f"{interval_s:g}s"
     window = intervals * interval_s
     with (
@@ -392,7 +401,9 @@ def run(n: int, interval_s: float, intervals: int) -> dict[str, Any]:
             rest = measure(conn, proc, urls["pid"], api, "at rest (all Initialized)", window)
             ask(conn, "new_revision", "6.0.1")
             progressing_s = wait_phase(conn, "Progressing", n, 3 * interval_s + 60)
-            analysis = measure(conn, proc, urls["pid"], api, "during analysis (all Progressing)", window)
+            analysis = measure(
+                conn, proc, urls["pid"], api, "during analysis (all Progressing)", window, profile
+            )
             rss = rss_mib(proc.pid)
     return {
         "n": n,
@@ -452,8 +463,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--interval", type=float, default=10.0, help="analysis interval, seconds")
     p.add_argument("--intervals", type=int, default=6, help="intervals per measuring window")
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    p.add_argument(
+        "--profile", type=Path, default=None, help="py-spy's collapsed stacks of the analysis window here"
+    )
     args = p.parse_args(argv)
-    r = run(args.canaries, args.interval, args.intervals)
+    r = run(args.canaries, args.interval, args.intervals, args.profile)
     report(r)
     if args.json is not None:
         out = {k: v for k, v in r.items() if k != "windows"}

@@ -537,6 +537,8 @@ async def test_manual_approve_halt_promote_and_abort_through_the_cli(world: Worl
     w = world
     ns = "manual-ok"
     canary = shortened(pick(tutorial(w.shared, "istio-progressive-delivery"), "Canary"), ns, w.hooks_url)
+    # Steps 4 s apart: the CLI's own start (seconds on a loaded machine) must not outrun five steps.
+    canary["spec"]["analysis"]["interval"] = "4s"
     gate = {"name": "manual-gate", "type": "confirm-rollout", "url": f"{w.hooks_url}/manual-gate"}
     canary["spec"]["analysis"]["webhooks"].append(gate)
     w.hooks.closed.add("manual-gate")
@@ -547,7 +549,7 @@ async def test_manual_approve_halt_promote_and_abort_through_the_cli(world: Worl
     waiting = await w.phase(ns, "Waiting")
     assert waiting["canaryWeight"] == 0 and waiting["lastPromotedSpec"] == old
     assert route_split(w.server.snapshots[ns][-1], "VirtualService") == (100, 0)
-    assert await held(w, ns, 2.0) == {0}  # the gate is closed: nothing moves
+    assert await held(w, ns, 5.0) == {0}  # the gate is closed: nothing moves
     done = await w.ctl.cli("approve", f"{ns}/podinfo")
     assert done.returncode == 0, done.stderr
     assert f"approve: requested for {ns}/podinfo" in done.stdout
@@ -555,8 +557,8 @@ async def test_manual_approve_halt_promote_and_abort_through_the_cli(world: Worl
 
     done = await w.ctl.cli("halt", f"{ns}/podinfo")
     assert done.returncode == 0, done.stderr
-    await asyncio.sleep(1.5)  # a tick in flight may still take one step
-    weights = await held(w, ns, 3.0)
+    await asyncio.sleep(2.0)  # a tick in flight may still take one step
+    weights = await held(w, ns, 5.0)
     assert len(weights) == 1 and w.status(ns)["phase"] == "Progressing", weights
     (weight,) = weights
     assert route_split(w.server.snapshots[ns][-1], "VirtualService") == (100 - weight, weight)
@@ -615,9 +617,14 @@ async def test_a_deleted_canary_is_finalized_its_routing_objects_removed(world: 
     w = world
     assert w.server.routing("istio-ok")
     w.server.remove(kinds.CANARY, "istio-ok", "podinfo")
-    await w.until("the VirtualService to go", lambda: not w.server.routing("istio-ok"))
-    for name in ("podinfo-primary", "podinfo-canary"):
-        assert w.server.object(kinds.DESTINATION_RULE, "istio-ok", name) is None
+    await w.until(
+        "the VirtualService and the DestinationRules to go",
+        lambda: not w.server.routing("istio-ok")
+        and all(
+            w.server.object(kinds.DESTINATION_RULE, "istio-ok", name) is None
+            for name in ("podinfo-primary", "podinfo-canary")
+        ),
+    )
     out = await w.ctl.cli("get", "canaries", "-o", "json")
     assert "istio-ok" not in {i["metadata"]["namespace"] for i in json.loads(out.stdout)}
 

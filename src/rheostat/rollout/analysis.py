@@ -19,6 +19,7 @@ from rheostat.plugins.metrics.base import (
     MetricQuery,
     NoData,
     ProviderError,
+    SidesProvider,
 )
 from rheostat.rollout.judges import BUILTIN, JUDGES, Judge, Sample, SequentialJudge
 from rheostat.rollout.sequential import Assessment, Evidence, SequentialSettings
@@ -234,8 +235,11 @@ class Checker:
                 text,
                 variables=dict(metric.templateVariables or {}),
             )
-            value = await provider.query(q)
-            primary = await self._primary(provider, q) if text is None else None
+            if text is None and isinstance(provider, SidesProvider):
+                value, primary = await provider.sides(q)
+            else:
+                value = await provider.query(q)
+                primary = await self._primary(provider, q) if text is None else None
             return Sample(metric, value, primary=primary)
         except NoData as exc:
             if text is not None and await self._served(canary, window_s):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from rheostat.model.base import ObjectKey
 
@@ -37,6 +37,16 @@ class MetricProvider(Protocol):
         """A single number, or NoData / ProviderError."""
 
     async def is_online(self) -> bool: ...
+
+
+@runtime_checkable
+class SidesProvider(Protocol):
+    """A builtin source that measures the canary and the primary beside it in one query (one exchange
+    instead of two per check: at hundreds of canaries, the HTTP exchange is most of a step's CPU)."""
+
+    async def sides(self, q: MetricQuery) -> tuple[float, float | None]:
+        """(canary, primary) for a builtin check; the canary's NoData / ProviderError as `query`'s, the
+        primary None when it has no finite value (it is only shown beside the canary, never judged)."""
 
 
 @dataclass(frozen=True)

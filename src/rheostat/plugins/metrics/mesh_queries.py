@@ -24,11 +24,19 @@ from dataclasses import dataclass
 from rheostat.model.base import ObjectKey
 from rheostat.model.canary import Canary
 from rheostat.plugins.metrics.base import Counts, GroupCounts, MetricQuery, NoData, ProviderError
-from rheostat.plugins.metrics.prometheus import DURATION, SUCCESS_RATE, PrometheusProvider, _bound, window
+from rheostat.plugins.metrics.prometheus import (
+    DURATION,
+    SIDES,
+    SUCCESS_RATE,
+    PrometheusProvider,
+    _bound,
+    both_sides,
+    read_sides,
+    window,
+)
 
 QUANTILE = 0.99  # Flagger's request-duration
 ENVOY = "envoy"
-SIDES = ("primary", "canary")
 
 
 @dataclass(frozen=True)
@@ -275,6 +283,21 @@ class MeshMetrics:
         except NoData as exc:
             raise NoData(
                 f"{t.provider}: no requests of the {q.group} of {t.namespace}/{t.target}: {exc}"
+            ) from None
+
+    async def sides(self, q: MetricQuery) -> tuple[float, float | None]:
+        mesh, t = self._target(q.canary)
+        if mesh is None:
+            return await self.prometheus.sides(q)
+        build = success_rate if q.name == SUCCESS_RATE else duration
+        if q.name not in (SUCCESS_RATE, DURATION):
+            raise ProviderError(f"metric {q.name!r} is not a builtin check")
+        text = both_sides(lambda side: build(mesh, t, side, q.window_s))
+        try:
+            return read_sides(await self.prometheus.raw_vector(text), text)
+        except NoData as exc:
+            raise NoData(
+                f"{t.provider}: no requests of the canary of {t.namespace}/{t.target}: {exc}"
             ) from None
 
     async def is_online(self) -> bool:

@@ -12,7 +12,7 @@ is wrong with it. Credentials come from a secret with `token` (bearer) or `usern
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Unpack
 
@@ -49,6 +49,7 @@ __all__ = ["DEFAULT_TIMEOUT_S", "PrometheusProvider", "tls_context"]  # tls_cont
 SUCCESS_RATE = "request-success-rate"
 DURATION = "request-duration"
 Series = tuple[dict[str, str], float]
+SIDES = ("primary", "canary")
 
 
 def cluster(canary: ObjectKey, group: str) -> str:
@@ -82,6 +83,25 @@ def duration_query(canary: ObjectKey, group: str, window_s: float) -> str:
         f'envoy_cluster_upstream_rq_time_bucket{{envoy_cluster_name="{c}"}}[{w}])) by (le))'
         f' and on() (sum(rate(envoy_cluster_upstream_rq_time_count{{envoy_cluster_name="{c}"}}[{w}])) > 0)'
     )
+
+
+def both_sides(build: Callable[[str], str]) -> str:
+    """One instant query of both groups, each series tagged `rheostat_side="<group>"`."""
+    return " or ".join(f'label_replace({build(side)}, "rheostat_side", "{side}", "", "")' for side in SIDES)
+
+
+def read_sides(series: list[Series], text: str) -> tuple[float, float | None]:
+    """(canary, primary) from the answer to `both_sides`; no canary series is NoData."""
+    found: dict[str, list[float]] = {side: [] for side in SIDES}
+    for labels, value in series:
+        found.setdefault(labels.get("rheostat_side", ""), []).append(value)
+    canary, primary = found["canary"], found["primary"]
+    if not canary:
+        raise NoData(f"the query returned no series of the canary; query: {text}")
+    if len(canary) > 1 or len(primary) > 1:
+        raise ProviderError(f"the query returned several series for one group, not one value; query: {text}")
+    shown = primary[0] if primary and math.isfinite(primary[0]) else None
+    return finite(canary[0], text), shown
 
 
 @dataclass(frozen=True)
@@ -134,6 +154,15 @@ class PrometheusProvider:
         if q.name == DURATION:
             return await self.value(duration_query(q.canary, q.group, q.window_s))
         raise ProviderError(f"metric {q.name!r} has no query and is not a builtin check")
+
+    async def sides(self, q: MetricQuery) -> tuple[float, float | None]:
+        if q.name == SUCCESS_RATE:
+            text = both_sides(lambda side: success_rate_query(q.canary, side, q.window_s))
+        elif q.name == DURATION:
+            text = both_sides(lambda side: duration_query(q.canary, side, q.window_s))
+        else:
+            raise ProviderError(f"metric {q.name!r} is not a builtin check")
+        return read_sides(await self.raw_vector(text), text)
 
     async def is_online(self) -> bool:
         """Flagger's check: `vector(1)` answers 1."""
@@ -194,14 +223,18 @@ class PrometheusProvider:
             )
         return finite(value, text)
 
-    async def vector(self, text: str) -> list[Series]:
-        """Every series of an instant vector; each value finite."""
+    async def raw_vector(self, text: str) -> list[Series]:
+        """Every series of an instant vector, as answered (NaN included)."""
         result_type, result = await self._query(text)
         if result_type != "vector":
             raise ProviderError(
                 f"the query returned a {result_type or 'result'}, not a vector; query: {text}"
             )
-        series = _series(result, text)
+        return _series(result, text)
+
+    async def vector(self, text: str) -> list[Series]:
+        """Every series of an instant vector; each value finite."""
+        series = await self.raw_vector(text)
         for labels, value in series:
             if not math.isfinite(value):
                 raise ProviderError(
