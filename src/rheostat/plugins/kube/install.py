@@ -1,0 +1,494 @@
+"""What `rheostat install` puts in a cluster, built in code: the Namespace, the CRDs, the service account and
+its least-privilege RBAC, the controller's Deployment, its Services, the admission webhook's configuration and
+a PodDisruptionBudget. `objects` is pure (the `--dry-run` YAML); `install` and `uninstall` talk to the cluster
+through the `KubeAPI` port.
+
+Every object carries `app.kubernetes.io/managed-by: rheostat-install`: uninstall deletes only what has it,
+so a user's object of the same name, and everything users made (Canaries...), stays.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from rheostat import __version__
+from rheostat.plugins.kube import kinds
+from rheostat.plugins.kube.api import Kind, KubeAPI, Obj
+from rheostat.plugins.kube.crds import CrdKind, crd, crd_kinds
+
+NAME = "rheostat"
+MANAGED_BY_KEY = "app.kubernetes.io/managed-by"
+MANAGED_BY = "rheostat-install"
+NAMESPACE = "rheostat-system"
+IMAGE = f"ghcr.io/rheostat/rheostat:{__version__}"  # the Dockerfile at the repository's root builds it
+UID = 10001  # the Dockerfile's user
+API_PORT = 8470
+OFREP_PORT = 8016  # flagd's OFREP port, where OpenFeature providers look by default
+WEBHOOK = "rheostat-webhook"  # the Service and the ValidatingWebhookConfiguration
+WEBHOOK_PORT = 9443
+WEBHOOK_PATH = "/admission/validate"
+WEBHOOK_TLS = "rheostat-webhook-tls"  # Secret: tls.crt, tls.key, ca.crt
+FLAGS_TOKEN = "rheostat-flags-token"  # Secret with `token`: the bearer token OFREP clients send
+SELECTOR = {"app.kubernetes.io/name": NAME, "app.kubernetes.io/component": "controller"}
+FLUX_GROUPS = ("source.toolkit.fluxcd.io", "kustomize.toolkit.fluxcd.io", "helm.toolkit.fluxcd.io")
+
+READ = ("get", "list", "watch")
+WRITE = ("get", "list", "watch", "create", "patch", "update", "delete")  # apply is a PATCH that may create
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One RBAC rule and why the controller needs it (docs/kubernetes.md#install shows this table)."""
+
+    group: str
+    resources: tuple[str, ...]
+    verbs: tuple[str, ...]
+    why: str
+    names: tuple[str, ...] = ()  # resourceNames: only these objects
+
+    def to_k8s(self) -> Obj:
+        out: Obj = {"apiGroups": [self.group], "resources": list(self.resources), "verbs": list(self.verbs)}
+        if self.names:
+            out["resourceNames"] = list(self.names)
+        return out
+
+    def allows(self, group: str, resource: str, verb: str) -> bool:
+        return group == self.group and resource in self.resources and verb in self.verbs
+
+
+CLUSTER_RULES: tuple[Rule, ...] = (
+    Rule(
+        "flagger.app",
+        ("canaries", "metrictemplates", "alertproviders"),
+        READ,
+        "watch the Canaries, "
+        "MetricTemplates and AlertProviders (one LIST, then WATCH); GET after a broken watch",
+    ),
+    Rule("flagger.app", ("canaries",), ("patch",), "the `rheostat.dev/manual` annotation (manual requests)"),
+    Rule(
+        "flagger.app", ("canaries/status",), ("get", "patch"), "write each Canary's status, Flagger's fields"
+    ),
+    Rule("", ("events",), ("create",), "Events on the Canaries, as `kubectl describe` shows them"),
+    Rule(
+        "apps",
+        ("deployments", "daemonsets"),
+        WRITE,
+        "read the target; apply the `-primary` "
+        "(a server-side apply that creates checks `create` too); scale the target (PUT); delete the primary "
+        "with `revertOnDeletion`",
+    ),
+    Rule(
+        "",
+        ("services",),
+        WRITE,
+        "apply the apex, `-primary` and `-canary` Services; switch a Service's "
+        "selector (`kubernetes` provider, PUT); delete them with `revertOnDeletion`",
+    ),
+    Rule(
+        "",
+        ("configmaps", "secrets"),
+        ("get", "list", "watch", "create", "patch", "delete"),
+        "read the "
+        "configs a target mounts and copy them as `-primary`; read the Secrets a MetricTemplate or "
+        "AlertProvider names (kept in memory); the webhook's certificate in `rheostat-webhook-tls`",
+    ),
+    Rule(
+        "autoscaling",
+        ("horizontalpodautoscalers",),
+        ("get", "list", "watch", "create", "patch", "delete"),
+        "read `autoscalerRef`; apply and delete its `-primary` copy",
+    ),
+    Rule(
+        "networking.istio.io",
+        ("virtualservices", "destinationrules"),
+        WRITE,
+        "`istio`: apply the routes, "
+        "take over and give back an existing one (PUT), delete its own when the Canary goes",
+    ),
+    Rule("gateway.networking.k8s.io", ("httproutes",), WRITE, "`gatewayapi`: the same for HTTPRoutes"),
+    Rule("split.smi-spec.io", ("trafficsplits",), WRITE, "`smi:*`, `linkerd`: the same for TrafficSplits"),
+    Rule(
+        "networking.k8s.io",
+        ("ingresses",),
+        WRITE,
+        "`nginx`: read the `ingressRef`, apply, change and delete its canary copy",
+    ),
+    Rule(
+        "metrics.keptn.sh", ("keptnmetrics",), ("get",), "`keptn` MetricTemplates read a KeptnMetric's value"
+    ),
+    Rule(
+        "metrics.keptn.sh",
+        ("analyses",),
+        ("get", "create", "patch", "delete"),
+        "`keptn` MetricTemplates create an Analysis, read its verdict, delete it",
+    ),
+    Rule("", ("namespaces",), READ, "the policy engine matches `namespaceSelector` on a namespace's labels"),
+    Rule("rheostat.dev", ("workloads", "flagsets"), READ, "Rheostat's own kinds, read from the cluster"),
+    Rule("rheostat.dev", ("workloads/status", "flagsets/status"), ("get", "patch"), "their status"),
+    Rule("core.openfeature.dev", ("featureflags",), READ, "FeatureFlags served over OFREP"),
+    *(
+        Rule(group, ("*",), READ, "Flux's objects shown read-only in the dashboard and CLI")
+        for group in FLUX_GROUPS
+    ),
+    Rule(
+        "admissionregistration.k8s.io",
+        ("validatingwebhookconfigurations",),
+        ("get", "patch", "update"),
+        "fill in its own webhook's `caBundle` when it makes or rotates the certificate",
+        (WEBHOOK,),
+    ),
+)
+NAMESPACE_RULES: tuple[Rule, ...] = (
+    Rule(
+        "coordination.k8s.io",
+        ("leases",),
+        ("get", "create", "update", "patch"),
+        "leader election: one of the two replicas leads, through a Lease in its own namespace",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Options:
+    namespace: str = NAMESPACE
+    image: str = IMAGE
+    replicas: int = 2
+    ca_bundle: str = ""  # base64 PEM; empty: the controller fills it in when it starts
+    extra_labels: dict[str, str] = field(default_factory=dict)
+
+
+def labels(component: str = "") -> dict[str, str]:
+    out = {
+        "app.kubernetes.io/name": NAME,
+        "app.kubernetes.io/version": __version__,
+        MANAGED_BY_KEY: MANAGED_BY,
+    }
+    if component:
+        out["app.kubernetes.io/component"] = component
+    return out
+
+
+def _meta(name: str, namespace: str | None = None, component: str = "") -> Obj:
+    meta: Obj = {"name": name, "labels": labels(component)}
+    if namespace is not None:
+        meta["namespace"] = namespace
+    return meta
+
+
+def _obj(kind: Kind, name: str, namespace: str | None = None, component: str = "", **body: Any) -> Obj:
+    return {
+        "apiVersion": kind.api_version,
+        "kind": kind.kind,
+        "metadata": _meta(name, namespace, component),
+        **body,
+    }
+
+
+def crd_objects() -> list[tuple[CrdKind, Obj]]:
+    return [(k, crd(k, labels("crd"))) for k in crd_kinds()]
+
+
+def rbac(opts: Options) -> list[Obj]:
+    ns = opts.namespace
+    subject = [{"kind": "ServiceAccount", "name": NAME, "namespace": ns}]
+    return [
+        _obj(kinds.SERVICE_ACCOUNT, NAME, ns, "controller"),
+        _obj(kinds.CLUSTER_ROLE, NAME, rules=[r.to_k8s() for r in CLUSTER_RULES]),
+        _obj(
+            kinds.CLUSTER_ROLE_BINDING,
+            NAME,
+            roleRef={"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": NAME},
+            subjects=subject,
+        ),
+        _obj(kinds.ROLE, NAME, ns, rules=[r.to_k8s() for r in NAMESPACE_RULES]),
+        _obj(
+            kinds.ROLE_BINDING,
+            NAME,
+            ns,
+            roleRef={"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": NAME},
+            subjects=subject,
+        ),
+    ]
+
+
+def _container(opts: Options) -> Obj:
+    probe = {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 10, "timeoutSeconds": 2}
+    return {
+        "name": "controller",
+        "image": opts.image,
+        "imagePullPolicy": "IfNotPresent",
+        "args": ["run", "--listen", f"0.0.0.0:{API_PORT}", "--data-dir", "/data", "--log-format", "json"],
+        "env": [
+            {"name": "HOME", "value": "/tmp"},
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+            {
+                "name": "RHEOSTAT_FLAGS_TOKEN",
+                "valueFrom": {"secretKeyRef": {"name": FLAGS_TOKEN, "key": "token", "optional": True}},
+            },
+        ],
+        "ports": [
+            {"name": "http", "containerPort": API_PORT, "protocol": "TCP"},
+            {"name": "webhook", "containerPort": WEBHOOK_PORT, "protocol": "TCP"},
+        ],
+        "livenessProbe": {**probe, "initialDelaySeconds": 10, "failureThreshold": 3},
+        "readinessProbe": {**probe, "failureThreshold": 1},
+        "resources": {
+            "requests": {"cpu": "100m", "memory": "128Mi"},
+            "limits": {"memory": "512Mi"},
+        },
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "runAsUser": UID,
+            "runAsGroup": UID,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": [
+            {"name": "data", "mountPath": "/data"},
+            {"name": "tmp", "mountPath": "/tmp"},
+            {"name": "webhook-tls", "mountPath": "/etc/rheostat/webhook-tls", "readOnly": True},
+        ],
+    }
+
+
+def deployment(opts: Options) -> Obj:
+    pod_labels = {**labels("controller"), **opts.extra_labels}
+    return _obj(
+        kinds.DEPLOYMENT,
+        NAME,
+        opts.namespace,
+        "controller",
+        spec={
+            "replicas": opts.replicas,
+            "selector": {"matchLabels": dict(SELECTOR)},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {
+                "metadata": {"labels": pod_labels},
+                "spec": {
+                    "serviceAccountName": NAME,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "fsGroup": UID,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "affinity": {
+                        "podAntiAffinity": {
+                            "preferredDuringSchedulingIgnoredDuringExecution": [
+                                {
+                                    "weight": 100,
+                                    "podAffinityTerm": {
+                                        "labelSelector": {"matchLabels": dict(SELECTOR)},
+                                        "topologyKey": "kubernetes.io/hostname",
+                                    },
+                                }
+                            ]
+                        }
+                    },
+                    "terminationGracePeriodSeconds": 30,
+                    "containers": [_container(opts)],
+                    "volumes": [
+                        {"name": "data", "emptyDir": {"sizeLimit": "1Gi"}},
+                        {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
+                        {"name": "webhook-tls", "secret": {"secretName": WEBHOOK_TLS, "optional": True}},
+                    ],
+                },
+            },
+        },
+    )
+
+
+def services(opts: Options) -> list[Obj]:
+    def service(name: str, port: int, target: str, component: str) -> Obj:
+        return _obj(
+            kinds.SERVICE,
+            name,
+            opts.namespace,
+            component,
+            spec={
+                "type": "ClusterIP",
+                "selector": dict(SELECTOR),
+                "ports": [
+                    {
+                        "name": target if port != 443 else "https",
+                        "port": port,
+                        "targetPort": target,
+                        "protocol": "TCP",
+                    }
+                ],
+            },
+        )
+
+    return [
+        service(NAME, 80, "http", "api"),
+        service(f"{NAME}-ofrep", OFREP_PORT, "http", "ofrep"),
+        service(WEBHOOK, 443, "webhook", "webhook"),
+    ]
+
+
+def webhook_configuration(opts: Options) -> Obj:
+    client: Obj = {
+        "service": {"name": WEBHOOK, "namespace": opts.namespace, "path": WEBHOOK_PATH, "port": 443}
+    }
+    if opts.ca_bundle:
+        client["caBundle"] = opts.ca_bundle
+    excluded = sorted({opts.namespace, "kube-system"})
+    return _obj(
+        kinds.VALIDATING_WEBHOOK,
+        WEBHOOK,
+        webhooks=[
+            {
+                "name": "validate.rheostat.dev",
+                "admissionReviewVersions": ["v1"],
+                "sideEffects": "None",
+                "failurePolicy": "Fail",
+                "matchPolicy": "Equivalent",
+                "timeoutSeconds": 5,
+                "clientConfig": client,
+                "namespaceSelector": {
+                    "matchExpressions": [
+                        {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": excluded}
+                    ]
+                },
+                "rules": [
+                    {
+                        "apiGroups": ["*"],
+                        "apiVersions": ["*"],
+                        "resources": ["*"],
+                        "operations": ["CREATE", "UPDATE"],
+                        "scope": "*",
+                    }
+                ],
+            }
+        ],
+    )
+
+
+def pdb(opts: Options) -> Obj:
+    return _obj(
+        kinds.PDB,
+        NAME,
+        opts.namespace,
+        "controller",
+        spec={"minAvailable": 1, "selector": {"matchLabels": dict(SELECTOR)}},
+    )
+
+
+def objects(opts: Options) -> list[Obj]:
+    """Everything install writes, in the order it applies them: what others need comes first, the webhook
+    (which fails closed) last, once its Service and Deployment exist."""
+    return [
+        _obj(kinds.NAMESPACE, opts.namespace, component="controller"),
+        *(obj for _, obj in crd_objects()),
+        *rbac(opts),
+        *services(opts),
+        deployment(opts),
+        pdb(opts),
+        webhook_configuration(opts),
+    ]
+
+
+# -- against a cluster ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outcome:
+    kind: str
+    name: str
+    namespace: str
+    action: str  # created, configured, unchanged, kept (not ours), deleted, absent
+    note: str = ""
+
+    def __str__(self) -> str:
+        where = f"{self.namespace}/" if self.namespace else ""
+        return f"{self.kind.lower()}/{where}{self.name} {self.action}" + (
+            f" ({self.note})" if self.note else ""
+        )
+
+
+def _kind(obj: Obj) -> Kind:
+    return kinds.kind_of(obj["apiVersion"], obj["kind"])
+
+
+def _ours(obj: Obj | None) -> bool:
+    return obj is not None and (obj["metadata"].get("labels") or {}).get(MANAGED_BY_KEY) == MANAGED_BY
+
+
+async def _ca_bundle(api: KubeAPI, namespace: str) -> str:
+    """`ca.crt` of the webhook's Secret when it is there; else the one the controller wrote on the live
+    configuration (re-applying without it would take it away); else empty, for the controller to fill."""
+    secret = await api.get(kinds.SECRET, namespace, WEBHOOK_TLS)
+    if secret is not None and (ca := (secret.get("data") or {}).get("ca.crt")):
+        return str(ca)
+    live = await api.get(kinds.VALIDATING_WEBHOOK, "", WEBHOOK)
+    for hook in (live or {}).get("webhooks") or []:
+        if bundle := (hook.get("clientConfig") or {}).get("caBundle"):
+            return str(bundle)
+    return ""
+
+
+async def _apply(api: KubeAPI, obj: Obj) -> Outcome:
+    kind, meta = _kind(obj), obj["metadata"]
+    ns = meta.get("namespace", "")
+    before = await api.get(kind, ns, meta["name"])
+    after = await api.apply(copy.deepcopy(obj))
+    if before is None:
+        action = "created"
+    elif before["metadata"].get("resourceVersion") == after["metadata"].get("resourceVersion"):
+        action = "unchanged"
+    else:
+        action = "configured"
+    return Outcome(kind.kind, meta["name"], ns, action)
+
+
+async def install(
+    api: KubeAPI, opts: Options, say: Callable[[Outcome], None] = lambda _: None
+) -> list[Outcome]:
+    """Server-side apply of every object (field manager `rheostat`). A Namespace or a CRD of Flagger's,
+    Flux's or OpenFeature's that exists and is not ours is left as it is."""
+    opts = Options(**{**opts.__dict__, "ca_bundle": opts.ca_bundle or await _ca_bundle(api, opts.namespace)})
+    foreign = {obj["metadata"]["name"]: k for k, obj in crd_objects() if not k.own}
+    done: list[Outcome] = []
+    for obj in objects(opts):
+        kind, name = _kind(obj), obj["metadata"]["name"]
+        if kind in (kinds.NAMESPACE, kinds.CRD) and (kind == kinds.NAMESPACE or name in foreign):
+            live = await api.get(kind, "", name)
+            if live is not None and not _ours(live):
+                note = f"{foreign[name].owner}'s, left as it is" if name in foreign else "not made by install"
+                outcome = Outcome(kind.kind, name, "", "kept", note)
+                done.append(outcome)
+                say(outcome)
+                continue
+        outcome = await _apply(api, obj)
+        done.append(outcome)
+        say(outcome)
+    return done
+
+
+async def uninstall(
+    api: KubeAPI, opts: Options, *, crds: bool = False, say: Callable[[Outcome], None] = lambda _: None
+) -> list[Outcome]:
+    """Delete what install made (the objects with its label), the webhook first so that nothing is refused
+    while the rest goes. CRDs stay unless `crds`: deleting a CRD deletes every object of its kind."""
+    done: list[Outcome] = []
+    for obj in reversed(objects(opts)):
+        kind, meta = _kind(obj), obj["metadata"]
+        if kind == kinds.CRD and not crds:
+            continue
+        ns = meta.get("namespace", "")
+        live = await api.get(kind, ns, meta["name"])
+        if live is None:
+            outcome = Outcome(kind.kind, meta["name"], ns, "absent")
+        elif not _ours(live):
+            outcome = Outcome(kind.kind, meta["name"], ns, "kept", "not made by install")
+        else:
+            await api.delete(kind, ns, meta["name"])
+            outcome = Outcome(kind.kind, meta["name"], ns, "deleted")
+        done.append(outcome)
+        say(outcome)
+    return done
