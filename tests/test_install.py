@@ -28,6 +28,7 @@ from rheostat.plugins.kube import kinds
 from rheostat.plugins.kube.api import Kind, Obj, WatchType
 from rheostat.plugins.kube.crds import crd_kinds
 from rheostat.plugins.kube.install import (
+    API_TOKEN,
     CLUSTER_RULES,
     MANAGED_BY,
     MANAGED_BY_KEY,
@@ -38,6 +39,8 @@ from rheostat.plugins.kube.install import (
     WEBHOOK_TLS,
     Options,
     install,
+    rbac_table,
+    uninstall,
 )
 from rheostat.plugins.kube.memory import MemoryKube
 from rheostat.reactor.controller import Controller
@@ -318,6 +321,11 @@ async def test_install_twice_then_uninstall_leaves_the_users_objects(
     flagger = cluster.object(kinds.CRD, "", "canaries.flagger.app")
     assert flagger is not None and MANAGED_BY_KEY not in flagger["metadata"]["labels"]
 
+    token = cluster.object(kinds.SECRET, "rheostat-system", API_TOKEN)
+    assert token is not None and "secret/rheostat-system/rheostat-api-token created" in out
+    value = base64.b64decode(token["data"]["token"]).decode()
+    assert len(value) >= 32 and value not in out and token["data"]["token"] not in out
+
     version = cluster.version
     code, out = await rheostat(kubeconfig, "install")
     assert code == 0 and "0 object(s) changed" in out, out
@@ -333,6 +341,7 @@ async def test_install_twice_then_uninstall_leaves_the_users_objects(
         else:
             assert live is None, f"{obj['kind']} {obj['metadata']['name']} left behind"
     assert cluster.object(kinds.CANARY, "apps", "podinfo") is not None
+    assert cluster.object(kinds.SECRET, "rheostat-system", API_TOKEN) is None
 
     code, out = await rheostat(kubeconfig, "uninstall", "--crds")
     assert code == 0, out
@@ -396,6 +405,23 @@ async def test_the_ca_bundle_is_the_secrets_and_a_reinstall_keeps_the_one_the_co
     assert vwc is not None and vwc["webhooks"][0]["clientConfig"]["caBundle"] == ca
 
 
+async def test_uninstall_crds_keeps_a_crd_its_own_project_has_since_replaced() -> None:
+    kube = MemoryKube()
+    await install(kube, Options())
+    live = await kube.get(kinds.CRD, "", "canaries.flagger.app")
+    assert live is not None and live["metadata"]["labels"][MANAGED_BY_KEY] == MANAGED_BY
+    # `kubectl apply -f flagger/crd.yaml`: Flagger's schema, our labels merged in and kept
+    live["spec"]["versions"][0]["schema"] = {
+        "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+    }
+    await kube.replace(live)
+    done = {str(o) for o in await uninstall(kube, Options(), crds=True)}
+    assert "customresourcedefinition/canaries.flagger.app kept (Flagger's schema now)" in done
+    assert await kube.get(kinds.CRD, "", "canaries.flagger.app") is not None
+    assert await kube.get(kinds.CRD, "", "metrictemplates.flagger.app") is None
+    assert await kube.get(kinds.CRD, "", "workloads.rheostat.dev") is None
+
+
 # -- RBAC -------------------------------------------------------------------------------------------------
 
 RULES = (*CLUSTER_RULES, *NAMESPACE_RULES)
@@ -411,6 +437,14 @@ def test_every_kind_rheostat_reads_or_writes_has_rbac() -> None:
     assert missing == [], f"kinds in plugins/kube/kinds.py without RBAC in plugins/kube/install.py: {missing}"
     cached = [str(k) for k in kinds.READ_CACHED if not (allowed(k, "list") and allowed(k, "watch"))]
     assert cached == [], f"kinds read through a watch-fed cache need list and watch: {cached}"
+
+
+def test_the_rbac_table_of_the_docs_is_the_one_install_creates() -> None:
+    docs = (ROOT / "docs" / "kubernetes.md").read_text()
+    assert rbac_table() in docs, (
+        "docs/kubernetes.md#rbac is stale: paste the output of "
+        "python -c 'from rheostat.plugins.kube.install import rbac_table; print(rbac_table())'"
+    )
 
 
 class Recording:

@@ -9,7 +9,9 @@ so a user's object of the same name, and everything users made (Canaries...), st
 
 from __future__ import annotations
 
+import base64
 import copy
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,8 +34,17 @@ WEBHOOK_PORT = 9443
 WEBHOOK_PATH = "/admission/validate"
 WEBHOOK_TLS = "rheostat-webhook-tls"  # Secret: tls.crt, tls.key, ca.crt
 FLAGS_TOKEN = "rheostat-flags-token"  # Secret with `token`: the bearer token OFREP clients send
+API_TOKEN = "rheostat-api-token"  # Secret with `token`: the API token, the same for both replicas
 SELECTOR = {"app.kubernetes.io/name": NAME, "app.kubernetes.io/component": "controller"}
-FLUX_GROUPS = ("source.toolkit.fluxcd.io", "kustomize.toolkit.fluxcd.io", "helm.toolkit.fluxcd.io")
+FLUX_KINDS = (
+    (
+        "source.toolkit.fluxcd.io",
+        ("gitrepositories", "ocirepositories", "helmrepositories", "helmcharts", "buckets"),
+    ),
+    ("kustomize.toolkit.fluxcd.io", ("kustomizations",)),
+    ("helm.toolkit.fluxcd.io", ("helmreleases",)),
+    ("notification.toolkit.fluxcd.io", ("receivers",)),
+)
 
 READ = ("get", "list", "watch")
 WRITE = ("get", "list", "watch", "create", "patch", "update", "delete")  # apply is a PATCH that may create
@@ -130,8 +141,8 @@ CLUSTER_RULES: tuple[Rule, ...] = (
     Rule("rheostat.dev", ("workloads/status", "flagsets/status"), ("get", "patch"), "their status"),
     Rule("core.openfeature.dev", ("featureflags",), READ, "FeatureFlags served over OFREP"),
     *(
-        Rule(group, ("*",), READ, "Flux's objects shown read-only in the dashboard and CLI")
-        for group in FLUX_GROUPS
+        Rule(group, resources, READ, "Flux's objects, shown read-only in the dashboard and CLI")
+        for group, resources in FLUX_KINDS
     ),
     Rule(
         "admissionregistration.k8s.io",
@@ -252,6 +263,8 @@ def _container(opts: Options) -> Obj:
         "volumeMounts": [
             {"name": "data", "mountPath": "/data"},
             {"name": "tmp", "mountPath": "/tmp"},
+            # The data dir's token file is the Secret's: both replicas answer to the same API token.
+            {"name": "api-token", "mountPath": "/data/token", "subPath": "token", "readOnly": True},
             {"name": "webhook-tls", "mountPath": "/etc/rheostat/webhook-tls", "readOnly": True},
         ],
     }
@@ -295,6 +308,7 @@ def deployment(opts: Options) -> Obj:
                     "volumes": [
                         {"name": "data", "emptyDir": {"sizeLimit": "1Gi"}},
                         {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
+                        {"name": "api-token", "secret": {"secretName": API_TOKEN, "defaultMode": 0o440}},
                         {"name": "webhook-tls", "secret": {"secretName": WEBHOOK_TLS, "optional": True}},
                     ],
                 },
@@ -393,6 +407,12 @@ def objects(opts: Options) -> list[Obj]:
     ]
 
 
+def api_token_secret(opts: Options) -> Obj:
+    """The API token, made once by install and never printed (so not in `objects`, nor in --dry-run)."""
+    token = base64.b64encode(secrets.token_urlsafe(32).encode()).decode()
+    return _obj(kinds.SECRET, API_TOKEN, opts.namespace, "controller", type="Opaque", data={"token": token})
+
+
 # -- against a cluster ----------------------------------------------------------------------------------
 
 
@@ -417,6 +437,10 @@ def _kind(obj: Obj) -> Kind:
 
 def _ours(obj: Obj | None) -> bool:
     return obj is not None and (obj["metadata"].get("labels") or {}).get(MANAGED_BY_KEY) == MANAGED_BY
+
+
+def _versions(crd_obj: Obj) -> list[tuple[str, Any]]:
+    return [(v.get("name"), v.get("schema")) for v in crd_obj.get("spec", {}).get("versions") or []]
 
 
 async def _ca_bundle(api: KubeAPI, namespace: str) -> str:
@@ -446,6 +470,13 @@ async def _apply(api: KubeAPI, obj: Obj) -> Outcome:
     return Outcome(kind.kind, meta["name"], ns, action)
 
 
+async def _token(api: KubeAPI, opts: Options) -> Outcome:
+    """The API token's Secret when there is none; an existing one is kept (a new token would lock clients out)."""
+    if await api.get(kinds.SECRET, opts.namespace, API_TOKEN) is not None:
+        return Outcome(kinds.SECRET.kind, API_TOKEN, opts.namespace, "kept", "the API token stays")
+    return await _apply(api, api_token_secret(opts))
+
+
 async def install(
     api: KubeAPI, opts: Options, say: Callable[[Outcome], None] = lambda _: None
 ) -> list[Outcome]:
@@ -456,6 +487,9 @@ async def install(
     done: list[Outcome] = []
     for obj in objects(opts):
         kind, name = _kind(obj), obj["metadata"]["name"]
+        if kind == kinds.SERVICE_ACCOUNT:  # the Namespace exists now; the token before the Deployment
+            done.append(await _token(api, opts))
+            say(done[-1])
         if kind in (kinds.NAMESPACE, kinds.CRD) and (kind == kinds.NAMESPACE or name in foreign):
             live = await api.get(kind, "", name)
             if live is not None and not _ours(live):
@@ -476,7 +510,10 @@ async def uninstall(
     """Delete what install made (the objects with its label), the webhook first so that nothing is refused
     while the rest goes. CRDs stay unless `crds`: deleting a CRD deletes every object of its kind."""
     done: list[Outcome] = []
-    for obj in reversed(objects(opts)):
+    foreign = {obj["metadata"]["name"]: k.owner for k, obj in crd_objects() if not k.own}
+    made = objects(opts)
+    made.insert(made.index(next(o for o in made if o["kind"] == "ServiceAccount")), api_token_secret(opts))
+    for obj in reversed(made):
         kind, meta = _kind(obj), obj["metadata"]
         if kind == kinds.CRD and not crds:
             continue
@@ -486,9 +523,25 @@ async def uninstall(
             outcome = Outcome(kind.kind, meta["name"], ns, "absent")
         elif not _ours(live):
             outcome = Outcome(kind.kind, meta["name"], ns, "kept", "not made by install")
+        elif kind == kinds.CRD and meta["name"] in foreign and _versions(live) != _versions(obj):
+            # Flagger's, Flux's or OpenFeature's own CRD applied over ours keeps our labels: theirs now.
+            outcome = Outcome(kind.kind, meta["name"], ns, "kept", f"{foreign[meta['name']]}'s schema now")
         else:
             await api.delete(kind, ns, meta["name"])
             outcome = Outcome(kind.kind, meta["name"], ns, "deleted")
         done.append(outcome)
         say(outcome)
     return done
+
+
+def rbac_table() -> str:
+    """The RBAC as the Markdown table of docs/kubernetes.md#rbac (a test keeps the two the same)."""
+    rows = ["| resources | API group | verbs | why |", "| --- | --- | --- | --- |"]
+    for where, rules in (("", CLUSTER_RULES), (" (a Role in its namespace)", NAMESPACE_RULES)):
+        for r in rules:
+            res = ", ".join(f"`{x}`" for x in r.resources)
+            if r.names:
+                res += " named " + ", ".join(f"`{n}`" for n in r.names)
+            verbs = ", ".join(f"`{v}`" for v in r.verbs)
+            rows.append(f"| {res}{where} | `{r.group or 'core'}` | {verbs} | {r.why} |")
+    return "\n".join(rows) + "\n"
