@@ -130,6 +130,11 @@ def test_the_deployment_is_two_hardened_replicas_with_probes_and_a_data_volume()
     mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
     assert "emptyDir" in volumes[mounts["/data"]] and "--data-dir" in c["args"]
     assert spec["serviceAccountName"] == "rheostat"
+    args = one(dry_run("--metrics-server", "http://prometheus.monitoring:9090"), "Deployment", "rheostat")
+    assert args["spec"]["template"]["spec"]["containers"][0]["args"][-2:] == [
+        "--metrics-server",
+        "http://prometheus.monitoring:9090",
+    ]
     pdb = one(dry_run(), "PodDisruptionBudget", "rheostat")
     assert pdb["spec"]["minAvailable"] == 1
     assert (
@@ -156,7 +161,12 @@ def test_the_webhook_service_and_configuration_follow_the_servers_contract() -> 
     }
     assert hook["failurePolicy"] == "Fail"
     (expr,) = hook["namespaceSelector"]["matchExpressions"]
-    assert expr["operator"] == "NotIn" and set(expr["values"]) == {"rheostat-system", "kube-system"}
+    assert expr["operator"] == "NotIn" and set(expr["values"]) == {
+        "rheostat-system",
+        "kube-system",
+        "kube-node-lease",
+    }
+    assert [c["name"] for c in hook["matchConditions"]] == ["not-events-nor-leases", "not-kubelets"]
     names = {s["metadata"]["name"] for s in by_kind(objs, "Service")}
     assert names == {"rheostat", "rheostat-ofrep", WEBHOOK}
 

@@ -30,12 +30,16 @@ kubeconfig_option = click.option(
 context_option = click.option("--context", "kube_context", default=None, help="The kubeconfig context.")
 
 
-def _options(namespace: str, image: str = IMAGE) -> Options:
+def _options(
+    namespace: str, image: str = IMAGE, metrics_server: str | None = None, mesh_provider: str | None = None
+) -> Options:
     if not _NS.match(namespace) or len(namespace) > 63:
         fail(
             ValueError(f"--namespace {namespace!r}: not a valid namespace name (lower case, digits and '-')")
         )
-    return Options(namespace=namespace, image=image)
+    return Options(
+        namespace=namespace, image=image, metrics_server=metrics_server, mesh_provider=mesh_provider
+    )
 
 
 def _against(kubeconfig: str | None, context: str | None, work: Callable[[KubeAPI], Awaitable[T]]) -> T:
@@ -62,10 +66,22 @@ def _say(outcome: Outcome) -> None:
 @click.option("--dry-run", is_flag=True, help="Print every object as YAML; apply nothing.")
 @namespace_option
 @click.option("--image", default=IMAGE, show_default=True, help="The controller's image.")
+@click.option(
+    "--metrics-server", default=None, help="The controller's Prometheus URL (as for `rheostat run`)."
+)
+@click.option(
+    "--mesh-provider", default=None, help="The provider of a Canary that sets none (default: istio)."
+)
 @kubeconfig_option
 @context_option
 def install_cmd(
-    dry_run: bool, namespace: str, image: str, kubeconfig: str | None, kube_context: str | None
+    dry_run: bool,
+    namespace: str,
+    image: str,
+    metrics_server: str | None,
+    mesh_provider: str | None,
+    kubeconfig: str | None,
+    kube_context: str | None,
 ) -> None:
     """Install the controller in a cluster, or upgrade it: its Namespace, the CRDs, a service account with
     least-privilege RBAC, a Deployment of two replicas, the Services (API and dashboard, OFREP, admission
@@ -77,9 +93,9 @@ def install_cmd(
     \b
     Examples:
       rheostat install --dry-run > rheostat.yaml
-      rheostat install --context prod
+      rheostat install --context prod --metrics-server http://prometheus.istio-system:9090
     """
-    opts = _options(namespace, image)
+    opts = _options(namespace, image, metrics_server, mesh_provider)
     if dry_run:
         foreign = {obj["metadata"]["name"]: k.owner for k, obj in crd_objects() if not k.own}
         docs = []

@@ -168,6 +168,8 @@ class Options:
     image: str = IMAGE
     replicas: int = 2
     ca_bundle: str = ""  # base64 PEM; empty: the controller fills it in when it starts
+    metrics_server: str | None = None  # `rheostat run --metrics-server`
+    mesh_provider: str | None = None  # `rheostat run --mesh-provider`
     extra_labels: dict[str, str] = field(default_factory=dict)
 
 
@@ -231,7 +233,17 @@ def _container(opts: Options) -> Obj:
         "name": "controller",
         "image": opts.image,
         "imagePullPolicy": "IfNotPresent",
-        "args": ["run", "--listen", f"0.0.0.0:{API_PORT}", "--data-dir", "/data", "--log-format", "json"],
+        "args": [
+            "run",
+            "--listen",
+            f"0.0.0.0:{API_PORT}",
+            "--data-dir",
+            "/data",
+            "--log-format",
+            "json",
+            *(["--metrics-server", opts.metrics_server] if opts.metrics_server else []),
+            *(["--mesh-provider", opts.mesh_provider] if opts.mesh_provider else []),
+        ],
         "env": [
             {"name": "HOME", "value": "/tmp"},
             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
@@ -351,7 +363,8 @@ def webhook_configuration(opts: Options) -> Obj:
     }
     if opts.ca_bundle:
         client["caBundle"] = opts.ca_bundle
-    excluded = sorted({opts.namespace, "kube-system"})
+    # kube-node-lease: the kubelets' heartbeats must never wait for (or fail on) the webhook
+    excluded = sorted({opts.namespace, "kube-system", "kube-node-lease"})
     return _obj(
         kinds.VALIDATING_WEBHOOK,
         WEBHOOK,
@@ -369,6 +382,18 @@ def webhook_configuration(opts: Options) -> Obj:
                         {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": excluded}
                     ]
                 },
+                # Events and Leases are written all the time by everyone and hold nothing a policy checks;
+                # the kubelets' own writes (Nodes, mirror Pods) go through even while the controller is down.
+                "matchConditions": [
+                    {
+                        "name": "not-events-nor-leases",
+                        "expression": "!(request.resource.resource in ['events', 'leases'])",
+                    },
+                    {
+                        "name": "not-kubelets",
+                        "expression": "!request.userInfo.username.startsWith('system:node:')",
+                    },
+                ],
                 "rules": [
                     {
                         "apiGroups": ["*"],
