@@ -13,7 +13,7 @@ import base64
 import copy
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Any
 
 from rheostat import __version__
@@ -170,7 +170,6 @@ class Options:
     ca_bundle: str = ""  # base64 PEM; empty: the controller fills it in when it starts
     metrics_server: str | None = None  # `rheostat run --metrics-server`
     mesh_provider: str | None = None  # `rheostat run --mesh-provider`
-    extra_labels: dict[str, str] = field(default_factory=dict)
 
 
 def labels(component: str = "") -> dict[str, str]:
@@ -283,7 +282,6 @@ def _container(opts: Options) -> Obj:
 
 
 def deployment(opts: Options) -> Obj:
-    pod_labels = {**labels("controller"), **opts.extra_labels}
     return _obj(
         kinds.DEPLOYMENT,
         NAME,
@@ -294,7 +292,7 @@ def deployment(opts: Options) -> Obj:
             "selector": {"matchLabels": dict(SELECTOR)},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "template": {
-                "metadata": {"labels": pod_labels},
+                "metadata": {"labels": labels("controller")},
                 "spec": {
                     "serviceAccountName": NAME,
                     "securityContext": {
@@ -507,7 +505,7 @@ async def install(
 ) -> list[Outcome]:
     """Server-side apply of every object (field manager `rheostat`). A Namespace or a CRD of Flagger's,
     Flux's or OpenFeature's that exists and is not ours is left as it is."""
-    opts = Options(**{**opts.__dict__, "ca_bundle": opts.ca_bundle or await _ca_bundle(api, opts.namespace)})
+    opts = replace(opts, ca_bundle=opts.ca_bundle or await _ca_bundle(api, opts.namespace))
     foreign = {obj["metadata"]["name"]: k for k, obj in crd_objects() if not k.own}
     done: list[Outcome] = []
     for obj in objects(opts):
