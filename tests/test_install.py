@@ -413,6 +413,37 @@ async def test_uninstall_leaves_an_object_of_the_same_name_that_install_did_not_
     assert cluster.object(kinds.SERVICE, "rheostat-system", "rheostat-ofrep") is not None
 
 
+async def test_a_refused_object_is_named_and_a_second_run_finishes_the_job(
+    cluster: KubeServer, kubeconfig: Path
+) -> None:
+    cluster.fail(403, verb="patch", kind=kinds.CLUSTER_ROLE)  # a user who may not grant cluster-wide RBAC
+    code, out = await rheostat(kubeconfig, "install")
+    assert code == 1, out
+    assert (
+        "error: ClusterRole rheostat: forbidden: cannot patch clusterroles.rbac.authorization.k8s.io" in out
+    )
+    assert "install stopped there" in out and "safe to run again" in out
+    assert "serviceaccount/rheostat-system/rheostat created" in out
+    assert cluster.object(kinds.DEPLOYMENT, "rheostat-system", "rheostat") is None  # nothing after it
+    assert (
+        cluster.object(kinds.VALIDATING_WEBHOOK, "", WEBHOOK) is None
+    )  # no fail-closed webhook without a server
+    code, out = await rheostat(kubeconfig, "install")
+    assert code == 0, out
+    assert (
+        "clusterrole/rheostat created" in out and "serviceaccount/rheostat-system/rheostat unchanged" in out
+    )
+    assert cluster.object(kinds.VALIDATING_WEBHOOK, "", WEBHOOK) is not None
+
+
+def test_a_bad_namespace_is_refused_by_name() -> None:
+    result = CliRunner().invoke(cli, ["install", "--dry-run", "--namespace", "Rheostat_System"])
+    assert (
+        result.exit_code == 1 and "--namespace 'Rheostat_System': not a valid namespace name" in result.output
+    )
+    assert "kind:" not in result.output
+
+
 async def test_an_unreachable_cluster_is_one_line_naming_it(tmp_path: Path) -> None:
     config = tmp_path / "kubeconfig"
     config.write_text("apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\nusers: []\n")

@@ -12,7 +12,16 @@ import yaml
 
 from rheostat.cli.common import fail, stdout
 from rheostat.plugins.kube.api import KubeAPI, KubeError
-from rheostat.plugins.kube.install import IMAGE, NAMESPACE, Options, Outcome, crd_objects, install, objects
+from rheostat.plugins.kube.install import (
+    IMAGE,
+    NAMESPACE,
+    InstallError,
+    Options,
+    Outcome,
+    crd_objects,
+    install,
+    objects,
+)
 from rheostat.plugins.kube.install import uninstall as remove
 
 T = TypeVar("T")
@@ -54,7 +63,7 @@ def _against(kubeconfig: str | None, context: str | None, work: Callable[[KubeAP
 
     try:
         return asyncio.run(run())
-    except (KubeError, ValueError) as exc:
+    except (KubeError, InstallError, ValueError) as exc:
         fail(exc)
 
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 import base64
 import copy
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 from rheostat import __version__
 from rheostat.plugins.kube import kinds
-from rheostat.plugins.kube.api import Kind, KubeAPI, Obj
+from rheostat.plugins.kube.api import Kind, KubeAPI, KubeError, Obj
 from rheostat.plugins.kube.crds import CrdKind, crd, crd_kinds
 from rheostat.plugins.kube.rbac import CLUSTER_RULES, NAMESPACE_RULES, WEBHOOK
 
@@ -377,31 +378,74 @@ async def _token(api: KubeAPI, opts: Options) -> Outcome:
     return await _apply(api, api_token_secret(opts))
 
 
+class InstallError(Exception):
+    """The API server refused an object: which one, why, and what was done before it."""
+
+
+def _stopped(verb: str, obj: Obj, exc: KubeError, done: list[Outcome]) -> InstallError:
+    meta = obj["metadata"]
+    where = f"{meta['namespace']}/" if meta.get("namespace") else ""
+    changed = sum(o.action in ("created", "configured", "deleted") for o in done)
+    return InstallError(
+        f"{obj['kind']} {where}{meta['name']}: {exc}. {verb} stopped there, after {changed} change(s) listed "
+        f"above; it is safe to run again once this is fixed"
+    )
+
+
+async def _step(
+    verb: str,
+    obj: Obj,
+    run: Callable[[], Awaitable[Outcome]],
+    done: list[Outcome],
+    say: Callable[[Outcome], None],
+) -> None:
+    try:
+        outcome = await run()
+    except KubeError as exc:
+        raise _stopped(verb, obj, exc, done) from exc
+    done.append(outcome)
+    say(outcome)
+
+
+async def _install_one(api: KubeAPI, obj: Obj, foreign: dict[str, CrdKind]) -> Outcome:
+    kind, name = _kind(obj), obj["metadata"]["name"]
+    if kind == kinds.NAMESPACE or (kind == kinds.CRD and name in foreign):
+        live = await api.get(kind, "", name)
+        if live is not None and not _ours(live):
+            note = f"{foreign[name].owner}'s, left as it is" if name in foreign else "not made by install"
+            return Outcome(kind.kind, name, "", "kept", note)
+    return await _apply(api, obj)
+
+
 async def install(
     api: KubeAPI, opts: Options, say: Callable[[Outcome], None] = lambda _: None
 ) -> list[Outcome]:
     """Server-side apply of every object (field manager `rheostat`). A Namespace or a CRD of Flagger's,
-    Flux's or OpenFeature's that exists and is not ours is left as it is."""
+    Flux's or OpenFeature's that exists and is not ours is left as it is. InstallError names the object the
+    API server refused; what was applied before it stays (running install again finishes the job)."""
     opts = replace(opts, ca_bundle=opts.ca_bundle or await _ca_bundle(api, opts.namespace))
     foreign = {obj["metadata"]["name"]: k for k, obj in crd_objects() if not k.own}
     done: list[Outcome] = []
     for obj in objects(opts):
-        kind, name = _kind(obj), obj["metadata"]["name"]
-        if kind == kinds.SERVICE_ACCOUNT:  # the Namespace exists now; the token before the Deployment
-            done.append(await _token(api, opts))
-            say(done[-1])
-        if kind in (kinds.NAMESPACE, kinds.CRD) and (kind == kinds.NAMESPACE or name in foreign):
-            live = await api.get(kind, "", name)
-            if live is not None and not _ours(live):
-                note = f"{foreign[name].owner}'s, left as it is" if name in foreign else "not made by install"
-                outcome = Outcome(kind.kind, name, "", "kept", note)
-                done.append(outcome)
-                say(outcome)
-                continue
-        outcome = await _apply(api, obj)
-        done.append(outcome)
-        say(outcome)
+        if obj["kind"] == "ServiceAccount":  # the token after the Namespace, before the pods
+            await _step("install", api_token_secret(opts), partial(_token, api, opts), done, say)
+        await _step("install", obj, partial(_install_one, api, obj, foreign), done, say)
     return done
+
+
+async def _remove_one(api: KubeAPI, obj: Obj, foreign: dict[str, str]) -> Outcome:
+    kind, meta = _kind(obj), obj["metadata"]
+    ns = meta.get("namespace", "")
+    live = await api.get(kind, ns, meta["name"])
+    if live is None:
+        return Outcome(kind.kind, meta["name"], ns, "absent")
+    if not _ours(live):
+        return Outcome(kind.kind, meta["name"], ns, "kept", "not made by install")
+    if kind == kinds.CRD and meta["name"] in foreign and _versions(live) != _versions(obj):
+        # Flagger's, Flux's or OpenFeature's own CRD applied over ours keeps our labels: theirs now.
+        return Outcome(kind.kind, meta["name"], ns, "kept", f"{foreign[meta['name']]}'s schema now")
+    await api.delete(kind, ns, meta["name"])
+    return Outcome(kind.kind, meta["name"], ns, "deleted")
 
 
 async def uninstall(
@@ -409,26 +453,12 @@ async def uninstall(
 ) -> list[Outcome]:
     """Delete what install made (the objects with its label), the webhook first so that nothing is refused
     while the rest goes. CRDs stay unless `crds`: deleting a CRD deletes every object of its kind."""
-    done: list[Outcome] = []
     foreign = {obj["metadata"]["name"]: k.owner for k, obj in crd_objects() if not k.own}
     made = objects(opts)
     made.insert(made.index(next(o for o in made if o["kind"] == "ServiceAccount")), api_token_secret(opts))
+    done: list[Outcome] = []
     for obj in reversed(made):
-        kind, meta = _kind(obj), obj["metadata"]
-        if kind == kinds.CRD and not crds:
+        if obj["kind"] == "CustomResourceDefinition" and not crds:
             continue
-        ns = meta.get("namespace", "")
-        live = await api.get(kind, ns, meta["name"])
-        if live is None:
-            outcome = Outcome(kind.kind, meta["name"], ns, "absent")
-        elif not _ours(live):
-            outcome = Outcome(kind.kind, meta["name"], ns, "kept", "not made by install")
-        elif kind == kinds.CRD and meta["name"] in foreign and _versions(live) != _versions(obj):
-            # Flagger's, Flux's or OpenFeature's own CRD applied over ours keeps our labels: theirs now.
-            outcome = Outcome(kind.kind, meta["name"], ns, "kept", f"{foreign[meta['name']]}'s schema now")
-        else:
-            await api.delete(kind, ns, meta["name"])
-            outcome = Outcome(kind.kind, meta["name"], ns, "deleted")
-        done.append(outcome)
-        say(outcome)
+        await _step("uninstall", obj, partial(_remove_one, api, obj, foreign), done, say)
     return done
