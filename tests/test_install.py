@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import copy
 import functools
 import os
@@ -17,6 +18,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import jsonschema
 import kubernetes_validate
 import pytest
@@ -29,6 +31,7 @@ from rheostat.plugins.kube import kinds
 from rheostat.plugins.kube.api import Kind, Obj, WatchType
 from rheostat.plugins.kube.crds import crd_kinds
 from rheostat.plugins.kube.install import (
+    API_PORT,
     API_TOKEN,
     MANAGED_BY,
     MANAGED_BY_KEY,
@@ -47,6 +50,7 @@ from tests import kubeapi
 from tests.kube_schemas import _to_jsonschema
 from tests.kubeapi import KubeServer
 from tests.kubelet import kubelet
+from tests.servers import free_port
 from tests.test_cluster_controller import NS, canary, deployment, until
 
 kube_server = kubeapi.kube_server  # the fixtures, made visible here
@@ -434,6 +438,48 @@ async def test_a_refused_object_is_named_and_a_second_run_finishes_the_job(
         "clusterrole/rheostat created" in out and "serviceaccount/rheostat-system/rheostat unchanged" in out
     )
     assert cluster.object(kinds.VALIDATING_WEBHOOK, "", WEBHOOK) is not None
+
+
+async def test_the_deployments_command_serves_its_probes_and_answers_to_the_secrets_token(
+    cluster: KubeServer, kubeconfig: Path, tmp_path: Path
+) -> None:
+    """The container's args run as they are (but on loopback, and the emulated cluster for the pod's service
+    account), with the API token as the Secret's read-only file in the data dir."""
+    (c,) = one(dry_run(), "Deployment", "rheostat")["spec"]["template"]["spec"]["containers"]
+    data = tmp_path / "data"
+    data.mkdir()
+    token = "from-the-secret-" + base64.b32encode(os.urandom(20)).decode()
+    (data / "token").write_text(token + "\n")
+    (data / "token").chmod(0o440)
+    port = free_port()
+    listen = {f"0.0.0.0:{API_PORT}": f"127.0.0.1:{port}", "/data": str(data)}
+    args = [listen.get(a, a) for a in c["args"]]
+    assert RHEOSTAT and args != c["args"]
+    logs = tmp_path / "run.log"
+    with logs.open("wb") as out:
+        proc = await asyncio.create_subprocess_exec(
+            RHEOSTAT, *args, "--kubeconfig", str(kubeconfig), stdout=out, stderr=asyncio.subprocess.STDOUT
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(timeout=2) as http:
+            for _ in range(600):
+                assert proc.returncode is None, logs.read_text()
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await http.get(base + c["readinessProbe"]["httpGet"]["path"])).status_code == 200:
+                        break
+                await asyncio.sleep(0.1)
+            assert (await http.get(base + c["livenessProbe"]["httpGet"]["path"])).status_code == 200
+            action = f"{base}/api/v1/canaries/apps/nothing/promote"
+            wrong = await http.post(action, headers={"Authorization": "Bearer not-the-token"})
+            right = await http.post(action, headers={"Authorization": f"Bearer {token}"})
+            assert (wrong.status_code, right.status_code) == (403, 404), right.text
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+        await asyncio.wait_for(proc.wait(), 30)
+    assert token not in logs.read_text()
+    assert (data / "token").read_text().strip() == token
 
 
 def test_a_bad_namespace_is_refused_by_name() -> None:
