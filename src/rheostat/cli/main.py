@@ -33,6 +33,7 @@ from rheostat.cli.common import (
 from rheostat.cli.completion import completion_cmd
 from rheostat.cli.describe import describe_cmd
 from rheostat.cli.get import get_cmd
+from rheostat.cli.install import install_cmd, uninstall_cmd
 from rheostat.cli.kinds import find_kind, ready_of
 from rheostat.cli.observe import events_cmd, logs_cmd
 from rheostat.cli.output import print_table
@@ -73,6 +74,8 @@ for _command in (
     logs_cmd,
     events_cmd,
     completion_cmd,
+    install_cmd,
+    uninstall_cmd,
 ):
     cli.add_command(_command)
 

@@ -52,7 +52,39 @@ ALL = (
     KEPTN_METRIC,
     KEPTN_ANALYSIS,
 )
-_BY_TYPE = {(k.api_version, k.kind): k for k in ALL}
+# What `rheostat install` writes (plugins/kube/install.py), besides Namespaces, Services and Secrets above.
+SERVICE_ACCOUNT = Kind("v1", "ServiceAccount", "serviceaccounts")
+CLUSTER_ROLE = Kind("rbac.authorization.k8s.io/v1", "ClusterRole", "clusterroles", namespaced=False)
+CLUSTER_ROLE_BINDING = Kind(
+    "rbac.authorization.k8s.io/v1", "ClusterRoleBinding", "clusterrolebindings", namespaced=False
+)
+ROLE = Kind("rbac.authorization.k8s.io/v1", "Role", "roles")
+ROLE_BINDING = Kind("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings")
+CRD = Kind(
+    "apiextensions.k8s.io/v1",
+    "CustomResourceDefinition",
+    "customresourcedefinitions",
+    namespaced=False,
+    status=True,
+)
+VALIDATING_WEBHOOK = Kind(
+    "admissionregistration.k8s.io/v1",
+    "ValidatingWebhookConfiguration",
+    "validatingwebhookconfigurations",
+    namespaced=False,
+)
+PDB = Kind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets", status=True)
+INSTALLED = (
+    SERVICE_ACCOUNT,
+    CLUSTER_ROLE,
+    CLUSTER_ROLE_BINDING,
+    ROLE,
+    ROLE_BINDING,
+    CRD,
+    VALIDATING_WEBHOOK,
+    PDB,
+)
+_BY_TYPE = {(k.api_version, k.kind): k for k in (*ALL, *INSTALLED)}
 
 
 def kind_of(api_version: str, kind: str) -> Kind:
