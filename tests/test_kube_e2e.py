@@ -619,10 +619,12 @@ async def test_a_deleted_canary_is_finalized_its_routing_objects_removed(world: 
     w.server.remove(kinds.CANARY, "istio-ok", "podinfo")
     await w.until(
         "the VirtualService and the DestinationRules to go",
-        lambda: not w.server.routing("istio-ok")
-        and all(
-            w.server.object(kinds.DESTINATION_RULE, "istio-ok", name) is None
-            for name in ("podinfo-primary", "podinfo-canary")
+        lambda: (
+            not w.server.routing("istio-ok")
+            and all(
+                w.server.object(kinds.DESTINATION_RULE, "istio-ok", name) is None
+                for name in ("podinfo-primary", "podinfo-canary")
+            )
         ),
     )
     out = await w.ctl.cli("get", "canaries", "-o", "json")
