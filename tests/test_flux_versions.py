@@ -120,7 +120,6 @@ def test_kinds_not_run_yet_are_refused_by_name_with_what_to_do(api_version: str,
 @pytest.mark.parametrize(
     ("field", "value"),
     [
-        ("decryption", {"provider": "sops", "secretRef": {"name": "sops-age"}}),
         ("serviceAccountName", "dev-team"),
         ("kubeConfig", {"secretRef": {"name": "remote"}}),
         ("healthCheckExprs", [{"apiVersion": "x/v1", "kind": "Y", "current": "true"}]),

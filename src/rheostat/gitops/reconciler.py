@@ -21,7 +21,8 @@ from rheostat.flags.store import FlagSource, source_of
 from rheostat.gitops import conditions as cond
 from rheostat.gitops.build import KUSTOMIZE_FILES, BuildCache, BuildError, build, uses_kustomize
 from rheostat.gitops.checks import Index, check_flags, check_references
-from rheostat.gitops.sources import Fetched, Fetcher, FetchError, unreadable
+from rheostat.gitops.sops import DecryptionError, Decryptor, env_finder, keys_for
+from rheostat.gitops.sources import Fetched, Fetcher, FetchError, SecretLookup, unreadable
 from rheostat.model.flags import FeatureFlag, FlagSet
 from rheostat.model.gitops import GitRepository, Kustomization
 from rheostat.model.load import FieldError, Manifest, ManifestError, parse_object
@@ -57,6 +58,7 @@ class Hooks:
     health: Callable[[str, str], Health] | None = None
     # objects, owner (Kustomization key), revision, files by "Kind ns/name"
     gate: Callable[[list[Manifest], str, str, dict[str, str]], Awaitable[GateVerdict]] | None = None
+    secrets: SecretLookup | None = None  # Secrets outside Git: SOPS keys, postBuild.substituteFrom
 
 
 def body_of(obj: Manifest) -> dict[str, Any]:
@@ -453,14 +455,16 @@ class GitOps:
         key = ks.metadata.key
         variables = ks.spec.postBuild.substitute if ks.spec.postBuild is not None else None
         timeout = parse_duration(ks.spec.timeout or ks.spec.interval)
+        root = _path(artifact["path"])
         built = await build(
-            _path(artifact["path"]),
+            root,
             ks.spec.path,
             cache=self._builds,
             revision=artifact["revision"],
             variables=variables,
             timeout_s=timeout,
             spec=ks.spec,
+            decryptor=self._decryptor(ks, root, timeout),
         )
         owner = f"{KUSTOMIZATION} {key}"
         inventory = {(k, n) for k, n in self.state(KUSTOMIZATION, key).get("inventory", [])}
@@ -498,6 +502,17 @@ class GitOps:
         if ks.spec.prune:
             plan.pruned = sorted(inventory - wanted)
         return plan, built.objects
+
+    def _decryptor(self, ks: Kustomization, root: Path, timeout_s: float) -> Decryptor:
+        """Without spec.decryption it still refuses an encrypted document, by name."""
+        owner = f"{KUSTOMIZATION} {ks.metadata.key}"
+        if ks.spec.decryption is None:
+            return Decryptor(None, owner)
+        try:
+            keys = keys_for(ks.spec.decryption, ks.metadata.namespace, self.hooks.secrets)
+        except DecryptionError as exc:
+            raise BuildError(str(exc)) from None
+        return Decryptor(keys, owner, env_finder(root), timeout_s)
 
     async def _apply(
         self,

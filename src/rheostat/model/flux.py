@@ -56,8 +56,6 @@ NOT_YET: dict[tuple[str, str], tuple[tuple[str, ...], str]] = {
 # kind -> dotted field path -> what to do instead; a field Flux has that Rheostat does not run
 NOT_SUPPORTED_FIELDS: dict[str, dict[str, str]] = {
     "Kustomization": {
-        "spec.decryption": "SOPS decryption is not run yet; keep secrets out of Git and in Rheostat's secret "
-        "files (docs/gitops.md#secrets)",
         "spec.serviceAccountName": "Rheostat has no Kubernetes RBAC to impersonate, so tenant isolation "
         "would not hold; remove the field",
         "spec.kubeConfig": "Rheostat applies to its own store, not to a remote cluster; remove the field",

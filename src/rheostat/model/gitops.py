@@ -150,6 +150,13 @@ class CommonMetadata(Strict):
     annotations: dict[str, str] = Field(default_factory=dict)
 
 
+class Decryption(Strict):
+    """Flux's SOPS decryption; the keys are age identities (entries ending in .agekey) of the Secret."""
+
+    provider: Literal["sops"]
+    secretRef: LocalRef
+
+
 class KustomizationSpec(Strict):
     sourceRef: SourceRef
     prune: bool
@@ -163,6 +170,7 @@ class KustomizationSpec(Strict):
     suspend: bool = False
     targetNamespace: str | None = None
     postBuild: PostBuild | None = None
+    decryption: Decryption | None = None
     force: bool = False
     commonMetadata: CommonMetadata | None = None
     namePrefix: str | None = None

@@ -279,7 +279,12 @@ class Controller:
         self.gitops = GitOps(
             self.store,
             SourceFetchers(GitFetcher((data / "sources").resolve(), self.secrets.get)),
-            Hooks(on_applied=self._applied, health=self.handover.health, gate=self.gate),
+            Hooks(
+                on_applied=self._applied,
+                health=self.handover.health,
+                gate=self.gate,
+                secrets=self.secrets.get,
+            ),
             bootstrap=root_objects(settings),
         )
         self._tasks: list[asyncio.Task[None]] = []
