@@ -124,7 +124,7 @@ def test_kinds_not_run_yet_are_refused_by_name_with_what_to_do(api_version: str,
         ("kubeConfig", {"secretRef": {"name": "remote"}}),
         ("healthCheckExprs", [{"apiVersion": "x/v1", "kind": "Y", "current": "true"}]),
         ("deletionPolicy", "Orphan"),
-        ("postBuild", {"substituteFrom": [{"kind": "ConfigMap", "name": "vars"}]}),
+        ("postBuild", {"substituteStrategy": "Strict"}),
     ],
 )
 def test_kustomization_fields_not_run_are_refused_by_name(field: str, value: object) -> None:

@@ -80,6 +80,27 @@ def substitute(text: str, variables: Mapping[str, str], source: str) -> str:
     return _VAR.sub(sub, text)
 
 
+DISABLED = "kustomize.toolkit.fluxcd.io/substitute"
+
+
+def _substituted(text: str, variables: Mapping[str, str], source: str) -> str:
+    """The text substituted, except objects labelled or annotated `substitute: disabled` (Flux's opt-out)."""
+    if DISABLED not in text:
+        return substitute(text, variables, source)
+    out: list[Any] = []
+    for doc in documents(text, source):
+        meta: Any = doc.get("metadata") if isinstance(doc, dict) else None
+        meta = meta if isinstance(meta, dict) else {}
+        marks = [
+            m.get(DISABLED) for m in (meta.get("labels"), meta.get("annotations")) if isinstance(m, dict)
+        ]
+        if "disabled" in marks:
+            out.append(doc)
+        else:  # as Flux: the object as YAML, substituted, read again
+            out += documents(substitute(yaml.safe_dump(doc, sort_keys=False), variables, source), source)
+    return yaml.safe_dump_all(out, sort_keys=False)
+
+
 def kustomize_command() -> list[str]:
     if shutil.which("kustomize"):
         return ["kustomize", "build"]
@@ -241,7 +262,7 @@ def _objects(
     secret_values: dict[str, dict[str, str]] = {}
     for source, text in texts:
         if variables is not None:  # only with postBuild, as Flux
-            text = substitute(text, variables, source)
+            text = _substituted(text, variables, source)
         docs = []
         for doc in documents(text, source):
             if is_flux_component(doc):

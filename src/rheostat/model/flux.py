@@ -59,7 +59,6 @@ NOT_SUPPORTED_FIELDS: dict[str, dict[str, str]] = {
         "spec.serviceAccountName": "Rheostat has no Kubernetes RBAC to impersonate, so tenant isolation "
         "would not hold; remove the field",
         "spec.kubeConfig": "Rheostat applies to its own store, not to a remote cluster; remove the field",
-        "spec.postBuild.substituteFrom": "put the variables in postBuild.substitute",
         "spec.postBuild.substituteStrategy": "remove it; ${var} is substituted where postBuild is set",
         "spec.healthCheckExprs": "use healthChecks or wait: true",
         "spec.deletionPolicy": "remove it; pruned objects are deleted (Flux's MirrorPrune)",

@@ -104,8 +104,17 @@ class HealthCheck(Strict):
     namespace: str | None = None
 
 
+class SubstituteReference(Strict):
+    """A ConfigMap or Secret in the Kustomization's namespace whose keys are variables."""
+
+    kind: Literal["ConfigMap", "Secret"]
+    name: str
+    optional: bool = False
+
+
 class PostBuild(Strict):
     substitute: dict[str, str] = Field(default_factory=dict)
+    substituteFrom: list[SubstituteReference] = Field(default_factory=list)
 
     @field_validator("substitute")
     @classmethod
