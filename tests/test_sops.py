@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from rheostat.gitops import conditions as cond
-from rheostat.gitops.build import BuildError, build
+from rheostat.gitops.build import BuildCache, BuildError, build
 from rheostat.gitops.fetch import GitFetcher
 from rheostat.gitops.reconciler import GitOps, Hooks
 from rheostat.gitops.sops import DecryptionError, Decryptor, Keys, decrypt_document, keys_from_secret
@@ -260,3 +260,19 @@ async def test_the_api_and_the_cli_never_show_a_decrypted_value(tmp_path: Path, 
         await rig.stop()
     raw = db_bytes(rig.data)
     assert PLAIN.encode() not in raw and key.secret.encode() not in raw
+
+
+async def test_a_revision_built_before_is_not_decrypted_again_unless_the_keys_change(
+    tmp_path: Path, key: AgeKey
+) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "db.yaml").write_text(encrypt(secret_yaml("db", "apps", password=PLAIN), key))
+    cache = BuildCache()
+    first = Decryptor(keys_of(key), "Kustomization x/y")
+    await build(tmp_path, "a", cache=cache, revision="r1", decryptor=first)
+    again = Decryptor(keys_of(key), "Kustomization x/y")
+    await build(tmp_path, "a", cache=cache, revision="r1", decryptor=again)
+    assert (first.count, again.count) == (1, 0)
+    other = Decryptor(keys_of(age_key()), "Kustomization x/y")
+    with pytest.raises(BuildError, match="no age key in Secret"):
+        await build(tmp_path, "a", cache=cache, revision="r1", decryptor=other)
