@@ -94,7 +94,7 @@ def test_alerts_filter_events_as_flux_does() -> None:
                 "providerRef": {"name": "p"},
                 "eventSources": [
                     {"kind": "Kustomization", "name": "*", "matchLabels": {"team": "web"}},
-                    {"kind": "GitRepository", "name": "flux-*"},
+                    {"kind": "GitRepository", "name": "flux-system"},
                     {"kind": "Canary", "name": "podinfo", "namespace": "apps"},
                 ],
                 "inclusionList": ["revision", "canary"],

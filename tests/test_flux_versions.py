@@ -98,8 +98,6 @@ NOT_YET = [
     ("image.toolkit.fluxcd.io", "ImageRepository", ("v1", "v1beta2")),
     ("image.toolkit.fluxcd.io", "ImagePolicy", ("v1", "v1beta2")),
     ("image.toolkit.fluxcd.io", "ImageUpdateAutomation", ("v1", "v1beta2")),
-    ("notification.toolkit.fluxcd.io", "Provider", ("v1beta3", "v1beta2")),
-    ("notification.toolkit.fluxcd.io", "Alert", ("v1beta3", "v1beta2")),
 ]
 
 

@@ -10,7 +10,6 @@ of Alerts and Providers themselves are not sent (no loop).
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 from collections.abc import Mapping
 
 import re2  # type: ignore[import-untyped]  # google-re2 ships no type information
@@ -36,7 +35,7 @@ def _matches(source: EventSource, alert_ns: str, kind: str, key: str, labels: Ma
         return False
     if source.name == "*":
         return all(labels.get(k) == v for k, v in source.matchLabels.items())
-    return fnmatch.fnmatchcase(name, source.name)  # Flux 2.x also takes globs in name
+    return source.name == name
 
 
 def selects(alert: Alert, event: EventRecord, labels: Mapping[str, str]) -> bool:
@@ -133,7 +132,7 @@ class FluxAlerts:
             fields = {"Kind": event.kind, "Reason": event.reason}
             if alert.spec.summary:
                 fields["Summary"] = alert.spec.summary
-            fields |= alert.spec.eventMetadata
+            fields = alert.spec.eventMetadata | fields  # as Flux: metadata never overrides the event's own
             await notifier_from_provider(spec, secret).post(
                 Message(
                     name=name,
