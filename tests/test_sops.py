@@ -23,6 +23,7 @@ from tests.rig import Rig
 from tests.sops_kit import AgeKey, age_key, encrypt, secret_yaml
 from tests.test_gitops_e2e import WORKLOAD, cli, kustomization, source, version_of
 from tests.test_gitops_git import Repo
+from tests.test_substitute_from import kustomize_or_skip
 
 PLAIN = "correct-horse-battery-staple"
 
@@ -195,6 +196,7 @@ async def test_encrypted_documents_need_decryption_and_only_secrets_are_decrypte
 
 
 async def test_secret_generator_files_and_envs_are_decrypted_in_memory(tmp_path: Path, key: AgeKey) -> None:
+    kustomize_or_skip()
     d = tmp_path / "gen"
     d.mkdir()
     (d / "token.bin").write_text(encrypt(b"tok-" + PLAIN.encode(), key, "binary"))
