@@ -17,7 +17,7 @@ from rheostat.gitops.fetch import GitFetcher
 from rheostat.gitops.reconciler import GitOps, Hooks
 from rheostat.gitops.sops import DecryptionError, Decryptor, Keys, decrypt_document, keys_from_secret
 from rheostat.gitops.sources import SourceFetchers
-from rheostat.model.load import parse_object
+from rheostat.model.load import ManifestError, parse_object
 from rheostat.store import Store
 from tests.rig import Rig
 from tests.sops_kit import AgeKey, age_key, encrypt, secret_yaml
@@ -278,3 +278,21 @@ async def test_a_revision_built_before_is_not_decrypted_again_unless_the_keys_ch
     other = Decryptor(keys_of(age_key()), "Kustomization x/y")
     with pytest.raises(BuildError, match="no age key in Secret"):
         await build(tmp_path, "a", cache=cache, revision="r1", decryptor=other)
+
+
+async def test_many_files_decrypt_at_once_and_one_bad_file_is_named(tmp_path: Path, key: AgeKey) -> None:
+    (tmp_path / "many").mkdir()
+    for i in range(6):
+        text = encrypt(secret_yaml(f"s{i}", "apps", password=f"{PLAIN}-{i}"), key)
+        (tmp_path / "many" / f"s{i}.yaml").write_text(text)
+    decryptor = Decryptor(keys_of(key), "Kustomization x/y", concurrency=3)
+    built = await build(tmp_path, "many", decryptor=decryptor)
+    assert {k: v["password"] for k, v in built.secret_values.items()} == {
+        f"apps/s{i}": f"{PLAIN}-{i}" for i in range(6)
+    }
+    (tmp_path / "many" / "s4.yaml").write_text(encrypt(secret_yaml("s4", "apps", password="x"), age_key()))
+    with pytest.raises(BuildError, match=r"^many/s4\.yaml: Secret apps/s4 \(whole object\): cannot decrypt"):
+        await build(tmp_path, "many", decryptor=Decryptor(keys_of(key), "Kustomization x/y"))
+    (tmp_path / "many" / "s4.yaml").write_text("kind: [unclosed\n")
+    with pytest.raises(ManifestError, match=r"many/s4\.yaml"):  # itself, not inside an ExceptionGroup
+        await build(tmp_path, "many", decryptor=Decryptor(keys_of(key), "Kustomization x/y"))

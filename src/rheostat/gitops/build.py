@@ -28,7 +28,7 @@ from rheostat.gitops.flux_layout import (
     prepare,
     uses_kustomize,
 )
-from rheostat.gitops.sops import DecryptionError, Decryptor
+from rheostat.gitops.sops import DecryptionError, Decryptor, all_or_first_error
 from rheostat.model.base import object_key
 from rheostat.model.core import CoreObject
 from rheostat.model.gitops import KustomizationSpec
@@ -198,17 +198,20 @@ async def build(
 
 async def _decrypted(texts: list[tuple[str, str]], decryptor: Decryptor) -> list[tuple[str, str]]:
     """SOPS parts decrypted (gitops/sops.py), before postBuild as in Flux; the text stays in memory."""
-    out = []
-    for source, text in texts:
+
+    async def one(source: str, text: str) -> tuple[str, str]:
+        if "sops" not in text:
+            return source, text
         docs = documents(text, source)
-        try:
-            plain = await decryptor.documents(docs, source)
-        except DecryptionError as exc:
-            raise BuildError(str(exc)) from None
+        plain = await decryptor.documents(docs, source)
         if any(a is not b for a, b in zip(docs, plain, strict=True)):
             text = yaml.safe_dump_all(plain, sort_keys=False)
-        out.append((source, text))
-    return out
+        return source, text
+
+    try:  # every file at once (the decryptor bounds the sops runs in flight); the first failure stops all
+        return await all_or_first_error([one(source, text) for source, text in texts])
+    except DecryptionError as exc:
+        raise BuildError(str(exc)) from None
 
 
 def _layout(root: Path, directory: Path, spec: KustomizationSpec | None) -> tuple[Bootstrap, bool]:

