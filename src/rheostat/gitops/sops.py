@@ -223,7 +223,7 @@ class Decryptor:
     owner: str  # "Kustomization ns/name", for messages
     find_env: Finder | None = None
     timeout_s: float = 60.0
-    concurrency: int = max(2, os.cpu_count() or 2)
+    concurrency: int = max(4, os.cpu_count() or 4)  # a run mostly waits on the start of sops (bench/sops.py)
     count: int = 0
 
     def __post_init__(self) -> None:
