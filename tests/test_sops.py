@@ -215,6 +215,11 @@ async def test_secret_generator_files_and_envs_are_decrypted_in_memory(tmp_path:
     assert values["apps/files"]["app.env"] == f"USER=admin\nPASSWORD={PLAIN}\n"
     assert values["apps/envs"] == {"A": "1", "B": PLAIN}
     assert decryptor.count == 3
+    (d / "kustomization.yaml").write_text(  # files alone: no sops_* key in the built text
+        "namespace: apps\nsecretGenerator:\n- name: files\n  files: [token=token.bin]\n"
+    )
+    alone = await build(tmp_path, "gen", decryptor=decryptor)
+    assert [v["token"] for v in alone.secret_values.values()] == ["tok-" + PLAIN]
     assert PLAIN not in "".join(built.bodies) and PLAIN not in repr(built)
 
 

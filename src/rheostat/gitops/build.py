@@ -190,17 +190,22 @@ async def build(
     key = hashlib.sha256(json.dumps([texts, substituted, target_namespace, spec_key]).encode()).hexdigest()
     if cache is not None and (hit := cache.get(key)) is not None:
         return _remember(cache, [at_revision], hit)
-    if decryptor is not None and any("sops" in text for _, text in texts):
+    if decryptor is not None and any(_may_be_encrypted(text) for _, text in texts):
         texts = await _decrypted(texts, decryptor)
     built = _objects(texts, variables, None if kustomized else target_namespace, spec, boot)
     return _remember(cache, [key, at_revision], built)
+
+
+def _may_be_encrypted(text: str) -> bool:
+    """sops metadata, or a Secret (a generated one carries its SOPS files base64-encoded in `data`)."""
+    return "sops" in text or "Secret" in text
 
 
 async def _decrypted(texts: list[tuple[str, str]], decryptor: Decryptor) -> list[tuple[str, str]]:
     """SOPS parts decrypted (gitops/sops.py), before postBuild as in Flux; the text stays in memory."""
 
     async def one(source: str, text: str) -> tuple[str, str]:
-        if "sops" not in text:
+        if not _may_be_encrypted(text):
             return source, text
         docs = documents(text, source)
         plain = await decryptor.documents(docs, source)
