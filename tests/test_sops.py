@@ -301,3 +301,12 @@ async def test_many_files_decrypt_at_once_and_one_bad_file_is_named(tmp_path: Pa
     (tmp_path / "many" / "s4.yaml").write_text("kind: [unclosed\n")
     with pytest.raises(ManifestError, match=r"many/s4\.yaml"):  # itself, not inside an ExceptionGroup
         await build(tmp_path, "many", decryptor=Decryptor(keys_of(key), "Kustomization x/y"))
+
+
+async def test_a_secret_value_that_only_mentions_sops_is_left_as_it_is(tmp_path: Path, key: AgeKey) -> None:
+    (tmp_path / "doc").mkdir()
+    readme = "rotation:\n  sops: {mac: see the runbook}\n"
+    (tmp_path / "doc" / "s.yaml").write_text(secret_yaml("notes", "apps", **{"readme.yaml": readme}))
+    decryptor = Decryptor(keys_of(key), "Kustomization x/y")
+    built = await build(tmp_path, "doc", decryptor=decryptor)
+    assert built.secret_values["apps/notes"]["readme.yaml"] == readme and decryptor.count == 0

