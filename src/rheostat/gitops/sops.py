@@ -267,7 +267,10 @@ class Decryptor:
                     f"{where}: only Secrets are decrypted (a Secret's values are kept out of the store; "
                     f"a decrypted {doc.get('kind')} would be stored in clear); move the values to a Secret"
                 )
-            plain = await self._run(json.dumps(doc).encode(), "json", f"{where} (whole object)")
+            # as Flux, the object as JSON (comments are not in the MAC); a YAML 1.1 date is made text, and
+            # sops then says it does not verify instead of a crash here
+            text = json.dumps(doc, default=str)
+            plain = await self._run(text.encode(), "json", f"{where} (whole object)")
             doc = json.loads(plain)
         if doc.get("kind") == "Secret" and isinstance(doc.get("data"), dict):
             doc = {**doc, "data": await self._data(doc["data"], f"{source}: {_name(doc)}")}
