@@ -310,3 +310,11 @@ async def test_a_secret_value_that_only_mentions_sops_is_left_as_it_is(tmp_path:
     decryptor = Decryptor(keys_of(key), "Kustomization x/y")
     built = await build(tmp_path, "doc", decryptor=decryptor)
     assert built.secret_values["apps/notes"]["readme.yaml"] == readme and decryptor.count == 0
+
+
+async def test_a_secret_encrypted_as_json_is_read_too(tmp_path: Path, key: AgeKey) -> None:
+    (tmp_path / "j").mkdir()
+    as_json = json.dumps(yaml.safe_load(secret_yaml("db", "apps", password=PLAIN)))
+    (tmp_path / "j" / "db.yaml").write_text(encrypt(as_json, key, "json"))
+    built = await build(tmp_path, "j", decryptor=Decryptor(keys_of(key), "Kustomization x/y"))
+    assert built.secret_values["apps/db"] == {"password": PLAIN}
