@@ -95,6 +95,7 @@ class FluxAlerts:
 
     async def send_new(self) -> None:
         """Every event recorded since the last call, to the Alerts that select it."""
+        # the store answers the newest 500: more between two wakes (one per commit) would lose the oldest
         events = sorted(self.store.events(after=self._seen, limit=500), key=lambda e: e.id)
         if not events:
             return
