@@ -19,6 +19,7 @@ from bench import (
     kube_scale,
     policy_admission,
     policy_engines,
+    sops,
 )
 
 
@@ -44,6 +45,8 @@ def main() -> None:
     dashboard_bench.main()
     print("\n## Flags: evaluation and OFREP\n")
     flags_bench.main([])
+    print("\n## SOPS: a Kustomization of 50 encrypted Secrets\n")
+    sops.main()
     print("\n## Kubernetes: 500 Canaries against kmock, `rheostat run --kubeconfig`\n")
     kube_scale.main([])
 

@@ -98,8 +98,6 @@ NOT_YET = [
     ("image.toolkit.fluxcd.io", "ImageRepository", ("v1", "v1beta2")),
     ("image.toolkit.fluxcd.io", "ImagePolicy", ("v1", "v1beta2")),
     ("image.toolkit.fluxcd.io", "ImageUpdateAutomation", ("v1", "v1beta2")),
-    ("notification.toolkit.fluxcd.io", "Provider", ("v1beta3", "v1beta2")),
-    ("notification.toolkit.fluxcd.io", "Alert", ("v1beta3", "v1beta2")),
 ]
 
 
@@ -120,12 +118,11 @@ def test_kinds_not_run_yet_are_refused_by_name_with_what_to_do(api_version: str,
 @pytest.mark.parametrize(
     ("field", "value"),
     [
-        ("decryption", {"provider": "sops", "secretRef": {"name": "sops-age"}}),
         ("serviceAccountName", "dev-team"),
         ("kubeConfig", {"secretRef": {"name": "remote"}}),
         ("healthCheckExprs", [{"apiVersion": "x/v1", "kind": "Y", "current": "true"}]),
         ("deletionPolicy", "Orphan"),
-        ("postBuild", {"substituteFrom": [{"kind": "ConfigMap", "name": "vars"}]}),
+        ("postBuild", {"substituteStrategy": "Strict"}),
     ],
 )
 def test_kustomization_fields_not_run_are_refused_by_name(field: str, value: object) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import hashlib
 import json
 import re
@@ -26,6 +28,7 @@ from rheostat.gitops.flux_layout import (
     prepare,
     uses_kustomize,
 )
+from rheostat.gitops.sops import DecryptionError, Decryptor, all_or_first_error
 from rheostat.model.base import object_key
 from rheostat.model.core import CoreObject
 from rheostat.model.gitops import KustomizationSpec
@@ -55,6 +58,8 @@ class Built:
     bodies: list[str] = field(default_factory=list)  # each object as the store keeps it (sorted-key JSON)
     notes: list[str] = field(default_factory=list)  # what was left out or only stored, once per revision
     deprecated: list[str] = field(default_factory=list)  # deprecated Flux API versions and fields used
+    # "ns/name" -> a Secret's values as built (decrypted): memory only, never in bodies (the store redacts)
+    secret_values: dict[str, dict[str, str]] = field(default_factory=dict, repr=False)
 
 
 def substitute(text: str, variables: Mapping[str, str], source: str) -> str:
@@ -73,6 +78,27 @@ def substitute(text: str, variables: Mapping[str, str], source: str) -> str:
         )
 
     return _VAR.sub(sub, text)
+
+
+DISABLED = "kustomize.toolkit.fluxcd.io/substitute"
+
+
+def _substituted(text: str, variables: Mapping[str, str], source: str) -> str:
+    """The text substituted, except objects labelled or annotated `substitute: disabled` (Flux's opt-out)."""
+    if DISABLED not in text:
+        return substitute(text, variables, source)
+    out: list[Any] = []
+    for doc in documents(text, source):
+        meta: Any = doc.get("metadata") if isinstance(doc, dict) else None
+        meta = meta if isinstance(meta, dict) else {}
+        marks = [
+            m.get(DISABLED) for m in (meta.get("labels"), meta.get("annotations")) if isinstance(m, dict)
+        ]
+        if "disabled" in marks:
+            out.append(doc)
+        else:  # as Flux: the object as YAML, substituted, read again
+            out += documents(substitute(yaml.safe_dump(doc, sort_keys=False), variables, source), source)
+    return yaml.safe_dump_all(out, sort_keys=False)
 
 
 def kustomize_command() -> list[str]:
@@ -130,6 +156,7 @@ async def build(
     cache: BuildCache | None = None,
     revision: str | None = None,
     spec: KustomizationSpec | None = None,
+    decryptor: Decryptor | None = None,
 ) -> Built:
     """Every object under `root/path`, validated, built as Flux's kustomize-controller would (flux_layout.py);
     BuildError, or ManifestError naming every bad object.
@@ -140,6 +167,8 @@ async def build(
     if spec is not None:
         target_namespace = spec.targetNamespace
     spec_key = None if spec is None else spec.model_dump(mode="json", exclude_none=True)
+    if decryptor is not None and decryptor.keys is not None:  # new keys: build again
+        spec_key = {"spec": spec_key, "keys": decryptor.keys.digest}
     at_revision = json.dumps([revision, str(root), path, substituted, target_namespace, spec_key])
     if cache is not None and revision is not None and (hit := cache.get(at_revision)) is not None:
         return hit
@@ -161,8 +190,33 @@ async def build(
     key = hashlib.sha256(json.dumps([texts, substituted, target_namespace, spec_key]).encode()).hexdigest()
     if cache is not None and (hit := cache.get(key)) is not None:
         return _remember(cache, [at_revision], hit)
+    if decryptor is not None and any(_may_be_encrypted(text) for _, text in texts):
+        texts = await _decrypted(texts, decryptor)
     built = _objects(texts, variables, None if kustomized else target_namespace, spec, boot)
     return _remember(cache, [key, at_revision], built)
+
+
+def _may_be_encrypted(text: str) -> bool:
+    """sops metadata, or a Secret (a generated one carries its SOPS files base64-encoded in `data`)."""
+    return "sops" in text or "Secret" in text
+
+
+async def _decrypted(texts: list[tuple[str, str]], decryptor: Decryptor) -> list[tuple[str, str]]:
+    """SOPS parts decrypted (gitops/sops.py), before postBuild as in Flux; the text stays in memory."""
+
+    async def one(source: str, text: str) -> tuple[str, str]:
+        if not _may_be_encrypted(text):
+            return source, text
+        docs = documents(text, source)
+        plain = await decryptor.documents(docs, source)
+        if any(a is not b for a, b in zip(docs, plain, strict=True)):
+            text = yaml.safe_dump_all(plain, sort_keys=False)
+        return source, text
+
+    try:  # every file at once (the decryptor bounds the sops runs in flight); the first failure stops all
+        return await all_or_first_error([one(source, text) for source, text in texts])
+    except DecryptionError as exc:
+        raise BuildError(str(exc)) from None
 
 
 def _layout(root: Path, directory: Path, spec: KustomizationSpec | None) -> tuple[Bootstrap, bool]:
@@ -213,9 +267,10 @@ def _objects(
     flux_parts: Counter[str] = Counter()
     adopted: list[str] = []
     not_run: list[str] = []
+    secret_values: dict[str, dict[str, str]] = {}
     for source, text in texts:
         if variables is not None:  # only with postBuild, as Flux
-            text = substitute(text, variables, source)
+            text = _substituted(text, variables, source)
         docs = []
         for doc in documents(text, source):
             if is_flux_component(doc):
@@ -224,6 +279,11 @@ def _objects(
                 adopted.append(f"{sync[0]} {sync[1]}")
             else:
                 docs.append(doc)
+        for doc in docs:
+            if isinstance(doc, dict) and doc.get("kind") == "Secret":
+                secret_values[
+                    _ident(doc)[1] if target_namespace is None else _renamed(doc, target_namespace)
+                ] = _values(doc)
         loaded = read_documents(docs, source)
         problems += loaded.errors
         deprecated += [f"{obj}: {why}" for obj, why in loaded.warnings]
@@ -258,7 +318,29 @@ def _objects(
         json.dumps(o.model_dump(mode="json", exclude_none=True, by_alias=True), sort_keys=True)
         for o in objects
     ]
-    return Built(objects, files, bodies, notes, deprecated)
+    return Built(objects, files, bodies, notes, deprecated, secret_values)
+
+
+def _values(doc: dict[str, Any]) -> dict[str, str]:
+    """A Secret's values as text: `data` base64-decoded, then `stringData` over it (as the API server)."""
+    out: dict[str, str] = {}
+    data = doc.get("data") if isinstance(doc.get("data"), dict) else {}
+    assert isinstance(data, dict)
+    for name, value in data.items():
+        try:
+            out[str(name)] = base64.b64decode("".join(str(value).split()), validate=True).decode()
+        except (binascii.Error, ValueError):
+            continue  # a binary value is no variable
+    string = doc.get("stringData") if isinstance(doc.get("stringData"), dict) else {}
+    assert isinstance(string, dict)
+    out.update({str(k): str(v) for k, v in string.items()})
+    return out
+
+
+def _renamed(doc: dict[str, Any], namespace: str) -> str:
+    meta = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+    assert isinstance(meta, dict)
+    return f"{namespace}/{meta.get('name', '')}"
 
 
 def _ident(doc: Any) -> tuple[str, str]:

@@ -12,7 +12,7 @@ import hashlib
 import logging
 import posixpath
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,9 @@ from rheostat.flags.store import FlagSource, source_of
 from rheostat.gitops import conditions as cond
 from rheostat.gitops.build import KUSTOMIZE_FILES, BuildCache, BuildError, build, uses_kustomize
 from rheostat.gitops.checks import Index, check_flags, check_references
-from rheostat.gitops.sources import Fetched, Fetcher, FetchError, unreadable
+from rheostat.gitops.sops import DecryptionError, decryptor_for
+from rheostat.gitops.sources import Fetched, Fetcher, FetchError, SecretLookup, unreadable
+from rheostat.gitops.variables import VariablesError, variables_for
 from rheostat.model.flags import FeatureFlag, FlagSet
 from rheostat.model.gitops import GitRepository, Kustomization
 from rheostat.model.load import FieldError, Manifest, ManifestError, parse_object
@@ -57,6 +59,7 @@ class Hooks:
     health: Callable[[str, str], Health] | None = None
     # objects, owner (Kustomization key), revision, files by "Kind ns/name"
     gate: Callable[[list[Manifest], str, str, dict[str, str]], Awaitable[GateVerdict]] | None = None
+    secrets: SecretLookup | None = None  # Secrets outside Git: SOPS keys, postBuild.substituteFrom
 
 
 def body_of(obj: Manifest) -> dict[str, Any]:
@@ -76,6 +79,7 @@ class Plan:
     bodies: dict[str, str] = field(default_factory=dict)  # "Kind ns/name" -> body as stored JSON
     notes: list[str] = field(default_factory=list)  # what the build left out or only stores (build.py)
     deprecated: list[str] = field(default_factory=list)  # deprecated Flux versions and fields it read
+    secret_values: dict[str, dict[str, str]] = field(default_factory=dict, repr=False)  # memory only
 
     @property
     def empty(self) -> bool:
@@ -99,6 +103,7 @@ class GitOps:
         self._requested: set[Ident] = set()
         self._index_cache: Index | None = None
         self._builds = BuildCache()
+        self._git_secrets: dict[str, dict[str, str]] = {}  # Secrets applied from Git: values in memory only
         self._wake = asyncio.Event()
         with store.transaction():
             for obj in bootstrap:
@@ -433,7 +438,10 @@ class GitOps:
     def _untouched(ks: Kustomization, state: dict[str, Any], artifact: dict[str, Any]) -> bool:
         """True when git says no file under the path changed since the revision this Kustomization applied.
 
-        Only for plain folders: a kustomization.yaml may pull files from anywhere in the source."""
+        Only for plain folders: a kustomization.yaml may pull files from anywhere in the source; and not with
+        substituteFrom, whose variables live in other objects."""
+        if ks.spec.postBuild is not None and ks.spec.postBuild.substituteFrom:
+            return False
         changed = artifact.get("changed")
         if changed is None or artifact.get("previous") != state.get("lastAppliedRevision"):
             return False
@@ -451,21 +459,28 @@ class GitOps:
     async def plan(self, ks: Kustomization, artifact: dict[str, Any]) -> tuple[Plan, list[Manifest]]:
         """Build and compare with the store; BuildError or ManifestError if the revision cannot be used."""
         key = ks.metadata.key
-        variables = ks.spec.postBuild.substitute if ks.spec.postBuild is not None else None
         timeout = parse_duration(ks.spec.timeout or ks.spec.interval)
+        root = _path(artifact["path"])
+        try:
+            variables = variables_for(ks, self._configmap, self._secret)
+            decryptor = decryptor_for(ks, root, self.hooks.secrets, timeout)
+        except (VariablesError, DecryptionError) as exc:
+            raise BuildError(str(exc)) from None
         built = await build(
-            _path(artifact["path"]),
+            root,
             ks.spec.path,
             cache=self._builds,
             revision=artifact["revision"],
             variables=variables,
             timeout_s=timeout,
             spec=ks.spec,
+            decryptor=decryptor,
         )
         owner = f"{KUSTOMIZATION} {key}"
         inventory = {(k, n) for k, n in self.state(KUSTOMIZATION, key).get("inventory", [])}
         digests: dict[str, str] = self.state(KUSTOMIZATION, key).get("digests", {})
         plan = Plan(
+            secret_values=built.secret_values,
             notes=built.notes,
             deprecated=built.deprecated,
             files=built.files,
@@ -498,6 +513,20 @@ class GitOps:
         if ks.spec.prune:
             plan.pruned = sorted(inventory - wanted)
         return plan, built.objects
+
+    def _configmap(self, namespace: str, name: str) -> dict[str, str] | None:
+        """A ConfigMap applied from Git (postBuild.substituteFrom)."""
+        found = self.store.get_object("ConfigMap", f"{namespace}/{name}")
+        if found is None:
+            return None
+        data = found.body.get("data")
+        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+    def _secret(self, namespace: str, name: str) -> Mapping[str, str] | None:
+        """A Secret built from Git in this run, else one of Rheostat's secret files (postBuild.substituteFrom)."""
+        if (found := self._git_secrets.get(f"{namespace}/{name}")) is not None:
+            return found
+        return None if self.hooks.secrets is None else self.hooks.secrets(namespace, name)
 
     async def _apply(
         self,
@@ -565,6 +594,10 @@ class GitOps:
                     text = f"revision {revision}: {'; '.join(notes)}"
                     self.store.add_event(KUSTOMIZATION, key, reason, text, reason == "Deprecated")
             self.store.put_state(KUSTOMIZATION, key, state)
+        for kind, okey in plan.pruned:
+            if kind == "Secret":
+                self._git_secrets.pop(okey, None)
+        self._git_secrets.update(plan.secret_values)
         if self.hooks.on_applied is not None and not plan.empty:
             await self.hooks.on_applied([*plan.created, *plan.updated, *plan.drifted], plan.pruned)
 

@@ -21,6 +21,8 @@ VERSIONS: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {
     (SOURCE, "GitRepository"): ("v1", ("v1beta2", "v1beta1")),
     (KUSTOMIZE, "Kustomization"): ("v1", ("v1beta2", "v1beta1")),
     (NOTIFICATION, "Receiver"): ("v1", ("v1beta2", "v1beta1")),
+    (NOTIFICATION, "Provider"): ("v1beta3", ("v1beta2",)),
+    (NOTIFICATION, "Alert"): ("v1beta3", ("v1beta2",)),
 }
 
 _HELM_TODO = (
@@ -29,10 +31,6 @@ _HELM_TODO = (
 )
 _SOURCE_TODO = "use a GitRepository (source.toolkit.fluxcd.io/v1) for the manifests"
 _IMAGE_TODO = "image automation is not run; update image tags with a commit"
-_ALERT_TODO = (
-    "send alerts with Flagger's AlertProvider (flagger.app/v1beta1) for now, or keep this object for a Flux "
-    "cluster"
-)
 
 # (group, kind) -> (the versions Flux serves, what to do instead)
 NOT_YET: dict[tuple[str, str], tuple[tuple[str, ...], str]] = {
@@ -49,19 +47,14 @@ NOT_YET: dict[tuple[str, str], tuple[tuple[str, ...], str]] = {
     (IMAGE, "ImageRepository"): (("v1", "v1beta2", "v1beta1"), _IMAGE_TODO),
     (IMAGE, "ImagePolicy"): (("v1", "v1beta2", "v1beta1"), _IMAGE_TODO),
     (IMAGE, "ImageUpdateAutomation"): (("v1", "v1beta2", "v1beta1"), _IMAGE_TODO),
-    (NOTIFICATION, "Provider"): (("v1beta3", "v1beta2", "v1beta1"), _ALERT_TODO),
-    (NOTIFICATION, "Alert"): (("v1beta3", "v1beta2", "v1beta1"), _ALERT_TODO),
 }
 
 # kind -> dotted field path -> what to do instead; a field Flux has that Rheostat does not run
 NOT_SUPPORTED_FIELDS: dict[str, dict[str, str]] = {
     "Kustomization": {
-        "spec.decryption": "SOPS decryption is not run yet; keep secrets out of Git and in Rheostat's secret "
-        "files (docs/gitops.md#secrets)",
         "spec.serviceAccountName": "Rheostat has no Kubernetes RBAC to impersonate, so tenant isolation "
         "would not hold; remove the field",
         "spec.kubeConfig": "Rheostat applies to its own store, not to a remote cluster; remove the field",
-        "spec.postBuild.substituteFrom": "put the variables in postBuild.substitute",
         "spec.postBuild.substituteStrategy": "remove it; ${var} is substituted where postBuild is set",
         "spec.healthCheckExprs": "use healthChecks or wait: true",
         "spec.deletionPolicy": "remove it; pruned objects are deleted (Flux's MirrorPrune)",
@@ -74,6 +67,12 @@ NOT_SUPPORTED_FIELDS: dict[str, dict[str, str]] = {
         "spec.proxySecretRef": "remove it; set HTTPS_PROXY for `rheostat run`",
         "spec.serviceAccountName": "put the credentials in spec.secretRef",
         "spec.accessFrom": "remove it; every namespace may refer to the source",
+    },
+    "Provider": {
+        "spec.certSecretRef": "remove it; put the CA in the system's trust store",
+        "spec.proxySecretRef": "use spec.proxy",
+        "spec.commitStatusExpr": "remove it; commit statuses are not sent",
+        "spec.serviceAccountName": "put the credentials in spec.secretRef",
     },
     "Receiver": {
         "spec.resourceFilter": "remove it; list the resources by name",

@@ -104,8 +104,17 @@ class HealthCheck(Strict):
     namespace: str | None = None
 
 
+class SubstituteReference(Strict):
+    """A ConfigMap or Secret in the Kustomization's namespace whose keys are variables."""
+
+    kind: Literal["ConfigMap", "Secret"]
+    name: str
+    optional: bool = False
+
+
 class PostBuild(Strict):
     substitute: dict[str, str] = Field(default_factory=dict)
+    substituteFrom: list[SubstituteReference] = Field(default_factory=list)
 
     @field_validator("substitute")
     @classmethod
@@ -150,6 +159,13 @@ class CommonMetadata(Strict):
     annotations: dict[str, str] = Field(default_factory=dict)
 
 
+class Decryption(Strict):
+    """Flux's SOPS decryption; the keys are age identities (entries ending in .agekey) of the Secret."""
+
+    provider: Literal["sops"]
+    secretRef: LocalRef
+
+
 class KustomizationSpec(Strict):
     sourceRef: SourceRef
     prune: bool
@@ -163,6 +179,7 @@ class KustomizationSpec(Strict):
     suspend: bool = False
     targetNamespace: str | None = None
     postBuild: PostBuild | None = None
+    decryption: Decryption | None = None
     force: bool = False
     commonMetadata: CommonMetadata | None = None
     namePrefix: str | None = None

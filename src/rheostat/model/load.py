@@ -32,6 +32,7 @@ from rheostat.model.flux import (
 )
 from rheostat.model.gitops import GitRepository, Kustomization, Receiver
 from rheostat.model.metric_template import MetricTemplate
+from rheostat.model.notification import Alert, Provider
 from rheostat.model.policy import (
     POLICY_KINDS,
     Constraint,
@@ -51,6 +52,8 @@ Manifest = (
     | GitRepository
     | Kustomization
     | Receiver
+    | Provider
+    | Alert
     | ConstraintTemplate
     | Constraint
     | ValidatingAdmissionPolicy
@@ -67,6 +70,8 @@ MANIFEST_TYPES = (
     GitRepository,
     Kustomization,
     Receiver,
+    Provider,
+    Alert,
     ConstraintTemplate,
     Constraint,
     ValidatingAdmissionPolicy,
@@ -79,6 +84,8 @@ _FLUX_MODELS: dict[str, type[BaseModel]] = {
     "GitRepository": GitRepository,
     "Kustomization": Kustomization,
     "Receiver": Receiver,
+    "Provider": Provider,
+    "Alert": Alert,
 }
 
 KINDS: dict[tuple[str, str], type[BaseModel]] = {

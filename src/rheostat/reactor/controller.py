@@ -48,6 +48,7 @@ from rheostat.plugins.routers.envoy import EnvoyRouter
 from rheostat.reactor import datadir
 from rheostat.reactor.alerts import Alerter, Secrets
 from rheostat.reactor.cluster import ClusterMirror, cluster_backends, connect, release
+from rheostat.reactor.flux_alerts import FluxAlerts
 from rheostat.reactor.settings import Settings
 from rheostat.reactor.wiring import Handover
 from rheostat.rollout.analysis import Checker, Monitor
@@ -241,6 +242,7 @@ class Controller:
             sequential=Monitor(self.providers.builtin),
         )
         self.alerter = Alerter(self.store, self.secrets)
+        self.flux_alerts = FluxAlerts(self.store, self.secrets)  # Flux's Alert and Provider kinds
         self.kube: KubeAPI | None = None
         self.kube_reads: CachedKube | None = None  # the same API, its reads served from watch-fed caches
         self.mirror: ClusterMirror | None = None
@@ -279,7 +281,12 @@ class Controller:
         self.gitops = GitOps(
             self.store,
             SourceFetchers(GitFetcher((data / "sources").resolve(), self.secrets.get)),
-            Hooks(on_applied=self._applied, health=self.handover.health, gate=self.gate),
+            Hooks(
+                on_applied=self._applied,
+                health=self.handover.health,
+                gate=self.gate,
+                secrets=self.secrets.get,
+            ),
             bootstrap=root_objects(settings),
         )
         self._tasks: list[asyncio.Task[None]] = []
@@ -343,6 +350,7 @@ class Controller:
             supervised(self.gitops.run(self.settings.poll_interval_s), name="gitops"),
             supervised(self._watch(), name="repository-watch"),
             supervised(self._audit(), name="policy-audit"),
+            supervised(self.flux_alerts.run(), name="flux-alerts"),
         ]
 
     async def _start_in_cluster(self, mirror: ClusterMirror) -> None:
@@ -356,6 +364,7 @@ class Controller:
         self._tasks = [
             supervised(self.scheduler.run(), name="scheduler"),
             supervised(self._audit(), name="policy-audit"),
+            supervised(self.flux_alerts.run(), name="flux-alerts"),
         ]
 
     async def stop(self, *, stop_data_plane: bool = True) -> None:
