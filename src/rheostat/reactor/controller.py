@@ -144,7 +144,7 @@ class Builtin(MetricProvider, CountSource, Protocol):
     """The builtin checks' source: single values for the checks, counts for the sequential judge."""
 
 
-QUERIES_IN_FLIGHT = 64  # metric queries at once, per TLS setting
+QUERIES_IN_FLIGHT = 16  # metric queries at once, per TLS setting (more: httpcore scans a larger pool per request)
 
 
 class MetricProviders:
