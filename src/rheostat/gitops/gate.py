@@ -20,7 +20,8 @@ from rheostat.policy import Inventory, PolicyError, PolicySet, Violation
 from rheostat.store import StoredObject
 from rheostat.store.port import State
 
-VIOLATIONS = "Violations"  # state kind: one row per owner ("gate: <Kustomization>") and one for the audit
+VIOLATIONS = "Violations"  # state kind: one row per owner ("gate: <Kustomization>"), the audit, admission
+ADMISSION_KEPT = 200  # the latest distinct findings of the admission webhook
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class Finding:
     message: str
     commit: str
     file: str
-    found_by: str  # "gate" or "audit"
+    found_by: str  # "gate", "audit" or "admission"
     owner: str
     time: float
 
@@ -162,6 +163,20 @@ class PolicyGate:
 
     def record_audit(self, findings: list[Finding]) -> None:
         self._record("audit", findings)
+
+    # -- the admission webhook ------------------------------------------------------------------------
+
+    def record_admission(self, violations: list[Violation], who: str) -> None:
+        """Findings of the webhook, the newest last; written only when one is new (not on every request)."""
+        now = self.clock()
+        found = [self._finding(v, "", {}, "admission", who, now) for v in violations]
+        kept = [Finding(**f) for f in (self.store.get_state(VIOLATIONS, "admission") or {}).get("items", [])]
+        seen = {(f.policy, f.object, f.message) for f in kept}
+        if all((f.policy, f.object, f.message) in seen for f in found):
+            return
+        fresh = {(f.policy, f.object, f.message) for f in found}
+        merged = [f for f in kept if (f.policy, f.object, f.message) not in fresh] + found
+        self._record("admission", merged[-ADMISSION_KEPT:])
 
     # -- recording -------------------------------------------------------------------------------------
 
