@@ -42,7 +42,9 @@ class Server:
         # For the controller's webhook caller: the token for its calls to this API's own load tester.
         self.hook_headers = own_hook_headers(self.url, self.token)
         self.controller.hooks.headers_for = self.hook_headers
-        self.webhook = WebhookServer.for_controller(settings.webhook, self.controller) if settings.webhook else None
+        self.webhook = (
+            WebhookServer.for_controller(settings.webhook, self.controller) if settings.webhook else None
+        )
 
     @property
     def token_unseen(self) -> bool:
