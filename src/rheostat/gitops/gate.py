@@ -161,8 +161,15 @@ class PolicyGate:
             )
         return findings
 
-    def record_audit(self, findings: list[Finding]) -> None:
-        self._record("audit", findings)
+    def record_audit(self, findings: list[Finding], key: str = "audit") -> None:
+        self._record(key, findings)
+
+    def evaluate_live(self, policies: list[dict[str, Any]], objects: list[dict[str, Any]]) -> list[Finding]:
+        """Pure (a worker thread may run it): a cluster's live objects against the policies; PolicyError when
+        one is unusable (the store's audit records that)."""
+        now = self.clock()
+        results = PolicySet.from_documents(policies).evaluate(objects, inventory=Inventory(objects))
+        return [self._finding(v, "", {}, "audit", "cluster", now) for v in results]
 
     # -- the admission webhook ------------------------------------------------------------------------
 
