@@ -3,13 +3,21 @@ caBundle of the ValidatingWebhookConfiguration `rheostat`, renewal before expiry
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import logging
+import os
+import ssl
+import subprocess
+import sys
+import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from cryptography import x509
 
@@ -18,8 +26,11 @@ from rheostat.plugins.kube.kinds import SECRET, VALIDATING_WEBHOOK_CONFIGURATION
 from rheostat.server.certs import Bundle, CertError, issue, new_ca, service_names
 from rheostat.server.webhook_tls import FileKeeper, SecretKeeper, WebhookTLS
 from tests import kubeapi
+from tests.kube_e2e_world import RHEOSTAT
 from tests.kube_schemas import assert_valid
 from tests.kubeapi import KubeServer
+from tests.processes import stop
+from tests.servers import free_port
 
 kube_server = kubeapi.kube_server
 kubeconfig = kubeapi.kubeconfig
@@ -246,3 +257,61 @@ async def test_cert_manager_files_that_are_not_a_key_pair_are_refused_by_name(tm
     tls = WebhookTLS(FileKeeper(folder), managed=False, names=NAMES, ips=["127.0.0.1"])
     with pytest.raises(CertError, match=r"tls\.key is not the key of tls\.crt"):
         await tls.check()
+
+
+async def test_rheostat_run_serves_the_webhook_with_a_certificate_from_its_secret(
+    kube_server: KubeServer, kubeconfig: Path, tmp_path: Path
+) -> None:
+    """The real `rheostat run --kubeconfig ... --webhook`: the Secret made, caBundle patched, a review answered
+    over TLS verified with the CA the Secret holds."""
+    kube_server.add(webhook_configuration())
+    hook_port = free_port()
+    err = tmp_path / "run.err"
+    proc = spawn_run(kubeconfig, tmp_path / "data", hook_port, err)
+    try:
+        deadline = time.monotonic() + 60
+        while "serving" not in err.read_text(errors="replace"):
+            assert proc.poll() is None, f"`rheostat run` exited: {err.read_text()}"
+            assert time.monotonic() < deadline, f"`rheostat run` did not serve: {err.read_text()}"
+            await asyncio.sleep(0.1)
+        kept = secret_bundle(kube_server)
+        assert ca_bundles(kube_server) == [kept.ca_crt] * 2
+        verify = ssl_context_for(kept.ca_crt)
+        uid = str(uuid.uuid4())
+        doc = {
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": uid,
+                "kind": {"group": "", "version": "v1", "kind": "ConfigMap"},
+                "operation": "CREATE",
+                "namespace": "apps",
+                "object": {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {"name": "c", "namespace": "apps"},
+                },
+            },
+        }
+        async with httpx.AsyncClient(verify=verify, timeout=10) as client:
+            r = await client.post(f"https://127.0.0.1:{hook_port}/admission/validate", json=doc)
+        assert r.status_code == 200
+        assert r.json()["response"] == {"uid": uid, "allowed": True}
+        assert "PRIVATE KEY" not in err.read_text()
+    finally:
+        await asyncio.to_thread(stop, proc)
+    assert proc.returncode == 0, err.read_text()
+
+
+def ssl_context_for(ca_pem: bytes) -> ssl.SSLContext:
+    return ssl.create_default_context(cadata=ca_pem.decode())
+
+
+def spawn_run(kubeconfig: Path, data: Path, hook_port: int, err: Path) -> subprocess.Popen[bytes]:
+    assert RHEOSTAT is not None, f"the `rheostat` console script is not installed beside {sys.executable}"
+    with open(err, "wb") as err_file:
+        return subprocess.Popen(
+            [RHEOSTAT, "run", "--kubeconfig", str(kubeconfig), "--data-dir", str(data), "--listen",
+             f"127.0.0.1:{free_port()}", "--webhook", "--webhook-port", str(hook_port), "--webhook-namespace", NS],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err_file, env={**os.environ},
+        )  # fmt: skip
