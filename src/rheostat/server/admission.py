@@ -8,6 +8,7 @@ unless the webhook is told to fail open; then it allows with a warning.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Callable
@@ -190,14 +191,33 @@ class Admission:
         return JSONResponse({"apiVersion": API_VERSION, "kind": "AdmissionReview", "response": response})
 
 
-def record_in(gate: PolicyGate) -> Callable[[Review, list[Violation]], None]:
-    """Violations found at admission go where the gate's and the audit's go: dashboard, CLI, alerts."""
+class Recorder:
+    """Violations found at admission go where the gate's and the audit's go (dashboard, CLI, alerts), written
+    in batches by `flush` (WebhookServer calls it every FLUSH_S): a request never waits on a store write."""
 
-    def record(review: Review, found: list[Violation]) -> None:
-        who = str(review.user_info.get("username") or "")
-        gate.record_admission(found, who)
+    FLUSH_S = 0.5
 
-    return record
+    def __init__(self, gate: PolicyGate) -> None:
+        self.gate = gate
+        self._pending: dict[str, list[Violation]] = {}
+
+    def __call__(self, review: Review, found: list[Violation]) -> None:
+        self._pending.setdefault(str(review.user_info.get("username") or ""), []).extend(found)
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, {}
+        for who, found in pending.items():
+            self.gate.record_admission(found, who)
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.FLUSH_S)
+            try:
+                self.flush()
+            except (
+                Exception
+            ):  # e.g. a full disk: the webhook keeps answering; tried again with the next batch
+                log.exception("recording admission violations failed")
 
 
 def create_webhook_app(admission: Admission) -> Starlette:

@@ -13,7 +13,7 @@ import uvicorn
 from rheostat.gitops.gate import PolicyGate
 from rheostat.reactor.controller import Controller
 from rheostat.reactor.settings import WebhookSettings
-from rheostat.server.admission import Admission, StorePolicies, create_webhook_app, record_in
+from rheostat.server.admission import Admission, Recorder, StorePolicies, create_webhook_app
 from rheostat.server.certs import service_names
 from rheostat.server.webhook_tls import SERVICE, FileKeeper, Keeper, SecretKeeper, WebhookTLS
 from rheostat.store.port import State
@@ -47,7 +47,8 @@ class WebhookServer:
     def __init__(self, settings: WebhookSettings, store: State, gate: PolicyGate, tls: WebhookTLS) -> None:
         self.settings = settings
         self.policies = StorePolicies(store, gate)
-        self.admission = Admission(self.policies, fail_closed=settings.fail_closed, record=record_in(gate))
+        self.recorder = Recorder(gate)
+        self.admission = Admission(self.policies, fail_closed=settings.fail_closed, record=self.recorder)
         self.tls = tls
         self.app = create_webhook_app(self.admission)
         config = uvicorn.Config(
@@ -106,3 +107,4 @@ class WebhookServer:
         if self._tasks:
             await asyncio.gather(self._tasks[0], return_exceptions=True)  # open requests are answered first
             await cancel_all(self._tasks[1:])
+        self.recorder.flush()

@@ -1,0 +1,153 @@
+"""Benchmark: the admission webhook over TLS with Gatekeeper's whole general library loaded.
+
+A real WebhookServer (uvicorn, TLS with the certificate it made) on 127.0.0.1; AdmissionReview v1 requests of
+every sample object of the library, one at a time, from an httpx client verifying with the webhook's CA: over
+kept-alive connections (as the API server calls webhooks) and with a new TLS connection per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.policy_admission import LIBRARY, load
+from rheostat.gitops.gate import PolicyGate
+from rheostat.model.policy import is_policy
+from rheostat.policy.suites import find_cases
+from rheostat.reactor.settings import WebhookSettings
+from rheostat.server.certs import service_names
+from rheostat.server.webhook import WebhookServer
+from rheostat.server.webhook_tls import FileKeeper, WebhookTLS
+from rheostat.store import Store
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+def library_docs() -> list[dict[str, Any]]:
+    """The templates and constraints the engine accepts (bench/policy_admission.py's choice)."""
+    _, _, refused = load()
+    docs: dict[tuple[str, str], dict[str, Any]] = {}
+    for case in find_cases(LIBRARY):
+        for path in (case.template, case.constraint):
+            for d in yaml.safe_load_all(path.read_text()):
+                if d and is_policy(d):
+                    docs[(d["kind"], d["metadata"]["name"])] = d
+    refused_kinds = {
+        d["spec"]["crd"]["spec"]["names"]["kind"]
+        for d in docs.values()
+        if d["kind"] == "ConstraintTemplate" and d["metadata"]["name"] in refused
+    }
+    return [
+        d for d in docs.values() if d["metadata"]["name"] not in refused and d["kind"] not in refused_kinds
+    ]
+
+
+def reviews() -> list[dict[str, Any]]:
+    out = []
+    for case in find_cases(LIBRARY):
+        for obj in yaml.safe_load_all(case.object.read_text()):
+            if not obj:
+                continue
+            group, _, version = str(obj["apiVersion"]).rpartition("/")
+            meta = obj.get("metadata") or {}
+            out.append(
+                {
+                    "apiVersion": "admission.k8s.io/v1",
+                    "kind": "AdmissionReview",
+                    "request": {
+                        "uid": "",
+                        "kind": {"group": group, "version": version, "kind": obj["kind"]},
+                        "name": meta.get("name", ""),
+                        "namespace": meta.get("namespace", ""),
+                        "operation": "CREATE",
+                        "userInfo": {"username": "bench"},
+                        "object": obj,
+                    },
+                }
+            )
+    return out
+
+
+async def measure(rounds: int) -> dict[str, Any]:
+    docs = library_docs()
+    with tempfile.TemporaryDirectory(prefix="rheostat-bench-") as tmp:
+        store = Store(Path(tmp) / "state.db")
+        with store.transaction():
+            for d in docs:
+                store.put_object(d["kind"], d["metadata"]["name"], d, source="bench")
+        gate = PolicyGate(store)
+        settings = WebhookSettings(port=_free_port())
+        tls = WebhookTLS(
+            FileKeeper(Path(tmp) / "tls"),
+            managed=True,
+            names=service_names("rheostat-webhook", "x"),
+            ips=["127.0.0.1"],
+        )
+        server = WebhookServer(settings, store, gate, tls)
+        await server.start()
+        assert tls.bundle is not None
+        url = f"https://127.0.0.1:{settings.port}/admission/validate"
+        verify = __import__("ssl").create_default_context(cadata=tls.bundle.ca_crt.decode())
+        bodies = reviews()
+        results: dict[str, Any] = {"constraints": sum(1 for d in docs if d["kind"] != "ConstraintTemplate")}
+        try:
+            for name, keepalive in (("kept-alive", 10), ("new TLS connection", 0)):
+                latencies: list[float] = []
+                denied = 0
+                limits = httpx.Limits(max_keepalive_connections=keepalive)
+                async with httpx.AsyncClient(verify=verify, limits=limits, timeout=30) as client:
+                    await client.post(url, json=bodies[0])  # warm: the policies compile at the first request
+                    for _ in range(rounds):
+                        for body in bodies:
+                            body["request"]["uid"] = str(uuid.uuid4())
+                            t0 = time.perf_counter()
+                            r = await client.post(url, json=body)
+                            latencies.append((time.perf_counter() - t0) * 1000)
+                            assert r.status_code == 200, r.text
+                            denied += not r.json()["response"]["allowed"]
+                latencies.sort()
+                results[name] = {
+                    "requests": len(latencies),
+                    "denied": denied,
+                    "p50_ms": statistics.median(latencies),
+                    "p99_ms": latencies[int(0.99 * (len(latencies) - 1))],
+                }
+        finally:
+            await server.stop()
+            store.close()
+    return results
+
+
+def main() -> dict[str, Any] | None:
+    if not LIBRARY.is_dir():
+        print(f"(skipped: the Gatekeeper library is not at {LIBRARY})")
+        return None
+    r = asyncio.run(measure(rounds=10))
+    print(f"webhook over TLS, {r['constraints']} constraints of Gatekeeper's general library\n")
+    print("| connection | requests | denied | p50 | p99 |")
+    print("|---|---|---|---|---|")
+    for name in ("kept-alive", "new TLS connection"):
+        m = r[name]
+        print(f"| {name} | {m['requests']} | {m['denied']} | {m['p50_ms']:.2f} ms | {m['p99_ms']:.2f} ms |")
+    return r
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() is not None else 1)
