@@ -94,6 +94,7 @@ class WebhookServer:
         self._tasks = [
             serve,
             supervised(self.tls.run(self.settings.cert_check_s), name="webhook-certificate"),
+            supervised(self.recorder.run(), name="webhook-findings"),
         ]
         while not self.uvicorn.started:
             if serve.done():
