@@ -18,12 +18,19 @@ import yaml
 from cryptography import x509
 
 from rheostat.gitops.gate import PolicyGate
+from rheostat.plugins.kube.api import KubeAPI
+from rheostat.plugins.kube.client import LightkubeAPI
 from rheostat.reactor.settings import WebhookSettings
 from rheostat.server.certs import service_names
 from rheostat.server.webhook import WebhookServer
 from rheostat.server.webhook_tls import FileKeeper, WebhookTLS
 from rheostat.store import Store
+from tests import kubeapi
+from tests.kubeapi import KubeServer
 from tests.servers import free_port
+
+kube_server = kubeapi.kube_server
+kubeconfig = kubeapi.kubeconfig
 
 LIBRARY = Path("testdata") / "gatekeeper-library" / "general"
 SOURCE = "Kustomization flux-system/flux-system@0123abc"
@@ -252,7 +259,9 @@ def client_context(ca_pem: bytes) -> ssl.SSLContext:
     return ctx
 
 
-async def start_webhook(tmp_path: Path, docs: list[dict[str, Any]], *, fail_closed: bool = True) -> Webhook:
+async def start_webhook(
+    tmp_path: Path, docs: list[dict[str, Any]], *, fail_closed: bool = True, kube: KubeAPI | None = None
+) -> Webhook:
     store = Store(tmp_path / "state.db")
     with store.transaction():
         for d in docs:
@@ -267,7 +276,7 @@ async def start_webhook(tmp_path: Path, docs: list[dict[str, Any]], *, fail_clos
         names=service_names("rheostat-webhook", "rheostat-system"),
         ips=["127.0.0.1"],
     )
-    server = WebhookServer(settings, store, gate, tls)
+    server = WebhookServer(settings, store, gate, tls, kube)
     await server.start()
     assert tls.bundle is not None
     ca = client_context(tls.bundle.ca_crt)
@@ -534,3 +543,50 @@ async def test_the_certificate_rotates_while_requests_flow_and_none_fails(webhoo
     assert len(statuses) > 10 and set(statuses) == {200}
     # the CA was kept (the client above trusts only it): the caBundle the API server holds stays right
     assert tls.bundle.ca_crt == ca_before
+
+
+async def test_a_namespace_selector_reads_the_clusters_namespaces(
+    tmp_path: Path, shared: Path, kube_server: KubeServer, kubeconfig: Path
+) -> None:
+    kube_server.add(
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": "strict", "labels": {"enforce": "yes"}},
+        }
+    )
+    kube_server.add({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "lax"}})
+    match = {**DEPLOYMENTS, "namespaceSelector": {"matchLabels": {"enforce": "yes"}}}
+    docs = [
+        library_template(shared, "requiredlabels"),
+        constraint("K8sRequiredLabels", "owner-where-enforced", match, {"labels": [{"key": "owner"}]}),
+    ]
+    api = LightkubeAPI.from_kubeconfig(str(kubeconfig))
+    hook = await start_webhook(tmp_path, docs, kube=api)
+    try:
+        for _ in range(200):
+            if {"strict", "lax"} <= set(hook.server.policies.namespaces):
+                break
+            await asyncio.sleep(0.05)
+        denied = await hook.send(review("CREATE", deployment("web", ns="strict")))
+        assert denied["allowed"] is False
+        assert denied["status"]["message"].startswith("[owner-where-enforced] you must provide labels")
+        assert (await hook.send(review("CREATE", deployment("web", ns="lax"))))["allowed"] is True
+        # a namespace labelled later is enforced from then on
+        kube_server.add(
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": "late", "labels": {"enforce": "yes"}},
+            }
+        )
+        for _ in range(200):
+            if "late" in hook.server.policies.namespaces:
+                break
+            await asyncio.sleep(0.05)
+        assert (await hook.send(review("CREATE", deployment("web", ns="late"))))["allowed"] is False
+    finally:
+        await hook.client.aclose()
+        await hook.server.stop()
+        hook.store.close()
+        await api.close()

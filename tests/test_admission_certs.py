@@ -184,6 +184,19 @@ async def test_a_ca_near_its_end_is_replaced_and_both_are_trusted_meanwhile(
     assert ca_bundles(kube_server) == [after.ca_crt] * 2
 
 
+async def test_two_replicas_starting_at_once_end_up_serving_the_secrets_certificate(
+    kube_server: KubeServer, api: LightkubeAPI
+) -> None:
+    kube_server.add(webhook_configuration())
+    clock = Clock()
+    a, b = replica(api, clock), replica(api, clock)
+    await asyncio.gather(a.check(), b.check())  # both find no Secret and both write one
+    await asyncio.gather(a.check(), b.check())  # the next check (within RECHECK_S of a write) converges
+    kept = secret_bundle(kube_server)
+    assert a.bundle == kept and b.bundle == kept
+    assert ca_bundles(kube_server) == [kept.ca_crt] * 2
+
+
 async def test_a_webhook_configuration_installed_later_gets_its_ca_bundle_at_the_next_check(
     kube_server: KubeServer, api: LightkubeAPI
 ) -> None:

@@ -21,9 +21,12 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from rheostat.gitops.gate import PolicyGate
+from rheostat.plugins.kube.api import KubeAPI
+from rheostat.plugins.kube.kinds import NAMESPACE
 from rheostat.policy import Inventory, PolicyError, PolicySet, Violation, is_policy
 from rheostat.policy.review import Review, ReviewError, make_review
 from rheostat.store.port import Change, State
+from rheostat.util.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +86,15 @@ class StorePolicies:
         self.gate = gate
         self._current: tuple[PolicySet, Inventory] | PolicyError | None = None
         self.unwatch = store.watch(self._changed)
+        self.namespaces: dict[str, dict[str, Any]] = {}  # a cluster's Namespaces, for namespaceSelector
+
+    def namespace(self, event: str, obj: dict[str, Any]) -> None:
+        name = str((obj.get("metadata") or {}).get("name", ""))
+        if event == "DELETED":
+            self.namespaces.pop(name, None)
+        else:
+            self.namespaces[name] = {**obj, "apiVersion": "v1", "kind": "Namespace"}
+        self._current = None
 
     def _changed(self, changes: frozenset[Change]) -> None:
         if any(
@@ -90,9 +102,23 @@ class StorePolicies:
         ):
             self._current = None
 
+    async def watch_namespaces(self, kube: KubeAPI) -> None:
+        """Keep `namespaces` current from the cluster (Gatekeeper reads a request's Namespace the same way)."""
+        backoff = Backoff()
+        while True:
+            try:
+                async for event, obj in kube.watch(NAMESPACE):
+                    backoff.reset()
+                    self.namespace(event, obj)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                await backoff.wait(log, "watch of namespaces", exc)
+
     def current(self) -> tuple[PolicySet, Inventory]:
         if self._current is None:
             objects = [s.body for s in self.gate.audit_inputs() if not is_policy(s.body)]
+            objects += self.namespaces.values()
             try:
                 self._current = (PolicySet.from_documents(self.gate.live_policies()), Inventory(objects))
             except PolicyError as exc:

@@ -11,6 +11,7 @@ import ssl
 import uvicorn
 
 from rheostat.gitops.gate import PolicyGate
+from rheostat.plugins.kube.api import KubeAPI
 from rheostat.reactor.controller import Controller
 from rheostat.reactor.settings import WebhookSettings
 from rheostat.server.admission import Admission, Recorder, StorePolicies, create_webhook_app
@@ -44,8 +45,16 @@ def tls_for(settings: WebhookSettings, controller: Controller) -> WebhookTLS:
 class WebhookServer:
     """uvicorn over TLS in front of `Admission`; the policies are the store's, the findings go to the gate."""
 
-    def __init__(self, settings: WebhookSettings, store: State, gate: PolicyGate, tls: WebhookTLS) -> None:
+    def __init__(
+        self,
+        settings: WebhookSettings,
+        store: State,
+        gate: PolicyGate,
+        tls: WebhookTLS,
+        kube: KubeAPI | None = None,
+    ) -> None:
         self.settings = settings
+        self.kube = kube
         self.policies = StorePolicies(store, gate)
         self.recorder = Recorder(gate)
         self.admission = Admission(self.policies, fail_closed=settings.fail_closed, record=self.recorder)
@@ -84,7 +93,9 @@ class WebhookServer:
 
     @classmethod
     def for_controller(cls, settings: WebhookSettings, controller: Controller) -> WebhookServer:
-        return cls(settings, controller.store, controller.gate, tls_for(settings, controller))
+        return cls(
+            settings, controller.store, controller.gate, tls_for(settings, controller), controller.kube
+        )
 
     async def start(self) -> None:
         self._check_port()
@@ -96,6 +107,10 @@ class WebhookServer:
             supervised(self.tls.run(self.settings.cert_check_s), name="webhook-certificate"),
             supervised(self.recorder.run(), name="webhook-findings"),
         ]
+        if self.kube is not None:
+            self._tasks.append(
+                supervised(self.policies.watch_namespaces(self.kube), name="webhook-namespaces")
+            )
         while not self.uvicorn.started:
             if serve.done():
                 await self.stop()

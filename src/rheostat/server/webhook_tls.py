@@ -14,6 +14,7 @@ import logging
 import os
 import ssl
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
@@ -27,6 +28,9 @@ log = logging.getLogger(__name__)
 SECRET_NAME = "rheostat-webhook-tls"
 WEBHOOK_CONFIGURATION = "rheostat"
 SERVICE = "rheostat-webhook"
+
+RECHECK_S = 5.0
+RACE_WINDOW_S = 60.0
 
 Clock = Callable[[], dt.datetime]
 
@@ -175,6 +179,7 @@ class WebhookTLS:
         self.context.minimum_version = ssl.TLSVersion.TLSv1_2
         self._ca_patched: bytes | None = None
         self._lock = asyncio.Lock()
+        self._wrote_at = -1e9  # monotonic time of our last write to the keeper
 
     async def check(self, *, force: bool = False) -> None:
         """Read what is kept; renew it when due (or `force`); serve it; keep caBundle in step."""
@@ -190,6 +195,7 @@ class WebhookTLS:
                     kept = None
             if self.managed and (kept is None or force or kept.due(self.clock()) or not self._fits(kept)):
                 await self.keeper.write(renew(kept, self.names, self.ips, self.clock(), self.validity))
+                self._wrote_at = time.monotonic()
                 kept = await self.keeper.read()  # another replica may have written at the same time: its wins
                 assert kept is not None
                 kept.check()
@@ -225,9 +231,14 @@ class WebhookTLS:
             self.context.load_cert_chain(os.fspath(crt), os.fspath(key))
 
     async def run(self, interval_s: float) -> None:
-        """Check every `interval_s`; a failed check is logged and tried again (the old certificate serves)."""
+        """Check every `interval_s`; a failed check is logged and tried again (the old certificate serves).
+
+        For a minute after this replica wrote a certificate, every RECHECK_S: two replicas that started (or
+        renewed) at once both wrote, the Secret holds the last write, and the other one must serve it soon.
+        """
         while True:
-            await asyncio.sleep(interval_s)
+            recent = time.monotonic() - self._wrote_at < RACE_WINDOW_S
+            await asyncio.sleep(min(interval_s, RECHECK_S) if recent else interval_s)
             try:
                 await self.check()
             except (CertError, KubeError, OSError, RuntimeError) as exc:
