@@ -9,6 +9,7 @@ unless the webhook is told to fail open; then it allows with a warning.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 from collections.abc import Callable
@@ -85,6 +86,7 @@ class StorePolicies:
         self.store = store
         self.gate = gate
         self._current: tuple[PolicySet, Inventory] | PolicyError | None = None
+        self._compiled: tuple[str, PolicySet] | None = None
         self.unwatch = store.watch(self._changed)
         self.namespaces: dict[str, dict[str, Any]] = {}  # a cluster's Namespaces, for namespaceSelector
 
@@ -117,10 +119,16 @@ class StorePolicies:
 
     def current(self) -> tuple[PolicySet, Inventory]:
         if self._current is None:
-            objects = [s.body for s in self.gate.audit_inputs() if not is_policy(s.body)]
+            stored = self.gate.audit_inputs()
+            docs = [s.body for s in stored if is_policy(s.body)]
+            objects = [s.body for s in stored if not is_policy(s.body)]
             objects += self.namespaces.values()
+            # Any object's change rebuilds the inventory; the policies are compiled again only when they changed.
+            digest = hashlib.sha256(json.dumps(docs, sort_keys=True, default=str).encode()).hexdigest()
             try:
-                self._current = (PolicySet.from_documents(self.gate.live_policies()), Inventory(objects))
+                if self._compiled is None or self._compiled[0] != digest:
+                    self._compiled = (digest, PolicySet.from_documents(docs))
+                self._current = (self._compiled[1], Inventory(objects))
             except PolicyError as exc:
                 self._current = exc
         if isinstance(self._current, PolicyError):
