@@ -600,3 +600,11 @@ async def test_a_namespace_selector_reads_the_clusters_namespaces(
         await hook.server.stop()
         hook.store.close()
         await api.close()
+
+
+async def test_a_review_larger_than_any_object_could_make_is_refused_unread(webhook: Webhook) -> None:
+    doc = review("CREATE", deployment("web", labels={"owner": "me", "team": "a"}))
+    doc["request"]["object"]["metadata"]["annotations"] = {"blob": "x" * (9 * 1024 * 1024)}
+    r = await webhook.client.post(webhook.url, json=doc)
+    assert r.status_code == 413
+    assert "larger than" in r.text
