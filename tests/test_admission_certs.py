@@ -8,6 +8,7 @@ import base64
 import datetime as dt
 import logging
 import os
+import socket
 import ssl
 import subprocess
 import sys
@@ -328,3 +329,22 @@ def spawn_run(kubeconfig: Path, data: Path, hook_port: int, err: Path) -> subpro
              f"127.0.0.1:{free_port()}", "--webhook", "--webhook-port", str(hook_port), "--webhook-namespace", NS],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err_file, env={**os.environ},
         )  # fmt: skip
+
+
+async def test_a_taken_webhook_port_is_told_in_one_line(kubeconfig: Path, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        err = tmp_path / "run.err"
+        proc = spawn_run(kubeconfig, tmp_path / "data", port, err)
+        try:
+            code = await asyncio.to_thread(proc.wait, 60)
+        finally:
+            await asyncio.to_thread(stop, proc)
+    assert code == 1
+    lines = err.read_text().strip().splitlines()
+    assert lines == [
+        f"error: the admission webhook cannot listen on 127.0.0.1:{port}: Address already in use"
+    ]
+    assert "Traceback" not in err.read_text()
