@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import os
 import ssl
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -26,7 +30,9 @@ from rheostat.server.webhook import WebhookServer
 from rheostat.server.webhook_tls import FileKeeper, WebhookTLS
 from rheostat.store import Store
 from tests import kubeapi
+from tests.kube_e2e_world import RHEOSTAT
 from tests.kubeapi import KubeServer
+from tests.processes import stop
 from tests.servers import free_port
 
 kube_server = kubeapi.kube_server
@@ -608,3 +614,50 @@ async def test_a_review_larger_than_any_object_could_make_is_refused_unread(webh
     r = await webhook.client.post(webhook.url, json=doc)
     assert r.status_code == 413
     assert "larger than" in r.text
+
+
+async def test_rheostat_run_denies_what_the_repositorys_policies_forbid(tmp_path: Path, shared: Path) -> None:
+    """The real `rheostat run --repo DIR --webhook`: the policies applied from the folder are enforced at
+    admission, with the certificate made in the data dir."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    docs = [
+        library_template(shared, "requiredlabels"),
+        constraint(
+            "K8sRequiredLabels", "deployments-need-owner", DEPLOYMENTS, {"labels": [{"key": "owner"}]}
+        ),
+    ]
+    (repo / "policies.yaml").write_text(yaml.safe_dump_all(docs))
+    data, hook_port = tmp_path / "data", free_port()
+    err = tmp_path / "run.err"
+    proc = spawn_embedded_run(repo, data, hook_port, err)
+    try:
+        deadline = time.monotonic() + 60
+        while "serving" not in err.read_text(errors="replace"):
+            assert proc.poll() is None, f"`rheostat run` exited: {err.read_text()}"
+            assert time.monotonic() < deadline, f"`rheostat run` did not serve: {err.read_text()}"
+            await asyncio.sleep(0.1)
+        ca = client_context((data / "webhook-tls" / "ca.crt").read_bytes())
+        url = f"https://127.0.0.1:{hook_port}/admission/validate"
+        async with httpx.AsyncClient(verify=ca, timeout=10) as client:
+            for _ in range(100):  # the folder is applied (and its policies stored) just after the start
+                r = await client.post(url, json=review("CREATE", deployment("web")))
+                if not r.json()["response"]["allowed"]:
+                    break
+                await asyncio.sleep(0.1)
+        response = r.json()["response"]
+        assert response["allowed"] is False
+        assert response["status"]["message"].startswith("[deployments-need-owner] you must provide labels")
+    finally:
+        await asyncio.to_thread(stop, proc)
+    assert proc.returncode == 0, err.read_text()
+
+
+def spawn_embedded_run(repo: Path, data: Path, hook_port: int, err: Path) -> subprocess.Popen[bytes]:
+    assert RHEOSTAT is not None, f"the `rheostat` console script is not installed beside {sys.executable}"
+    with open(err, "wb") as err_file:
+        return subprocess.Popen(
+            [RHEOSTAT, "run", "--repo", str(repo), "--data-dir", str(data), "--listen", f"127.0.0.1:{free_port()}",
+             "--stop-data-plane", "--webhook", "--webhook-port", str(hook_port)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err_file, env={**os.environ},
+        )  # fmt: skip
