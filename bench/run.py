@@ -10,6 +10,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import (
+    admission,
     analysis_harness,
     dashboard_bench,
     engine_ticks,
@@ -41,6 +42,8 @@ def main() -> None:
     print("\n## Policy: Gatekeeper's general library\n")
     policy_admission.main()
     policy_engines.main()
+    print("\n## Policy at admission: the webhook over TLS\n")
+    admission.main()
     print("\n## Dashboard and API: 200 canaries progressing\n")
     dashboard_bench.main()
     print("\n## Flags: evaluation and OFREP\n")

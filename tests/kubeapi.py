@@ -34,11 +34,27 @@ import attrs
 import kmock
 import pytest
 import yaml
+from kmock._internal import parsing as _kmock_parsing
 from kmock._internal.rendering import Response  # renders a streamed payload; not in kmock.__all__
 
 from rheostat.plugins.kube import kinds, ssa
 from rheostat.plugins.kube.api import Kind, Obj, WatchType
 from rheostat.plugins.kube.memory import merge, now
+
+_kmock_parse_path = _kmock_parsing.parse_path
+
+
+def _parse_path(path: str) -> Any:
+    """kmock 0.8 fails (500) on `/api/v1/namespaces`, the list of the Namespaces themselves: it reads
+    `namespaces` as the prefix of a namespace. This server parses resource paths itself (`_target`); kmock's
+    parse only labels the request."""
+    parts = path.strip("/").split("/")
+    if len(parts) == 3 and parts[0] == "api" and parts[2] == "namespaces":
+        return _kmock_parsing.ParsedPath("", parts[1], "namespaces")
+    return _kmock_parse_path(path)
+
+
+_kmock_parsing.parse_path = _parse_path
 
 Key = tuple[str, str, str]  # (apiVersion/plural, namespace, name)
 _SUBRESOURCES = ("status", "scale")

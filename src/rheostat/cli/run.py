@@ -20,7 +20,7 @@ from rheostat.plugins.platforms.base import PlatformError
 from rheostat.plugins.routers.base import RouterError
 from rheostat.reactor import datadir, dataplane
 from rheostat.reactor.datadir import DataDirInUse
-from rheostat.reactor.settings import ClusterSettings, Settings
+from rheostat.reactor.settings import ClusterSettings, Settings, WebhookSettings
 from rheostat.server.main import Server, run_forever
 
 
@@ -90,6 +90,41 @@ from rheostat.server.main import Server, run_forever
     help="Seconds between policy audits of live objects.",
 )
 @click.option(
+    "--webhook",
+    is_flag=True,
+    help="Serve the policies as a validating admission webhook over TLS (docs/policy.md#policy-at-admission).",
+)
+@click.option(
+    "--webhook-port",
+    type=click.IntRange(1, 65535),
+    default=9443,
+    show_default=True,
+    help="Port of the webhook.",
+)
+@click.option(
+    "--webhook-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address the webhook binds (in the cluster the install passes 0.0.0.0).",
+)
+@click.option(
+    "--webhook-namespace",
+    default=None,
+    help="Namespace of the Service rheostat-webhook and the Secret rheostat-webhook-tls (default: the pod's, "
+    "else rheostat-system).",
+)
+@click.option(
+    "--webhook-cert-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Serve tls.crt and tls.key from this folder (e.g. cert-manager's Secret) instead of making them.",
+)
+@click.option(
+    "--webhook-fail-open",
+    is_flag=True,
+    help="Allow (with a warning) when a policy cannot be evaluated; by default such a request is denied.",
+)
+@click.option(
     "--stop-data-plane",
     is_flag=True,
     help="On exit also end Envoy and the replicas (by default they keep serving, for the next start).",
@@ -118,6 +153,12 @@ def run_cmd(
     envoy_stats_port: int | None,
     flags_token: str | None,
     audit_interval: float,
+    webhook: bool,
+    webhook_port: int,
+    webhook_host: str,
+    webhook_namespace: str | None,
+    webhook_cert_dir: Path | None,
+    webhook_fail_open: bool,
     stop_data_plane: bool,
     log_format: str,
     verbose: bool,
@@ -151,6 +192,15 @@ def run_cmd(
     host, _, port = listen.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         fail(ValueError(f"--listen {listen!r}: expected HOST:PORT with a port from 1 to 65535"))
+    hook = None
+    if webhook:
+        hook = WebhookSettings(
+            host=webhook_host.strip("[]"),
+            port=webhook_port,
+            namespace=webhook_namespace or pod_namespace(),
+            cert_dir=webhook_cert_dir,
+            fail_closed=not webhook_fail_open,
+        )
     try:
         datadir.acquire(data_dir)  # before anything of the data dir is read or written
     except DataDirInUse as exc:
@@ -172,6 +222,7 @@ def run_cmd(
         flags_token=flags_token,
         audit_interval_s=audit_interval,
         cluster=cluster,
+        webhook=hook,
     )
     what = str(repo) if repo is not None else f"the Canaries of {kubeconfig or 'the current cluster'}"
 
@@ -205,6 +256,17 @@ def run_cmd(
             f"rheostat stopped; Envoy and the replicas keep serving (the next `rheostat run` adopts them); "
             f"end them with `rheostat down --data-dir {data_dir}`",
         )
+
+
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def pod_namespace() -> str:
+    """The namespace the pod runs in (its service account says), else the install's default."""
+    try:
+        return SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or "rheostat-system"
+    except OSError:
+        return "rheostat-system"
 
 
 def say(fmt: str, message: str) -> None:

@@ -20,7 +20,8 @@ from rheostat.policy import Inventory, PolicyError, PolicySet, Violation
 from rheostat.store import StoredObject
 from rheostat.store.port import State
 
-VIOLATIONS = "Violations"  # state kind: one row per owner ("gate: <Kustomization>") and one for the audit
+VIOLATIONS = "Violations"  # state kind: one row per owner ("gate: <Kustomization>"), the audit, admission
+ADMISSION_KEPT = 200  # the latest distinct findings of the admission webhook
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class Finding:
     message: str
     commit: str
     file: str
-    found_by: str  # "gate" or "audit"
+    found_by: str  # "gate", "audit" or "admission"
     owner: str
     time: float
 
@@ -160,8 +161,29 @@ class PolicyGate:
             )
         return findings
 
-    def record_audit(self, findings: list[Finding]) -> None:
-        self._record("audit", findings)
+    def record_audit(self, findings: list[Finding], key: str = "audit") -> None:
+        self._record(key, findings)
+
+    def evaluate_live(self, policies: list[dict[str, Any]], objects: list[dict[str, Any]]) -> list[Finding]:
+        """Pure (a worker thread may run it): a cluster's live objects against the policies; PolicyError when
+        one is unusable (the store's audit records that)."""
+        now = self.clock()
+        results = PolicySet.from_documents(policies).evaluate(objects, inventory=Inventory(objects))
+        return [self._finding(v, "", {}, "audit", "cluster", now) for v in results]
+
+    # -- the admission webhook ------------------------------------------------------------------------
+
+    def record_admission(self, violations: list[Violation], who: str) -> None:
+        """Findings of the webhook, the newest last; written only when one is new (not on every request)."""
+        now = self.clock()
+        found = [self._finding(v, "", {}, "admission", who, now) for v in violations]
+        kept = [Finding(**f) for f in (self.store.get_state(VIOLATIONS, "admission") or {}).get("items", [])]
+        seen = {(f.policy, f.object, f.message) for f in kept}
+        if all((f.policy, f.object, f.message) in seen for f in found):
+            return
+        fresh = {(f.policy, f.object, f.message) for f in found}
+        merged = [f for f in kept if (f.policy, f.object, f.message) not in fresh] + found
+        self._record("admission", merged[-ADMISSION_KEPT:])
 
     # -- recording -------------------------------------------------------------------------------------
 

@@ -132,6 +132,18 @@ class PolicySet:
                 out += binding.evaluate(review, inv, namespaces)
         return out
 
+    def evaluate_review(self, review: Review, inventory: Inventory) -> list[Violation]:
+        """One admission request, already reviewed (the webhook's path: no copy of the object)."""
+        namespaces = inventory.namespaces
+        if review.is_namespace and review.name not in namespaces:
+            namespaces = {**namespaces, review.name: review.object}
+        out: list[Violation] = []
+        for constraint in self.constraints:
+            out += self._check(constraint, review, inventory, namespaces)
+        for binding in self.bindings:
+            out += binding.evaluate(review, inventory, namespaces)
+        return out
+
     @staticmethod
     def _review(doc: Mapping[str, Any]) -> Review | Violation:
         try:

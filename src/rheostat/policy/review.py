@@ -42,6 +42,9 @@ class Review:
     operation: str = ""
     user_info: JsonObject = field(default_factory=dict)
     from_admission: bool = False
+    # The rest of the AdmissionRequest (uid, resource, subResource, dryRun, options, ...), as Gatekeeper
+    # passes it on in `input.review`; empty for a plain object.
+    request: JsonObject = field(default_factory=dict)
 
     @property
     def api_version(self) -> str:
@@ -61,11 +64,12 @@ class Review:
 
     @property
     def name(self) -> str:
-        return str(_meta(self.object).get("name", ""))
+        # A CREATE with generateName has no name yet; the request's own fields fill in what the object lacks.
+        return str(_meta(self.object).get("name") or self.request.get("name") or "")
 
     @property
     def namespace(self) -> str:
-        return str(_meta(self.object).get("namespace") or "")
+        return str(_meta(self.object).get("namespace") or self.request.get("namespace") or "")
 
     @property
     def labels(self) -> dict[str, str]:
@@ -77,8 +81,9 @@ class Review:
         return self.kind == "Namespace" and self.group == ""
 
     def as_input(self) -> JsonObject:
-        """Gatekeeper's `input.review`: an AdmissionRequest with the object inlined."""
+        """Gatekeeper's `input.review`: an AdmissionRequest with the object inlined (on DELETE, the old one)."""
         out: JsonObject = {
+            **self.request,
             "kind": {"group": self.group, "version": self.version, "kind": self.kind},
             "name": self.name,
             "object": self.object,
@@ -132,7 +137,11 @@ def _from_admission(doc: JsonObject) -> Review:
         operation=operation,
         user_info=user if isinstance(user, dict) else {},
         from_admission=True,
+        request={k: v for k, v in request.items() if k not in _INLINED},
     )
+
+
+_INLINED = ("object", "oldObject", "kind", "operation", "userInfo")  # kept apart, as fields
 
 
 def _require_type(obj: JsonObject, where: str) -> None:

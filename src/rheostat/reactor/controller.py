@@ -45,7 +45,8 @@ from rheostat.plugins.metrics.prometheus import DEFAULT_TIMEOUT_S, PrometheusPro
 from rheostat.plugins.platforms.base import Group
 from rheostat.plugins.platforms.local import LocalPlatform
 from rheostat.plugins.routers.envoy import EnvoyRouter
-from rheostat.reactor import datadir
+from rheostat.policy import PolicyError
+from rheostat.reactor import cluster_audit, datadir
 from rheostat.reactor.alerts import Alerter, Secrets
 from rheostat.reactor.cluster import ClusterMirror, cluster_backends, connect, release
 from rheostat.reactor.flux_alerts import FluxAlerts
@@ -516,8 +517,23 @@ class Controller:
             try:
                 inputs = self.gate.audit_inputs()  # the store is read and written in this thread only
                 self.gate.record_audit(await asyncio.to_thread(self.gate.evaluate_audit, inputs))
+                if self.kube is not None:
+                    await self._audit_cluster(self.kube)
             except Exception:  # an audit that fails is logged and tried again at the next interval
                 log.exception("policy audit failed")
+
+    async def _audit_cluster(self, kube: KubeAPI) -> None:
+        """The cluster's live objects of the kinds the policies match (reactor/cluster_audit.py). Compiled and
+        evaluated in worker threads, each set on the thread that compiled it."""
+        docs = self.gate.live_policies()
+        try:
+            kinds = await asyncio.to_thread(cluster_audit.kinds_for, docs)
+            ns = self.settings.cluster.namespace if self.settings.cluster is not None else None
+            objects = await cluster_audit.live_objects(kube, kinds, ns) if kinds else []
+            findings = await asyncio.to_thread(self.gate.evaluate_live, docs, objects) if kinds else []
+        except PolicyError:
+            return  # the store's audit records the unusable policy
+        self.gate.record_audit(findings, key="audit: cluster")
 
     def _policy_alerts(self, findings: list[Finding]) -> None:
         self.engine.spawn(self.alerter.policy(findings))

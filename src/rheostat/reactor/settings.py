@@ -17,6 +17,20 @@ class ClusterSettings:
 
 
 @dataclass(frozen=True)
+class WebhookSettings:
+    """`rheostat run --webhook`: the policies served as a validating admission webhook over TLS."""
+
+    host: str = "127.0.0.1"  # the install passes 0.0.0.0 in the cluster
+    port: int = 9443
+    namespace: str = (
+        "rheostat-system"  # of the Service `rheostat-webhook` and the Secret `rheostat-webhook-tls`
+    )
+    cert_dir: Path | None = None  # tls.crt and tls.key given (cert-manager); None: made and renewed here
+    fail_closed: bool = True  # an evaluation error denies; False: allows with a warning
+    cert_check_s: float = 600.0  # how often the certificate is looked at (renewed when a third is left)
+
+
+@dataclass(frozen=True)
 class Settings:
     repo: Path | None  # a Git repository or a plain folder of manifests; None: nothing applied from Git
     data_dir: Path = Path(".rheostat")
@@ -32,6 +46,7 @@ class Settings:
     metrics_server: str | None = None  # Prometheus URL: builtin checks in PromQL, inline queries (Flagger's)
     envoy_stats_port: int | None = None  # serve Envoy's /stats/prometheus on 127.0.0.1:<port> for Prometheus
     cluster: ClusterSettings | None = None  # set: the targets are a cluster's, not local processes
+    webhook: WebhookSettings | None = None  # set: serve the admission webhook (every replica, leader or not)
 
     @property
     def state_db(self) -> Path:

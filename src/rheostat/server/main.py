@@ -15,6 +15,7 @@ from rheostat.reactor.settings import Settings
 from rheostat.server.api import create_app, is_loopback
 from rheostat.server.limits import BoundedHttpTools
 from rheostat.server.own_hooks import own_hook_headers
+from rheostat.server.webhook import WebhookServer
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,9 @@ class Server:
         # For the controller's webhook caller: the token for its calls to this API's own load tester.
         self.hook_headers = own_hook_headers(self.url, self.token)
         self.controller.hooks.headers_for = self.hook_headers
+        self.webhook = (
+            WebhookServer.for_controller(settings.webhook, self.controller) if settings.webhook else None
+        )
 
     @property
     def token_unseen(self) -> bool:
@@ -71,10 +75,18 @@ class Server:
         if not is_loopback(self.settings.listen_host):
             log.warning("listening on %s: every request needs the API token", self.settings.listen_host)
         await self.controller.start()
+        if self.webhook is not None:
+            try:
+                await self.webhook.start()
+            except BaseException:
+                await self.controller.stop()
+                raise
         self.uvicorn.config.setup_event_loop = lambda: None  # type: ignore[method-assign]
         self._task = asyncio.get_running_loop().create_task(self.uvicorn.serve(), name="api")
         while not self.uvicorn.started:
             if self._task.done():
+                if self.webhook is not None:
+                    await self.webhook.stop()
                 await self.controller.stop()
                 raise OSError(f"the API could not listen on {self.url}")
             await asyncio.sleep(0.02)
@@ -85,6 +97,8 @@ class Server:
         self.uvicorn.should_exit = True
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
+        if self.webhook is not None:
+            await self.webhook.stop()
         await self.controller.stop(stop_data_plane=stop_data_plane)
 
 

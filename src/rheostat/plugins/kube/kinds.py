@@ -14,6 +14,12 @@ NAMESPACE = Kind("v1", "Namespace", "namespaces", namespaced=False, status=True)
 HPA = Kind("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", status=True)
 INGRESS = Kind("networking.k8s.io/v1", "Ingress", "ingresses", status=True)
 LEASE = Kind("coordination.k8s.io/v1", "Lease", "leases")
+VALIDATING_WEBHOOK_CONFIGURATION = Kind(
+    "admissionregistration.k8s.io/v1",
+    "ValidatingWebhookConfiguration",
+    "validatingwebhookconfigurations",
+    namespaced=False,
+)
 
 CANARY = Kind("flagger.app/v1beta1", "Canary", "canaries", status=True)
 METRIC_TEMPLATE = Kind("flagger.app/v1beta1", "MetricTemplate", "metrictemplates")
@@ -40,6 +46,7 @@ ALL = (
     HPA,
     INGRESS,
     LEASE,
+    VALIDATING_WEBHOOK_CONFIGURATION,
     CANARY,
     METRIC_TEMPLATE,
     ALERT_PROVIDER,
