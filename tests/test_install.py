@@ -430,14 +430,14 @@ async def test_a_refused_object_is_named_and_a_second_run_finishes_the_job(
     assert "serviceaccount/rheostat-system/rheostat created" in out
     assert cluster.object(kinds.DEPLOYMENT, "rheostat-system", "rheostat") is None  # nothing after it
     assert (
-        cluster.object(kinds.VALIDATING_WEBHOOK, "", WEBHOOK) is None
+        cluster.object(kinds.VALIDATING_WEBHOOK_CONFIGURATION, "", WEBHOOK) is None
     )  # no fail-closed webhook without a server
     code, out = await rheostat(kubeconfig, "install")
     assert code == 0, out
     assert (
         "clusterrole/rheostat created" in out and "serviceaccount/rheostat-system/rheostat unchanged" in out
     )
-    assert cluster.object(kinds.VALIDATING_WEBHOOK, "", WEBHOOK) is not None
+    assert cluster.object(kinds.VALIDATING_WEBHOOK_CONFIGURATION, "", WEBHOOK) is not None
 
 
 async def test_the_deployments_command_serves_its_probes_and_answers_to_the_secrets_token(
@@ -503,14 +503,14 @@ async def test_an_unreachable_cluster_is_one_line_naming_it(tmp_path: Path) -> N
 async def test_the_ca_bundle_is_the_secrets_and_a_reinstall_keeps_the_one_the_controller_wrote() -> None:
     kube = MemoryKube()
     await install(kube, Options())
-    vwc = await kube.get(kinds.VALIDATING_WEBHOOK, "", WEBHOOK)
+    vwc = await kube.get(kinds.VALIDATING_WEBHOOK_CONFIGURATION, "", WEBHOOK)
     assert vwc is not None and "caBundle" not in vwc["webhooks"][0]["clientConfig"]
 
     written = base64.b64encode(b"-----BEGIN CERTIFICATE-----\nby the controller\n").decode()
     vwc["webhooks"][0]["clientConfig"]["caBundle"] = written
     await kube.replace(vwc)
     await install(kube, Options())
-    vwc = await kube.get(kinds.VALIDATING_WEBHOOK, "", WEBHOOK)
+    vwc = await kube.get(kinds.VALIDATING_WEBHOOK_CONFIGURATION, "", WEBHOOK)
     assert vwc is not None and vwc["webhooks"][0]["clientConfig"]["caBundle"] == written
 
     ca = base64.b64encode(b"-----BEGIN CERTIFICATE-----\nfrom the secret\n").decode()
@@ -523,7 +523,7 @@ async def test_the_ca_bundle_is_the_secrets_and_a_reinstall_keeps_the_one_the_co
         }
     )
     await install(kube, Options())
-    vwc = await kube.get(kinds.VALIDATING_WEBHOOK, "", WEBHOOK)
+    vwc = await kube.get(kinds.VALIDATING_WEBHOOK_CONFIGURATION, "", WEBHOOK)
     assert vwc is not None and vwc["webhooks"][0]["clientConfig"]["caBundle"] == ca
 
 

@@ -145,7 +145,9 @@ class Builtin(MetricProvider, CountSource, Protocol):
     """The builtin checks' source: single values for the checks, counts for the sequential judge."""
 
 
-QUERIES_IN_FLIGHT = 16  # metric queries at once, per TLS setting (more: httpcore scans a larger pool per request)
+QUERIES_IN_FLIGHT = (
+    16  # metric queries at once, per TLS setting (more: httpcore scans a larger pool per request)
+)
 
 
 class MetricProviders:

@@ -118,6 +118,9 @@ def _container(opts: Options) -> Obj:
             "/data",
             "--log-format",
             "json",
+            "--webhook",
+            "--webhook-host",
+            "0.0.0.0",
             *(["--metrics-server", opts.metrics_server] if opts.metrics_server else []),
             *(["--mesh-provider", opts.mesh_provider] if opts.mesh_provider else []),
         ],
@@ -242,7 +245,7 @@ def webhook_configuration(opts: Options) -> Obj:
     # kube-node-lease: the kubelets' heartbeats must never wait for (or fail on) the webhook
     excluded = sorted({opts.namespace, "kube-system", "kube-node-lease"})
     return _obj(
-        kinds.VALIDATING_WEBHOOK,
+        kinds.VALIDATING_WEBHOOK_CONFIGURATION,
         WEBHOOK,
         webhooks=[
             {
@@ -350,7 +353,7 @@ async def _ca_bundle(api: KubeAPI, namespace: str) -> str:
     secret = await api.get(kinds.SECRET, namespace, WEBHOOK_TLS)
     if secret is not None and (ca := (secret.get("data") or {}).get("ca.crt")):
         return str(ca)
-    live = await api.get(kinds.VALIDATING_WEBHOOK, "", WEBHOOK)
+    live = await api.get(kinds.VALIDATING_WEBHOOK_CONFIGURATION, "", WEBHOOK)
     for hook in (live or {}).get("webhooks") or []:
         if bundle := (hook.get("clientConfig") or {}).get("caBundle"):
             return str(bundle)

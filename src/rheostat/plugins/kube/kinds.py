@@ -74,12 +74,6 @@ CRD = Kind(
     namespaced=False,
     status=True,
 )
-VALIDATING_WEBHOOK = Kind(
-    "admissionregistration.k8s.io/v1",
-    "ValidatingWebhookConfiguration",
-    "validatingwebhookconfigurations",
-    namespaced=False,
-)
 PDB = Kind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets", status=True)
 INSTALLED = (
     SERVICE_ACCOUNT,
@@ -88,7 +82,6 @@ INSTALLED = (
     ROLE,
     ROLE_BINDING,
     CRD,
-    VALIDATING_WEBHOOK,
     PDB,
 )
 _BY_TYPE = {(k.api_version, k.kind): k for k in (*ALL, *INSTALLED)}
