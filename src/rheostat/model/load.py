@@ -31,6 +31,7 @@ from rheostat.model.flux import (
     warnings_of,
 )
 from rheostat.model.gitops import GitRepository, Kustomization, Receiver
+from rheostat.model.helm import HelmChart, HelmRelease, HelmRepository
 from rheostat.model.metric_template import MetricTemplate
 from rheostat.model.policy import (
     POLICY_KINDS,
@@ -51,6 +52,9 @@ Manifest = (
     | GitRepository
     | Kustomization
     | Receiver
+    | HelmRepository
+    | HelmChart
+    | HelmRelease
     | ConstraintTemplate
     | Constraint
     | ValidatingAdmissionPolicy
@@ -67,6 +71,9 @@ MANIFEST_TYPES = (
     GitRepository,
     Kustomization,
     Receiver,
+    HelmRepository,
+    HelmChart,
+    HelmRelease,
     ConstraintTemplate,
     Constraint,
     ValidatingAdmissionPolicy,
@@ -79,6 +86,9 @@ _FLUX_MODELS: dict[str, type[BaseModel]] = {
     "GitRepository": GitRepository,
     "Kustomization": Kustomization,
     "Receiver": Receiver,
+    "HelmRepository": HelmRepository,
+    "HelmChart": HelmChart,
+    "HelmRelease": HelmRelease,
 }
 
 KINDS: dict[tuple[str, str], type[BaseModel]] = {
