@@ -6,6 +6,7 @@ already fetched is never downloaded again."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import ssl
@@ -52,7 +53,8 @@ def pick_version(spec: str, versions: list[str], chart: str) -> str:
     valid = [v for v in versions if nodesemver.valid(v, True) is not None]
     best: object = nodesemver.max_satisfying(valid, rng, loose=True)
     if not isinstance(best, str):
-        shown = ", ".join(sorted(valid, key=lambda v: nodesemver.make_semver(v, True), reverse=True)[:5])
+        newest = sorted(valid, key=functools.cmp_to_key(lambda a, b: nodesemver.compare(a, b, True)))
+        shown = ", ".join(reversed(newest[-5:]))
         raise RepoError(
             "ChartNotFound",
             "version",
