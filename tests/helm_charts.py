@@ -7,7 +7,6 @@ import contextlib
 import hashlib
 import http.server
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -126,7 +125,7 @@ class ChartRepo:
         expected = "Basic " + base64.b64encode(f"{self.user}:{self.password}".encode()).decode()
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 repo.requests.append(self.path)
                 if self.headers.get("Authorization") != expected:
                     self.send_response(401)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from rheostat.gitops import conditions as cond
@@ -394,9 +395,6 @@ def test_helm_kinds_load_and_what_rheostat_does_not_run_is_refused_by_name() -> 
             "Bucket sources are not supported",
         ),
     ):
-        try:
+        with pytest.raises(ManifestError) as err:
             parse_object(doc)
-        except ManifestError as exc:
-            assert where in str(exc) and words in str(exc), str(exc)
-        else:
-            raise AssertionError(f"{doc} loaded")
+        assert where in str(err.value) and words in str(err.value), str(err.value)

@@ -571,8 +571,13 @@ class HelmReleases:
         history: list[dict[str, Any]] = state.setdefault("history", [])
         last_good = next((h for h in history if h["status"] == "deployed"), None)
         cond.set_condition(state, "Released", "False", reason, msg, now)
-        remediation = hr.spec.install.remediation if action == "install" else hr.spec.upgrade.remediation
-        exhausted = remediation.retries >= 0 and state[counter] > remediation.retries
+        act = hr.spec.install if action == "install" else hr.spec.upgrade
+        if act.strategy.name == "RetryOnFailure":  # no remediation, no limit: tried again after retryInterval
+            cond.failed(state, reason, msg, now)
+            state["nextAt"] = now + parse_duration(act.strategy.retryInterval or "5m")
+            self._save(HELMRELEASE, key, state, reason, msg, warning=True)
+            return
+        exhausted = act.remediation.retries >= 0 and state[counter] > act.remediation.retries
         if last_good is not None:
             kept = f"release v{last_good['version']} (chart {last_good['chartName']}@{last_good['chartVersion']})"
             cond.set_condition(

@@ -175,11 +175,24 @@ class Remediation(Strict):
     strategy: Literal["rollback", "uninstall"] = "rollback"  # upgrade only
 
 
+class ActionStrategy(Strict):
+    """RemediateOnFailure (the default): remediation with retries; RetryOnFailure: the action is retried."""
+
+    name: Literal["RemediateOnFailure", "RetryOnFailure"] = "RemediateOnFailure"
+    retryInterval: str | None = None
+
+    @field_validator("retryInterval")
+    @classmethod
+    def _durations(cls, v: str | None) -> str | None:
+        return _duration(v)
+
+
 class _Action(Strict):
     """Helm action knobs: the ones that only tune Helm's work on a cluster are read and have no effect here."""
 
     timeout: str | None = None
     remediation: Remediation = Field(default_factory=Remediation)
+    strategy: ActionStrategy = Field(default_factory=ActionStrategy)
     disableWait: bool | None = None
     disableWaitForJobs: bool | None = None
     disableHooks: bool | None = None
