@@ -98,5 +98,9 @@ async def test_a_values_change_in_a_commit_rolls_the_charts_canary_out(tmp_path:
         assert [(h["version"], h["status"]) for h in history] == [(2, "deployed"), (1, "superseded")]
         code, out = await cli("get", "hr", "-n", NS, "--server", rig.api)
         assert code == 0 and "web@0.1.0" in out and "UpgradeSucceeded" not in out and "True" in out, out
+        code, out = await cli(
+            "reconcile", "hr", "web", "-n", NS, "--server", rig.api, "--data-dir", str(rig.data)
+        )
+        assert code == 0 and "Ready=True" in out, out
     finally:
         await rig.stop()

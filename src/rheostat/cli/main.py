@@ -229,8 +229,8 @@ def gitops_kind(kind: str) -> str:
         plural = find_kind(kind).plural
     except ValueError:
         plural = ""
-    if plural not in ("sources", "kustomizations"):
-        fail(ValueError(f"unknown kind {kind!r}; use source or kustomization"))
+    if plural not in ("sources", "kustomizations", "helmreleases", "helmrepositories", "helmcharts"):
+        fail(ValueError(f"unknown kind {kind!r}; use source, kustomization or helmrelease"))
     return plural
 
 
@@ -334,9 +334,9 @@ def reconcile_cmd(
     token: str | None,
     data_dir: Path,
 ) -> None:
-    """Reconcile a source or a Kustomization now, and wait until it is done (exit 1 if it is not Ready).
+    """Reconcile a source, a Kustomization or a HelmRelease now, and wait until it is done (exit 1 if it is not Ready).
 
-    KIND is source (gitrepository) or kustomization (ks).
+    KIND is source (gitrepository), kustomization (ks) or helmrelease (hr).
 
     \b
     Examples:
