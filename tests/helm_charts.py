@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import datetime
 import hashlib
 import http.server
+import ipaddress
 import json
+import ssl
 from pathlib import Path
 from typing import Any
 
 import helm_python as helm
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from tests.servers import free_port, serving
 
@@ -43,6 +50,7 @@ SCHEMA = {
     "properties": {
         "replicas": {"type": "integer", "minimum": 1},
         "greeting": {"type": "string"},
+        "tier": {"type": "string", "pattern": "^[a-z0-9-]+$"},
     },
     "required": ["replicas"],
 }
@@ -85,10 +93,83 @@ def package(chart: Path, into: Path) -> Path:
     return Path(helm.package(str(chart), destination=str(into)))
 
 
+def _cert(
+    name: str,
+    key: ec.EllipticCurvePrivateKey,
+    issuer: tuple[x509.Name, ec.EllipticCurvePrivateKey] | None,
+    *,
+    ca: bool = False,
+    ip: bool = False,
+) -> x509.Certificate:
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer[0] if issuer else subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if ip:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
+        )
+    return builder.sign(issuer[1] if issuer else key, hashes.SHA256())
+
+
+def pem(obj: x509.Certificate | ec.EllipticCurvePrivateKey) -> str:
+    if isinstance(obj, x509.Certificate):
+        return obj.public_bytes(serialization.Encoding.PEM).decode()
+    return obj.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+
+
+class Tls:
+    """A test CA, a server certificate for 127.0.0.1 and a client certificate, all made here."""
+
+    def __init__(self, root: Path) -> None:
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        self.ca = _cert("test-ca", ca_key, None, ca=True)
+        issuer = (self.ca.subject, ca_key)
+        server_key, client_key = (
+            ec.generate_private_key(ec.SECP256R1()),
+            ec.generate_private_key(ec.SECP256R1()),
+        )
+        root.mkdir(parents=True, exist_ok=True)
+        self.server_pem = root / "server.pem"
+        self.server_pem.write_text(pem(_cert("127.0.0.1", server_key, issuer, ip=True)) + pem(server_key))
+        self.ca_pem = root / "ca.pem"
+        self.ca_pem.write_text(pem(self.ca))
+        self.secret = {
+            "ca.crt": pem(self.ca),
+            "tls.crt": pem(_cert("client", client_key, issuer)),
+            "tls.key": pem(client_key),
+        }
+
+    def server_context(self) -> ssl.SSLContext:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(self.server_pem)
+        ctx.load_verify_locations(self.ca_pem)
+        ctx.verify_mode = ssl.CERT_REQUIRED  # the client must show a certificate of the test CA
+        return ctx
+
+
 class ChartRepo:
     """index.yaml and the .tgz files of a folder, behind basic auth; `down()` stops answering."""
 
-    def __init__(self, root: Path, user: str = "helm", password: str = "s3cret-pw", port: int = 0) -> None:
+    def __init__(
+        self,
+        root: Path,
+        user: str = "helm",
+        password: str = "s3cret-pw",
+        port: int = 0,
+        tls: Tls | None = None,
+    ) -> None:
+        self.tls = tls
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -98,7 +179,7 @@ class ChartRepo:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/charts"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}/charts"
 
     def publish(self, chart: Path) -> None:
         package(chart, self.root)
@@ -147,6 +228,8 @@ class ChartRepo:
                 pass
 
         server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        if self.tls is not None:
+            server.socket = self.tls.server_context().wrap_socket(server.socket, server_side=True)
         self._stack.enter_context(serving(server, "chart-repo"))
         return self
 

@@ -4,6 +4,7 @@ Every bad input names file, object and field, and nothing of it is applied: the 
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from rheostat.gitops.reconciler import GitOps
 from rheostat.gitops.sources import SourceFetchers
 from rheostat.model.load import parse_object
 from rheostat.store import Store
-from tests.helm_charts import CONFIG, ChartRepo, write_chart
+from tests.helm_charts import CONFIG, ChartRepo, Tls, write_chart
 from tests.test_gitops_git import Repo
 
 NS = "apps"
@@ -172,6 +173,31 @@ async def test_a_release_from_an_http_chart_repository_with_basic_auth(tmp_path:
     w.store.close()
 
 
+async def test_a_repository_over_tls_with_a_client_certificate(tmp_path: Path) -> None:
+    w = World(tmp_path)
+    tls = Tls(tmp_path / "tls")
+    w.secrets[(NS, "chart-tls")] = tls.secret
+    with ChartRepo(tmp_path / "served", tls=tls) as charts:
+        charts.publish(write_chart(tmp_path / "c1", version="1.0.0"))
+        w.commit({"repo.yaml": helm_repository(charts.url), "hr.yaml": helm_release()})
+        await w.sync()
+        ready = w.ready()
+        # the test CA is not trusted without certSecretRef
+        assert ready["status"] == "False" and "spec.url" in ready["message"], ready
+        assert "CERTIFICATE_VERIFY_FAILED" in ready["message"] or "certificate" in ready["message"].lower()
+        w.commit({"repo.yaml": helm_repository(charts.url, certSecretRef={"name": "chart-tls"})})
+        await w.sync()
+        assert w.ready()["status"] == "True", w.ready()
+        assert w.config()["greeting"] == "HELLO"
+    assert tls.secret["tls.key"] not in str(w.store.events())
+    assert not leftover_keys()  # the client key was on disk only while ssl read it
+    w.store.close()
+
+
+def leftover_keys() -> list[Path]:
+    return list(Path(tempfile.gettempdir()).glob("rheostat-tls-*"))
+
+
 async def test_wrong_credentials_and_a_repository_down_keep_the_last_release(tmp_path: Path) -> None:
     w = World(tmp_path)
     with ChartRepo(tmp_path / "served") as charts:
@@ -299,6 +325,17 @@ async def test_values_from_config_maps_and_secrets_in_fluxs_order(tmp_path: Path
         assert w.ready()["status"] == "True", w.ready()
         # later entries win, targetPath sets one value, spec.values come last
         assert w.config() == {"greeting": "FROM-SECRET", "tier": "secret-tier", "replicas": "4"}
+
+        # a Secret's value that fails the chart's schema: the message never quotes it
+        w.secrets[(NS, "web-secret")] = {"values.yaml": "greeting: from-secret\n", "tier": "Sup3r-S3cret!"}
+        w.commit({"hr.yaml": helm_release(valuesFrom=values_from, values={"replicas": 5})})
+        await w.sync()
+        ready = w.ready()
+        assert ready["status"] == "False" and "/tier" in ready["message"], ready
+        assert "Sup3r-S3cret!" not in str(w.state()) and all(
+            "Sup3r" not in e.message for e in w.store.events()
+        )
+        assert w.config()["replicas"] == "4"
 
         missing = [*values_from[:1], {"kind": "ConfigMap", "name": "web-values", "valuesKey": "nope"}]
         w.commit({"hr.yaml": helm_release(valuesFrom=missing)})

@@ -359,6 +359,25 @@ class HelmReleases:
             values = merge(values, parsed)
         return merge(values, hr.spec.values)
 
+    def redact(self, hr: HelmRelease, text: str) -> str:
+        """`text` with every value the release takes from a Secret blanked out (events, conditions, API)."""
+        words: set[str] = set()
+        for ref in hr.spec.valuesFrom:
+            if ref.kind != "Secret" or (data := self._secret(hr.metadata.namespace, ref.name)) is None:
+                continue
+            raw = data.get(ref.valuesKey)
+            if raw is None:
+                continue
+            words.add(raw.strip())
+            try:
+                parsed = safe_load(raw)
+            except (yaml.YAMLError, YamlLimitError):
+                parsed = None
+            words.update(_leaves(parsed))
+        for word in sorted((w for w in words if len(w) >= 3), key=len, reverse=True):
+            text = text.replace(word, "(redacted)")
+        return text
+
     def _config_map(self, ns: str, name: str) -> dict[str, str] | None:
         stored = self.store.get_object("ConfigMap", f"{ns}/{name}")
         if stored is None:
@@ -394,7 +413,7 @@ class HelmReleases:
             chart = await self._chart_of(hr, now)
             values = self.values_of(hr, chart.values)
         except Failure as exc:
-            msg = f"{hr.kind} {key} {exc.field}: {exc}; the last good release keeps running"
+            msg = self.redact(hr, f"{hr.kind} {key} {exc.field}: {exc}; the last good release keeps running")
             cond.failed(state, exc.reason, msg, now)
             state["nextAt"] = now + min(interval, 2.0 * 2 ** min(int(state.get("failures", 0)), 5))
             state["failures"] = int(state.get("failures", 0)) + 1
@@ -560,6 +579,7 @@ class HelmReleases:
             why = f"{hr.kind} {key} rendered {exc}"
         else:
             why = f"{hr.kind} {key} spec.postRenderers: {exc}"
+        why = self.redact(hr, why)  # Helm's schema errors quote the value at fault, which may be a Secret's
         reason = "InstallFailed" if action == "install" else "UpgradeFailed"
         counter = f"{action}Failures"
         state[counter] = int(state.get(counter, 0)) + 1
@@ -722,6 +742,14 @@ class HelmReleases:
             self.gitops._index_cache = None
             if self.gitops.hooks.on_applied is not None:
                 await self.gitops.hooks.on_applied([], [(k, o) for k, o in removed])
+
+
+def _leaves(data: Any) -> list[str]:
+    if isinstance(data, dict):
+        return [w for v in data.values() for w in _leaves(v)]
+    if isinstance(data, list):
+        return [w for v in data for w in _leaves(v)]
+    return [] if data is None or isinstance(data, bool) else [str(data)]
 
 
 def _tree_digest(directory: Path) -> str:
