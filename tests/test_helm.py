@@ -435,3 +435,53 @@ def test_helm_kinds_load_and_what_rheostat_does_not_run_is_refused_by_name() -> 
         with pytest.raises(ManifestError) as err:
             parse_object(doc)
         assert where in str(err.value) and words in str(err.value), str(err.value)
+
+
+async def test_a_helm_chart_object_chart_ref_and_depends_on(tmp_path: Path) -> None:
+    w = World(tmp_path)
+    chart = {
+        "apiVersion": "source.toolkit.fluxcd.io/v1beta2",
+        "kind": "HelmChart",
+        "metadata": {"name": "app", "namespace": NS},
+        "spec": {
+            "chart": "app",
+            "version": "1.0.x",
+            "valuesFiles": ["values.yaml", "values-prod.yaml"],
+            "sourceRef": {"kind": "HelmRepository", "name": "charts"},
+            "interval": "1h",
+        },
+    }
+    db = {
+        **helm_release(name="db"),
+        "spec": {"interval": "1h", "chartRef": {"kind": "HelmChart", "name": "app"}},
+    }
+    web = helm_release(dependsOn=[{"name": "db"}], values={"tier": "front"})
+    with ChartRepo(tmp_path / "served") as charts:
+        src = write_chart(tmp_path / "c1", version="1.0.3")
+        (src / "values-prod.yaml").write_text("greeting: prod\nreplicas: 3\n")
+        charts.publish(src)
+        w.commit(
+            {"repo.yaml": helm_repository(charts.url), "chart.yaml": chart, "db.yaml": db, "web.yaml": web}
+        )
+        await w.sync()
+        chart_state = w.gitops.state("HelmChart", f"{NS}/app")
+        assert cond.is_ready(chart_state) and chart_state["artifact"]["revision"] == "1.0.3"
+        assert w.ready(f"{NS}/db")["status"] == "True", w.ready(f"{NS}/db")
+        assert w.config("db-app") == {
+            "greeting": "PROD",
+            "tier": "web",
+            "replicas": "3",
+        }  # valuesFiles merged
+        assert w.ready()["status"] == "True"
+
+        # db fails (a values file that is not there): web, which depends on it, waits
+        broken = {**chart, "spec": {**chart["spec"], "valuesFiles": ["values-nope.yaml"]}}
+        w.commit(
+            {"chart.yaml": broken, "web.yaml": helm_release(dependsOn=[{"name": "db"}], values={"tier": "x"})}
+        )
+        await w.sync()
+        ready = w.ready(f"{NS}/db")
+        assert ready["status"] == "False" and "HelmChart apps/app spec.valuesFiles" in ready["message"], ready
+        assert "values-nope.yaml" in ready["message"]
+        assert w.ready()["reason"] == "DependencyNotReady" and w.config()["tier"] == "front"
+    w.store.close()
