@@ -439,7 +439,7 @@ def test_helm_kinds_load_and_what_rheostat_does_not_run_is_refused_by_name() -> 
 
 async def test_a_helm_chart_object_chart_ref_and_depends_on(tmp_path: Path) -> None:
     w = World(tmp_path)
-    chart = {
+    chart: dict[str, Any] = {
         "apiVersion": "source.toolkit.fluxcd.io/v1beta2",
         "kind": "HelmChart",
         "metadata": {"name": "app", "namespace": NS},
@@ -467,11 +467,8 @@ async def test_a_helm_chart_object_chart_ref_and_depends_on(tmp_path: Path) -> N
         chart_state = w.gitops.state("HelmChart", f"{NS}/app")
         assert cond.is_ready(chart_state) and chart_state["artifact"]["revision"] == "1.0.3"
         assert w.ready(f"{NS}/db")["status"] == "True", w.ready(f"{NS}/db")
-        assert w.config("db-app") == {
-            "greeting": "PROD",
-            "tier": "web",
-            "replicas": "3",
-        }  # valuesFiles merged
+        # the chart's valuesFiles merged in order
+        assert w.config("db-app") == {"greeting": "PROD", "tier": "web", "replicas": "3"}
         assert w.ready()["status"] == "True"
 
         # db fails (a values file that is not there): web, which depends on it, waits
