@@ -56,7 +56,7 @@ def helm_release(version: str = "1.x", api: str = "v2", name: str = "web", **spe
 class World:
     """A Git repository applied by one Kustomization, a store, and the Helm engine with the test's secrets."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, *, wait: bool = False) -> None:
         self.repo = Repo(tmp / "git")
         self.secrets: dict[tuple[str, str], dict[str, str]] = {
             (NS, "chart-auth"): {"username": "helm", "password": "s3cret-pw"}
@@ -81,6 +81,7 @@ class World:
                         "prune": True,
                         "interval": "1h",
                         "path": "./deploy",
+                        "wait": wait,
                     },
                 }
             ),
@@ -481,4 +482,27 @@ async def test_a_helm_chart_object_chart_ref_and_depends_on(tmp_path: Path) -> N
         assert ready["status"] == "False" and "HelmChart apps/app spec.valuesFiles" in ready["message"], ready
         assert "values-nope.yaml" in ready["message"]
         assert w.ready()["reason"] == "DependencyNotReady" and w.config()["tier"] == "front"
+    w.store.close()
+
+
+async def test_a_kustomization_that_waits_waits_for_its_helm_releases(tmp_path: Path) -> None:
+    w = World(tmp_path, wait=True)
+    root = "flux-system/flux-system"
+    with ChartRepo(tmp_path / "served") as charts:
+        charts.publish(write_chart(tmp_path / "c1", version="1.0.0"))
+        bad = helm_release(values={"replicas": 0}, install={"remediation": {"retries": 0}})
+        w.commit({"repo.yaml": helm_repository(charts.url), "hr.yaml": bad})
+        await w.sync()
+        await w.gitops.reconcile_once()  # not forced: the Kustomization only looks at its health
+        assert cond.condition(w.state(), "Stalled") is not None
+        ks = cond.condition(w.gitops.state("Kustomization", root), "Ready")
+        assert ks is not None and (ks["status"], ks["reason"]) == ("False", "HealthCheckFailed"), ks
+        assert "HelmRelease/apps/web" in ks["message"] and "/replicas" in ks["message"]
+
+        w.commit({"hr.yaml": helm_release()})
+        await w.sync()
+        await w.gitops.reconcile_once()
+        assert w.ready()["status"] == "True"
+        ks = cond.condition(w.gitops.state("Kustomization", root), "Ready")
+        assert ks is not None and ks["status"] == "True", ks
     w.store.close()

@@ -662,6 +662,8 @@ class HelmReleases:
                 docs.append((path, doc))
         if hooks:
             notes.append(f"Helm hooks are not run on the local platform: {', '.join(hooks)}")
+        if hr.spec.test.enable:
+            notes.append("Helm tests (spec.test) are not run on the local platform")
         if hr.spec.postRenderers:
             docs = await self._post_render(hr, docs)
         objects, files, problems = [], {}, []

@@ -591,18 +591,21 @@ class GitOps:
 
     def _check_health(self, ks: Kustomization, state: dict[str, Any], now: float) -> None:
         waiting = state["awaitingHealth"]
-        if self.hooks.health is None:
-            targets: list[Ident] = []
-        elif ks.spec.wait:
-            targets = [(k, n) for k, n in state.get("inventory", [])]
+        if ks.spec.wait:
+            targets: list[Ident] = [(k, n) for k, n in state.get("inventory", [])]
         else:
             targets = [
                 (h.kind, f"{h.namespace or ks.metadata.namespace}/{h.name}") for h in ks.spec.healthChecks
             ]
+        if self.hooks.health is None:  # the engine alone: only what it knows itself
+            targets = [t for t in targets if t[0] == "HelmRelease"]
         failing = []
         pending = []
         for kind, okey in targets:
-            h = self.hooks.health(kind, okey) if self.hooks.health else Health(True)
+            if kind == "HelmRelease":  # Flux waits for the release to be Ready
+                h = self._release_health(okey)
+            else:
+                h = self.hooks.health(kind, okey) if self.hooks.health else Health(True)
             if h.ready is False:
                 failing.append(f"{kind}/{okey}: {h.message}")
             elif h.ready is None:
@@ -623,6 +626,15 @@ class GitOps:
             why = "; ".join(failing) or f"timed out after {timeout:g}s waiting for {', '.join(pending)}"
             cond.failed(state, "HealthCheckFailed", why, now)
             self._save(KUSTOMIZATION, ks.metadata.key, state, "HealthCheckFailed", why, warning=True)
+
+    def _release_health(self, key: str) -> Health:
+        state = self.state("HelmRelease", key)
+        ready = cond.condition(state, "Ready")
+        if ready is not None and ready["status"] == "True":
+            return Health(True)
+        if ready is not None and cond.condition(state, "Stalled") is not None:
+            return Health(False, ready["message"])
+        return Health(None, ready["message"] if ready else "not reconciled yet")
 
     # -- recording --------------------------------------------------------------------------------------
 
