@@ -374,7 +374,7 @@ def reconcile_cmd(
 @token_option
 @data_dir_option
 def suspend_cmd(kind: str, name: str, namespace: str, server: str, token: str | None, data_dir: Path) -> None:
-    """Stop reconciling a source or a Kustomization (what it applied keeps running).
+    """Stop reconciling a source, a Kustomization or a HelmRelease (what it applied keeps running).
 
     \b
     Example:
@@ -398,7 +398,7 @@ def suspend_cmd(kind: str, name: str, namespace: str, server: str, token: str | 
 def resume_cmd(
     args: tuple[str, ...], namespace: str | None, server: str, token: str | None, data_dir: Path
 ) -> None:
-    """`resume CANARY` ticks a paused canary again; `resume KIND NAME` a suspended source or Kustomization.
+    """`resume CANARY` ticks a paused canary again; `resume KIND NAME` a suspended source, Kustomization or HelmRelease.
 
     \b
     Examples:
