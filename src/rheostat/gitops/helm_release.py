@@ -359,6 +359,13 @@ class HelmReleases:
             values = merge(values, parsed)
         return merge(values, hr.spec.values)
 
+    def _inputs(self, hr: HelmRelease) -> list[Any]:
+        ns = hr.metadata.namespace
+        return [
+            self._config_map(ns, ref.name) if ref.kind == "ConfigMap" else self._secret(ns, ref.name)
+            for ref in hr.spec.valuesFrom
+        ]
+
     def redact(self, hr: HelmRelease, text: str) -> str:
         """`text` with every value the release takes from a Secret blanked out (events, conditions, API)."""
         words: set[str] = set()
@@ -394,7 +401,9 @@ class HelmReleases:
         state = self.gitops.state(HELMRELEASE, key)
         if hr.spec.suspend or state.get("suspended"):
             return
-        spec_digest = _digest(hr.model_dump(mode="json", exclude_none=True))
+        # the object and what its valuesFrom name: a changed ConfigMap or Secret is seen at once, not at the
+        # next interval (Flux needs a label on them for that)
+        spec_digest = _digest([hr.model_dump(mode="json", exclude_none=True), self._inputs(hr)])
         changed = state.get("observedSpec") != spec_digest
         src = self._source_revision(hr)
         if not (asked or changed or src != state.get("sourceRevision") or now >= state.get("nextAt", 0)):
