@@ -440,6 +440,23 @@ def test_helm_kinds_load_and_what_rheostat_does_not_run_is_refused_by_name() -> 
             "spec.chart.spec.sourceRef.kind",
             "Bucket sources are not supported",
         ),
+        (
+            {
+                **helm_release(),
+                "spec": {**helm_release()["spec"], "install": {"disableSchemaValidation": True}},
+            },
+            "spec.install.disableSchemaValidation",
+            "checks values.schema.json on every render",
+        ),
+        (
+            {
+                **helm_release(),
+                "spec": {**helm_release()["spec"], "driftDetection": {"ignore": [{"paths": ["/x"]}]}},
+            },
+            "spec.driftDetection.ignore",
+            "not supported by Rheostat",
+        ),
+        (helm_release(api="v3"), "apiVersion", "Flux serves helm.toolkit.fluxcd.io/v2"),
     ):
         with pytest.raises(ManifestError) as err:
             parse_object(doc)
