@@ -4,6 +4,8 @@ Every bad input names file, object and field, and nothing of it is applied: the 
 
 from __future__ import annotations
 
+import hashlib
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -88,7 +90,12 @@ class World:
         ]
         lookup = lambda ns, n: self.secrets.get((ns, n))  # noqa: E731
         self.gitops = GitOps(self.store, SourceFetchers(GitFetcher(tmp / "work", lookup)), bootstrap=boot)
-        self.helm = HelmReleases(self.gitops, lookup)
+        self.cache = tmp / "charts"
+        self.restart()
+
+    def restart(self) -> None:
+        """A new Helm engine on the same store: nothing kept in memory, the chart cache on disk stays."""
+        self.helm = HelmReleases(self.gitops, lambda ns, n: self.secrets.get((ns, n)), self.cache)
         self.gitops.helm = self.helm
 
     def commit(self, files: dict[str, Any], message: str = "change") -> None:
@@ -141,6 +148,7 @@ async def test_a_release_from_an_http_chart_repository_with_basic_auth(tmp_path:
         assert extras is not None and extras.body["data"]["note"] == "from the subchart"
         history = w.state()["history"]
         assert [(h["version"], h["chartVersion"], h["status"]) for h in history] == [(1, "1.2.0", "deployed")]
+        digest = hashlib.sha256((charts.root / "app-1.2.0.tgz").read_bytes()).hexdigest()
         assert history[0]["digest"].startswith("sha256:") and history[0]["configDigest"].startswith("sha256:")
         repo_state = w.gitops.state("HelmRepository", f"{NS}/charts")
         assert cond.is_ready(repo_state)
@@ -153,11 +161,13 @@ async def test_a_release_from_an_http_chart_repository_with_basic_auth(tmp_path:
         await w.sync()
         assert (w.helm.repos.downloads, w.helm.renders) == (downloads, renders)
 
-        # a values change in a commit is an upgrade, and the history says so
+        # after a restart, a values change in a commit is an upgrade: the chart comes from the disk cache
+        w.restart()
         w.commit({"hr.yaml": helm_release("~1.0 || ^1.1", values={"greeting": "bonjour", "replicas": 3})})
         await w.sync()
         assert w.ready()["reason"] == "UpgradeSucceeded"
-        assert w.config()["greeting"] == "BONJOUR" and w.helm.repos.downloads == downloads
+        assert w.config()["greeting"] == "BONJOUR" and w.helm.repos.downloads == 0
+        assert [p.name for p in w.cache.iterdir()] == [f"{digest}.tgz"]
         assert [(h["version"], h["status"]) for h in w.state()["history"]] == [
             (2, "deployed"),
             (1, "superseded"),
@@ -218,8 +228,8 @@ async def test_wrong_credentials_and_a_repository_down_keep_the_last_release(tmp
         )
         # Flux's semantics: the index fetched last stays the repository's artifact, so the release went on
         assert w.config()["tier"] == "db"
-        w.helm = HelmReleases(w.gitops, w.helm.secrets)  # a restart: no index or chart kept in memory
-        w.gitops.helm = w.helm
+        w.restart()  # no index or chart kept in memory
+        shutil.rmtree(w.cache)  # nor on disk
         w.commit({"hr.yaml": helm_release(values={"tier": "web2"})})
         await w.sync()
     ready = w.ready()

@@ -107,11 +107,13 @@ def _digest(data: Any) -> str:
 
 
 class HelmReleases:
-    def __init__(self, gitops: GitOps, secrets: SecretLookup | None = None) -> None:
+    def __init__(
+        self, gitops: GitOps, secrets: SecretLookup | None = None, cache_dir: Path | None = None
+    ) -> None:
         self.gitops = gitops
         self.store = gitops.store
         self.secrets = secrets
-        self.repos = ChartRepos(secrets)
+        self.repos = ChartRepos(secrets, cache_dir=cache_dir)
         self._git_charts: dict[str, Chart] = {}  # by files digest: a chart folder packaged once
         self._rendered: dict[str, tuple[Built, list[str]]] = {}  # by release digest (drift repair)
         self.renders = 0  # charts rendered (tests and the benchmark read it)

@@ -6,14 +6,17 @@ already fetched is never downloaded again."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import os
+import re
 import ssl
 import tempfile
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -66,8 +69,11 @@ def pick_version(spec: str, versions: list[str], chart: str) -> str:
 class ChartRepos:
     """Indexes by repository, archives by digest; both in memory, the archives bounded."""
 
-    def __init__(self, secrets: SecretLookup | None = None, *, max_archives: int = 256) -> None:
+    def __init__(
+        self, secrets: SecretLookup | None = None, *, max_archives: int = 256, cache_dir: Path | None = None
+    ) -> None:
         self.secrets = secrets
+        self.cache_dir = cache_dir  # archives by digest on disk too: a restart downloads no chart again
         self._indexes: dict[str, tuple[float, Index]] = {}
         self._archives: OrderedDict[str, bytes] = OrderedDict()
         self.max_archives = max_archives
@@ -113,6 +119,9 @@ class ChartRepos:
         if want and (hit := self._archives.get(want)) is not None:
             self._archives.move_to_end(want)
             return entry, hit
+        if want and (hit := await asyncio.to_thread(self._from_disk, want)) is not None:
+            self._keep(want, hit)
+            return entry, hit
         urls = entry.get("urls") or []
         if not urls:
             raise RepoError("ChartPullFailed", "chart", f"chart {name} {chosen}: the index lists no URL")
@@ -129,10 +138,37 @@ class ChartRepos:
                 f"chart {name} {chosen}: digest {got} does not match the index's {want}",
             )
         key = want or f"sha256:{got}"
+        self._keep(key, data)
+        if self.cache_dir is not None:
+            await asyncio.to_thread(self._to_disk, key, data)
+        return entry, data
+
+    def _keep(self, key: str, data: bytes) -> None:
         self._archives[key] = data
         if len(self._archives) > self.max_archives:
             self._archives.popitem(last=False)
-        return entry, data
+
+    def _path(self, digest: str) -> Path | None:
+        hexdigest = digest.removeprefix("sha256:")
+        if self.cache_dir is None or not re.fullmatch(r"[0-9a-f]{64}", hexdigest):
+            return None
+        return self.cache_dir / f"{hexdigest}.tgz"
+
+    def _from_disk(self, digest: str) -> bytes | None:
+        path = self._path(digest)
+        if path is None or not path.is_file():
+            return None
+        data = path.read_bytes()
+        return data if hashlib.sha256(data).hexdigest() == digest.removeprefix("sha256:") else None
+
+    def _to_disk(self, digest: str, data: bytes) -> None:
+        path = self._path(digest)
+        if path is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".part")
+        tmp.write_bytes(data)
+        tmp.replace(path)
 
     # -- http -------------------------------------------------------------------------------------------
 

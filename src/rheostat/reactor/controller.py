@@ -283,7 +283,7 @@ class Controller:
             Hooks(on_applied=self._applied, health=self.handover.health, gate=self.gate),
             bootstrap=root_objects(settings),
         )
-        self.gitops.helm = HelmReleases(self.gitops, self.secrets.get)
+        self.gitops.helm = HelmReleases(self.gitops, self.secrets.get, (data / "charts").resolve())
         self._tasks: list[asyncio.Task[None]] = []
         self._locked = False
 
