@@ -58,7 +58,7 @@ def helm_release(version: str = "1.x", api: str = "v2", name: str = "web", **spe
 class World:
     """A Git repository applied by one Kustomization, a store, and the Helm engine with the test's secrets."""
 
-    def __init__(self, tmp: Path, *, wait: bool = False) -> None:
+    def __init__(self, tmp: Path, *, wait: bool = False, path: str = "./deploy") -> None:
         self.repo = Repo(tmp / "git")
         self.secrets: dict[tuple[str, str], dict[str, str]] = {
             (NS, "chart-auth"): {"username": "helm", "password": "s3cret-pw"}
@@ -82,7 +82,7 @@ class World:
                         "sourceRef": {"kind": "GitRepository", "name": "flux-system"},
                         "prune": True,
                         "interval": "1h",
-                        "path": "./deploy",
+                        "path": path,
                         "wait": wait,
                     },
                 }
@@ -540,4 +540,72 @@ async def test_a_kustomization_that_waits_waits_for_its_helm_releases(tmp_path: 
         assert w.ready()["status"] == "True"
         ks = cond.condition(w.gitops.state("Kustomization", root), "Ready")
         assert ks is not None and ks["status"] == "True", ks
+    w.store.close()
+
+
+PODINFO = {
+    "deployment.yaml": (
+        'apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {{ include "app.fullname" . }}\n'
+        "spec:\n  replicas: {{ .Values.replicaCount }}\n  template:\n    spec:\n      containers:\n"
+        '      - name: podinfo\n        image: {{ printf "%s:%s" .Values.image.repository '
+        "(.Values.image.tag | default .Chart.AppVersion) }}\n"
+    ),
+    "routes.yaml": (
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-routes\ndata:\n"
+        '  hostnames: {{ .Values.httpRoute.hostnames | join "," | quote }}\n'
+        '  redis: {{ ternary "on" "off" .Values.redis.enabled | quote }}\n'
+    ),
+}
+
+
+async def test_the_kustomize_helm_example_layout_reconciles_with_its_chart_served_here(
+    tmp_path: Path, shared: Path
+) -> None:
+    """flux2-kustomize-helm-example's apps/staging as committed upstream, the podinfo HelmRepository pointed at
+    a chart written here (no network): kustomize patches the HelmRelease, Helm renders it, a commit upgrades."""
+    example = shared / "testdata/flux-examples/flux2-kustomize-helm-example/apps"
+    files = {f"apps/{p.relative_to(example)}": p.read_text() for p in example.rglob("*") if p.is_file()}
+    w = World(tmp_path, path="./apps/staging")
+    values = {
+        "replicaCount": 1,
+        "image": {"repository": "ghcr.io/stefanprodan/podinfo", "tag": ""},
+        "httpRoute": {"enabled": False, "hostnames": []},
+        "redis": {"enabled": False},
+    }
+    with ChartRepo(tmp_path / "served", user="") as charts:
+        charts.publish(
+            write_chart(
+                tmp_path / "c",
+                "podinfo",
+                "6.5.4",
+                templates=PODINFO,
+                values=values,
+                dependency=False,
+                schema=False,
+            )
+        )
+        upstream = "https://stefanprodan.github.io/podinfo"
+        assert upstream in files["apps/base/podinfo/repository.yaml"]
+        files["apps/base/podinfo/repository.yaml"] = files["apps/base/podinfo/repository.yaml"].replace(
+            upstream, charts.url
+        )
+        w.repo.commit(files, "the example's apps")
+        w.repo.git("branch", "-M", "main")
+        w.repo.push("main")
+        await w.sync()
+        key = "podinfo/podinfo"
+        assert w.ready(key)["status"] == "True", w.ready(key)
+        routes = w.store.get_object("ConfigMap", "podinfo/podinfo-routes")
+        assert routes is not None and routes.body["data"] == {"hostnames": "podinfo.staging", "redis": "on"}
+        deployment = w.store.get_object("Deployment", "podinfo/podinfo-podinfo")
+        assert deployment is not None
+        assert deployment.body["spec"]["template"]["spec"]["containers"][0]["image"].endswith("podinfo:6.5.4")
+
+        staging = files["apps/staging/podinfo-values.yaml"] + "    replicaCount: 2\n"
+        w.repo.commit({"apps/staging/podinfo-values.yaml": staging}, "two replicas")
+        w.repo.push("main")
+        await w.sync()
+        deployment = w.store.get_object("Deployment", "podinfo/podinfo-podinfo")
+        assert deployment is not None and deployment.body["spec"]["replicas"] == 2
+        assert [h["status"] for h in w.state(key)["history"]] == ["deployed", "superseded"]
     w.store.close()
