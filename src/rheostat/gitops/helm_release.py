@@ -116,6 +116,7 @@ class HelmReleases:
         self.repos = ChartRepos(secrets, cache_dir=cache_dir)
         self._git_charts: dict[str, Chart] = {}  # by files digest: a chart folder packaged once
         self._rendered: dict[str, tuple[Built, list[str]]] = {}  # by release digest (drift repair)
+        self._observed: dict[str, str] = {}  # release key -> digest of the object and its valuesFrom inputs
         self.renders = 0  # charts rendered (tests and the benchmark read it)
 
     def set_secrets(self, secrets: SecretLookup | None) -> None:
@@ -406,7 +407,7 @@ class HelmReleases:
         # the object and what its valuesFrom name: a changed ConfigMap or Secret is seen at once, not at the
         # next interval (Flux needs a label on them for that)
         spec_digest = _digest([hr.model_dump(mode="json", exclude_none=True), self._inputs(hr)])
-        changed = state.get("observedSpec") != spec_digest
+        changed = self._observed.get(key) != spec_digest  # in memory: it hashes Secret values too
         src = self._source_revision(hr)
         if not (asked or changed or src != state.get("sourceRevision") or now >= state.get("nextAt", 0)):
             return
@@ -419,7 +420,8 @@ class HelmReleases:
                 state["nextAt"] = now + min(interval, 5.0)
                 self._save(HELMRELEASE, key, state, "DependencyNotReady", msg)
                 return
-        state.update(observedSpec=spec_digest, sourceRevision=src)
+        self._observed[key] = spec_digest
+        state["sourceRevision"] = src
         try:
             chart = await self._chart_of(hr, now)
             values = self.values_of(hr, chart.values)
