@@ -8,15 +8,10 @@ changed. A release that fails changes nothing: the last good release keeps runni
 from __future__ import annotations
 
 import asyncio
-import copy
 import hashlib
-import io
 import json
 import logging
-import re
-import tarfile
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,12 +20,13 @@ import yaml
 from rheostat.gitops import conditions as cond
 from rheostat.gitops import helm_render
 from rheostat.gitops.build import BuildError, Built, kustomize
+from rheostat.gitops.helm_chart import HELMREPOSITORY, Chart, ChartSources, Failure
 from rheostat.gitops.helm_repo import ChartRepos, RepoError
+from rheostat.gitops.helm_values import ReleaseValues
 from rheostat.gitops.reconciler import SOURCE, Owner
 from rheostat.gitops.sources import SecretLookup
-from rheostat.model.helm import ChartSpecFields, HelmChart, HelmRelease, HelmRepository
+from rheostat.model.helm import HelmChart, HelmRelease, HelmRepository
 from rheostat.model.load import ManifestError, documents, parse_object, read_documents
-from rheostat.model.yaml_limits import YamlLimitError, safe_load
 from rheostat.util.durations import parse_duration
 
 if TYPE_CHECKING:
@@ -39,67 +35,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 HELMRELEASE = "HelmRelease"
-HELMREPOSITORY = "HelmRepository"
 HELMCHART = "HelmChart"
 NOT_RUN_KINDS = ("Namespace",)  # charts that make their own namespace: the store has no namespaces to make
-
-
-class Failure(Exception):
-    """A release that cannot be made; `field` is the HelmRelease field at fault, `reason` Flux's reason."""
-
-    def __init__(self, reason: str, field: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.field = field
-
-
-@dataclass(frozen=True)
-class Chart:
-    name: str
-    version: str
-    app_version: str
-    digest: str
-    archive: bytes
-    values: dict[str, Any]  # valuesFiles, merged
-
-
-def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    """Helm's values merge: maps deep, everything else replaced."""
-    out = dict(base)
-    for k, v in over.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = merge(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
-
-
-def set_path(values: dict[str, Any], path: str, text: str) -> dict[str, Any]:
-    """`--set path=value` as Flux's targetPath does it: dotted keys, `a[0]` indexes, typed scalars."""
-    parts = [p for p in re.split(r"\.(?![^\[]*\])", path) if p]
-    if not parts:
-        raise ValueError(f"targetPath {path!r} is empty")
-    scalar: Any = yaml.safe_load(text) if re.fullmatch(r"-?\d+|true|false|null", text) else text
-    out = copy.deepcopy(values)
-    node: Any = out
-    for i, part in enumerate(parts):
-        m = re.fullmatch(r"([^\[\]]+)(?:\[(\d+)\])?", part)
-        if m is None:
-            raise ValueError(f"targetPath {path!r}: {part!r} is not a key or key[index]")
-        name, index = m.group(1), m.group(2)
-        last = i == len(parts) - 1
-        if index is None:
-            node[name] = scalar if last else node.get(name) if isinstance(node.get(name), dict) else {}
-            node = node[name]
-        else:
-            items = node.get(name) if isinstance(node.get(name), list) else []
-            items = list(items) + [None] * (int(index) + 1 - len(items))
-            node[name] = items
-            items[int(index)] = (
-                scalar if last else items[int(index)] if isinstance(items[int(index)], dict) else {}
-            )
-            node = items[int(index)]
-    return out
 
 
 def _digest(data: Any) -> str:
@@ -112,15 +49,19 @@ class HelmReleases:
     ) -> None:
         self.gitops = gitops
         self.store = gitops.store
-        self.secrets = secrets
         self.repos = ChartRepos(secrets, cache_dir=cache_dir)
-        self._git_charts: dict[str, Chart] = {}  # by files digest: a chart folder packaged once
+        self.charts = ChartSources(gitops, self.repos)
+        self.values = ReleaseValues(self.store, secrets)
         self._rendered: dict[str, tuple[Built, list[str]]] = {}  # by release digest (drift repair)
         self._observed: dict[str, str] = {}  # release key -> digest of the object and its valuesFrom inputs
         self.renders = 0  # charts rendered (tests and the benchmark read it)
 
+    @property
+    def secrets(self) -> SecretLookup | None:
+        return self.values.secrets
+
     def set_secrets(self, secrets: SecretLookup | None) -> None:
-        self.secrets = secrets
+        self.values.secrets = secrets
         self.repos.secrets = secrets
 
     # -- the pass ---------------------------------------------------------------------------------------
@@ -209,7 +150,7 @@ class HelmReleases:
         if chart.spec.suspend or state.get("suspended") or (not asked and now < state.get("nextAt", 0)):
             return
         try:
-            got = await self.resolve(chart.spec, chart.metadata.namespace, now, field="spec")
+            got = await self.charts.resolve(chart.spec, chart.metadata.namespace, now, field="spec")
         except Failure as exc:
             msg = f"{exc.field}: {exc}"
             cond.failed(state, exc.reason, msg, now)
@@ -223,97 +164,11 @@ class HelmReleases:
         state["nextAt"] = now + interval
         self._save(HELMCHART, key, state, "ChartPullSucceeded" if new else "", msg if new else "")
 
-    async def resolve(self, spec: ChartSpecFields, namespace: str, now: float, *, field: str) -> Chart:
-        """The chart a HelmChart (or a HelmRelease's chart template) names, with its valuesFiles merged."""
-        ref = spec.sourceRef
-        src = f"{ref.namespace or namespace}/{ref.name}"
-        if ref.kind == "GitRepository":
-            return await self._git_chart(spec, src, field)
-        stored = self.store.get_object(HELMREPOSITORY, src)
-        if stored is None:
-            raise Failure("ArtifactFailed", f"{field}.sourceRef", f"HelmRepository {src} not found")
-        repo = parse_object(stored.body, stored.source)
-        assert isinstance(repo, HelmRepository)
-        try:
-            entry, archive = await self.repos.chart(repo, spec.chart, spec.version, now)
-        except RepoError as exc:
-            where = (
-                f"{field}.{exc.field}"
-                if exc.field in ("chart", "version")
-                else f"HelmRepository {src} spec.{exc.field}"
-            )
-            raise Failure("ArtifactFailed", where, str(exc)) from None
-        digest = str(entry.get("digest") or "sha256:" + hashlib.sha256(archive).hexdigest())
-        if not digest.startswith("sha256:"):
-            digest = "sha256:" + digest
-        values = self._archive_values(archive, spec, field)
-        version = str(entry.get("version"))
-        return Chart(spec.chart, version, str(entry.get("appVersion", "")), digest, archive, values)
-
-    def _archive_values(self, archive: bytes, spec: ChartSpecFields, field: str) -> dict[str, Any]:
-        if not spec.values_files:
-            return {}
-        with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
-            names = {m.name.split("/", 1)[-1]: m for m in tar.getmembers() if m.isfile()}
-            texts = {}
-            for path in spec.values_files:
-                member = names.get(path.lstrip("./"))
-                f = tar.extractfile(member) if member is not None else None
-                texts[path] = f.read().decode() if f is not None else None
-        return self._merge_files(texts, spec, field)
-
-    def _merge_files(self, texts: dict[str, str | None], spec: ChartSpecFields, field: str) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for path, text in texts.items():
-            if text is None:
-                if spec.ignoreMissingValuesFiles:
-                    continue
-                raise Failure(
-                    "ArtifactFailed", f"{field}.valuesFiles", f"values file {path!r} not found in the chart"
-                )
-            try:
-                data = safe_load(text) or {}
-            except (yaml.YAMLError, YamlLimitError) as exc:
-                raise Failure("ArtifactFailed", f"{field}.valuesFiles", f"{path}: not YAML: {exc}") from None
-            if not isinstance(data, dict):
-                raise Failure("ArtifactFailed", f"{field}.valuesFiles", f"{path}: expected a mapping")
-            out = merge(out, data)
-        return out
-
-    async def _git_chart(self, spec: ChartSpecFields, src: str, field: str) -> Chart:
-        artifact = self.gitops.state(SOURCE, src).get("artifact")
-        if artifact is None:
-            raise Failure(
-                "ArtifactFailed", f"{field}.sourceRef", f"source GitRepository {src} has no artifact"
-            )
-        found = await asyncio.to_thread(_git_files, Path(artifact["path"]), spec)
-        if found is None:
-            raise Failure(
-                "ArtifactFailed",
-                f"{field}.chart",
-                f"no chart (Chart.yaml) at {spec.chart!r} in GitRepository {src}",
-            )
-        directory, files, texts = found
-        chart = self._git_charts.get(files)
-        if chart is None:
-            try:
-                archive = await asyncio.to_thread(_package, directory)
-                info = helm_render.chart_info(archive)
-            except helm_render.RenderError as exc:
-                raise Failure("ArtifactFailed", f"{field}.chart", f"{spec.chart}: {exc}") from None
-            chart = Chart(info.name, info.version, info.app_version, files, archive, {})
-            self._git_charts[files] = chart
-        version = chart.version
-        if spec.reconcileStrategy == "Revision":
-            version = f"{version}+{artifact['revision'].rsplit(':', 1)[-1][:12]}"
-        values = self._merge_files(texts, spec, field)
-        return Chart(chart.name, version, chart.app_version, chart.digest, chart.archive, values)
-
-    # -- releases ---------------------------------------------------------------------------------------
-
     async def _chart_of(self, hr: HelmRelease, now: float) -> Chart:
         if hr.spec.chart is not None:
-            return await self.resolve(hr.spec.chart.spec, hr.metadata.namespace, now, field="spec.chart.spec")
+            return await self.charts.resolve(
+                hr.spec.chart.spec, hr.metadata.namespace, now, field="spec.chart.spec"
+            )
         assert hr.spec.chartRef is not None
         ref = f"{hr.spec.chartRef.namespace or hr.metadata.namespace}/{hr.spec.chartRef.name}"
         stored = self.store.get_object(HELMCHART, ref)
@@ -321,83 +176,9 @@ class HelmReleases:
             raise Failure("ArtifactFailed", "spec.chartRef", f"HelmChart {ref} not found")
         chart = parse_object(stored.body, stored.source)
         assert isinstance(chart, HelmChart)
-        return await self.resolve(chart.spec, chart.metadata.namespace, now, field=f"HelmChart {ref} spec")
-
-    def values_of(self, hr: HelmRelease, base: dict[str, Any]) -> dict[str, Any]:
-        """Flux's order: valuesFiles, then each valuesFrom in turn (targetPath sets one value), then values."""
-        values = copy.deepcopy(base)
-        ns = hr.metadata.namespace
-        for i, ref in enumerate(hr.spec.valuesFrom):
-            field = f"spec.valuesFrom[{i}]"
-            data = self._config_map(ns, ref.name) if ref.kind == "ConfigMap" else self._secret(ns, ref.name)
-            if data is None:
-                if ref.optional:
-                    continue
-                raise Failure("InitFailed", f"{field}.name", f"{ref.kind} {ns}/{ref.name} not found")
-            if ref.valuesKey not in data:
-                if ref.optional:
-                    continue
-                raise Failure(
-                    "InitFailed",
-                    f"{field}.valuesKey",
-                    f"{ref.kind} {ns}/{ref.name} has no key {ref.valuesKey!r}",
-                )
-            text = data[ref.valuesKey]
-            if ref.targetPath:
-                try:
-                    values = set_path(values, ref.targetPath, text)
-                except ValueError as exc:
-                    raise Failure("InitFailed", f"{field}.targetPath", str(exc)) from None
-                continue
-            try:
-                parsed = safe_load(text) or {}
-            except (yaml.YAMLError, YamlLimitError):
-                parsed = None  # the text itself is never echoed: it may be a Secret's
-            if not isinstance(parsed, dict):
-                raise Failure(
-                    "InitFailed",
-                    f"{field}.valuesKey",
-                    f"key {ref.valuesKey!r} of {ref.kind} {ns}/{ref.name} is not a YAML mapping of values",
-                )
-            values = merge(values, parsed)
-        return merge(values, hr.spec.values)
-
-    def _inputs(self, hr: HelmRelease) -> list[Any]:
-        ns = hr.metadata.namespace
-        return [
-            self._config_map(ns, ref.name) if ref.kind == "ConfigMap" else self._secret(ns, ref.name)
-            for ref in hr.spec.valuesFrom
-        ]
-
-    def redact(self, hr: HelmRelease, text: str) -> str:
-        """`text` with every value the release takes from a Secret blanked out (events, conditions, API)."""
-        words: set[str] = set()
-        for ref in hr.spec.valuesFrom:
-            if ref.kind != "Secret" or (data := self._secret(hr.metadata.namespace, ref.name)) is None:
-                continue
-            raw = data.get(ref.valuesKey)
-            if raw is None:
-                continue
-            words.add(raw.strip())
-            try:
-                parsed = safe_load(raw)
-            except (yaml.YAMLError, YamlLimitError):
-                parsed = None
-            words.update(_leaves(parsed))
-        for word in sorted((w for w in words if len(w) >= 3), key=len, reverse=True):
-            text = text.replace(word, "(redacted)")
-        return text
-
-    def _config_map(self, ns: str, name: str) -> dict[str, str] | None:
-        stored = self.store.get_object("ConfigMap", f"{ns}/{name}")
-        if stored is None:
-            return None
-        data = stored.body.get("data") or {}
-        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
-
-    def _secret(self, ns: str, name: str) -> dict[str, str] | None:
-        found = self.secrets(ns, name) if self.secrets is not None else None
-        return dict(found) if found is not None else None
+        return await self.charts.resolve(
+            chart.spec, chart.metadata.namespace, now, field=f"HelmChart {ref} spec"
+        )
 
     async def _release(self, hr: HelmRelease, asked: bool, now: float) -> None:
         key = hr.metadata.key
@@ -406,7 +187,7 @@ class HelmReleases:
             return
         # the object and what its valuesFrom name: a changed ConfigMap or Secret is seen at once, not at the
         # next interval (Flux needs a label on them for that)
-        spec_digest = _digest([hr.model_dump(mode="json", exclude_none=True), self._inputs(hr)])
+        spec_digest = _digest([hr.model_dump(mode="json", exclude_none=True), self.values.inputs(hr)])
         changed = self._observed.get(key) != spec_digest  # in memory: it hashes Secret values too
         src = self._source_revision(hr)
         if not (asked or changed or src != state.get("sourceRevision") or now >= state.get("nextAt", 0)):
@@ -424,9 +205,11 @@ class HelmReleases:
         state["sourceRevision"] = src
         try:
             chart = await self._chart_of(hr, now)
-            values = self.values_of(hr, chart.values)
+            values = self.values.values_of(hr, chart.values)
         except Failure as exc:
-            msg = self.redact(hr, f"{hr.kind} {key} {exc.field}: {exc}; the last good release keeps running")
+            msg = self.values.redact(
+                hr, f"{hr.kind} {key} {exc.field}: {exc}; the last good release keeps running"
+            )
             cond.failed(state, exc.reason, msg, now)
             state["nextAt"] = now + min(interval, 2.0 * 2 ** min(int(state.get("failures", 0)), 5))
             state["failures"] = int(state.get("failures", 0)) + 1
@@ -592,7 +375,9 @@ class HelmReleases:
             why = f"{hr.kind} {key} rendered {exc}"
         else:
             why = f"{hr.kind} {key} spec.postRenderers: {exc}"
-        why = self.redact(hr, why)  # Helm's schema errors quote the value at fault, which may be a Secret's
+        why = self.values.redact(
+            hr, why
+        )  # Helm's schema errors quote the value at fault, which may be a Secret's
         reason = "InstallFailed" if action == "install" else "UpgradeFailed"
         counter = f"{action}Failures"
         state[counter] = int(state.get(counter, 0)) + 1
@@ -757,35 +542,3 @@ class HelmReleases:
             self.gitops._index_cache = None
             if self.gitops.hooks.on_applied is not None:
                 await self.gitops.hooks.on_applied([], [(k, o) for k, o in removed])
-
-
-def _leaves(data: Any) -> list[str]:
-    if isinstance(data, dict):
-        return [w for v in data.values() for w in _leaves(v)]
-    if isinstance(data, list):
-        return [w for v in data for w in _leaves(v)]
-    return [] if data is None or isinstance(data, bool) else [str(data)]
-
-
-def _tree_digest(directory: Path) -> str:
-    h = hashlib.sha256()
-    for f in sorted(p for p in directory.rglob("*") if p.is_file()):
-        h.update(str(f.relative_to(directory)).encode() + b"\0" + f.read_bytes() + b"\0")
-    return "sha256:" + h.hexdigest()
-
-
-def _git_files(root: Path, spec: ChartSpecFields) -> tuple[Path, str, dict[str, str | None]] | None:
-    """The chart folder in a Git checkout, a digest of its files, and the valuesFiles (relative to the root)."""
-    directory = (root / spec.chart).resolve()
-    if not directory.is_relative_to(root.resolve()) or not (directory / "Chart.yaml").is_file():
-        return None
-    texts: dict[str, str | None] = {}
-    for path in spec.values_files:
-        f = (root / path).resolve()
-        texts[path] = f.read_text() if f.is_relative_to(root.resolve()) and f.is_file() else None
-    return directory, _tree_digest(directory), texts
-
-
-def _package(directory: Path) -> bytes:
-    with tempfile.TemporaryDirectory(prefix="rheostat-chart-") as scratch:
-        return Path(helm_render.package(str(directory), scratch)).read_bytes()
