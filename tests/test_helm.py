@@ -373,7 +373,7 @@ async def test_a_chart_kept_in_git_with_post_renderers_and_drift_repair(tmp_path
     chart_dir = write_chart(tmp_path / "src", version="0.3.0")
     files = {str(p.relative_to(tmp_path / "src")): p.read_text() for p in chart_dir.rglob("*") if p.is_file()}
     w.repo.commit({f"charts/{k}": v for k, v in files.items()}, "chart")
-    release = {
+    release: dict[str, Any] = {
         "apiVersion": "helm.toolkit.fluxcd.io/v2beta1",
         "kind": "HelmRelease",
         "metadata": {"name": "web", "namespace": NS},
@@ -424,6 +424,17 @@ async def test_a_chart_kept_in_git_with_post_renderers_and_drift_repair(tmp_path
     await w.gitops.reconcile_once()
     assert w.config()["greeting"] == "HELLO" and w.helm.renders == renders
     assert "DriftCorrected" in [e.reason for e in w.store.events(kind="HelmRelease")]
+
+    # driftDetection.mode warn: reported, left as it is
+    w.commit({"hr.yaml": {**release, "spec": {**release["spec"], "driftDetection": {"mode": "warn"}}}})
+    await w.sync()
+    body = w.store.get_object("ConfigMap", f"{NS}/web-app")
+    assert body is not None
+    w.store.put_object("ConfigMap", f"{NS}/web-app", {**body.body, "data": {"greeting": "HAND"}}, body.source)
+    w.gitops.request("HelmRelease", HR)
+    await w.gitops.reconcile_once()
+    assert w.config()["greeting"] == "HAND"
+    assert "DriftDetected" in [e.reason for e in w.store.events(kind="HelmRelease")]
     w.store.close()
 
 
