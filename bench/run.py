@@ -17,6 +17,7 @@ from bench import (
     envoy_overhead,
     flags_bench,
     gitops_scale,
+    helm,
     kube_scale,
     policy_admission,
     policy_engines,
@@ -39,6 +40,8 @@ def main() -> None:
     )
     print("\n## GitOps: 1,000 Kustomizations of 10 objects each\n")
     gitops_scale.main()
+    print("\n## Helm: 100 HelmReleases of a 20-template chart\n")
+    helm.main()
     print("\n## Policy: Gatekeeper's general library\n")
     policy_admission.main()
     policy_engines.main()

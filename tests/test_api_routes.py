@@ -67,6 +67,7 @@ async def test_every_route_reads_and_refuses_actions_without_the_token(tmp_path:
                 "/api/v1/source": "appliedRevision",
                 "/api/v1/sources": "items",
                 "/api/v1/kustomizations": "items",
+                "/api/v1/helmreleases": "items",
                 f"/api/v1/kustomizations/{ROOT}/diff": "revision",
                 f"/api/v1/trace/Workload/{KEY}": "kustomization",
                 "/api/v1/applications": "items",

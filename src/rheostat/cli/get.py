@@ -185,8 +185,8 @@ def get_cmd(
 ) -> None:
     """List objects of a kind, or show one by NAME (NAMESPACE/NAME, or NAME with -n).
 
-    KIND is one of canaries (cd), workloads (wl), sources (gitrepository), kustomizations (ks), flags,
-    violations; helmreleases (hr) are not served. Singular and plural both work. Into a pipe the table is
+    KIND is one of canaries (cd), workloads (wl), sources (gitrepository), kustomizations (ks), helmreleases
+    (hr), helmrepositories, helmcharts, flags, violations. Singular and plural both work. Into a pipe the table is
     plain columns, as kubectl prints it. `-o json` and `-o yaml` print a list of objects, or the object NAME
     names; `-o name` prints KIND/NAMESPACE/NAME lines. `--watch` reads the server's change stream (/api/v1/stream) and
     lists again on each change, or every 2 seconds at the least.

@@ -232,8 +232,8 @@ def gitops_kind(kind: str) -> str:
         plural = find_kind(kind).plural
     except ValueError:
         plural = ""
-    if plural not in ("sources", "kustomizations"):
-        fail(ValueError(f"unknown kind {kind!r}; use source or kustomization"))
+    if plural not in ("sources", "kustomizations", "helmreleases", "helmrepositories", "helmcharts"):
+        fail(ValueError(f"unknown kind {kind!r}; use source, kustomization or helmrelease"))
     return plural
 
 
@@ -337,9 +337,9 @@ def reconcile_cmd(
     token: str | None,
     data_dir: Path,
 ) -> None:
-    """Reconcile a source or a Kustomization now, and wait until it is done (exit 1 if it is not Ready).
+    """Reconcile a source, a Kustomization or a HelmRelease now, and wait until it is done (exit 1 if it is not Ready).
 
-    KIND is source (gitrepository) or kustomization (ks).
+    KIND is source (gitrepository), kustomization (ks) or helmrelease (hr).
 
     \b
     Examples:
@@ -377,7 +377,7 @@ def reconcile_cmd(
 @token_option
 @data_dir_option
 def suspend_cmd(kind: str, name: str, namespace: str, server: str, token: str | None, data_dir: Path) -> None:
-    """Stop reconciling a source or a Kustomization (what it applied keeps running).
+    """Stop reconciling a source, a Kustomization or a HelmRelease (what it applied keeps running).
 
     \b
     Example:
@@ -401,7 +401,7 @@ def suspend_cmd(kind: str, name: str, namespace: str, server: str, token: str | 
 def resume_cmd(
     args: tuple[str, ...], namespace: str | None, server: str, token: str | None, data_dir: Path
 ) -> None:
-    """`resume CANARY` ticks a paused canary again; `resume KIND NAME` a suspended source or Kustomization.
+    """`resume CANARY` ticks a paused canary again; `resume KIND NAME` a suspended source, Kustomization or HelmRelease.
 
     \b
     Examples:

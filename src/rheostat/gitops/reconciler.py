@@ -15,11 +15,11 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from rheostat.flags.store import FlagSource, source_of
 from rheostat.gitops import conditions as cond
-from rheostat.gitops.build import KUSTOMIZE_FILES, BuildCache, BuildError, build, uses_kustomize
+from rheostat.gitops.build import KUSTOMIZE_FILES, BuildCache, BuildError, Built, build, uses_kustomize
 from rheostat.gitops.checks import Index, check_flags, check_references
 from rheostat.gitops.sops import DecryptionError, decryptor_for
 from rheostat.gitops.sources import Fetched, Fetcher, FetchError, SecretLookup, unreadable
@@ -43,6 +43,22 @@ Ident = tuple[str, str]  # (kind, "namespace/name")
 class Health:
     ready: bool | None  # None: still progressing
     message: str = ""
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Who applies a set of objects: a Kustomization, or a HelmRelease (gitops/helm_release.py)."""
+
+    kind: str
+    key: str
+    prune: bool
+    wait: bool = False
+
+
+class HelmPass(Protocol):
+    """HelmRepositories, HelmCharts and HelmReleases, reconciled after the Kustomizations of each pass."""
+
+    async def reconcile(self, requested: set[tuple[str, str]], now: float, *, force: bool) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -105,6 +121,7 @@ class GitOps:
         self._builds = BuildCache()
         self._git_secrets: dict[str, dict[str, str]] = {}  # Secrets applied from Git: values in memory only
         self._wake = asyncio.Event()
+        self.helm: HelmPass | None = None  # set by whoever wires Helm in (reactor/controller.py)
         with store.transaction():
             for obj in bootstrap:
                 store.put_object(obj.kind, obj.metadata.key, body_of(obj), source=BOOTSTRAP)
@@ -260,6 +277,8 @@ class GitOps:
             src = f"{ks.spec.sourceRef.namespace or ks.metadata.namespace}/{ks.spec.sourceRef.name}"
             by_hand = force or (KUSTOMIZATION, key) in requested
             await self._reconcile_kustomization(ks, by_hand or src in changed_sources, now, asked=by_hand)
+        if self.helm is not None:
+            await self.helm.reconcile(requested, now, force=force)
         if requested:  # `rheostat reconcile` waits for this
             with self.store.transaction():
                 for kind, asked in requested:
@@ -432,7 +451,8 @@ class GitOps:
                     once=True,
                 )
         state.update(failures=0, nextAt=now + interval)
-        await self._apply(ks, plan, objects, state, revision, now)
+        owner = Owner(KUSTOMIZATION, key, ks.spec.prune, ks.spec.wait or bool(ks.spec.healthChecks))
+        await self.apply_plan(owner, plan, objects, state, revision, now)
 
     @staticmethod
     def _untouched(ks: Kustomization, state: dict[str, Any], artifact: dict[str, Any]) -> bool:
@@ -458,7 +478,6 @@ class GitOps:
 
     async def plan(self, ks: Kustomization, artifact: dict[str, Any]) -> tuple[Plan, list[Manifest]]:
         """Build and compare with the store; BuildError or ManifestError if the revision cannot be used."""
-        key = ks.metadata.key
         timeout = parse_duration(ks.spec.timeout or ks.spec.interval)
         root = _path(artifact["path"])
         try:
@@ -476,9 +495,13 @@ class GitOps:
             spec=ks.spec,
             decryptor=decryptor,
         )
-        owner = f"{KUSTOMIZATION} {key}"
-        inventory = {(k, n) for k, n in self.state(KUSTOMIZATION, key).get("inventory", [])}
-        digests: dict[str, str] = self.state(KUSTOMIZATION, key).get("digests", {})
+        return self.compare(Owner(KUSTOMIZATION, ks.metadata.key, ks.spec.prune), built), built.objects
+
+    def compare(self, who: Owner, built: Built) -> Plan:
+        """What applying these objects for this owner would change; ManifestError if they cannot be used."""
+        owner = f"{who.kind} {who.key}"
+        inventory = {(k, n) for k, n in self.state(who.kind, who.key).get("inventory", [])}
+        digests: dict[str, str] = self.state(who.kind, who.key).get("digests", {})
         plan = Plan(
             secret_values=built.secret_values,
             notes=built.notes,
@@ -510,9 +533,9 @@ class GitOps:
                 plan.updated.append(obj)
         check_references(built.objects, owner, self._index(), owner, files=built.files)
         check_flags(built.objects, self._flag_sources(owner))
-        if ks.spec.prune:
+        if who.prune:
             plan.pruned = sorted(inventory - wanted)
-        return plan, built.objects
+        return plan
 
     def _configmap(self, namespace: str, name: str) -> dict[str, str] | None:
         """A ConfigMap applied from Git (postBuild.substituteFrom)."""
@@ -528,20 +551,20 @@ class GitOps:
             return found
         return None if self.hooks.secrets is None else self.hooks.secrets(namespace, name)
 
-    async def _apply(
+    async def apply_plan(
         self,
-        ks: Kustomization,
+        owner: Owner,
         plan: Plan,
         objects: list[Manifest],
         state: dict[str, Any],
         revision: str,
         now: float,
     ) -> None:
-        key = ks.metadata.key
-        source = f"{KUSTOMIZATION} {key}@{revision}"
+        key, kind = owner.key, owner.kind
+        source = f"{kind} {key}@{revision}"
         kept = (
             []
-            if ks.spec.prune
+            if owner.prune
             else [
                 list(i)
                 for i in state.get("inventory", [])
@@ -552,13 +575,11 @@ class GitOps:
             self._index().replace(source.split("@")[0], objects)
             for obj in [*plan.created, *plan.updated, *plan.drifted]:
                 self.store.put_object(obj.kind, obj.metadata.key, body_of(obj), source=source)
-            for kind, okey in plan.pruned:
-                self.store.delete_object(kind, okey)
-                if kind == "Canary":
+            for pk, okey in plan.pruned:
+                self.store.delete_object(pk, okey)
+                if pk == "Canary":
                     self.store.delete_status(okey)
-                self.store.add_event(
-                    KUSTOMIZATION, key, "Pruned", f"{kind}/{okey} deleted (revision {revision})"
-                )
+                self.store.add_event(kind, key, "Pruned", f"{pk}/{okey} deleted (revision {revision})")
             for obj in plan.drifted:
                 self.store.add_event(
                     obj.kind,
@@ -576,7 +597,7 @@ class GitOps:
                 f"{len(plan.created)} created, {len(plan.updated)} updated, {len(plan.drifted)} repaired, "
                 f"{len(plan.pruned)} pruned"
             )
-            if (ks.spec.wait or ks.spec.healthChecks) and (first or not plan.empty):
+            if owner.wait and (first or not plan.empty):
                 state["awaitingHealth"] = {"since": now, "revision": revision}
                 cond.progressing(
                     state, f"applied revision {revision} ({changes}); waiting for health checks", now
@@ -587,15 +608,15 @@ class GitOps:
                 cond.ready(state, "ReconciliationSucceeded", f"Applied revision: {revision}", now)
             if first or not plan.empty:
                 self.store.add_event(
-                    KUSTOMIZATION, key, "ReconciliationSucceeded", f"applied revision {revision}: {changes}"
+                    kind, key, "ReconciliationSucceeded", f"applied revision {revision}: {changes}"
                 )
             for reason, notes in (("NotRun", plan.notes), ("Deprecated", plan.deprecated)):
                 if first and notes:  # once per revision
                     text = f"revision {revision}: {'; '.join(notes)}"
-                    self.store.add_event(KUSTOMIZATION, key, reason, text, reason == "Deprecated")
-            self.store.put_state(KUSTOMIZATION, key, state)
-        for kind, okey in plan.pruned:
-            if kind == "Secret":
+                    self.store.add_event(kind, key, reason, text, reason == "Deprecated")
+            self.store.put_state(kind, key, state)
+        for pruned_kind, okey in plan.pruned:
+            if pruned_kind == "Secret":
                 self._git_secrets.pop(okey, None)
         self._git_secrets.update(plan.secret_values)
         if self.hooks.on_applied is not None and not plan.empty:
@@ -603,18 +624,21 @@ class GitOps:
 
     def _check_health(self, ks: Kustomization, state: dict[str, Any], now: float) -> None:
         waiting = state["awaitingHealth"]
-        if self.hooks.health is None:
-            targets: list[Ident] = []
-        elif ks.spec.wait:
-            targets = [(k, n) for k, n in state.get("inventory", [])]
+        if ks.spec.wait:
+            targets: list[Ident] = [(k, n) for k, n in state.get("inventory", [])]
         else:
             targets = [
                 (h.kind, f"{h.namespace or ks.metadata.namespace}/{h.name}") for h in ks.spec.healthChecks
             ]
+        if self.hooks.health is None:  # the engine alone: only what it knows itself
+            targets = [t for t in targets if t[0] == "HelmRelease"]
         failing = []
         pending = []
         for kind, okey in targets:
-            h = self.hooks.health(kind, okey) if self.hooks.health else Health(True)
+            if kind == "HelmRelease":  # Flux waits for the release to be Ready
+                h = self._release_health(okey)
+            else:
+                h = self.hooks.health(kind, okey) if self.hooks.health else Health(True)
             if h.ready is False:
                 failing.append(f"{kind}/{okey}: {h.message}")
             elif h.ready is None:
@@ -635,6 +659,15 @@ class GitOps:
             why = "; ".join(failing) or f"timed out after {timeout:g}s waiting for {', '.join(pending)}"
             cond.failed(state, "HealthCheckFailed", why, now)
             self._save(KUSTOMIZATION, ks.metadata.key, state, "HealthCheckFailed", why, warning=True)
+
+    def _release_health(self, key: str) -> Health:
+        state = self.state("HelmRelease", key)
+        ready = cond.condition(state, "Ready")
+        if ready is not None and ready["status"] == "True":
+            return Health(True)
+        if ready is not None and cond.condition(state, "Stalled") is not None:
+            return Health(False, ready["message"])
+        return Health(None, ready["message"] if ready else "not reconciled yet")
 
     # -- recording --------------------------------------------------------------------------------------
 

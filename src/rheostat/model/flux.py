@@ -23,20 +23,16 @@ VERSIONS: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {
     (NOTIFICATION, "Receiver"): ("v1", ("v1beta2", "v1beta1")),
     (NOTIFICATION, "Provider"): ("v1beta3", ("v1beta2",)),
     (NOTIFICATION, "Alert"): ("v1beta3", ("v1beta2",)),
+    (HELM, "HelmRelease"): ("v2", ("v2beta2", "v2beta1")),
+    (SOURCE, "HelmRepository"): ("v1", ("v1beta2", "v1beta1")),
+    (SOURCE, "HelmChart"): ("v1", ("v1beta2", "v1beta1")),
 }
 
-_HELM_TODO = (
-    "Helm is not run yet; render the chart with `helm template` and commit the output, or keep this "
-    "object for a Flux cluster"
-)
 _SOURCE_TODO = "use a GitRepository (source.toolkit.fluxcd.io/v1) for the manifests"
 _IMAGE_TODO = "image automation is not run; update image tags with a commit"
 
 # (group, kind) -> (the versions Flux serves, what to do instead)
 NOT_YET: dict[tuple[str, str], tuple[tuple[str, ...], str]] = {
-    (HELM, "HelmRelease"): (("v2", "v2beta2", "v2beta1"), _HELM_TODO),
-    (SOURCE, "HelmRepository"): (("v1", "v1beta2", "v1beta1"), _HELM_TODO),
-    (SOURCE, "HelmChart"): (("v1", "v1beta2", "v1beta1"), _HELM_TODO),
     (SOURCE, "OCIRepository"): (("v1", "v1beta2"), _SOURCE_TODO),
     (SOURCE, "Bucket"): (("v1", "v1beta2", "v1beta1"), _SOURCE_TODO),
     (SOURCE, "ExternalArtifact"): (("v1",), _SOURCE_TODO),
@@ -74,6 +70,29 @@ NOT_SUPPORTED_FIELDS: dict[str, dict[str, str]] = {
         "spec.commitStatusExpr": "remove it; commit statuses are not sent",
         "spec.serviceAccountName": "put the credentials in spec.secretRef",
     },
+    "HelmRepository": {
+        "spec.accessFrom": "remove it; every namespace may refer to the source",
+        "spec.insecure": "it is for OCI repositories, which are not supported yet; use an https:// or http:// URL",
+    },
+    "HelmChart": {
+        "spec.verify": "chart signatures are verified for OCI charts only, which are not supported yet; remove it",
+        "spec.accessFrom": "remove it; every namespace may refer to the source",
+    },
+    "HelmRelease": {
+        "spec.serviceAccountName": "Rheostat has no Kubernetes RBAC to impersonate, so tenant isolation "
+        "would not hold; remove the field",
+        "spec.kubeConfig": "Rheostat applies to its own store, not to a remote cluster; remove the field",
+        "spec.persistentClient": "remove it; there is no Kubernetes client to keep",
+        "spec.chart.spec.verify": "chart signatures are verified for OCI charts only, which are not supported "
+        "yet; remove it",
+        "spec.postRenderers.kustomize.patchesJson6902": "write the JSON 6902 patch in postRenderers.kustomize"
+        ".patches (a patch with a target)",
+        "spec.install.disableSchemaValidation": "Helm's SDK checks values.schema.json on every render; fix "
+        "the values or the chart's schema",
+        "spec.upgrade.disableSchemaValidation": "Helm's SDK checks values.schema.json on every render; fix "
+        "the values or the chart's schema",
+        "spec.driftDetection.ignore": "remove it; drift is found and repaired on whole objects",
+    },
     "Receiver": {
         "spec.resourceFilter": "remove it; list the resources by name",
         "spec.interval": "remove it; it has no effect in Flux either",
@@ -88,6 +107,7 @@ DEPRECATED_FIELDS: dict[str, dict[str, str]] = {
         "spec.validation": "deprecated and without effect; remove it",
     },
     "GitRepository": {"spec.gitImplementation": "deprecated and without effect; remove it"},
+    "HelmChart": {"spec.valuesFile": "deprecated; use spec.valuesFiles"},
 }
 
 

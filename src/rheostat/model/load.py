@@ -31,6 +31,7 @@ from rheostat.model.flux import (
     warnings_of,
 )
 from rheostat.model.gitops import GitRepository, Kustomization, Receiver
+from rheostat.model.helm import HelmChart, HelmRelease, HelmRepository
 from rheostat.model.metric_template import MetricTemplate
 from rheostat.model.notification import Alert, Provider
 from rheostat.model.policy import (
@@ -54,6 +55,9 @@ Manifest = (
     | Receiver
     | Provider
     | Alert
+    | HelmRepository
+    | HelmChart
+    | HelmRelease
     | ConstraintTemplate
     | Constraint
     | ValidatingAdmissionPolicy
@@ -72,6 +76,9 @@ MANIFEST_TYPES = (
     Receiver,
     Provider,
     Alert,
+    HelmRepository,
+    HelmChart,
+    HelmRelease,
     ConstraintTemplate,
     Constraint,
     ValidatingAdmissionPolicy,
@@ -86,6 +93,9 @@ _FLUX_MODELS: dict[str, type[BaseModel]] = {
     "Receiver": Receiver,
     "Provider": Provider,
     "Alert": Alert,
+    "HelmRepository": HelmRepository,
+    "HelmChart": HelmChart,
+    "HelmRelease": HelmRelease,
 }
 
 KINDS: dict[tuple[str, str], type[BaseModel]] = {

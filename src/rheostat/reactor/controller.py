@@ -19,6 +19,7 @@ from rheostat.flags.rollout import FlagRollouts
 from rheostat.flags.store import FlagSetError, FlagStore, sources_from_store
 from rheostat.gitops.fetch import GitFetcher
 from rheostat.gitops.gate import Finding, PolicyGate
+from rheostat.gitops.helm_release import HelmReleases
 from rheostat.gitops.reconciler import KUSTOMIZATION, SOURCE, GitOps, Hooks
 from rheostat.gitops.sources import SourceFetchers
 from rheostat.model.base import ObjectKey, object_key
@@ -292,6 +293,7 @@ class Controller:
             ),
             bootstrap=root_objects(settings),
         )
+        self.gitops.helm = HelmReleases(self.gitops, self.secrets.get, (data / "charts").resolve())
         self._tasks: list[asyncio.Task[None]] = []
         self._locked = False
 

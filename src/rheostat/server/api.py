@@ -43,6 +43,7 @@ from rheostat.server.params import INT64_MAX, MAX_ROWS, query_int
 from rheostat.store.sqlite import HistoryRecord
 
 RUN = ("Progressing", "WaitingPromotion")
+HELM_KINDS = {"helmreleases": "HelmRelease", "helmrepositories": "HelmRepository", "helmcharts": "HelmChart"}
 # The load tester's read-only answers, which webhooks call (open on loopback); the rest of /loadtester/ changes
 # a switch or runs a command, so it needs the token like every other action.
 LOADTESTER_CHECKS = frozenset(
@@ -290,8 +291,11 @@ def create_app(ctl: Controller, token: str) -> Starlette:
     async def kustomizations(_: Request) -> Response:
         return JSONResponse({"items": gitops_items(KUSTOMIZATION)})
 
+    async def helm_items(request: Request) -> Response:  # helmreleases, helmrepositories, helmcharts
+        return JSONResponse({"items": gitops_items(HELM_KINDS[request.url.path.rsplit("/", 1)[-1]])})
+
     async def reconcile_one(request: Request) -> Response:
-        kind = {"sources": SOURCE, "kustomizations": KUSTOMIZATION}[request.path_params["kind"]]
+        kind = {"sources": SOURCE, "kustomizations": KUSTOMIZATION, **HELM_KINDS}[request.path_params["kind"]]
         key = f"{request.path_params['namespace']}/{request.path_params['name']}"
         if ctl.store.get_object(kind, key) is None:
             raise LookupError(f"{kind} {key} not found")
@@ -301,7 +305,7 @@ def create_app(ctl: Controller, token: str) -> Starlette:
         return JSONResponse({"reconcile": f"{kind} {key}"}, 202)
 
     async def suspend(request: Request) -> Response:
-        kind = {"sources": SOURCE, "kustomizations": KUSTOMIZATION}[request.path_params["kind"]]
+        kind = {"sources": SOURCE, "kustomizations": KUSTOMIZATION, **HELM_KINDS}[request.path_params["kind"]]
         key = f"{request.path_params['namespace']}/{request.path_params['name']}"
         if request.path_params["action"] not in ("suspend", "resume"):
             raise LookupError(f"unknown action {request.path_params['action']!r}; known: suspend, resume")
@@ -416,6 +420,7 @@ def create_app(ctl: Controller, token: str) -> Starlette:
         Route(f"{prefix}/violations", violations),
         Route(f"{prefix}/kustomizations", kustomizations),
         Route(f"{prefix}/kustomizations/{ns_name}/diff", diff),
+        *(Route(f"{prefix}/{plural}", helm_items) for plural in HELM_KINDS),
         Route(f"{prefix}/trace/{{kind:str}}/{ns_name}", trace),
         Route(f"{prefix}/{{kind:str}}/{ns_name}/reconcile", reconcile_one, methods=["POST"]),
         Route(f"{prefix}/{{kind:str}}/{ns_name}/{{action:str}}", suspend, methods=["POST"]),

@@ -74,7 +74,11 @@ OFREP_BODY = {
         }
     }
 }
-GITOPS_KIND = _param("kind", description="`sources` or `kustomizations`", enum=["sources", "kustomizations"])
+GITOPS_KIND = _param(
+    "kind",
+    description="`sources`, `kustomizations`, `helmreleases`, `helmrepositories` or `helmcharts`",
+    enum=["sources", "kustomizations", "helmreleases", "helmrepositories", "helmcharts"],
+)
 
 OPERATIONS: dict[tuple[str, str], Op] = {
     ("/healthz", "get"): {
@@ -202,6 +206,18 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("/api/v1/kustomizations", "get"): {
         "summary": "Kustomizations with their status and conditions",
         "responses": _list("kustomizations"),
+    },
+    ("/api/v1/helmreleases", "get"): {
+        "summary": "HelmReleases with their status: conditions and the release history (docs/helm.md)",
+        "responses": _list("helmreleases"),
+    },
+    ("/api/v1/helmrepositories", "get"): {
+        "summary": "HelmRepositories with their status: the index's digest",
+        "responses": _list("helmrepositories"),
+    },
+    ("/api/v1/helmcharts", "get"): {
+        "summary": "HelmCharts with their status: the version pulled",
+        "responses": _list("helmcharts"),
     },
     ("/api/v1/violations", "get"): {
         "summary": "Policy findings: policy, object, action, commit, file and message",
