@@ -21,13 +21,15 @@ VERSIONS: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {
     (SOURCE, "GitRepository"): ("v1", ("v1beta2", "v1beta1")),
     (KUSTOMIZE, "Kustomization"): ("v1", ("v1beta2", "v1beta1")),
     (NOTIFICATION, "Receiver"): ("v1", ("v1beta2", "v1beta1")),
+    (SOURCE, "OCIRepository"): ("v1", ("v1beta2",)),
+    (SOURCE, "Bucket"): ("v1", ("v1beta2", "v1beta1")),
 }
 
 _HELM_TODO = (
     "Helm is not run yet; render the chart with `helm template` and commit the output, or keep this "
     "object for a Flux cluster"
 )
-_SOURCE_TODO = "use a GitRepository (source.toolkit.fluxcd.io/v1) for the manifests"
+_SOURCE_TODO = "use a GitRepository, an OCIRepository or a Bucket (source.toolkit.fluxcd.io/v1)"
 _IMAGE_TODO = "image automation is not run; update image tags with a commit"
 _ALERT_TODO = (
     "send alerts with Flagger's AlertProvider (flagger.app/v1beta1) for now, or keep this object for a Flux "
@@ -39,8 +41,6 @@ NOT_YET: dict[tuple[str, str], tuple[tuple[str, ...], str]] = {
     (HELM, "HelmRelease"): (("v2", "v2beta2", "v2beta1"), _HELM_TODO),
     (SOURCE, "HelmRepository"): (("v1", "v1beta2", "v1beta1"), _HELM_TODO),
     (SOURCE, "HelmChart"): (("v1", "v1beta2", "v1beta1"), _HELM_TODO),
-    (SOURCE, "OCIRepository"): (("v1", "v1beta2"), _SOURCE_TODO),
-    (SOURCE, "Bucket"): (("v1", "v1beta2", "v1beta1"), _SOURCE_TODO),
     (SOURCE, "ExternalArtifact"): (("v1",), _SOURCE_TODO),
     ("source.extensions.fluxcd.io", "ArtifactGenerator"): (
         ("v1beta1",),
@@ -74,6 +74,17 @@ NOT_SUPPORTED_FIELDS: dict[str, dict[str, str]] = {
         "spec.proxySecretRef": "remove it; set HTTPS_PROXY for `rheostat run`",
         "spec.serviceAccountName": "put the credentials in spec.secretRef",
         "spec.accessFrom": "remove it; every namespace may refer to the source",
+    },
+    "OCIRepository": {
+        "spec.serviceAccountName": "put the registry credentials in spec.secretRef (a docker-config Secret)",
+        "spec.certSecretRef": "remove it; serve the registry with a certificate the system trusts",
+        "spec.proxySecretRef": "remove it; set HTTPS_PROXY for `rheostat run`",
+    },
+    "Bucket": {
+        "spec.sts": "put static credentials (accesskey, secretkey) in spec.secretRef",
+        "spec.serviceAccountName": "put static credentials (accesskey, secretkey) in spec.secretRef",
+        "spec.certSecretRef": "remove it; serve the endpoint with a certificate the system trusts",
+        "spec.proxySecretRef": "remove it; set HTTPS_PROXY for `rheostat run`",
     },
     "Receiver": {
         "spec.resourceFilter": "remove it; list the resources by name",

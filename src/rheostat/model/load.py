@@ -40,6 +40,7 @@ from rheostat.model.policy import (
     ValidatingAdmissionPolicyBinding,
     is_constraint,
 )
+from rheostat.model.sources import Bucket, OCIRepository
 from rheostat.model.workload import Workload
 from rheostat.model.yaml_limits import YamlLimitError, safe_load_all
 
@@ -51,6 +52,8 @@ Manifest = (
     | GitRepository
     | Kustomization
     | Receiver
+    | OCIRepository
+    | Bucket
     | ConstraintTemplate
     | Constraint
     | ValidatingAdmissionPolicy
@@ -67,6 +70,8 @@ MANIFEST_TYPES = (
     GitRepository,
     Kustomization,
     Receiver,
+    OCIRepository,
+    Bucket,
     ConstraintTemplate,
     Constraint,
     ValidatingAdmissionPolicy,
@@ -79,6 +84,8 @@ _FLUX_MODELS: dict[str, type[BaseModel]] = {
     "GitRepository": GitRepository,
     "Kustomization": Kustomization,
     "Receiver": Receiver,
+    "OCIRepository": OCIRepository,
+    "Bucket": Bucket,
 }
 
 KINDS: dict[tuple[str, str], type[BaseModel]] = {
