@@ -104,8 +104,10 @@ class OCIFetcher:
         spec = repo.spec
         ref = parse_url(spec.url, spec.insecure)
         verify_keys: list[tuple[str, object]] | None = None
+        signers = ""  # the Secret holding the trusted keys, as "namespace/name"
         if spec.verify is not None and spec.verify.secretRef is not None:
             secret = spec.verify.secretRef.name
+            signers = f"{repo.metadata.namespace}/{secret}"
             try:
                 verify_keys = oci_verify.public_keys(self._secret(repo, secret, "spec.verify.secretRef"))
             except ValueError as exc:
@@ -128,8 +130,7 @@ class OCIFetcher:
                 layer = _select(manifest, repo)
                 verified_by = None
                 if verify_keys is not None:
-                    secret_key = f"{repo.metadata.namespace}/{spec.verify.secretRef.name}"  # type: ignore[union-attr]
-                    verified_by = await oci_verify.verify(reg, digest, verify_keys, secret_key)
+                    verified_by = await oci_verify.verify(reg, digest, verify_keys, signers)
                 message = _message(manifest)
                 path = await self._pull(reg, where, digest, layer, repo)
             finally:
