@@ -255,14 +255,14 @@ class BucketFetcher:
         )
         try:
             objects = await client.list(spec.prefix)
-            rules, wanted = await self._select(client, objects, spec.ignore)
+            rules, wanted, root_ignore = await self._select(client, objects, spec.ignore)
             revision = revision_of(wanted)
             stamp = _read_stamp(where, revision)
             if stamp == rules:
                 return Fetched(
                     revision, where / "artifacts" / revision.removeprefix("sha256:"), _message(repo, wanted)
                 )
-            path = await self._download(client, wanted, where, revision, spec.ignore)
+            path = await self._download(client, wanted, where, revision, spec.ignore, root_ignore)
         finally:
             self.last_requests = client.requests
             await client.aclose()
@@ -274,8 +274,8 @@ class BucketFetcher:
 
     async def _select(
         self, client: S3Client, objects: list[S3Object], ignore: str | None
-    ) -> tuple[str, list[S3Object]]:
-        """The keys the ignore rules keep, and a digest of the rules (root .sourceignore included)."""
+    ) -> tuple[str, list[S3Object], str | None]:
+        """A digest of the rules (root .sourceignore included), the keys they keep, the root .sourceignore."""
         rules = git_ignore.Rules(ignore)
         root_ignore = next((o for o in objects if o.key == git_ignore.SOURCEIGNORE), None)
         text = ""
@@ -305,10 +305,16 @@ class BucketFetcher:
                 "BucketOperationFailed", "spec.prefix", f"{total} bytes to fetch, more than 100 MiB"
             )
         digest = hashlib.sha256(json.dumps([ignore, text]).encode()).hexdigest()[:16]
-        return digest, wanted
+        return digest, wanted, text if root_ignore is not None else None
 
     async def _download(
-        self, client: S3Client, wanted: list[S3Object], where: Path, revision: str, ignore: str | None
+        self,
+        client: S3Client,
+        wanted: list[S3Object],
+        where: Path,
+        revision: str,
+        ignore: str | None,
+        root_ignore: str | None,
     ) -> Path:
         store = where / "artifacts"
         store.mkdir(parents=True, exist_ok=True)
@@ -320,7 +326,11 @@ class BucketFetcher:
                 async with gate:
                     await client.get_to(obj, scratch / obj.key)
 
-            await asyncio.gather(*(one(o) for o in wanted))
+            if root_ignore is not None:  # fetched already for the rules: written, not fetched again
+                await asyncio.to_thread(_write, scratch / git_ignore.SOURCEIGNORE, root_ignore.encode())
+            await asyncio.gather(
+                *(one(o) for o in wanted if o.key != git_ignore.SOURCEIGNORE or root_ignore is None)
+            )
             await asyncio.to_thread(git_ignore.apply, scratch, ignore)  # .sourceignore files below the root
             return await asyncio.to_thread(_settle, scratch, store / revision.removeprefix("sha256:"))
         finally:
