@@ -17,6 +17,7 @@ from bench import (
     flags_bench,
     gitops_scale,
     kube_scale,
+    oci,
     policy_admission,
     policy_engines,
 )
@@ -46,6 +47,8 @@ def main() -> None:
     flags_bench.main([])
     print("\n## Kubernetes: 500 Canaries against kmock, `rheostat run --kubeconfig`\n")
     kube_scale.main([])
+    print("\n## OCI artifacts: a 500-file Flux artifact from a local docker-registry\n")
+    oci.main()
 
 
 if __name__ == "__main__":

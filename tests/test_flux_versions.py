@@ -143,7 +143,7 @@ def test_a_misspelt_kustomization_field_says_so_and_is_not_called_unsupported() 
 def test_sources_other_than_git_oci_and_buckets_are_refused_by_name() -> None:
     spec = {**KS, "sourceRef": {"kind": "ExternalArtifact", "name": "x"}}
     with pytest.raises(
-        ManifestError, match="spec.sourceRef.kind: ExternalArtifact is not supported by Rheostat yet"
+        ManifestError, match=r"spec\.sourceRef\.kind: ExternalArtifact is not supported by Rheostat yet"
     ):
         parse_object(doc("kustomize.toolkit.fluxcd.io/v1", "Kustomization", spec), "c.yaml")
     for kind in ("OCIRepository", "Bucket"):

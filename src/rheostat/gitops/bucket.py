@@ -28,6 +28,7 @@ from botocore.credentials import Credentials  # type: ignore[import-untyped]
 from pathspec import GitIgnoreSpec
 
 from rheostat.gitops import git_ignore
+from rheostat.gitops.oci_registry import tls_context
 from rheostat.gitops.sources import Fetched, FetchError, SecretLookup
 from rheostat.model.sources import Bucket
 from rheostat.util.durations import parse_duration
@@ -81,7 +82,11 @@ class S3Client:
         self.bucket = bucket
         self.signer = signer
         self.requests = 0
-        self._client = httpx.AsyncClient(timeout=timeout_s, transport=transport)
+        self._client = httpx.AsyncClient(
+            timeout=timeout_s,
+            transport=transport,
+            verify=tls_context() if base.startswith("https://") else False,
+        )
 
     async def aclose(self) -> None:
         await self._client.aclose()
