@@ -135,6 +135,17 @@ class GitOps:
         if not suspended:
             self.request(kind, key)
 
+    def source_kind(self, key: str) -> str:
+        """The kind of the source stored under `key` (GitRepository when none is): for `reconcile source`."""
+        return next((k for k in SOURCE_KINDS if self.store.get_object(k, key) is not None), SOURCE)
+
+    def source_ident(self, key: str) -> Ident:
+        """(kind, key) of the source of Kustomization `key`."""
+        ks = next((k for k in self.kustomizations() if k.metadata.key == key), None)
+        if ks is None:
+            raise LookupError(f"Kustomization {key} not found")
+        return ks.spec.sourceRef.kind, self.source_of(key)
+
     def source_of(self, key: str) -> str:
         for ks in self.kustomizations():
             if ks.metadata.key == key:
