@@ -59,7 +59,8 @@ def extract_tgz(
                 if count > max_members:
                     raise ArchiveError(f"more than {max_members} members")
                 if total > max_bytes:
-                    raise ArchiveError(f"more than {max_bytes // (1024 * 1024)} MiB uncompressed")
+                    limit = f"{max_bytes // 2**20} MiB" if max_bytes >= 2**20 else f"{max_bytes} bytes"
+                    raise ArchiveError(f"more than {limit} uncompressed")
             tar.extractall(dest, filter="data")
     except (tarfile.TarError, EOFError, OSError) as exc:
         if isinstance(exc, tarfile.FilterError):
