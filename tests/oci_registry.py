@@ -12,6 +12,7 @@ import gzip
 import hashlib
 import io
 import json
+import ssl
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -51,9 +52,10 @@ class Registry(Server):
     host: str = ""
     auth: tuple[str, str] | None = None  # what the test itself pushes with
     token_url: str | None = None
+    tls: ssl.SSLContext | None = None  # what the test itself connects with, for a registry on TLS
 
     def _client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=10)
+        return httpx.Client(base_url=self.url, timeout=10, verify=self.tls or True)
 
     def _headers(self, client: httpx.Client, name: str, push: bool) -> dict[str, str]:
         if self.token_url is None:
@@ -125,7 +127,13 @@ class Registry(Server):
         return root / "docker/registry/v2/blobs/sha256" / hex_[:2] / hex_ / "data"
 
 
-def _config(root: Path, port: int, token: dict[str, str] | None) -> str:
+def _config(root: Path, port: int, token: dict[str, str] | None, tls: dict[str, str] | None) -> str:
+    http = f"http:\n  addr: 127.0.0.1:{port}\n  secret: test-only-upload-secret\n"
+    if tls is not None:
+        http += (
+            f"  tls:\n    certificate: {tls['certificate']}\n    key: {tls['key']}\n"
+            f"    clientcas:\n      - {tls['clientca']}\n"
+        )
     auth = ""
     if token is not None:
         auth = (
@@ -135,22 +143,33 @@ def _config(root: Path, port: int, token: dict[str, str] | None) -> str:
         )
     return (
         "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n"
-        f"storage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: true\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n  secret: test-only-upload-secret\n{auth}"
+        f"storage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: true\n{http}{auth}"
     )
 
 
 @contextlib.contextmanager
-def docker_registry(tmp: Path, *, token: dict[str, str] | None = None) -> Iterator[Registry]:
-    """docker-registry serving on a free loopback port until the block ends; `token`: realm and bundle."""
+def docker_registry(
+    tmp: Path,
+    *,
+    token: dict[str, str] | None = None,
+    tls: dict[str, str] | None = None,
+    client_tls: ssl.SSLContext | None = None,
+) -> Iterator[Registry]:
+    """docker-registry serving on a free loopback port until the block ends; `token`: realm and bundle;
+    `tls`: certificate, key and the CA of the client certificates it then requires (`client_tls` is what
+    the test itself connects with)."""
     binary = processes.binary("docker-registry", "docker-registry")
     tmp.mkdir(parents=True, exist_ok=True)
     port = free_port()
     config = tmp / "config.yml"
-    config.write_text(_config(tmp / "storage", port, token))
-    url, log = f"http://127.0.0.1:{port}", tmp / "registry.log"
-    ready = processes.answers(f"{url}/v2/", lambda r: r.status_code in (200, 401))
+    config.write_text(_config(tmp / "storage", port, token, tls))
+    url, log = f"{'https' if tls else 'http'}://127.0.0.1:{port}", tmp / "registry.log"
+
+    def ready() -> bool:
+        with contextlib.suppress(httpx.HTTPError):
+            return httpx.get(f"{url}/v2/", timeout=1, verify=client_tls or True).status_code in (200, 401)
+        return False
+
     with processes.started([binary, "serve", str(config)], log, ready, name="docker-registry") as process:
-        yield Registry(
-            url, process, log, host=f"127.0.0.1:{port}", token_url=token["realm"] if token else None
-        )
+        realm = token["realm"] if token else None
+        yield Registry(url, process, log, host=f"127.0.0.1:{port}", token_url=realm, tls=client_tls)

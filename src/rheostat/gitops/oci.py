@@ -33,6 +33,7 @@ from rheostat.gitops.oci_registry import (
     OCI_INDEX,
     Registry,
     RegistryError,
+    client_tls,
     docker_config_auth,
     parse_url,
 )
@@ -117,8 +118,19 @@ class OCIFetcher:
                     "spec.verify.secretRef",
                 ) from None
         rules = _rules(repo, verify_keys)
+        tls = None
+        if spec.certSecretRef is not None:
+            name = spec.certSecretRef.name
+            try:
+                tls = client_tls(self._secret(repo, name, "spec.certSecretRef"))
+            except ValueError as exc:
+                raise RegistryError(
+                    "AuthenticationFailed",
+                    f"secret {repo.metadata.namespace}/{name} {exc}",
+                    "spec.certSecretRef",
+                ) from None
         async with Registry(
-            ref, self._credentials(repo, ref.host), parse_duration(spec.timeout), self.transport
+            ref, self._credentials(repo, ref.host), parse_duration(spec.timeout), self.transport, tls
         ) as reg:
             try:
                 label, digest = await _resolve(reg, repo)

@@ -15,6 +15,7 @@ import hashlib
 import json
 import re
 import ssl
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,6 +95,34 @@ def tls_context() -> ssl.SSLContext:
     return ssl.create_default_context()
 
 
+def client_tls(data: Mapping[str, str]) -> ssl.SSLContext:
+    """A TLS context from a certSecretRef: `ca.crt` trusted besides the system's roots, and the client
+    certificate `tls.crt` with its key `tls.key`. The key is written to a 0600 file in a private temporary
+    folder only for the moment `ssl` reads it (it takes no key from memory), then removed."""
+    ctx = ssl.create_default_context()
+    if data.get("ca.crt"):
+        try:
+            ctx.load_verify_locations(cadata=data["ca.crt"])
+        except (ssl.SSLError, ValueError):
+            raise ValueError("ca.crt is not a PEM certificate") from None
+    cert, key = data.get("tls.crt"), data.get("tls.key")
+    if bool(cert) != bool(key):
+        raise ValueError("has tls.crt without tls.key (or the other way round); give both or neither")
+    if cert and key:
+        with tempfile.TemporaryDirectory(prefix="rheostat-tls-") as tmp:
+            cert_file, key_file = Path(tmp) / "tls.crt", Path(tmp) / "tls.key"
+            cert_file.write_text(cert)
+            key_file.touch(mode=0o600)
+            key_file.write_text(key)
+            try:
+                ctx.load_cert_chain(cert_file, key_file)
+            except ssl.SSLError:
+                raise ValueError("tls.crt and tls.key are not a matching PEM certificate and key") from None
+    if not data.get("ca.crt") and not cert:
+        raise ValueError("has none of ca.crt, tls.crt and tls.key")
+    return ctx
+
+
 def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
@@ -113,6 +142,7 @@ class Registry:
         credentials: tuple[str, str] | None,
         timeout_s: float,
         transport: httpx.AsyncBaseTransport | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.ref = ref
         self._credentials = credentials
@@ -122,7 +152,7 @@ class Registry:
             timeout=timeout_s,
             follow_redirects=False,
             transport=transport,
-            verify=tls_context() if ref.scheme == "https" else False,
+            verify=(tls or tls_context()) if ref.scheme == "https" else False,
         )
         self.requests = 0  # for the benchmark and the tests: how many round trips a fetch made
 
@@ -252,9 +282,11 @@ class Registry:
             return await self._client.send(req, stream=stream)
         except httpx.TimeoutException:
             raise RegistryError("OCIArtifactPullFailed", f"{self.ref.url}: timed out") from None
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, ssl.SSLError) as exc:  # a TLS alert after the handshake is not wrapped
             why = str(exc) or type(exc).__name__
-            if self.ref.scheme == "https" and "SSL" in why.upper():
+            if "CERTIFICATE_VERIFY_FAILED" in why:
+                why += " (a registry with a private CA needs its ca.crt in spec.certSecretRef)"
+            elif self.ref.scheme == "https" and "SSL" in why.upper():
                 why += " (a registry served over plain HTTP needs spec.insecure: true)"
             raise RegistryError("OCIArtifactPullFailed", f"cannot reach {self.ref.url}: {why}") from None
 

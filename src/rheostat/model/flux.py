@@ -77,7 +77,6 @@ NOT_SUPPORTED_FIELDS: dict[str, dict[str, str]] = {
     },
     "OCIRepository": {
         "spec.serviceAccountName": "put the registry credentials in spec.secretRef (a docker-config Secret)",
-        "spec.certSecretRef": "remove it; serve the registry with a certificate the system trusts",
         "spec.proxySecretRef": "remove it; set HTTPS_PROXY for `rheostat run`",
     },
     "Bucket": {

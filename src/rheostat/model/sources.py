@@ -92,6 +92,7 @@ class OCIRepositorySpec(Strict):
     layerSelector: LayerSelector | None = None
     provider: Literal["generic", "aws", "azure", "gcp"] = "generic"
     secretRef: LocalRef | None = None
+    certSecretRef: LocalRef | None = None  # ca.crt, tls.crt and tls.key
     verify: OCIVerify | None = None
     interval: str = "5m"
     timeout: str = "60s"
