@@ -153,6 +153,19 @@ async def test_semver_picks_the_highest_matching_tag(tmp_path: Path, registry: R
     assert w.version() == "1.1.0" and w.ks()["lastAppliedRevision"] == f"1.1.0@{d}"
 
 
+async def test_semver_filter_narrows_the_tags_first(tmp_path: Path, registry: Registry) -> None:
+    name = "apps/rc"
+    registry.push_artifact(name, "1.0.0", {"w.yaml": workload("1.0.0")})
+    rc = registry.push_artifact(name, "1.1.0-rc.2", {"w.yaml": workload("rc2")})
+    registry.push_artifact(name, "1.1.0-rc.1", {"w.yaml": workload("rc1")})
+    w = World(tmp_path, oci(registry, name), ref={"semver": ">=1.0.0-0", "semverFilter": ".*-rc.*"})
+    await w.reconcile()
+    assert w.version() == "rc2" and w.ks()["lastAppliedRevision"] == f"1.1.0-rc.2@{rc}"
+    none = World(tmp_path / "none", oci(registry, name), ref={"semver": ">=2.0.0"})
+    await none.reconcile()
+    assert none.ready_message().startswith("spec.ref.semver: no tag matches the semver range '>=2.0.0'")
+
+
 async def test_a_digest_pin_holds_while_the_tag_moves(tmp_path: Path, registry: Registry) -> None:
     name = "apps/pinned"
     pinned = registry.push_artifact(name, "latest", {"w.yaml": workload("1")})

@@ -97,3 +97,25 @@ def test_a_layer_that_is_not_a_gzip_tarball_is_named(tmp_path: Path) -> None:
     dest.mkdir()
     with pytest.raises(ArchiveError, match="not a gzip tarball"):
         extract_tgz(src, dest)
+
+
+def test_cosign_key_kinds_other_than_ecdsa_are_checked_too() -> None:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+
+    from rheostat.gitops.oci_verify import names_digest, signature_ok
+
+    payload = b'{"critical":{"image":{"docker-manifest-digest":"sha256:ab"}}}'
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ed_key = ed25519.Ed25519PrivateKey.generate()
+    ec_key = ec.generate_private_key(ec.SECP256R1())
+    signed = [
+        (rsa_key.public_key(), rsa_key.sign(payload, padding.PKCS1v15(), hashes.SHA256())),
+        (ed_key.public_key(), ed_key.sign(payload)),
+        (ec_key.public_key(), ec_key.sign(payload, ec.ECDSA(hashes.SHA256()))),
+    ]
+    for key, sig in signed:
+        assert signature_ok(key, sig, payload)
+        assert not signature_ok(key, sig, payload + b" ")
+    assert not signature_ok(signed[0][0], signed[1][1], payload)  # another key's signature
+    assert names_digest(payload, "sha256:ab") and not names_digest(payload, "sha256:cd")
