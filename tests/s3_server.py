@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import ssl
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import botocore.session  # type: ignore[import-untyped]
+import httpx
 
 from tests import processes
 from tests.processes import Server
@@ -45,7 +47,8 @@ class S3(Server):
 
 
 @contextlib.contextmanager
-def s3_server(tmp: Path) -> Iterator[S3]:
+def s3_server(tmp: Path, *, tls: dict[str, str] | None = None) -> Iterator[S3]:
+    """moto_server on a free loopback port; `tls`: certificate, key and the CA that signed them (HTTPS)."""
     venv_bin = Path(sys.executable).parent / "moto_server"
     found = str(venv_bin) if venv_bin.is_file() else shutil.which("moto_server")
     if found is None:
@@ -53,14 +56,22 @@ def s3_server(tmp: Path) -> Iterator[S3]:
     assert found is not None
     tmp.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     env = {
         **os.environ,
         "INITIAL_NO_AUTH_ACTION_COUNT": str(SETUP_CALLS),
         "MOTO_ALLOW_NONEXISTENT_REGION": "false",
     }
-    ready = processes.answers(f"{url}/moto-api/")
+    verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=tls["ca"]) if tls else True
+
+    def ready() -> bool:
+        with contextlib.suppress(httpx.HTTPError):
+            return httpx.get(f"{url}/moto-api/", timeout=1, verify=verify).status_code == 200
+        return False
+
     argv = [found, "-H", "127.0.0.1", "-p", str(port)]
+    if tls:
+        argv += ["-s", "-c", tls["certificate"], "-k", tls["key"]]
     with processes.started(argv, tmp / "moto.log", ready, name="moto_server", env=env) as process:
         session = botocore.session.get_session()
         setup = {
@@ -68,6 +79,7 @@ def s3_server(tmp: Path) -> Iterator[S3]:
             "region_name": REGION,
             "aws_access_key_id": "setup",
             "aws_secret_access_key": "x",
+            "verify": tls["ca"] if tls else None,
         }
         iam = session.create_client("iam", **setup)
         iam.create_user(UserName="flux")
@@ -79,5 +91,6 @@ def s3_server(tmp: Path) -> Iterator[S3]:
             region_name=REGION,
             aws_access_key_id=key["AccessKeyId"],
             aws_secret_access_key=key["SecretAccessKey"],
+            verify=tls["ca"] if tls else None,
         )
         yield S3(url, process, tmp / "moto.log", key["AccessKeyId"], key["SecretAccessKey"], s3)

@@ -18,6 +18,7 @@ from rheostat.store import Store
 from tests.s3_server import REGION, S3, s3_server
 from tests.servers import free_port
 from tests.test_oci import Clock, found, workload
+from tests.test_oci_tls import Pki, pki
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,7 @@ class World:
         creds = {"accesskey": s3.access_key, "secretkey": s3.secret_key} if secret is None else secret
         self.secrets = {("flux-system", "s3-creds"): creds}
         self.fetchers = source_fetchers(tmp / "work", lambda ns, n: self.secrets.get((ns, n)))
-        endpoint = s3.url.removeprefix("http://")
+        endpoint = s3.url.removeprefix("http://")  # host:port, as Flux users write it
         boot = [
             parse_object(
                 {
@@ -208,3 +209,36 @@ def test_what_rheostat_does_not_do_is_refused_by_field(spec: dict[str, Any], fie
         parse_object(doc, "sources.yaml")
     assert str(err.value).startswith(f"sources.yaml: Bucket flux-system/app: {field}")
     assert words in str(err.value)
+
+
+@pytest.fixture(scope="module")
+def s3_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[S3, Pki]]:
+    tmp = tmp_path_factory.mktemp("s3-tls")
+    keys = pki(tmp)
+    tls = {
+        "certificate": keys.files["server.crt"],
+        "key": keys.files["server.key"],
+        "ca": keys.files["ca.crt"],
+    }
+    with s3_server(tmp, tls=tls) as server:
+        yield server, keys
+
+
+async def test_an_endpoint_with_a_private_ca_is_trusted_through_cert_secret_ref(
+    tmp_path: Path, s3_tls: tuple[S3, Pki]
+) -> None:
+    s3, keys = s3_tls
+    s3.create("private")
+    s3.put("private", "w.yaml", named("w", "1"))
+    endpoint = s3.url  # https://127.0.0.1:<port>
+    untrusted = World(tmp_path / "a", s3, "private", endpoint=endpoint, insecure=False)
+    await untrusted.reconcile()
+    assert untrusted.ready_message().startswith(f"spec.endpoint: cannot reach {endpoint}: ")
+    assert "needs its ca.crt in spec.certSecretRef" in untrusted.ready_message()
+    assert untrusted.workloads() == {}
+    trusted = World(
+        tmp_path / "b", s3, "private", endpoint=endpoint, insecure=False, certSecretRef={"name": "s3-ca"}
+    )
+    trusted.secrets[("flux-system", "s3-ca")] = {"ca.crt": keys.ca}
+    await trusted.reconcile()
+    assert trusted.workloads() == {"apps/w": "1"}

@@ -16,6 +16,7 @@ import dataclasses
 import hashlib
 import json
 import shutil
+import ssl
 import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path, PurePosixPath
@@ -28,7 +29,7 @@ from botocore.credentials import Credentials  # type: ignore[import-untyped]
 from pathspec import GitIgnoreSpec
 
 from rheostat.gitops import git_ignore
-from rheostat.gitops.oci_registry import tls_context
+from rheostat.gitops.oci_registry import client_tls, tls_context
 from rheostat.gitops.sources import Fetched, FetchError, SecretLookup
 from rheostat.model.sources import Bucket
 from rheostat.util.durations import parse_duration
@@ -77,6 +78,7 @@ class S3Client:
         signer: Signer | None,
         timeout_s: float,
         transport: httpx.AsyncBaseTransport | None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.base = base.rstrip("/")
         self.bucket = bucket
@@ -85,7 +87,7 @@ class S3Client:
         self._client = httpx.AsyncClient(
             timeout=timeout_s,
             transport=transport,
-            verify=tls_context() if base.startswith("https://") else False,
+            verify=(tls or tls_context()) if base.startswith("https://") else False,
         )
 
     async def aclose(self) -> None:
@@ -102,9 +104,12 @@ class S3Client:
             resp = await self._client.get(url, headers=headers)
         except httpx.TimeoutException:
             raise BucketError("BucketOperationFailed", "spec.endpoint", f"{self.base}: timed out") from None
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, ssl.SSLError) as exc:  # a TLS alert after the handshake is not wrapped
+            why = str(exc) or type(exc).__name__
+            if "CERTIFICATE_VERIFY_FAILED" in why:
+                why += " (an endpoint with a private CA needs its ca.crt in spec.certSecretRef)"
             raise BucketError(
-                "BucketOperationFailed", "spec.endpoint", f"cannot reach {self.base}: {exc}"
+                "BucketOperationFailed", "spec.endpoint", f"cannot reach {self.base}: {why}"
             ) from None
         if resp.status_code == 404:
             raise BucketError("BucketOperationFailed", field, f"{what} not found at {self.base}")
@@ -215,6 +220,20 @@ class BucketFetcher:
         except BucketError as exc:
             raise FetchError(exc.reason, str(exc)) from None
 
+    def _tls(self, repo: Bucket) -> ssl.SSLContext | None:
+        if repo.spec.certSecretRef is None:
+            return None
+        name = repo.spec.certSecretRef.name
+        try:
+            data = self.secrets(repo.metadata.namespace, name)
+            if data is None:
+                raise ValueError("not found")
+            return client_tls(data)
+        except (ValueError, OSError) as exc:
+            raise BucketError(
+                "AuthenticationFailed", "spec.certSecretRef", f"secret {repo.metadata.namespace}/{name} {exc}"
+            ) from None
+
     def _signer(self, repo: Bucket) -> Signer | None:
         spec = repo.spec
         if spec.secretRef is None:
@@ -256,7 +275,12 @@ class BucketFetcher:
                 "BucketOperationFailed", "spec.endpoint", f"{base} is plain HTTP; set spec.insecure: true"
             )
         client = S3Client(
-            base, spec.bucketName, self._signer(repo), parse_duration(spec.timeout), self.transport
+            base,
+            spec.bucketName,
+            self._signer(repo),
+            parse_duration(spec.timeout),
+            self.transport,
+            self._tls(repo),
         )
         try:
             objects = await client.list(spec.prefix)

@@ -82,7 +82,6 @@ NOT_SUPPORTED_FIELDS: dict[str, dict[str, str]] = {
     "Bucket": {
         "spec.sts": "put static credentials (accesskey, secretkey) in spec.secretRef",
         "spec.serviceAccountName": "put static credentials (accesskey, secretkey) in spec.secretRef",
-        "spec.certSecretRef": "remove it; serve the endpoint with a certificate the system trusts",
         "spec.proxySecretRef": "remove it; set HTTPS_PROXY for `rheostat run`",
     },
     "Receiver": {

@@ -137,6 +137,7 @@ class BucketSpec(Strict):
     prefix: str | None = None
     insecure: bool = False
     secretRef: LocalRef | None = None
+    certSecretRef: LocalRef | None = None  # ca.crt, tls.crt and tls.key
     interval: str = "5m"
     timeout: str = "60s"
     ignore: str | None = None
