@@ -157,8 +157,7 @@ class GitOps:
         ks = next((k for k in self.kustomizations() if k.metadata.key == key), None)
         if ks is None:
             raise LookupError(f"Kustomization {key} not found")
-        src_key = self.source_of(key)
-        src_kind = ks.spec.sourceRef.kind
+        src_kind, src_key = self.source_ident(key)
         repo = next((r for r in self.sources() if (r.kind, r.metadata.key) == (src_kind, src_key)), None)
         if repo is None:
             raise LookupError(f"{src_kind} {src_key} not found")
@@ -170,10 +169,7 @@ class GitOps:
         """Which Kustomization, source, revision and file made an object."""
         for ks_key, state in self.store.list_states(KUSTOMIZATION).items():
             if [kind, key] in state.get("inventory", []):
-                src_key = self.source_of(ks_key)
-                src_kind = next(
-                    k.spec.sourceRef.kind for k in self.kustomizations() if k.metadata.key == ks_key
-                )
+                src_kind, src_key = self.source_ident(ks_key)
                 repo = next(
                     (r for r in self.sources() if (r.kind, r.metadata.key) == (src_kind, src_key)), None
                 )
