@@ -21,7 +21,7 @@ demo: $(STAMP) system-deps
 # (root); else say what to run. kubectl (kustomize builds) is not among them: Debian's `kubernetes-client`
 # is kubectl 1.20, whose kustomize lacks `components` and `patches`; the machines' image carries a current
 # kubectl, and the tests that need it fail under CI=true without it (a missing one is named here).
-SYSTEM_BINS := prometheus git gpg ssh-keygen chromium influxd carbon-cache graphite-manage victoria-metrics age
+SYSTEM_BINS := prometheus git gpg ssh-keygen chromium influxd carbon-cache graphite-manage victoria-metrics age docker-registry
 system-deps:
 	@missing=""; for b in $(SYSTEM_BINS); do command -v $$b >/dev/null 2>&1 || missing="$$missing $$b"; done; \
 	if [ -n "$$missing" ]; then \

@@ -19,6 +19,7 @@ from bench import (
     gitops_scale,
     helm,
     kube_scale,
+    oci,
     policy_admission,
     policy_engines,
     sops,
@@ -55,6 +56,8 @@ def main() -> None:
     sops.main()
     print("\n## Kubernetes: 500 Canaries against kmock, `rheostat run --kubeconfig`\n")
     kube_scale.main([])
+    print("\n## OCI artifacts: a 500-file Flux artifact from a local docker-registry\n")
+    oci.main()
 
 
 if __name__ == "__main__":

@@ -373,7 +373,7 @@ async def test_multi_tenancy_clusters_build_and_refuse_impersonation_by_name(sha
         )
     with pytest.raises(ManifestError) as one:
         await build(repo, "infrastructure/kyverno")
-    assert "OCIRepository is not supported by Rheostat yet" in str(one.value)
+    assert "cosign keyless verification is not supported by Rheostat yet" in str(one.value)
     with pytest.raises(ManifestErrors) as tenants:  # ../base/dev-team and a patch file: kustomize's own work
         await build(repo, "tenants/staging")
     dev_team = [p for p in tenants.value.problems if p.obj == "Kustomization apps/dev-team"]

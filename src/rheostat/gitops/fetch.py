@@ -1,11 +1,14 @@
-"""A GitRepository fetched through the real-git layer, with its secrets resolved here and nowhere else."""
+"""A GitRepository fetched through the real-git layer, with its secrets resolved here and nowhere else; and
+the registry of every source kind's fetcher (`source_fetchers`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from rheostat.gitops import git
-from rheostat.gitops.sources import Fetched, FetchError, SecretLookup
+from rheostat.gitops.bucket import BucketFetcher
+from rheostat.gitops.oci import OCIFetcher
+from rheostat.gitops.sources import Fetched, FetchError, SecretLookup, SourceFetchers
 from rheostat.model.gitops import GitRepository
 from rheostat.util.durations import parse_duration
 
@@ -75,3 +78,11 @@ class GitFetcher:
             artifact.changed if previous else None,
             previous,
         )
+
+
+def source_fetchers(workdir: Path, secrets: SecretLookup) -> SourceFetchers:
+    """Every source kind Rheostat reads, each fetched into its own folder of the one artifact store."""
+    return SourceFetchers(
+        GitFetcher(workdir, secrets),
+        kinds={"OCIRepository": OCIFetcher(workdir, secrets), "Bucket": BucketFetcher(workdir, secrets)},
+    )

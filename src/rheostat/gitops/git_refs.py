@@ -83,13 +83,15 @@ def choose(ref: GitRef, refs: dict[str, str], head: str | None) -> Target:
 def best_tag(spec: str, tags: list[str]) -> str:
     """The highest tag in the Masterminds-style range, parsed by node-semver (npm ranges; ',' means AND).
 
-    Pre-release tags count only when the range names a pre-release, as in both Masterminds and npm.
+    Pre-release tags count only when the range names a pre-release, and then any of them does, as in
+    Masterminds (`>=1.0.0-0` takes 1.1.0-rc.1; npm would take only pre-releases of 1.0.0).
     """
     rng = " ".join(spec.replace(",", " ").split())
     if not rng or nodesemver.valid_range(rng, True) is None:
         raise GitError("InvalidSpec", f"semver range {spec!r} is not valid")
     versions = [t for t in tags if nodesemver.valid(t, True) is not None]
-    best: object = nodesemver.max_satisfying(versions, rng, loose=True)
+    pre = re.search(r"\d-[0-9A-Za-z]", rng) is not None  # "1.0.0-0", not the hyphen range "1.0 - 2.0"
+    best: object = nodesemver.max_satisfying(versions, rng, loose=True, include_prerelease=pre)
     if not isinstance(best, str):
         raise GitError(
             "RefNotFound", f"no tag matches the semver range {spec!r} ({len(versions)} version tags)"

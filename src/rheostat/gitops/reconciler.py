@@ -22,17 +22,27 @@ from rheostat.gitops import conditions as cond
 from rheostat.gitops.build import KUSTOMIZE_FILES, BuildCache, BuildError, Built, build, uses_kustomize
 from rheostat.gitops.checks import Index, check_flags, check_references
 from rheostat.gitops.sops import DecryptionError, decryptor_for
-from rheostat.gitops.sources import Fetched, Fetcher, FetchError, SecretLookup, unreadable
+from rheostat.gitops.sources import (
+    SOURCE_KINDS,
+    SOURCE_TYPES,
+    Fetched,
+    Fetcher,
+    FetchError,
+    SecretLookup,
+    Source,
+    location,
+    unreadable,
+)
 from rheostat.gitops.variables import VariablesError, variables_for
 from rheostat.model.flags import FeatureFlag, FlagSet
-from rheostat.model.gitops import GitRepository, Kustomization
+from rheostat.model.gitops import Kustomization
 from rheostat.model.load import FieldError, Manifest, ManifestError, parse_object
 from rheostat.store.port import State
 from rheostat.util.durations import parse_duration
 
 log = logging.getLogger(__name__)
 
-SOURCE = "GitRepository"
+SOURCE = "GitRepository"  # the root source of `rheostat run --repo`; SOURCE_KINDS lists every source kind
 KUSTOMIZATION = "Kustomization"
 BOOTSTRAP = "bootstrap"
 MAX_NESTING = 5  # a Kustomization that applies Kustomizations that apply Kustomizations...
@@ -106,7 +116,7 @@ class GitOps:
     def __init__(
         self,
         store: State,
-        fetcher: Fetcher,
+        fetcher: Fetcher[Any],
         hooks: Hooks | None = None,
         *,
         clock: Callable[[], float] = time.time,
@@ -148,6 +158,17 @@ class GitOps:
         if not suspended:
             self.request(kind, key)
 
+    def source_kind(self, key: str) -> str:
+        """The kind of the source stored under `key` (GitRepository when none is): for `reconcile source`."""
+        return next((k for k in SOURCE_KINDS if self.store.get_object(k, key) is not None), SOURCE)
+
+    def source_ident(self, key: str) -> Ident:
+        """(kind, key) of the source of Kustomization `key`."""
+        ks = next((k for k in self.kustomizations() if k.metadata.key == key), None)
+        if ks is None:
+            raise LookupError(f"Kustomization {key} not found")
+        return ks.spec.sourceRef.kind, self.source_of(key)
+
     def source_of(self, key: str) -> str:
         for ks in self.kustomizations():
             if ks.metadata.key == key:
@@ -159,10 +180,10 @@ class GitOps:
         ks = next((k for k in self.kustomizations() if k.metadata.key == key), None)
         if ks is None:
             raise LookupError(f"Kustomization {key} not found")
-        src_key = self.source_of(key)
-        repo = next((r for r in self.sources() if r.metadata.key == src_key), None)
+        src_kind, src_key = self.source_ident(key)
+        repo = next((r for r in self.sources() if (r.kind, r.metadata.key) == (src_kind, src_key)), None)
         if repo is None:
-            raise LookupError(f"GitRepository {src_key} not found")
+            raise LookupError(f"{src_kind} {src_key} not found")
         fetched = await self.fetcher.preview(repo)  # a scratch copy: the source's own artifact stays as it is
         plan, _ = await self.plan(ks, {"revision": fetched.revision, "path": str(fetched.path)})
         return fetched.revision, plan
@@ -171,13 +192,15 @@ class GitOps:
         """Which Kustomization, source, revision and file made an object."""
         for ks_key, state in self.store.list_states(KUSTOMIZATION).items():
             if [kind, key] in state.get("inventory", []):
-                src_key = self.source_of(ks_key)
-                repo = next((r for r in self.sources() if r.metadata.key == src_key), None)
+                src_kind, src_key = self.source_ident(ks_key)
+                repo = next(
+                    (r for r in self.sources() if (r.kind, r.metadata.key) == (src_kind, src_key)), None
+                )
                 return {
                     "object": f"{kind} {key}",
                     "kustomization": ks_key,
                     "source": src_key,
-                    "url": repo.spec.url if repo else "",
+                    "url": location(repo) if repo else "",
                     "revision": state.get("lastAppliedRevision", ""),
                     "file": state.get("files", {}).get(f"{kind} {key}", ""),
                     "ready": cond.condition(state, "Ready"),
@@ -196,8 +219,8 @@ class GitOps:
             }
         raise LookupError(f"{kind} {key} is not managed by any Kustomization")
 
-    def sources(self) -> list[GitRepository]:
-        return [o for o in self._objects(SOURCE) if isinstance(o, GitRepository)]
+    def sources(self) -> list[Source]:
+        return [o for kind in SOURCE_KINDS for o in self._objects(kind) if isinstance(o, SOURCE_TYPES)]
 
     def kustomizations(self) -> list[Kustomization]:
         return [o for o in self._objects(KUSTOMIZATION) if isinstance(o, Kustomization)]
@@ -230,7 +253,9 @@ class GitOps:
         """One pass; sources and Kustomizations that the pass itself applied are reconciled in it too."""
         seen: set[Ident] = set()
         for depth in range(MAX_NESTING):
-            kinds = {(o.kind, o.key) for k in (SOURCE, KUSTOMIZATION) for o in self.store.list_objects(k)}
+            kinds = {
+                (o.kind, o.key) for k in (*SOURCE_KINDS, KUSTOMIZATION) for o in self.store.list_objects(k)
+            }
             new = kinds - seen
             if not new:
                 return
@@ -267,14 +292,15 @@ class GitOps:
         self._index_cache = None
         requested, self._requested = self._requested, set()
         now = self.clock()
-        changed_sources: set[str] = set()
+        changed_sources: set[Ident] = set()
         for repo in self.sources():
-            key = repo.metadata.key
-            if await self._reconcile_source(repo, force or (SOURCE, key) in requested, now):
-                changed_sources.add(key)
+            ident = (repo.kind, str(repo.metadata.key))
+            if await self._reconcile_source(repo, force or ident in requested, now):
+                changed_sources.add(ident)
         for ks in self._ordered():
             key = ks.metadata.key
-            src = f"{ks.spec.sourceRef.namespace or ks.metadata.namespace}/{ks.spec.sourceRef.name}"
+            ref = ks.spec.sourceRef
+            src = (ref.kind, f"{ref.namespace or ks.metadata.namespace}/{ref.name}")
             by_hand = force or (KUSTOMIZATION, key) in requested
             await self._reconcile_kustomization(ks, by_hand or src in changed_sources, now, asked=by_hand)
         if self.helm is not None:
@@ -288,10 +314,10 @@ class GitOps:
 
     # -- sources ----------------------------------------------------------------------------------------
 
-    async def _reconcile_source(self, repo: GitRepository, requested: bool, now: float) -> bool:
+    async def _reconcile_source(self, repo: Source, requested: bool, now: float) -> bool:
         """Fetch when due; True when a new artifact was stored."""
         key = repo.metadata.key
-        state = self.state(SOURCE, key)
+        state = self.state(repo.kind, key)
         if repo.spec.suspend or state.get("suspended"):
             return False
         if not requested and now < state.get("nextAt", 0):
@@ -316,7 +342,7 @@ class GitOps:
             if reason == "VerificationFailed":
                 cond.set_condition(state, "SourceVerified", "False", "Failed", str(exc), now)
             state.update(failures=failures, nextAt=now + min(interval, 2.0 * 2 ** min(failures, 6)))
-            self._save(SOURCE, key, state, "FetchFailed", f"{reason}: {exc}", warning=True, once=True)
+            self._save(repo.kind, key, state, "FetchFailed", f"{reason}: {exc}", warning=True, once=True)
             return False
         new = last is None or last["revision"] != fetched.revision
         state["artifact"] = {
@@ -339,7 +365,7 @@ class GitOps:
             )
         cond.ready(state, "Succeeded", msg, now)
         state.update(failures=0, nextAt=now + interval, lastFetch=now)
-        self._save(SOURCE, key, state, "NewArtifact" if new else "", msg if new else "")
+        self._save(repo.kind, key, state, "NewArtifact" if new else "", msg if new else "")
         return new
 
     # -- kustomizations ---------------------------------------------------------------------------------
@@ -402,9 +428,9 @@ class GitOps:
                 self._save(KUSTOMIZATION, key, state, "DependencyNotReady", msg, once=True)
                 return
         src_key = f"{ks.spec.sourceRef.namespace or ks.metadata.namespace}/{ks.spec.sourceRef.name}"
-        artifact = self.state(SOURCE, src_key).get("artifact")
+        artifact = self.state(ks.spec.sourceRef.kind, src_key).get("artifact")
         if artifact is None:
-            msg = f"source GitRepository {src_key} has no artifact"
+            msg = f"source {ks.spec.sourceRef.kind} {src_key} has no artifact"
             cond.failed(state, "ArtifactFailed", msg, now)
             state["nextAt"] = now + min(retry, 5.0)
             self._save(KUSTOMIZATION, key, state, "ArtifactFailed", msg, warning=True, once=True)

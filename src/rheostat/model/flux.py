@@ -26,15 +26,15 @@ VERSIONS: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {
     (HELM, "HelmRelease"): ("v2", ("v2beta2", "v2beta1")),
     (SOURCE, "HelmRepository"): ("v1", ("v1beta2", "v1beta1")),
     (SOURCE, "HelmChart"): ("v1", ("v1beta2", "v1beta1")),
+    (SOURCE, "OCIRepository"): ("v1", ("v1beta2",)),
+    (SOURCE, "Bucket"): ("v1", ("v1beta2", "v1beta1")),
 }
 
-_SOURCE_TODO = "use a GitRepository (source.toolkit.fluxcd.io/v1) for the manifests"
+_SOURCE_TODO = "use a GitRepository, an OCIRepository or a Bucket (source.toolkit.fluxcd.io/v1)"
 _IMAGE_TODO = "image automation is not run; update image tags with a commit"
 
 # (group, kind) -> (the versions Flux serves, what to do instead)
 NOT_YET: dict[tuple[str, str], tuple[tuple[str, ...], str]] = {
-    (SOURCE, "OCIRepository"): (("v1", "v1beta2"), _SOURCE_TODO),
-    (SOURCE, "Bucket"): (("v1", "v1beta2", "v1beta1"), _SOURCE_TODO),
     (SOURCE, "ExternalArtifact"): (("v1",), _SOURCE_TODO),
     ("source.extensions.fluxcd.io", "ArtifactGenerator"): (
         ("v1beta1",),
@@ -92,6 +92,15 @@ NOT_SUPPORTED_FIELDS: dict[str, dict[str, str]] = {
         "spec.upgrade.disableSchemaValidation": "Helm's SDK checks values.schema.json on every render; fix "
         "the values or the chart's schema",
         "spec.driftDetection.ignore": "remove it; drift is found and repaired on whole objects",
+    },
+    "OCIRepository": {
+        "spec.serviceAccountName": "put the registry credentials in spec.secretRef (a docker-config Secret)",
+        "spec.proxySecretRef": "remove it; set HTTPS_PROXY for `rheostat run`",
+    },
+    "Bucket": {
+        "spec.sts": "put static credentials (accesskey, secretkey) in spec.secretRef",
+        "spec.serviceAccountName": "put static credentials (accesskey, secretkey) in spec.secretRef",
+        "spec.proxySecretRef": "remove it; set HTTPS_PROXY for `rheostat run`",
     },
     "Receiver": {
         "spec.resourceFilter": "remove it; list the resources by name",

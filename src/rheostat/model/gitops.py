@@ -83,12 +83,14 @@ class SourceRef(Strict):
     @field_validator("kind")
     @classmethod
     def _kind(cls, v: str) -> str:
-        if v in ("OCIRepository", "Bucket", "ExternalArtifact"):
+        if v == "ExternalArtifact":
             raise ValueError(
-                f"{v} is not supported by Rheostat yet: use a GitRepository (source.toolkit.fluxcd.io/v1)"
+                f"{v} is not supported by Rheostat yet: use a GitRepository, an OCIRepository or a Bucket"
             )
-        if v != "GitRepository":
-            raise ValueError(f"{v!r}: a Kustomization's source is a GitRepository")
+        if v not in ("GitRepository", "OCIRepository", "Bucket"):
+            raise ValueError(
+                f"{v!r}: a Kustomization's source is a GitRepository, an OCIRepository or a Bucket"
+            )
         return v
 
 
@@ -230,7 +232,7 @@ class Kustomization(Strict):
 
 class ReceiverResource(Strict):
     apiVersion: str | None = None
-    kind: Literal["GitRepository", "Kustomization"]
+    kind: Literal["GitRepository", "OCIRepository", "Bucket", "Kustomization"]
     name: str
     namespace: str | None = None
 

@@ -42,6 +42,7 @@ from rheostat.model.policy import (
     ValidatingAdmissionPolicyBinding,
     is_constraint,
 )
+from rheostat.model.sources import Bucket, OCIRepository
 from rheostat.model.workload import Workload
 from rheostat.model.yaml_limits import YamlLimitError, safe_load_all
 
@@ -58,6 +59,8 @@ Manifest = (
     | HelmRepository
     | HelmChart
     | HelmRelease
+    | OCIRepository
+    | Bucket
     | ConstraintTemplate
     | Constraint
     | ValidatingAdmissionPolicy
@@ -79,6 +82,8 @@ MANIFEST_TYPES = (
     HelmRepository,
     HelmChart,
     HelmRelease,
+    OCIRepository,
+    Bucket,
     ConstraintTemplate,
     Constraint,
     ValidatingAdmissionPolicy,
@@ -96,6 +101,8 @@ _FLUX_MODELS: dict[str, type[BaseModel]] = {
     "HelmRepository": HelmRepository,
     "HelmChart": HelmChart,
     "HelmRelease": HelmRelease,
+    "OCIRepository": OCIRepository,
+    "Bucket": Bucket,
 }
 
 KINDS: dict[tuple[str, str], type[BaseModel]] = {

@@ -17,11 +17,10 @@ from watchfiles import awatch
 from rheostat.flags.kill import KillSwitch
 from rheostat.flags.rollout import FlagRollouts
 from rheostat.flags.store import FlagSetError, FlagStore, sources_from_store
-from rheostat.gitops.fetch import GitFetcher
+from rheostat.gitops.fetch import source_fetchers
 from rheostat.gitops.gate import Finding, PolicyGate
 from rheostat.gitops.helm_release import HelmReleases
 from rheostat.gitops.reconciler import KUSTOMIZATION, SOURCE, GitOps, Hooks
-from rheostat.gitops.sources import SourceFetchers
 from rheostat.model.base import ObjectKey, object_key
 from rheostat.model.canary import Canary
 from rheostat.model.flags import FeatureFlag, FlagSet
@@ -284,7 +283,7 @@ class Controller:
         self.handover = Handover(self.engine, self.platform, self.router, self.scheduler)
         self.gitops = GitOps(
             self.store,
-            SourceFetchers(GitFetcher((data / "sources").resolve(), self.secrets.get)),
+            source_fetchers((data / "sources").resolve(), self.secrets.get),
             Hooks(
                 on_applied=self._applied,
                 health=self.handover.health,

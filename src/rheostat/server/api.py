@@ -23,7 +23,7 @@ from rheostat.gitops import conditions as cond
 from rheostat.gitops.build import BuildError
 from rheostat.gitops.receivers import hook_path, verify
 from rheostat.gitops.reconciler import KUSTOMIZATION, SOURCE, body_of
-from rheostat.gitops.sources import FetchError
+from rheostat.gitops.sources import SOURCE_KINDS, FetchError
 from rheostat.model.base import ObjectKey
 from rheostat.model.canary import Canary
 from rheostat.model.gitops import Receiver
@@ -286,7 +286,7 @@ def create_app(ctl: Controller, token: str) -> Starlette:
         )
 
     async def sources(_: Request) -> Response:
-        return JSONResponse({"items": gitops_items(SOURCE)})
+        return JSONResponse({"items": [i for kind in SOURCE_KINDS for i in gitops_items(kind)]})
 
     async def kustomizations(_: Request) -> Response:
         return JSONResponse({"items": gitops_items(KUSTOMIZATION)})
@@ -297,11 +297,12 @@ def create_app(ctl: Controller, token: str) -> Starlette:
     async def reconcile_one(request: Request) -> Response:
         kind = {"sources": SOURCE, "kustomizations": KUSTOMIZATION, **HELM_KINDS}[request.path_params["kind"]]
         key = f"{request.path_params['namespace']}/{request.path_params['name']}"
+        kind = ctl.gitops.source_kind(key) if kind == SOURCE else kind
         if ctl.store.get_object(kind, key) is None:
             raise LookupError(f"{kind} {key} not found")
         ctl.gitops.request(kind, key)
         if kind == KUSTOMIZATION and request.query_params.get("withSource") == "true":
-            ctl.gitops.request(SOURCE, ctl.gitops.source_of(key))
+            ctl.gitops.request(*ctl.gitops.source_ident(key))
         return JSONResponse({"reconcile": f"{kind} {key}"}, 202)
 
     async def suspend(request: Request) -> Response:
@@ -309,6 +310,7 @@ def create_app(ctl: Controller, token: str) -> Starlette:
         key = f"{request.path_params['namespace']}/{request.path_params['name']}"
         if request.path_params["action"] not in ("suspend", "resume"):
             raise LookupError(f"unknown action {request.path_params['action']!r}; known: suspend, resume")
+        kind = ctl.gitops.source_kind(key) if kind == SOURCE else kind
         if ctl.store.get_object(kind, key) is None:
             raise LookupError(f"{kind} {key} not found")
         ctl.gitops.suspend(kind, key, request.path_params["action"] == "suspend")
