@@ -16,6 +16,7 @@ from bench import (
     envoy_overhead,
     flags_bench,
     gitops_scale,
+    kube_failover,
     kube_scale,
     policy_admission,
     policy_engines,
@@ -46,6 +47,8 @@ def main() -> None:
     flags_bench.main([])
     print("\n## Kubernetes: 500 Canaries against kmock, `rheostat run --kubeconfig`\n")
     kube_scale.main([])
+    print("\n## Kubernetes: leader failover, two replicas against kmock\n")
+    kube_failover.main([])
 
 
 if __name__ == "__main__":
