@@ -12,23 +12,31 @@ import contextlib
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from rheostat.model.base import ObjectKey
 from rheostat.plugins.kube import kinds
-from rheostat.plugins.kube.api import NotLeader, Obj
+from rheostat.plugins.kube.api import Kind, NotLeader, Obj
 from rheostat.plugins.kube.client import LightkubeAPI
 from rheostat.plugins.kube.errors import Retry
 from rheostat.plugins.kube.lease import Fenced, LeaderElector, LeaseConfig
+from rheostat.plugins.kube.memory import MemoryKube
+from rheostat.reactor.controller import Controller
+from rheostat.reactor.settings import ClusterSettings, LeaderElection, Settings
 from tests import kubeapi
+from tests import test_cluster_controller as cluster
 from tests.kube_schemas import assert_valid
 from tests.kubeapi import KubeServer
+from tests.kubelet import kubelet
 
 kube_server = kubeapi.kube_server  # the fixtures, made visible here
 kubeconfig = kubeapi.kubeconfig
 
 NS = "rheostat"
 NAME = "rheostat-leader"
+KEY = ObjectKey(f"{cluster.NS}/podinfo")
 MICRO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 
 
@@ -260,3 +268,74 @@ def test_the_timings_must_leave_the_fence_a_margin() -> None:
         LeaseConfig(NAME, NS, "a", 10, renew_deadline_s=10, retry_s=2)
     with pytest.raises(ValueError, match="a name, a namespace and an identity"):
         LeaseConfig(NAME, "", "a")
+
+
+# -- two controllers in one process, on the in-memory API server -------------------------------------------
+
+
+class Counting:
+    """One replica's view of the shared MemoryKube: the writes it sent (verb, kind), reads pass through."""
+
+    def __init__(self, api: MemoryKube) -> None:
+        self.api = api
+        self.sent: list[tuple[str, str]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.api, name)
+        verb = {"create": "create", "apply": "patch", "replace": "update", "patch_status": "patch"}.get(name)
+        verb = verb or {"delete": "delete", "event": "create"}.get(name)
+        if verb is None:
+            return attr
+
+        async def write(*args: Any, **kw: Any) -> Any:
+            first = args[0]
+            kind = first.kind if isinstance(first, Kind) else first.get("kind", "")
+            self.sent.append((verb, "Event" if name == "event" else kind))
+            return await attr(*args, **kw)
+
+        return write
+
+
+def replica(api: Counting, data: Path) -> Controller:
+    election = LeaderElection(NAME, NS, duration_s=1, renew_deadline_s=0.6, retry_s=0.1)
+    settings = Settings(
+        repo=None,
+        data_dir=data,
+        sync_interval_s=0.05,
+        cluster=ClusterSettings(mesh_provider="istio", leader_election=election),
+    )
+    return Controller(settings, kube=api)
+
+
+async def test_the_standby_writes_nothing_but_reads_the_status_and_takes_over_on_a_clean_stop(
+    tmp_path: Path,
+) -> None:
+    kube = MemoryKube()
+    await kube.apply(cluster.deployment("6.0.0"))
+    kube.add(cluster.canary())
+    a_api, b_api = Counting(kube), Counting(kube)
+    a, b = replica(a_api, tmp_path / "a"), replica(b_api, tmp_path / "b")
+    async with kubelet(kube, kube):
+        await a.start()
+        try:
+            await cluster.until(lambda: a.leadership is not None and a.leadership.leading)
+            await b.start()
+            try:
+                await cluster.until(lambda: cluster.status(kube).get("phase") == "Initialized")
+                await kube.apply(cluster.deployment("6.0.1"))
+                await cluster.until(lambda: cluster.status(kube).get("canaryWeight", 0) >= 25)
+                # the standby follows the status the leader writes, and writes nothing itself
+                await cluster.until(lambda: b.engine.status(KEY).canary_weight >= 25)
+                assert b_api.sent == [] and a_api.sent != []
+                assert b.standby_reason() is not None and "held by" in (b.standby_reason() or "")
+            finally:
+                await a.stop()  # clean: the Lease is released, b takes it at its next look
+            assert ("update", "Lease") in a_api.sent[-1:]
+            await cluster.until(lambda: b.leadership is not None and b.leadership.leading)
+            await cluster.until(lambda: cluster.status(kube).get("phase") == "Succeeded")
+            assert {k for _, k in b_api.sent} >= {"Lease", "Canary"}
+        finally:
+            await b.stop()
+    primary = await kube.get(kinds.DEPLOYMENT, cluster.NS, "podinfo-primary")
+    assert primary is not None
+    assert primary["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":6.0.1")
