@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from tests import test_cluster_controller as cluster
 from tests.kube_schemas import assert_valid
 from tests.kubeapi import KubeServer
 from tests.kubelet import kubelet
+from tests.test_run_cli import rheostat_bin
 
 kube_server = kubeapi.kube_server  # the fixtures, made visible here
 kubeconfig = kubeapi.kubeconfig
@@ -339,3 +341,16 @@ async def test_the_standby_writes_nothing_but_reads_the_status_and_takes_over_on
     primary = await kube.get(kinds.DEPLOYMENT, cluster.NS, "podinfo-primary")
     assert primary is not None
     assert primary["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":6.0.1")
+
+
+def test_leader_election_is_for_a_cluster(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [rheostat_bin(), "run", "--repo", str(tmp_path), "--leader-elect", "--data-dir", str(tmp_path / "d")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (
+        out.returncode == 1 and "--leader-elect is for a cluster (--kubeconfig, or no --repo)" in out.stderr
+    )
+    assert not (tmp_path / "d").exists()  # refused before anything started
