@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import re
 import subprocess
 from collections.abc import AsyncIterator
@@ -354,3 +355,34 @@ def test_leader_election_is_for_a_cluster(tmp_path: Path) -> None:
         out.returncode == 1 and "--leader-elect is for a cluster (--kubeconfig, or no --repo)" in out.stderr
     )
     assert not (tmp_path / "d").exists()  # refused before anything started
+
+
+async def test_a_leader_that_cannot_renew_stops_writing_mid_rollout_and_resumes_once_it_leads_again(
+    tmp_path: Path,
+) -> None:
+    kube = MemoryKube()
+    await kube.apply(cluster.deployment("6.0.0"))
+    slow = {"interval": "200ms", "threshold": 2, "stepWeight": 5, "maxWeight": 50, "metrics": []}
+    kube.add(cluster.canary(analysis=slow))  # ten steps: well past the 0.6 s renew deadline
+    api = Counting(kube)
+    a = replica(api, tmp_path / "a")
+    async with kubelet(kube, kube):
+        await a.start()
+        try:
+            await cluster.until(lambda: cluster.status(kube).get("phase") == "Initialized")
+            await kube.apply(cluster.deployment("6.0.1"))
+            await cluster.until(lambda: cluster.status(kube).get("canaryWeight", 0) >= 10)
+            kube.fail(500, 1_000_000, kind=kinds.LEASE)  # the API server refuses every renewal from now on
+            assert a.leadership is not None
+            await cluster.until(lambda: a.leadership is not None and not a.leadership.leading)
+            sent = len(api.sent)
+            held = copy.deepcopy(cluster.status(kube))
+            await asyncio.sleep(1.0)  # five analysis intervals
+            assert [w for w in api.sent[sent:] if w[1] != "Lease"] == []  # nothing but tries for the Lease
+            assert cluster.status(kube) == held and held["phase"] == "Progressing"
+            said = [e.reason for e in a.store.events(kind="Lease")]
+            assert said == ["Standby", "Leading", "LeaderLost", "Standby"], said
+            kube._faults.clear()  # the API server is back: the only replica leads again and goes on
+            await cluster.until(lambda: cluster.status(kube).get("phase") == "Succeeded")
+        finally:
+            await a.stop()
