@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from rheostat.model.base import ObjectKey
 from rheostat.plugins.kube import kinds
@@ -26,6 +27,7 @@ from rheostat.plugins.kube.errors import Retry
 from rheostat.plugins.kube.lease import Fenced, LeaderElector, LeaseConfig
 from rheostat.plugins.kube.memory import MemoryKube
 from rheostat.reactor.controller import Controller
+from rheostat.reactor.leader import elector
 from rheostat.reactor.settings import ClusterSettings, LeaderElection, Settings
 from tests import kubeapi
 from tests import test_cluster_controller as cluster
@@ -386,3 +388,25 @@ async def test_a_leader_that_cannot_renew_stops_writing_mid_rollout_and_resumes_
             await cluster.until(lambda: cluster.status(kube).get("phase") == "Succeeded")
         finally:
             await a.stop()
+
+
+async def test_the_lease_is_in_the_kubeconfig_contexts_namespace_unless_named(tmp_path: Path) -> None:
+    """In a pod the client's namespace is the pod's own (lightkube reads the service account's)."""
+    path = tmp_path / "kubeconfig"
+    context = {"cluster": "c", "user": "u", "namespace": "team-a"}
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": "http://127.0.0.1:9"}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "x", "context": context}],
+                "current-context": "x",
+            }
+        )
+    )
+    async with client(path) as api:
+        assert elector(api, LeaderElection()).config.key == "team-a/rheostat-leader"
+        named = elector(api, LeaderElection("ours", "rheostat-system")).config
+        assert named.key == "rheostat-system/ours" and named.identity.count("_") >= 1
