@@ -18,6 +18,7 @@ from bench import (
     flags_bench,
     gitops_scale,
     helm,
+    kube_failover,
     kube_scale,
     oci,
     policy_admission,
@@ -58,6 +59,8 @@ def main() -> None:
     kube_scale.main([])
     print("\n## OCI artifacts: a 500-file Flux artifact from a local docker-registry\n")
     oci.main()
+    print("\n## Kubernetes: leader failover, two replicas against kmock\n")
+    kube_failover.main([])
 
 
 if __name__ == "__main__":

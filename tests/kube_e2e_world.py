@@ -198,6 +198,7 @@ class Controller:
     metrics_server: str
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    args: tuple[str, ...] = ()  # more options of `rheostat run`
 
     @property
     def api(self) -> str:
@@ -226,6 +227,7 @@ class Controller:
                     str(self.data),
                     "--listen",
                     f"127.0.0.1:{self.port}",
+                    *self.args,
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
@@ -263,6 +265,13 @@ class Controller:
                 proc.kill()
                 await asyncio.to_thread(proc.wait, 10)
         return proc.returncode
+
+    async def kill(self) -> None:
+        """SIGKILL: the process ends at once, without a word to anyone (its Lease is not released)."""
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            proc.kill()
+            await asyncio.to_thread(proc.wait, 10)
 
     def command(self, *args: str) -> list[str]:
         assert RHEOSTAT is not None

@@ -598,6 +598,10 @@ class Recording:
             self.calls.add((kind, "create", ""))  # an apply that creates is authorized as a create too
         return await self.inner.apply(obj, force=force)
 
+    async def create(self, obj: Obj) -> Obj:
+        self.calls.add((kinds.kind_of(obj["apiVersion"], obj["kind"]), "create", ""))
+        return await self.inner.create(obj)
+
     async def replace(self, obj: Obj) -> Obj:
         self.calls.add((kinds.kind_of(obj["apiVersion"], obj["kind"]), "update", ""))
         return await self.inner.replace(obj)

@@ -617,14 +617,13 @@ async def test_a_deleted_canary_is_finalized_its_routing_objects_removed(world: 
     w = world
     assert w.server.routing("istio-ok")
     w.server.remove(kinds.CANARY, "istio-ok", "podinfo")
+    rules = ("podinfo-primary", "podinfo-canary")
+    # the VirtualService goes first, then the DestinationRules: wait for all of them
     await w.until(
         "the VirtualService and the DestinationRules to go",
         lambda: (
             not w.server.routing("istio-ok")
-            and all(
-                w.server.object(kinds.DESTINATION_RULE, "istio-ok", name) is None
-                for name in ("podinfo-primary", "podinfo-canary")
-            )
+            and all(w.server.object(kinds.DESTINATION_RULE, "istio-ok", n) is None for n in rules)
         ),
     )
     out = await w.ctl.cli("get", "canaries", "-o", "json")

@@ -20,7 +20,7 @@ from rheostat.plugins.platforms.base import PlatformError
 from rheostat.plugins.routers.base import RouterError
 from rheostat.reactor import datadir, dataplane
 from rheostat.reactor.datadir import DataDirInUse
-from rheostat.reactor.settings import ClusterSettings, Settings, WebhookSettings
+from rheostat.reactor.settings import ClusterSettings, LeaderElection, Settings, WebhookSettings
 from rheostat.server.main import Server, run_forever
 
 
@@ -53,6 +53,20 @@ from rheostat.server.main import Server, run_forever
     default="istio",
     show_default=True,
     help="The provider of a Canary that sets no spec.provider (Flagger's -mesh-provider).",
+)
+@click.option(
+    "--leader-elect/--no-leader-elect",
+    default=None,
+    help="Against a cluster (default: on): replicas share a Lease; only its holder ticks and writes, the "
+    "others serve the API read-only and take over within 15 s of its death.",
+)
+@click.option(
+    "--lease-name", default="rheostat-leader", show_default=True, help="The Lease of --leader-elect."
+)
+@click.option(
+    "--lease-namespace",
+    default=None,
+    help="The Lease's namespace (default: the pod's own; outside a pod, the kubeconfig context's).",
 )
 @click.option("--branch", default=None, help="Branch to follow (default: the repository's HEAD branch).")
 @click.option("--listen", default="127.0.0.1:8470", show_default=True, help="HOST:PORT of the API.")
@@ -144,6 +158,9 @@ def run_cmd(
     kube_context: str | None,
     watch_namespace: str | None,
     mesh_provider: str,
+    leader_elect: bool | None,
+    lease_name: str,
+    lease_namespace: str | None,
     branch: str | None,
     listen: str,
     data_dir: Path,
@@ -184,8 +201,13 @@ def run_cmd(
                 "for that, and `rheostat run --kubeconfig` for the rollouts"
             )
         )
+    if leader_elect and repo is not None:
+        fail(ValueError("--leader-elect is for a cluster (--kubeconfig, or no --repo)"))
+    election = LeaderElection(lease_name, lease_namespace) if leader_elect is not False else None
     cluster = (
-        ClusterSettings(kubeconfig, kube_context, watch_namespace, mesh_provider) if repo is None else None
+        ClusterSettings(kubeconfig, kube_context, watch_namespace, mesh_provider, election)
+        if repo is None
+        else None
     )
     if cluster is not None and (envoy_stats_port is not None or stop_data_plane):
         fail(ValueError("--envoy-stats-port and --stop-data-plane are for the embedded default (--repo)"))

@@ -15,7 +15,7 @@ from rheostat.model.base import ObjectKey, object_key
 from rheostat.model.canary import Canary
 from rheostat.model.load import ManifestError, parse_object
 from rheostat.plugins.kube import kinds
-from rheostat.plugins.kube.api import Kind, KubeAPI, KubeError, Obj
+from rheostat.plugins.kube.api import Kind, KubeAPI, KubeError, Obj, WriteCheck
 from rheostat.plugins.platforms import PLATFORMS
 from rheostat.plugins.routers import ROUTERS
 from rheostat.reactor.settings import ClusterSettings
@@ -67,11 +67,16 @@ def cluster_backends(api: KubeAPI, mesh_provider: str) -> Backends:
     return Backends(catalogue, routers, dict.fromkeys(WORKLOAD_KINDS, platform))
 
 
-def connect(settings: ClusterSettings) -> KubeAPI:
-    """The cluster's API from a kubeconfig (or the pod's service account)."""
+def connect(
+    settings: ClusterSettings, *, fence: WriteCheck | None = None, tries: int | None = None
+) -> KubeAPI:
+    """The cluster's API from a kubeconfig (or the pod's service account). `fence` is asked before every write
+    attempt (leader election); `tries` bounds the retries (the Lease's client: one try, its loop retries)."""
     from rheostat.plugins.kube.client import LightkubeAPI
+    from rheostat.plugins.kube.errors import Retry
 
-    return LightkubeAPI.from_kubeconfig(settings.kubeconfig, settings.context)
+    retry = Retry(tries=tries) if tries is not None else None
+    return LightkubeAPI.from_kubeconfig(settings.kubeconfig, settings.context, retry=retry, fence=fence)
 
 
 def cached_body(obj: Obj) -> dict[str, Any]:
@@ -162,6 +167,8 @@ class ClusterMirror:
         self.secrets = ClusterSecrets(api)
         self.secrets.namespace = namespace
         self.on_deleted: Callable[[Canary], Awaitable[None]] | None = None
+        # False on a standby (reactor/leader.py): it writes nothing and keeps the status the leader writes
+        self.leading: Callable[[], bool] = lambda: True
 
     # -- the watches -----------------------------------------------------------------------------------
 
@@ -224,10 +231,11 @@ class ClusterMirror:
                 "kind": obj["kind"],
                 "metadata": obj["metadata"],
             }
-        if first_sight and obj.get("status"):
+        following = kind is kinds.CANARY and not self.leading()
+        if (first_sight or following) and obj.get("status"):
             self._import_status(key, obj.get("status") or {})
-        if first_sight:
-            self._import_manual(key, obj)
+        if first_sight or following:
+            self._import_manual(key, obj, replace=following)
         if current is not None and current[0] == text:
             return
         if self._invalid.get((kind, key)) == text:
@@ -251,23 +259,24 @@ class ClusterMirror:
         if isinstance(ref, dict) and isinstance(ref.get("secretRef"), dict):
             await self.secrets.want(key.partition("/")[0], str(ref["secretRef"].get("name")))
 
-    def _import_manual(self, key: ObjectKey, obj: Obj) -> None:
+    def _import_manual(self, key: ObjectKey, obj: Obj, *, replace: bool = False) -> None:
         """What people asked for by hand (halt, approve, pause, ...) lives on the Canary too: a controller on
-        a new data dir keeps honouring it."""
+        a new data dir keeps honouring it. With `replace` (a standby, a takeover) the Canary's is the truth."""
         text = (obj["metadata"].get("annotations") or {}).get(MANUAL_ANNOTATION)
         try:
             manual = dict(json.loads(text)) if text else {}
         except (TypeError, ValueError):
             manual = {}
         self.manual_written[key] = manual
-        if manual and not self.store.get_manual(key):
+        local = self.store.get_manual(key)
+        if manual != local and (replace or (manual and not local)):
             with self.store.transaction():
                 self.store.put_manual(key, manual)
 
     def _import_status(self, key: ObjectKey, status: dict[str, Any]) -> None:
         """The cluster's status is the truth: a restarted controller (even on a new data dir) goes on from it."""
         found = from_flagger(status)
-        if found is None:
+        if found is None or self.written.get(key) == status:
             return
         local = self.store.get_status(key)
         tick = int(local.get("tick", 0)) if local else 0
@@ -285,6 +294,8 @@ class ClusterMirror:
                 self.store.delete_status(key)
         if kind is kinds.CANARY:
             self._forget(key)
+            if not self.leading():
+                return  # the leader finalizes it
             with suppress(ManifestError):
                 canary = parse_object(stored.body, SOURCE)
                 if isinstance(canary, Canary) and self.on_deleted is not None:
@@ -344,7 +355,23 @@ class ClusterMirror:
             )
             self.manual_written[key] = manual
 
+    async def takeover(self) -> None:
+        """This replica has just become the leader: every Canary's status and manual requests from the API
+        itself (a watch may lag behind the last writes of the old leader), and the events in the store taken
+        as told (whoever led then wrote them). The ticks go on from there, as after a restart."""
+        items = await self.api.list(kinds.CANARY, self.namespace)
+        for obj in items:
+            key = self._key(obj)
+            if obj.get("status"):
+                self._import_status(key, obj["status"])
+            self._import_manual(key, obj, replace=True)
+            newest = self.store.events(kind=CANARY, key=key, limit=1)
+            if newest:
+                self._seen_event[key] = newest[-1].id
+
     async def _event(self, kind: Kind, obj: Obj, reason: str, message: str, *, warning: bool) -> None:
+        if not self.leading():
+            return  # the leader says it
         try:
             await self.api.event(obj, reason, message, warning=warning)
         except KubeError as exc:

@@ -36,6 +36,7 @@ from rheostat.plugins.http_limits import BoundedTransport
 from rheostat.plugins.kube.api import KubeAPI
 from rheostat.plugins.kube.cache import CachedKube
 from rheostat.plugins.kube.kinds import READ_CACHED
+from rheostat.plugins.kube.lease import Fenced
 from rheostat.plugins.metrics import sources
 from rheostat.plugins.metrics.app_counters import AppCountersProvider, VariantTarget
 from rheostat.plugins.metrics.base import Counts, CountSource, MetricProvider, MetricQuery
@@ -50,6 +51,7 @@ from rheostat.reactor import cluster_audit, datadir
 from rheostat.reactor.alerts import Alerter, Secrets
 from rheostat.reactor.cluster import ClusterMirror, cluster_backends, connect, release
 from rheostat.reactor.flux_alerts import FluxAlerts
+from rheostat.reactor.leader import Leadership, elector
 from rheostat.reactor.settings import Settings
 from rheostat.reactor.wiring import Handover
 from rheostat.rollout.analysis import Checker, Monitor
@@ -249,9 +251,22 @@ class Controller:
         self.kube: KubeAPI | None = None
         self.kube_reads: CachedKube | None = None  # the same API, its reads served from watch-fed caches
         self.mirror: ClusterMirror | None = None
+        self.leadership: Leadership | None = None  # with leader election: whether this replica leads
+        self._lease_api: KubeAPI | None = None
         backends = None
         if settings.cluster is not None:
-            self.kube = kube if kube is not None else connect(settings.cluster)
+            election = settings.cluster.leader_election
+            if election is None:
+                self.kube = kube if kube is not None else connect(settings.cluster)
+            else:
+                # The Lease on its own connection, one try per request (its loop retries); every other write
+                # goes through the fence, checked again before each retry by the real client.
+                lease_api = kube if kube is not None else connect(settings.cluster, tries=1)
+                self._lease_api = lease_api if kube is None else None  # ours to close
+                chosen = elector(lease_api, election)
+                api = kube if kube is not None else connect(settings.cluster, fence=chosen.fence.check)
+                self.kube = Fenced(api, chosen.fence)
+                self.leadership = Leadership(chosen, self.store, lead=self._lead, follow=self._follow)
             # The routers and the platform read through watch-fed caches: a tick at rest asks nothing.
             self.kube_reads = CachedKube(self.kube, READ_CACHED, settings.cluster.namespace)
             self.providers.kube = self.kube_reads
@@ -272,6 +287,8 @@ class Controller:
                 self.kube, self.store, self.engine, self._kick, namespace=settings.cluster.namespace
             )
             self.mirror.on_deleted = lambda canary: release(self.engine.backends, canary)
+            if self.leadership is not None:
+                self.mirror.leading = lambda: self.leadership is not None and self.leadership.leading
             self.secrets.cluster = self.mirror.secrets.get
         self.scheduler = Scheduler(
             self.engine,
@@ -294,6 +311,7 @@ class Controller:
         )
         self.gitops.helm = HelmReleases(self.gitops, self.secrets.get, (data / "charts").resolve())
         self._tasks: list[asyncio.Task[None]] = []
+        self._leader_tasks: list[asyncio.Task[None]] = []
         self._locked = False
 
     def _template(self, ns: str, name: str) -> MetricTemplate | None:
@@ -365,19 +383,47 @@ class Controller:
         except BaseException:
             await self.stop()
             raise
-        self._tasks = [
+        if self.leadership is None:
+            self._tasks = self._leader_work()
+        else:
+            self._tasks = [supervised(self.leadership.run(), name="leader-election")]
+
+    def _leader_work(self) -> list[asyncio.Task[None]]:
+        """What only the leader runs: the ticks (and their status writes) and the policy audit (it alerts)."""
+        return [
             supervised(self.scheduler.run(), name="scheduler"),
             supervised(self._audit(), name="policy-audit"),
             supervised(self.flux_alerts.run(), name="flux-alerts"),
         ]
 
+    async def _lead(self) -> None:
+        """This replica won the Lease: go on from the cluster's state, then tick."""
+        assert self.mirror is not None
+        await self.mirror.takeover()
+        self._leader_tasks = self._leader_work()
+
+    async def _follow(self) -> None:
+        """The Lease is lost (the fence already stops every write): stop ticking, stand by."""
+        tasks, self._leader_tasks = self._leader_tasks, []
+        await cancel_all(tasks)
+        await self.scheduler.stop()
+
+    def standby_reason(self) -> str | None:
+        """None when this replica may act; else why not (it is the standby), for the API's refusal."""
+        return self.leadership.standby_reason() if self.leadership is not None else None
+
     async def stop(self, *, stop_data_plane: bool = True) -> None:
         """Stop the controller. With `stop_data_plane=False` Envoy and the replicas keep serving, and the next
         start on this data dir adopts them (what `rheostat run` does on SIGTERM)."""
         await cancel_all(self._tasks)
-        await self.scheduler.stop()
+        await self._follow()
         await self.engine.close()
         await self.providers.aclose()
+        if self.leadership is not None:
+            await self.leadership.release()  # the ticks have stopped: a standby takes over at once
+            if self._lease_api is not None:  # ours (a test's own API is closed by the test)
+                with suppress(Exception):
+                    await self._lease_api.close()
         if self.mirror is not None:
             await self.mirror.stop()
             if self.kube_reads is not None:

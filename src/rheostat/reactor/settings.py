@@ -5,6 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from rheostat.plugins.kube.lease import DURATION_S, RENEW_DEADLINE_S, RETRY_S
+
+
+@dataclass(frozen=True)
+class LeaderElection:
+    """`rheostat run --leader-elect`: replicas share one Lease; only its holder ticks and writes to the cluster,
+    the others serve the API read-only and take over when the holder stops renewing (plugins/kube/lease.py)."""
+
+    name: str = "rheostat-leader"
+    namespace: str | None = None  # None: the pod's own namespace (outside a pod: the kubeconfig context's)
+    duration_s: int = DURATION_S
+    renew_deadline_s: float = RENEW_DEADLINE_S
+    retry_s: float = RETRY_S
+
 
 @dataclass(frozen=True)
 class ClusterSettings:
@@ -14,6 +28,7 @@ class ClusterSettings:
     context: str | None = None
     namespace: str | None = None  # watch one namespace; None: every namespace
     mesh_provider: str = "istio"  # the provider of a Canary that names none (Flagger's -mesh-provider)
+    leader_election: LeaderElection | None = None  # None: this replica writes, alone (no Lease)
 
 
 @dataclass(frozen=True)

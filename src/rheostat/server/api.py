@@ -220,6 +220,8 @@ def create_app(ctl: Controller, token: str) -> Starlette:
         if name not in ACTIONS:
             return JSONResponse({"error": f"unknown action {name!r}; known: {', '.join(ACTIONS)}"}, 404)
         c = find(request)
+        if (standby := ctl.standby_reason()) is not None:  # only the leader acts (reactor/leader.py)
+            return JSONResponse({"error": standby}, 503)
         phase = ctl.engine.status(c.metadata.key).phase.value
         if name in APPLIES and phase not in APPLIES[name]:
             return JSONResponse(
@@ -232,6 +234,12 @@ def create_app(ctl: Controller, token: str) -> Starlette:
         manual = ctl.engine.request(c.metadata.key, **ACTIONS[name])
         ctl.scheduler.kick(c.metadata.key)
         return JSONResponse({"canary": c.metadata.key, "action": name, "manual": manual.__dict__}, 202)
+
+    async def leader(_: Request) -> Response:
+        """Which replica leads (leader election against a cluster); 404 when there is no election."""
+        if ctl.leadership is None:
+            return JSONResponse({"error": "no leader election: this controller runs alone"}, 404)
+        return JSONResponse(ctl.leadership.view())
 
     async def workloads(_: Request) -> Response:
         items = []
@@ -414,6 +422,7 @@ def create_app(ctl: Controller, token: str) -> Starlette:
         Route(f"{prefix}/canaries/{ns_name}/history", history),
         Route(f"{prefix}/canaries/{ns_name}/runs", runs),
         Route(f"{prefix}/canaries/{ns_name}/{{action}}", action, methods=["POST"]),
+        Route(f"{prefix}/leader", leader),
         Route(f"{prefix}/workloads", workloads),
         Route(f"{prefix}/workloads/{ns_name}/logs", logs),
         Route(f"{prefix}/events", events),

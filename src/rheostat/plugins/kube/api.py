@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -76,8 +76,15 @@ class Unavailable(KubeError):
     """The server is unreachable, or answered 429/5xx after the retries."""
 
 
+class NotLeader(KubeError):
+    """Not sent: this replica does not hold the leader Lease (see lease.py); only the leader writes."""
+
+
+WriteCheck = Callable[[str, Kind, str], None]  # (verb, kind, name): raises NotLeader when no write may go out
+
+
 class KubeAPI(Protocol):
-    """Get, list, watch, server-side apply, status and delete of objects, and Events.
+    """Get, list, watch, create, server-side apply, status and delete of objects, and Events.
 
     Objects are plain dicts as the API serves them. `get` of a missing object is None; every other failure
     is a `KubeError` (or a subclass). Writes are retried with backoff on 429/5xx by the implementation;
@@ -92,6 +99,10 @@ class KubeAPI(Protocol):
 
     def watch(self, kind: Kind, namespace: str | None = None) -> AsyncIterator[tuple[WatchType, Obj]]:
         """Every object as ADDED first, then changes as they happen, until the caller stops iterating."""
+        ...
+
+    async def create(self, obj: Obj) -> Obj:
+        """POST: Conflict when it exists already."""
         ...
 
     async def apply(self, obj: Obj, *, force: bool = False) -> Obj:

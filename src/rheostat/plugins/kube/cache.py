@@ -166,6 +166,10 @@ class CachedKube:
         else:
             inf.put(found)
 
+    async def create(self, obj: Obj) -> Obj:
+        kind = kind_of(obj["apiVersion"], obj["kind"])
+        return self._remember(kind, await self.api.create(obj))
+
     async def apply(self, obj: Obj, *, force: bool = False) -> Obj:
         kind = kind_of(obj["apiVersion"], obj["kind"])
         try:

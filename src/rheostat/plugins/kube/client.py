@@ -37,6 +37,7 @@ from rheostat.plugins.kube.api import (
     Obj,
     Unavailable,
     WatchType,
+    WriteCheck,
 )
 from rheostat.plugins.kube.errors import Retry, failure, is_gone, retried
 from rheostat.plugins.kube.kinds import EVENT, kind_of
@@ -46,6 +47,7 @@ T = TypeVar("T")
 _EVENTS: dict[str, WatchType] = {"ADDED": "ADDED", "MODIFIED": "MODIFIED", "DELETED": "DELETED"}
 Objs = list[Obj]  # `list` is a method name in the classes below
 _VERBS = ["delete", "get", "global_list", "global_watch", "list", "patch", "post", "put", "watch"]
+WRITES = frozenset({"create", "update", "patch", "delete"})
 
 
 @functools.cache
@@ -93,14 +95,30 @@ IN_FLIGHT = 16
 
 
 class LightkubeAPI:
-    def __init__(self, client: AsyncClient, *, retry: Retry | None = None) -> None:
+    """`fence`, when given, is asked before every attempt of a write (retries included): a write waiting on
+    its retries when leadership is lost does not go out (see lease.py)."""
+
+    def __init__(
+        self, client: AsyncClient, *, retry: Retry | None = None, fence: WriteCheck | None = None
+    ) -> None:
         self.client = client
         self.retry = retry or Retry()
         self.slots = asyncio.Semaphore(IN_FLIGHT)
+        self.fence = fence
+
+    @property
+    def namespace(self) -> str:
+        """The kubeconfig context's namespace; in a pod, the pod's own."""
+        return str(self.client.namespace)
 
     @classmethod
     def from_kubeconfig(
-        cls, path: str | None = None, context: str | None = None, *, retry: Retry | None = None
+        cls,
+        path: str | None = None,
+        context: str | None = None,
+        *,
+        retry: Retry | None = None,
+        fence: WriteCheck | None = None,
     ) -> LightkubeAPI:
         """The cluster of a kubeconfig file (and context); ValueError names what is wrong with it."""
         try:
@@ -108,15 +126,25 @@ class LightkubeAPI:
         except (ConfigError, KeyError, OSError) as exc:
             where = path or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or "~/.kube/config"
             raise ValueError(f"kubeconfig {where}: {exc}") from exc
-        return cls(AsyncClient(config=config, field_manager=FIELD_MANAGER), retry=retry)
+        return cls(AsyncClient(config=config, field_manager=FIELD_MANAGER), retry=retry, fence=fence)
 
     async def close(self) -> None:
         await self.client.close()
 
     async def _call(self, verb: str, kind: Kind, name: str, fn: Callable[[], Awaitable[T]]) -> T:
+        fence = self.fence
+        checked = fn
+        if fence is not None and verb in WRITES:
+
+            async def fenced() -> T:
+                fence(verb, kind, name)
+                return await fn()
+
+            checked = fenced
+
         async def attempt() -> T:  # a slot per attempt: a request backing off holds none
             async with self.slots:
-                return await fn()
+                return await checked()
 
         return await retried(self.retry, verb, kind, name, attempt)
 
@@ -204,6 +232,13 @@ class LightkubeAPI:
                 if failures >= self.retry.tries:
                     raise error from exc
                 await self.retry.sleep(self.retry.delay(failures, exc))
+
+    async def create(self, obj: Obj) -> Obj:
+        kind = kind_of(obj["apiVersion"], obj["kind"])
+        body = resource(kind)(obj)
+        return _plain(
+            await self._call("create", kind, obj["metadata"]["name"], lambda: self.client.create(body))
+        )
 
     async def apply(self, obj: Obj, *, force: bool = False) -> Obj:
         kind = kind_of(obj["apiVersion"], obj["kind"])

@@ -169,6 +169,17 @@ class MemoryKube:
         finally:
             self._watchers.remove(entry)
 
+    async def create(self, obj: Obj) -> Obj:
+        kind = kind_of(obj["apiVersion"], obj["kind"])
+        meta = obj["metadata"]
+        self._check(kind, "create", meta["name"])
+        self.writes.append(("create", kind, meta["name"]))
+        if self._key(kind, meta.get("namespace", "default"), meta["name"]) in self.objects:
+            raise Conflict(409, "create", kind, "already exists", meta["name"])
+        key = self._key(kind, meta.get("namespace", "default"), meta["name"])
+        ssa.record_update({}, obj, FIELD_MANAGER, self.owners.setdefault(key, {}), status_apart=kind.status)
+        return self._create(kind, obj)
+
     async def apply(self, obj: Obj, *, force: bool = False) -> Obj:
         kind = kind_of(obj["apiVersion"], obj["kind"])
         meta = obj.get("metadata", {})

@@ -159,6 +159,28 @@ OPERATIONS: dict[tuple[str, str], Op] = {
             "202": _json("requested; the canary is ticked at once"),
             **ACTION_ERRORS,
             "409": _json("the action does not apply in the canary's phase", ERROR),
+            "503": _json(
+                "this replica is the standby (leader election): the message names the leader", ERROR
+            ),
+        },
+    },
+    ("/api/v1/leader", "get"): {
+        "summary": "Leader election: the Lease, this replica's identity, whether it leads, who holds the Lease",
+        "responses": {
+            "200": _json(
+                "this replica and the Lease",
+                {
+                    "type": "object",
+                    "properties": {
+                        "lease": {"type": "string"},
+                        "identity": {"type": "string"},
+                        "leading": {"type": "boolean"},
+                        "holder": {"type": "string"},
+                        "leaseTransitions": {"type": "integer"},
+                    },
+                },
+            ),
+            "404": _json("no leader election: this controller runs alone", ERROR),
         },
     },
     ("/api/v1/workloads", "get"): {
