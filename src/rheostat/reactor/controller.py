@@ -253,16 +253,20 @@ class Controller:
         self.mirror: ClusterMirror | None = None
         self.leadership: Leadership | None = None  # with leader election: whether this replica leads
         self._lease_api: KubeAPI | None = None
+        # Writes every replica makes, leader or not (the admission webhook's certificate): not fenced.
+        self.kube_every_replica: KubeAPI | None = None
         backends = None
         if settings.cluster is not None:
             election = settings.cluster.leader_election
             if election is None:
                 self.kube = kube if kube is not None else connect(settings.cluster)
+                self.kube_every_replica = self.kube
             else:
                 # The Lease on its own connection, one try per request (its loop retries); every other write
                 # goes through the fence, checked again before each retry by the real client.
                 lease_api = kube if kube is not None else connect(settings.cluster, tries=1)
                 self._lease_api = lease_api if kube is None else None  # ours to close
+                self.kube_every_replica = lease_api
                 chosen = elector(lease_api, election)
                 api = kube if kube is not None else connect(settings.cluster, fence=chosen.fence.check)
                 self.kube = Fenced(api, chosen.fence)

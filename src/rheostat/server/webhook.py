@@ -35,11 +35,11 @@ def tls_for(settings: WebhookSettings, controller: Controller) -> WebhookTLS:
     if settings.cert_dir is not None:
         return WebhookTLS(FileKeeper(settings.cert_dir), managed=False, names=names, ips=ips)
     keeper: Keeper
-    if controller.kube is not None:
-        keeper = SecretKeeper(controller.kube, settings.namespace)
+    if controller.kube_every_replica is not None:
+        keeper = SecretKeeper(controller.kube_every_replica, settings.namespace)
     else:
         keeper = FileKeeper(controller.settings.data_dir / "webhook-tls")
-    return WebhookTLS(keeper, managed=True, names=names, ips=ips, kube=controller.kube)
+    return WebhookTLS(keeper, managed=True, names=names, ips=ips, kube=controller.kube_every_replica)
 
 
 class WebhookServer:
