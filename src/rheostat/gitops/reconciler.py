@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from rheostat.flags.store import FlagSource, source_of
 from rheostat.gitops import conditions as cond
@@ -59,6 +59,52 @@ class Hooks:
     gate: Callable[[list[Manifest], str, str, dict[str, str]], Awaitable[GateVerdict]] | None = None
 
 
+class TargetError(Exception):
+    """The target could not be read or written; `applied` names what was written before it failed."""
+
+    def __init__(self, message: str, applied: list[Ident] | None = None) -> None:
+        super().__init__(message)
+        self.applied = applied or []
+
+
+class Target(Protocol):
+    """Where a Kustomization's objects go. The store is the local target: `_apply` writes the objects in the
+    same transaction as the inventory, so `LocalTarget` has nothing more to do. A cluster is another
+    (reactor/cluster_gitops.py): the store then keeps a copy of what was applied, for the API and trace."""
+
+    reads_health: bool  # True: health comes from `health`, not from Hooks.health
+    adopts: frozenset[str]  # store sources of objects a Kustomization may take over (besides bootstrap)
+
+    async def observe(self, ks: Kustomization, plan: Plan) -> None:
+        """Move what the target changed behind Git's back to plan.drifted, the rest to plan.unchanged."""
+
+    async def dry_run(self, ks: Kustomization, plan: Plan) -> None:
+        """ManifestError (file, object, field) when the target would refuse an object; writes nothing."""
+
+    async def apply(self, ks: Kustomization, plan: Plan, revision: str) -> None:
+        """Write created, updated and drifted objects, then prune. ManifestError: refused and nothing of it
+        left; TargetError: failed part-way (it says what was written)."""
+
+    async def health(self, kind: str, key: str) -> Health: ...
+
+
+class LocalTarget:
+    reads_health = False
+    adopts: frozenset[str] = frozenset()
+
+    async def observe(self, ks: Kustomization, plan: Plan) -> None:
+        return None
+
+    async def dry_run(self, ks: Kustomization, plan: Plan) -> None:
+        return None
+
+    async def apply(self, ks: Kustomization, plan: Plan, revision: str) -> None:
+        return None
+
+    async def health(self, kind: str, key: str) -> Health:
+        return Health(True)
+
+
 def body_of(obj: Manifest) -> dict[str, Any]:
     return obj.model_dump(mode="json", exclude_none=True, by_alias=True)
 
@@ -91,8 +137,10 @@ class GitOps:
         *,
         clock: Callable[[], float] = time.time,
         bootstrap: Iterable[Manifest] = (),
+        target: Target | None = None,
     ) -> None:
         self.store = store
+        self.target: Target = target or LocalTarget()
         self.fetcher = fetcher
         self.hooks = hooks or Hooks()
         self.clock = clock
@@ -364,7 +412,7 @@ class GitOps:
         if ks.spec.suspend or state.get("suspended"):
             return
         if state.get("awaitingHealth"):
-            self._check_health(ks, state, now)
+            await self._check_health(ks, state, now)
         if not due and now < state.get("nextAt", 0):
             return
         interval = parse_duration(ks.spec.interval)
@@ -408,6 +456,11 @@ class GitOps:
                     with self.store.transaction():
                         self.store.add_event(kind, okey, "InvalidSpec", f"revision {revision}: {exc}", True)
             return
+        try:
+            await self.target.observe(ks, plan)
+        except (TargetError, ManifestError) as exc:
+            self._refused(ks, state, revision, exc, now, retry)
+            return
         if self.hooks.gate is not None and not plan.empty:
             verdict = await self.hooks.gate(objects, key, revision, plan.files)
             if not verdict.allowed:
@@ -426,8 +479,41 @@ class GitOps:
                     warning=True,
                     once=True,
                 )
+        try:
+            if not plan.empty:
+                await self.target.dry_run(ks, plan)
+        except (TargetError, ManifestError) as exc:
+            self._refused(ks, state, revision, exc, now, retry)
+            return
         state.update(failures=0, nextAt=now + interval)
         await self._apply(ks, plan, objects, state, revision, now)
+
+    def _refused(
+        self,
+        ks: Kustomization,
+        state: dict[str, Any],
+        revision: str,
+        exc: Exception,
+        now: float,
+        retry: float,
+    ) -> None:
+        """The target refused the revision or could not be reached: the last good revision keeps running."""
+        failures = int(state.get("failures", 0)) + 1
+        msg = f"revision {revision} not applied: {exc}; the last good revision keeps running"
+        if isinstance(exc, TargetError) and exc.applied:
+            msg = f"revision {revision} applied in part: {exc}"
+            state["inventory"] = sorted({tuple(i) for i in state.get("inventory", [])} | set(exc.applied))
+            state["inventory"] = [list(i) for i in state["inventory"]]
+        cond.failed(state, "ReconciliationFailed", msg, now, stalled=False)
+        state.update(failures=failures, nextAt=now + retry)
+        self._save(
+            KUSTOMIZATION, ks.metadata.key, state, "ReconciliationFailed", msg, warning=True, once=True
+        )
+        if isinstance(exc, ManifestError):
+            kind, _, okey = exc.obj.partition(" ")
+            if okey:
+                with self.store.transaction():
+                    self.store.add_event(kind, okey, "ApplyRefused", f"revision {revision}: {exc}", True)
 
     @staticmethod
     def _untouched(ks: Kustomization, state: dict[str, Any], artifact: dict[str, Any]) -> bool:
@@ -481,7 +567,7 @@ class GitOps:
             stored = self.store.get_object_text(*ident)
             if stored is None:
                 plan.created.append(obj)
-            elif ident not in inventory and stored[1] != BOOTSTRAP:
+            elif ident not in inventory and stored[1] != BOOTSTRAP and stored[1] not in self.target.adopts:
                 raise ManifestError(
                     built.files[f"{obj.kind} {obj.metadata.key}"],
                     f"{obj.kind} {obj.metadata.key}",
@@ -510,6 +596,14 @@ class GitOps:
     ) -> None:
         key = ks.metadata.key
         source = f"{KUSTOMIZATION} {key}@{revision}"
+        if not plan.empty:
+            try:
+                await self.target.apply(ks, plan, revision)
+            except (TargetError, ManifestError) as exc:
+                interval = parse_duration(ks.spec.interval)
+                retry = parse_duration(ks.spec.retryInterval) if ks.spec.retryInterval else interval
+                self._refused(ks, state, revision, exc, now, retry)
+                return
         kept = (
             []
             if ks.spec.prune
@@ -568,9 +662,9 @@ class GitOps:
         if self.hooks.on_applied is not None and not plan.empty:
             await self.hooks.on_applied([*plan.created, *plan.updated, *plan.drifted], plan.pruned)
 
-    def _check_health(self, ks: Kustomization, state: dict[str, Any], now: float) -> None:
+    async def _check_health(self, ks: Kustomization, state: dict[str, Any], now: float) -> None:
         waiting = state["awaitingHealth"]
-        if self.hooks.health is None:
+        if self.hooks.health is None and not self.target.reads_health:
             targets: list[Ident] = []
         elif ks.spec.wait:
             targets = [(k, n) for k, n in state.get("inventory", [])]
@@ -581,7 +675,10 @@ class GitOps:
         failing = []
         pending = []
         for kind, okey in targets:
-            h = self.hooks.health(kind, okey) if self.hooks.health else Health(True)
+            if self.target.reads_health:
+                h = await self.target.health(kind, okey)
+            else:
+                h = self.hooks.health(kind, okey) if self.hooks.health else Health(True)
             if h.ready is False:
                 failing.append(f"{kind}/{okey}: {h.message}")
             elif h.ready is None:
