@@ -136,15 +136,12 @@ def run_cmd(
     promoted, rolled back and why, a revision blocked by policy, a source that cannot be fetched);
     `rheostat events` has the rest.
     """
-    if repo is not None and kubeconfig is not None:
-        fail(
-            ValueError(
-                "--repo with --kubeconfig: applying Git to a cluster is not supported yet; use Flux (or kubectl) "
-                "for that, and `rheostat run --kubeconfig` for the rollouts"
-            )
-        )
+    # --repo with --kubeconfig: Git applied into the cluster; neither --repo nor --kubeconfig... the cluster's
+    # Canaries beside Flux; --repo alone: the embedded default.
     cluster = (
-        ClusterSettings(kubeconfig, kube_context, watch_namespace, mesh_provider) if repo is None else None
+        ClusterSettings(kubeconfig, kube_context, watch_namespace, mesh_provider)
+        if repo is None or kubeconfig is not None
+        else None
     )
     if cluster is not None and (envoy_stats_port is not None or stop_data_plane):
         fail(ValueError("--envoy-stats-port and --stop-data-plane are for the embedded default (--repo)"))
@@ -174,6 +171,8 @@ def run_cmd(
         cluster=cluster,
     )
     what = str(repo) if repo is not None else f"the Canaries of {kubeconfig or 'the current cluster'}"
+    if repo is not None and cluster is not None:
+        what = f"{repo} into the cluster of {kubeconfig}"
 
     def announce(server: Server) -> None:
         logs.adopt_uvicorn()

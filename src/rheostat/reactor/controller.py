@@ -48,6 +48,7 @@ from rheostat.plugins.routers.envoy import EnvoyRouter
 from rheostat.reactor import datadir
 from rheostat.reactor.alerts import Alerter, Secrets
 from rheostat.reactor.cluster import ClusterMirror, cluster_backends, connect, release
+from rheostat.reactor.cluster_gitops import ClusterGitOps
 from rheostat.reactor.settings import Settings
 from rheostat.reactor.wiring import Handover
 from rheostat.rollout.analysis import Checker, Monitor
@@ -276,9 +277,24 @@ class Controller:
         self.gate = PolicyGate(self.store, on_findings=self._policy_alerts)
         self._audit_now = asyncio.Event()
         self.handover = Handover(self.engine, self.platform, self.router, self.scheduler)
-        self.gitops = GitOps(
+        fetchers = SourceFetchers(GitFetcher((data / "sources").resolve(), self.secrets.get))
+        # On a cluster: Git applied into it (--repo), or Flux's own objects shown read-only (no --repo).
+        self.cluster_gitops = (
+            ClusterGitOps(
+                self.kube,
+                self.store,
+                fetcher=fetchers if settings.repo is not None else None,
+                hooks=Hooks(on_applied=self._applied_in_cluster, gate=self.gate),
+                bootstrap=root_objects(settings),
+                namespace=settings.cluster.namespace if settings.cluster else None,
+                poll_interval_s=settings.poll_interval_s,
+            )
+            if self.kube is not None
+            else None
+        )
+        self.gitops = (self.cluster_gitops.gitops if self.cluster_gitops else None) or GitOps(
             self.store,
-            SourceFetchers(GitFetcher((data / "sources").resolve(), self.secrets.get)),
+            fetchers,
             Hooks(on_applied=self._applied, health=self.handover.health, gate=self.gate),
             bootstrap=root_objects(settings),
         )
@@ -350,12 +366,15 @@ class Controller:
         try:
             self.load_flags()
             await mirror.start()
+            if self.cluster_gitops is not None:
+                await self.cluster_gitops.start()
         except BaseException:
             await self.stop()
             raise
         self._tasks = [
             supervised(self.scheduler.run(), name="scheduler"),
             supervised(self._audit(), name="policy-audit"),
+            *([supervised(self._watch(), name="repository-watch")] if self.settings.repo else []),
         ]
 
     async def stop(self, *, stop_data_plane: bool = True) -> None:
@@ -367,6 +386,8 @@ class Controller:
         await self.providers.aclose()
         if self.mirror is not None:
             await self.mirror.stop()
+            if self.cluster_gitops is not None:
+                await self.cluster_gitops.stop()
             if self.kube_reads is not None:
                 with suppress(Exception):
                     await self.kube_reads.close()  # and the API client under it
@@ -486,6 +507,12 @@ class Controller:
             self.load_flags()
         if deleted or any(isinstance(o, POLICY_TYPES) for o in objects):
             self._audit_now.set()  # a new policy flags what already runs; a removed one clears its findings
+
+    async def _applied_in_cluster(self, objects: list[Manifest], deleted: list[tuple[str, str]]) -> None:
+        """Canaries come back through the cluster's watch; flags and policies are served from the store."""
+        if any(isinstance(o, FlagSet | FeatureFlag) for o in objects) or deleted:
+            self.load_flags()
+        self._audit_now.set()
 
     def load_flags(self) -> None:
         """Serve what the store holds; a revision was already checked whole, so this does not fail on it."""

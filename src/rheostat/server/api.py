@@ -29,6 +29,7 @@ from rheostat.model.canary import Canary
 from rheostat.model.gitops import Receiver
 from rheostat.model.load import Manifest, ManifestError, parse_object
 from rheostat.plugins.platforms.base import Group
+from rheostat.reactor.cluster_gitops import read_only
 from rheostat.reactor.controller import ROOT, Controller
 from rheostat.rollout.engine import CANARY, target_of
 from rheostat.server.dashboard import releases, web_routes
@@ -295,6 +296,8 @@ def create_app(ctl: Controller, token: str) -> Starlette:
         key = f"{request.path_params['namespace']}/{request.path_params['name']}"
         if ctl.store.get_object(kind, key) is None:
             raise LookupError(f"{kind} {key} not found")
+        if (why := read_only(ctl.store, kind, key)) is not None:
+            return JSONResponse({"error": why}, 409)
         ctl.gitops.request(kind, key)
         if kind == KUSTOMIZATION and request.query_params.get("withSource") == "true":
             ctl.gitops.request(SOURCE, ctl.gitops.source_of(key))
@@ -307,6 +310,8 @@ def create_app(ctl: Controller, token: str) -> Starlette:
             raise LookupError(f"unknown action {request.path_params['action']!r}; known: suspend, resume")
         if ctl.store.get_object(kind, key) is None:
             raise LookupError(f"{kind} {key} not found")
+        if (why := read_only(ctl.store, kind, key)) is not None:
+            return JSONResponse({"error": why}, 409)
         ctl.gitops.suspend(kind, key, request.path_params["action"] == "suspend")
         return JSONResponse({request.path_params["action"]: f"{kind} {key}"}, 202)
 
