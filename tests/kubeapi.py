@@ -36,6 +36,7 @@ import attrs
 import kmock
 import pytest
 import yaml
+from kmock._internal import parsing
 from kmock._internal.rendering import Response  # renders a streamed payload; not in kmock.__all__
 
 from rheostat.plugins.kube import kinds, ssa
@@ -43,6 +44,18 @@ from rheostat.plugins.kube.api import Kind, Obj, WatchType
 from rheostat.plugins.kube.memory import merge, now
 
 Key = tuple[str, str, str]  # (apiVersion/plural, namespace, name)
+_parse_path = parsing.parse_path
+
+
+def _parse_namespaces(path: str) -> parsing.ParsedPath:
+    """kmock 0.8 reads `/api/v1/namespaces` (the Namespaces themselves) as a namespace without a name and
+    fails with a 500; a real server lists them. Only that path is read differently."""
+    if path.strip("/") == "api/v1/namespaces":
+        return parsing.ParsedPath("", "v1", "namespaces", None, None, None)
+    return _parse_path(path)
+
+
+parsing.parse_path = _parse_namespaces
 _SUBRESOURCES = ("status", "scale")
 
 

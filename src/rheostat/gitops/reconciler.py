@@ -25,6 +25,7 @@ from rheostat.gitops.sources import Fetched, Fetcher, FetchError, unreadable
 from rheostat.model.flags import FeatureFlag, FlagSet
 from rheostat.model.gitops import GitRepository, Kustomization
 from rheostat.model.load import FieldError, Manifest, ManifestError, parse_object
+from rheostat.rollout.backends import EMBEDDED, Catalogue
 from rheostat.store.port import State
 from rheostat.util.durations import parse_duration
 
@@ -138,9 +139,11 @@ class GitOps:
         clock: Callable[[], float] = time.time,
         bootstrap: Iterable[Manifest] = (),
         target: Target | None = None,
+        catalogue: Catalogue = EMBEDDED,
     ) -> None:
         self.store = store
         self.target: Target = target or LocalTarget()
+        self.catalogue = catalogue  # what Canaries may run on: the embedded default, or the cluster's
         self.fetcher = fetcher
         self.hooks = hooks or Hooks()
         self.clock = clock
@@ -579,7 +582,9 @@ class GitOps:
                 plan.drifted.append(obj)
             else:
                 plan.updated.append(obj)
-        check_references(built.objects, owner, self._index(), owner, files=built.files)
+        check_references(
+            built.objects, owner, self._index(), owner, files=built.files, catalogue=self.catalogue
+        )
         check_flags(built.objects, self._flag_sources(owner))
         if ks.spec.prune:
             plan.pruned = sorted(inventory - wanted)

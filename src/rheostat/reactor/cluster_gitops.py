@@ -34,8 +34,9 @@ from rheostat.model.gitops import Kustomization
 from rheostat.model.load import FieldError, Manifest, ManifestError
 from rheostat.plugins.kube.api import Kind, KubeAPI, KubeError, NotInstalled, Obj
 from rheostat.plugins.kube.apply import ApplyAPI, ClusterApplier, PartlyApplied, inventory_id
+from rheostat.plugins.routers import ROUTERS
 from rheostat.reactor.cluster import SOURCE as MIRRORED
-from rheostat.reactor.cluster import cached_body
+from rheostat.reactor.cluster import cached_body, cluster_catalogue
 from rheostat.store.port import Change, State
 from rheostat.util.backoff import Backoff
 from rheostat.util.tasks import cancel_all, supervised
@@ -231,8 +232,13 @@ class StatusWriter:
     async def run(self) -> None:
         while True:
             await self._wake.wait()
-            self._wake.clear()
-            dirty, self._dirty = self._dirty, set()
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Write every status changed since the last flush."""
+        self._wake.clear()
+        dirty, self._dirty = self._dirty, set()
+        if dirty:
             for kind, key in sorted(dirty):
                 try:
                     await self.write(kind, key)
@@ -388,6 +394,7 @@ class ClusterGitOps:
         bootstrap: Iterable[Manifest] = (),
         namespace: str | None = None,
         poll_interval_s: float = 1.0,
+        mesh_provider: str = "istio",
     ) -> None:
         self.store = store
         self.poll_interval_s = poll_interval_s
@@ -401,7 +408,10 @@ class ClusterGitOps:
                     "GitOps into a cluster needs server-side apply of any kind (the lightkube client)"
                 )
             self.target = ClusterTarget(api, store)  # type: ignore[arg-type]  # checked just above
-            self.gitops = GitOps(store, fetcher, hooks, bootstrap=bootstrap, target=self.target)
+            catalogue = cluster_catalogue(ROUTERS.names(), mesh_provider)
+            self.gitops = GitOps(
+                store, fetcher, hooks, bootstrap=bootstrap, target=self.target, catalogue=catalogue
+            )
             self.status = StatusWriter(api, store, self.target)
         else:
             self.mirror = FluxMirror(api, store, namespace)

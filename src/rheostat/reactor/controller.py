@@ -288,6 +288,7 @@ class Controller:
                 bootstrap=root_objects(settings),
                 namespace=settings.cluster.namespace if settings.cluster else None,
                 poll_interval_s=settings.poll_interval_s,
+                mesh_provider=settings.cluster.mesh_provider if settings.cluster else "istio",
             )
             if self.kube is not None
             else None

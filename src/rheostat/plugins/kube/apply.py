@@ -334,7 +334,11 @@ class ClusterApplier:
                 out.add(f"kind:{spec.get('group')}/{(spec.get('names') or {}).get('kind')}")
         return out
 
-    async def _dry_run(self, objs: list[tuple[str, Obj]], later: set[str]) -> list[tuple[str, Obj]]:
+    async def _dry_run(
+        self, objs: list[tuple[str, Obj]], later: set[str], *, final: bool = False
+    ) -> list[tuple[str, Obj]]:
+        """Dry-run each object; those that wait for a Namespace or CRD of the revision are returned (with
+        `final`, after those exist, a missing one is a refusal)."""
         deferred = []
         for file, obj in objs:
             kind = await self._kind(file, obj)
@@ -345,7 +349,7 @@ class ClusterApplier:
             try:
                 await self.api.apply_as(kind, self.body(kind, obj), force=True, dry_run=True)
             except KubeError as exc:
-                if isinstance(exc, NotInstalled) or exc.status == 404:
+                if not final and (isinstance(exc, NotInstalled) or exc.status == 404):
                     deferred.append(
                         (file, obj)
                     )  # a namespace or CRD not there yet: tried after the first stage
@@ -383,11 +387,8 @@ class ClusterApplier:
             raise PartlyApplied(outcome.applied, exc) from exc
         if later:
             try:
-                late = await self._dry_run([(f, o) for f, o in rest], set())
-                if late:
-                    file, obj = late[0]
-                    raise ManifestError(file, ident(obj), [FieldError("metadata.namespace", "not found")])
-            except ManifestError:
+                await self._dry_run(rest, set(), final=True)
+            except (ManifestError, KubeError):
                 for kind, obj in reversed(
                     created
                 ):  # what this revision brought goes again: nothing half-applied
