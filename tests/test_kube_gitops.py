@@ -246,4 +246,3 @@ async def test_wait_reads_health_from_the_cluster(world: World) -> None:
     world.server.set_status(kinds.CANARY, "production", "podinfo", {"phase": "Initialized"})
     await world.reconcile()
     assert cond.is_ready(world.state(APPS)), world.state(APPS)
-
