@@ -16,6 +16,7 @@ from bench import (
     envoy_overhead,
     flags_bench,
     gitops_scale,
+    kube_gitops,
     kube_scale,
     policy_admission,
     policy_engines,
@@ -46,6 +47,8 @@ def main() -> None:
     flags_bench.main([])
     print("\n## Kubernetes: 500 Canaries against kmock, `rheostat run --kubeconfig`\n")
     kube_scale.main([])
+    print("\n## GitOps into a cluster: 1,000 Kustomizations of 10 objects against kmock\n")
+    kube_gitops.main([])
 
 
 if __name__ == "__main__":

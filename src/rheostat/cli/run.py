@@ -29,15 +29,15 @@ from rheostat.server.main import Server, run_forever
     "--repo",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     default=None,
-    help="A Git repository or a plain folder of manifests (the embedded default). Without it, roll out the "
-    "Canaries of a cluster.",
+    help="A Git repository or a plain folder of manifests (the embedded default; with --kubeconfig, applied "
+    "into that cluster). Without it, roll out the Canaries of a cluster beside Flux.",
 )
 @click.option(
     "--kubeconfig",
     type=click.Path(exists=True, dir_okay=False),
     default=None,
-    help="Roll out the Canaries of this cluster (default without --repo: $KUBECONFIG, ~/.kube/config, or the "
-    "pod's service account).",
+    help="Roll out the Canaries of this cluster, and with --repo apply Git into it (default without --repo: "
+    "$KUBECONFIG, ~/.kube/config, or the pod's service account).",
 )
 @click.option(
     "--context", "kube_context", default=None, help="The kubeconfig context (default: its current one)."
@@ -129,6 +129,7 @@ def run_cmd(
     Examples:
       rheostat run --repo deploy
       rheostat run --kubeconfig ~/.kube/config --metrics-server http://127.0.0.1:9090
+      rheostat run --repo fleet --path ./clusters/prod --kubeconfig ~/.kube/config
 
     A data plane left running by a previous `rheostat run` on the same data dir is adopted, not restarted.
 
