@@ -251,6 +251,26 @@ class KubeServer(kmock.KubernetesScaffold):
             if c.verb in ("create", "update", "patch", "delete") and c.params.get("dryRun") != "All"
         ]
 
+    def _establish(self, crd: Obj) -> None:
+        """What the apiextensions controller does: the CRD's kind is served, and the CRD says Established."""
+        spec = crd.get("spec") or {}
+        names = spec.get("names") or {}
+        for version in spec.get("versions") or []:
+            if version.get("served", True):
+                self.install(
+                    Kind(
+                        f"{spec['group']}/{version['name']}",
+                        names["kind"],
+                        names["plural"],
+                        namespaced=spec.get("scope", "Namespaced") == "Namespaced",
+                        status="status" in (version.get("subresources") or {}),
+                    )
+                )
+        crd["status"] = {
+            "acceptedNames": names,
+            "conditions": [{"type": t, "status": "True"} for t in ("NamesAccepted", "Established")],
+        }
+
     def _validate(self, kind: Kind, obj: Obj) -> None:
         for check in self.validators:
             if (refused := check(kind, obj)) is not None:
@@ -263,6 +283,8 @@ class KubeServer(kmock.KubernetesScaffold):
             return copy.deepcopy(obj)
         if event != "DELETED":
             self._validate(kind, obj)
+            if kind.kind == "CustomResourceDefinition":
+                self._establish(obj)
         self.version += 1
         obj["metadata"]["resourceVersion"] = str(self.version)
         if event == "DELETED":

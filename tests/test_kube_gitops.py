@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 import copy
 
+import pytest
+
 from rheostat.gitops import conditions as cond
+from rheostat.model.load import ManifestError
 from rheostat.plugins.kube import kinds
 from rheostat.plugins.kube.api import Obj
 from rheostat.plugins.kube.apply import health_of
@@ -246,3 +249,66 @@ async def test_wait_reads_health_from_the_cluster(world: World) -> None:
     world.server.set_status(kinds.CANARY, "production", "podinfo", {"phase": "Initialized"})
     await world.reconcile()
     assert cond.is_ready(world.state(APPS)), world.state(APPS)
+
+
+WIDGETS_CRD: Obj = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "widgets.example.com"},
+    "spec": {
+        "group": "example.com",
+        "scope": "Namespaced",
+        "names": {"kind": "Widget", "plural": "widgets", "singular": "widget", "listKind": "WidgetList"},
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "schema": {
+                    "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+                },
+                "subresources": {"status": {}},
+            }
+        ],
+    },
+}
+
+
+def widget(size: object = 3) -> Obj:
+    return {
+        "apiVersion": "example.com/v1",
+        "kind": "Widget",
+        "metadata": {"name": "w", "namespace": "shop"},
+        "spec": {"size": size},
+    }
+
+
+SHOP: Obj = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}
+
+
+async def test_a_crd_and_a_namespace_go_first_and_are_removed_again_if_what_needs_them_is_refused(
+    world: World,
+) -> None:
+    from rheostat.plugins.kube.apply import CRD, ClusterApplier
+
+    applier = ClusterApplier(world.api)
+    widgets = kinds.Kind("example.com/v1", "Widget", "widgets", status=True)
+    world.server.refuse_invalid(
+        widgets, "spec.size", lambda o: not isinstance(o["spec"].get("size"), int), "must be an integer"
+    )
+    bad = [("crd.yaml", WIDGETS_CRD), ("widget.yaml", widget("big")), ("ns.yaml", SHOP)]
+    await applier.dry_run(bad)  # the Widget waits for its CRD: nothing to say yet
+    with pytest.raises(ManifestError) as refused:
+        await applier.apply(bad)
+    assert refused.value.source == "widget.yaml"
+    assert "Widget shop/w" in str(refused.value) and "spec.size" in str(refused.value)
+    # nothing of it is left: the CRD and the Namespace it brought were removed again
+    assert world.server.object(CRD, "", "widgets.example.com") is None
+    assert world.server.object(kinds.NAMESPACE, "", "shop") is None
+
+    good = [("widget.yaml", widget()), ("crd.yaml", WIDGETS_CRD), ("ns.yaml", SHOP)]
+    await applier.dry_run(good)
+    outcome = await applier.apply(good)
+    assert outcome.applied[-1] == "Widget shop/w"  # written after the CRD and Namespace it needs
+    assert world.server.object(widgets, "shop", "w") is not None
+    await applier.live.close()

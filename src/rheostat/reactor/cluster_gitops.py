@@ -42,6 +42,7 @@ from rheostat.util.backoff import Backoff
 from rheostat.util.tasks import cancel_all, supervised
 
 log = logging.getLogger(__name__)
+NOT_RUN_LOCALLY = "stored, not run on the local platform"  # gitops/build.py's note
 FLUX = "cluster (Flux)"  # the store source of Flux's own objects, shown read-only
 GIT_REPOSITORY = Kind("source.toolkit.fluxcd.io/v1", "GitRepository", "gitrepositories", status=True)
 KUSTOMIZATION_KIND = Kind("kustomize.toolkit.fluxcd.io/v1", "Kustomization", "kustomizations", status=True)
@@ -100,6 +101,8 @@ class ClusterTarget:
         return out
 
     async def observe(self, ks: Kustomization, plan: Plan) -> None:
+        # the build's note that core kinds are only stored is about the embedded default: here they are applied
+        plan.notes = [n for n in plan.notes if not n.startswith(NOT_RUN_LOCALLY)]
         objs = [*plan.unchanged, *plan.drifted]
         try:
             flags = await self.applier.drifted(self._pairs(plan, objs))
