@@ -11,7 +11,7 @@ import pytest
 from rheostat.gitops import conditions as cond
 from rheostat.model.load import ManifestError
 from rheostat.plugins.kube import kinds
-from rheostat.plugins.kube.api import Obj
+from rheostat.plugins.kube.api import Kind, Obj
 from rheostat.plugins.kube.apply import health_of
 from rheostat.reactor.cluster_gitops import KUSTOMIZATION_KIND
 from tests import kubeapi
@@ -292,7 +292,7 @@ async def test_a_crd_and_a_namespace_go_first_and_are_removed_again_if_what_need
     from rheostat.plugins.kube.apply import CRD, ClusterApplier
 
     applier = ClusterApplier(world.api)
-    widgets = kinds.Kind("example.com/v1", "Widget", "widgets", status=True)
+    widgets = Kind("example.com/v1", "Widget", "widgets", status=True)
     world.server.refuse_invalid(
         widgets, "spec.size", lambda o: not isinstance(o["spec"].get("size"), int), "must be an integer"
     )
