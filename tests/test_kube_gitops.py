@@ -312,3 +312,36 @@ async def test_a_crd_and_a_namespace_go_first_and_are_removed_again_if_what_need
     assert outcome.applied[-1] == "Widget shop/w"  # written after the CRD and Namespace it needs
     assert world.server.object(widgets, "shop", "w") is not None
     await applier.live.close()
+
+
+async def test_a_write_refused_after_the_dry_run_passed_says_exactly_what_was_applied(world: World) -> None:
+    await world.reconcile()
+    good = world.state()["lastAppliedRevision"]
+
+    def quota(of: Kind, obj: Obj) -> kubeapi.Refused | None:  # admitted by the dry-run, refused for real
+        if of == kinds.SERVICE and not world.server._dry:
+            return kubeapi.Refused(
+                403, "Forbidden", 'services "podinfo" is forbidden: exceeded quota: services'
+            )
+        return None
+
+    world.server.validators.append(quota)
+    revision = await world.commit(
+        "both",
+        **{
+            "apps/deployment.yaml": deployment(image="ghcr.io/stefanprodan/podinfo:6.7.1"),
+            "apps/service.yaml": service(port=80),
+        },
+    )
+    await world.reconcile()
+    ready = cond.condition(world.state(), "Ready")
+    assert ready is not None and ready["status"] == "False"
+    assert revision in ready["message"] and "applied in part" in ready["message"]
+    assert "exceeded quota" in ready["message"]
+    assert "applied before the failure: Deployment production/podinfo" in ready["message"], ready["message"]
+    assert image(world.obj(kinds.DEPLOYMENT, "podinfo")).endswith(":6.7.1")  # what was applied, said
+    assert world.state()["lastAppliedRevision"] == good
+    world.server.validators.remove(quota)
+    await world.reconcile()  # the next try applies the rest
+    assert cond.is_ready(world.state()), world.state()
+    assert world.obj(kinds.SERVICE, "podinfo")["spec"]["ports"][0]["port"] == 80  # type: ignore[index]
