@@ -104,8 +104,9 @@ class ClusterTarget:
         # the build's note that core kinds are only stored is about the embedded default: here they are applied
         plan.notes = [n for n in plan.notes if not n.startswith(NOT_RUN_LOCALLY)]
         objs = [*plan.unchanged, *plan.drifted]
+        texts = [plan.bodies.get(f"{o.kind} {o.metadata.key}", "") for o in objs]
         try:
-            flags = await self.applier.drifted(self._pairs(plan, objs))
+            flags = await self.applier.drifted(self._pairs(plan, objs), texts)
         except KubeError as exc:
             raise TargetError(f"cannot read the cluster: {exc}") from exc
         plan.drifted = [o for o, d in zip(objs, flags, strict=True) if d]

@@ -268,6 +268,8 @@ class ClusterApplier:
         self.live = live or Live(api)
         self.wait_s = wait_s
         self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+        # (kind, ns, name) -> (desired text, live resourceVersion) last found equal: not compared again
+        self._same: dict[tuple[Kind, str, str], tuple[str, int]] = {}
 
     async def _kind(self, file: str, obj: Obj) -> Kind:
         try:
@@ -287,19 +289,26 @@ class ClusterApplier:
 
     # -- reading ---------------------------------------------------------------------------------------
 
-    async def drifted(self, objs: list[tuple[str, Obj]]) -> list[bool]:
-        """For each (file, object) Git has not changed: whether the cluster's copy differs (or is gone)."""
+    async def drifted(self, objs: list[tuple[str, Obj]], texts: list[str] | None = None) -> list[bool]:
+        """For each (file, object) Git has not changed: whether the cluster's copy differs (or is gone).
+        With `texts` (each object's text), a pair found equal before is not compared again."""
         out = []
-        for file, obj in objs:
+        for i, (file, obj) in enumerate(objs):
             kind = await self._kind(file, obj)
-            body = self.body(kind, obj)
-            meta = body["metadata"]
-            live = await self.live.get(kind, meta.get("namespace", ""), meta["name"])
+            meta = obj["metadata"]
+            ns = meta.get("namespace", "") if kind.namespaced else ""
+            live = await self.live.get(kind, ns, meta["name"])
+            seen = (texts[i], _rv(live)) if texts is not None and live is not None else None
             if live is None:
                 out.append(True)
-            elif not differs(body, live):
+            elif seen is not None and self._same.get((kind, ns, meta["name"])) == seen:
+                out.append(False)
+            elif not differs(body := self.body(kind, obj), live):
+                if seen is not None:
+                    self._same[(kind, ns, meta["name"])] = seen
                 out.append(False)
             else:  # a server default may explain it: what would an apply change?
+                body = self.body(kind, obj)
                 try:
                     after = await self.api.apply_as(kind, body, force=True, dry_run=True)
                 except KubeError:
