@@ -623,9 +623,12 @@ class GitOps:
             for obj in [*plan.created, *plan.updated, *plan.drifted]:
                 self.store.put_object(obj.kind, obj.metadata.key, body_of(obj), source=source)
             for kind, okey in plan.pruned:
-                self.store.delete_object(kind, okey)
-                if kind == "Canary":
-                    self.store.delete_status(okey)
+                stored = self.store.get_object(kind, okey)
+                # a copy the cluster's watch keeps (adopted) is removed by that watch, with what it releases
+                if stored is None or stored.source not in self.target.adopts:
+                    self.store.delete_object(kind, okey)
+                    if kind == "Canary":
+                        self.store.delete_status(okey)
                 self.store.add_event(
                     KUSTOMIZATION, key, "Pruned", f"{kind}/{okey} deleted (revision {revision})"
                 )

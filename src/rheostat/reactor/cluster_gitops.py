@@ -242,12 +242,12 @@ class StatusWriter:
         """Write every status changed since the last flush."""
         self._wake.clear()
         dirty, self._dirty = self._dirty, set()
-        if dirty:
-            for kind, key in sorted(dirty):
-                try:
-                    await self.write(kind, key)
-                except KubeError as exc:
-                    log.warning("status of %s %s not written: %s", kind, key, exc)
+        for kind, key in sorted(dirty):
+            try:
+                await self.write(kind, key)
+            except KubeError as exc:  # written with the next change of its state
+                self._dirty.add((kind, key))
+                log.warning("status of %s %s not written: %s", kind, key, exc)
 
     def entries(self, state: dict[str, Any]) -> list[dict[str, str]]:
         out = []
