@@ -12,7 +12,7 @@ from rheostat.gitops import conditions as cond
 from rheostat.model.load import ManifestError
 from rheostat.plugins.kube import kinds
 from rheostat.plugins.kube.api import Kind, Obj
-from rheostat.plugins.kube.apply import health_of
+from rheostat.plugins.kube.health import health_of
 from rheostat.reactor.cluster_gitops import KUSTOMIZATION_KIND
 from tests import kubeapi
 from tests.kube_gitops_world import (
