@@ -216,15 +216,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     r = asyncio.run(run(args.n))
     print(
-        "| Kustomizations | objects in the cluster | first full reconcile | no-change reconcile | writes at no change "
-        "| one-file change, asked to applied | peak memory (max RSS, with the API server) |"
+        "| Kustomizations | objects in the cluster | first full reconcile | no-change reconcile "
+        "| writes at no change | one-file change, asked to applied "
+        "| peak memory (max RSS, with the API server) |"
     )
     print("|---|---|---|---|---|---|---|")
     print(
         f"| {r['kustomizations']:,} | {r['objects']:,} | {r['full_s']:.1f} s, CPU {r['full_cpu_s']:.1f} s "
         f"({r['full_requests']:,} requests) | {r['nochange_s']:.2f} s, CPU {r['nochange_cpu_s']:.2f} s "
-        f"({sum(r['nochange_requests'].values())} requests) | {r['nochange_writes']} | {r['one_s']:.2f} s, CPU "
-        f"{r['one_cpu_s']:.2f} s | {r['peak_rss_mib']:.0f} MiB |"
+        f"({sum(r['nochange_requests'].values())} requests) | {r['nochange_writes']} | "
+        f"{r['one_s']:.2f} s, CPU {r['one_cpu_s']:.2f} s | {r['peak_rss_mib']:.0f} MiB |"
     )
     print(f"\nwrites of the full reconcile: {r['full_writes']}; of the one-file change: {r['one_writes']}")
     return r

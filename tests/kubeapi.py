@@ -231,7 +231,7 @@ class KubeServer(kmock.KubernetesScaffold):
         return (f"{kind.api_version}/{kind.plural}", namespace if kind.namespaced else "", name)
 
     def refuse_invalid(self, kind: Kind, field: str, bad: Callable[[Obj], bool], message: str) -> None:
-        """Writes of `kind` for which `bad(obj)` holds answer 422 Invalid naming `field`, as a schema would."""
+        """Writes of `kind` for which `bad(obj)` holds are refused (422 Invalid, naming `field`)."""
 
         def check(of: Kind, obj: Obj) -> Refused | None:
             if of != kind or not bad(obj):

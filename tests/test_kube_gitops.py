@@ -105,7 +105,9 @@ async def test_a_change_is_applied_and_a_removed_object_pruned(world: World) -> 
     assert world.state()["lastAppliedRevision"].endswith(revision)
     assert image(world.obj(kinds.DEPLOYMENT, "podinfo")) == "ghcr.io/stefanprodan/podinfo:6.7.1"
     assert world.obj(kinds.SERVICE, "podinfo") is None, "the Service removed from Git was not pruned"
-    entries = world.server.object(KUSTOMIZATION_KIND, "flux-system", "apps")["status"]["inventory"]["entries"]  # type: ignore[index]
+    ks = world.server.object(KUSTOMIZATION_KIND, "flux-system", "apps")
+    assert ks is not None
+    entries = ks["status"]["inventory"]["entries"]
     assert "production_podinfo__Service" not in {e["id"] for e in entries}
 
 

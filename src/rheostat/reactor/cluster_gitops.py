@@ -53,14 +53,15 @@ FLUX_KINDS = (GIT_REPOSITORY, KUSTOMIZATION_KIND, HELM_RELEASE)
 
 
 def read_only(store: State, kind: str, key: str) -> str | None:
-    """Why an action on this object is refused (it is Flux's, mirrored from the cluster); None if it is not."""
+    """Why an action on this object is refused (it is Flux's, mirrored from the cluster), or None."""
     stored = store.get_object(kind, key)
     if stored is None or stored.source != FLUX:
         return None
     verb = {SOURCE: "source git", KUSTOMIZATION: "kustomization"}.get(kind, kind.lower())
     return (
         f"{kind} {key} belongs to Flux in the cluster and is shown read-only; "
-        f"use `flux reconcile {verb} {key.partition('/')[2]} -n {key.partition('/')[0]}` (or flux suspend/resume)"
+        f"use `flux reconcile {verb} {key.partition('/')[2]} -n {key.partition('/')[0]}` "
+        "(or flux suspend/resume)"
     )
 
 
@@ -101,7 +102,7 @@ class ClusterTarget:
         return out
 
     async def observe(self, ks: Kustomization, plan: Plan) -> None:
-        # the build's note that core kinds are only stored is about the embedded default: here they are applied
+        # the build's note that core kinds are only stored is about the embedded default: here they apply
         plan.notes = [n for n in plan.notes if not n.startswith(NOT_RUN_LOCALLY)]
         objs = [*plan.unchanged, *plan.drifted]
         texts = [plan.bodies.get(f"{o.kind} {o.metadata.key}", "") for o in objs]
@@ -284,7 +285,7 @@ class StatusWriter:
         self._unwatch()
 
 
-# -- Flux's objects, read-only --------------------------------------------------------------------------------
+# -- Flux's objects, read-only ----------------------------------------------------------------------------
 
 
 def _seconds(stamp: Any) -> float:

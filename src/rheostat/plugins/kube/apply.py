@@ -6,12 +6,13 @@
   changed is deleted and created again, as Flux does; without it, the refusal is reported.
 - All or nothing: every object is dry-run on the server before anything is written; one refused and none is
   applied, with a message naming file, object and field. Objects in a Namespace or of a CRD that the same
-  revision brings are dry-run once those exist, and the Namespaces and CRDs are removed again if one is refused.
+  revision brings are dry-run once those exist, and those Namespaces and CRDs are removed again if one is
+  refused.
 - CustomResourceDefinitions and Namespaces first (a CRD waited for until it is Established), then the rest.
 - Drift: the fields Git sets are compared with the live object (from a watch-fed copy, so a pass at rest asks
   the server nothing); a difference is confirmed by a dry-run before it is repaired.
-- Health as kstatus reads it (health.py): Deployments, StatefulSets, DaemonSets, Jobs, Canaries, and any object with a
-  Ready (or Stalled) condition.
+- Health as kstatus reads it (health.py): Deployments, StatefulSets, DaemonSets, Jobs, Canaries, and any
+  object with a Ready (or Stalled) condition.
 
 Plain JSON objects in, plain answers out: gitops knows nothing of Kubernetes (reactor/cluster_gitops.py
 connects the two).
@@ -103,7 +104,7 @@ def ident(obj: Obj) -> str:
 
 
 def inventory_id(kind: Kind, namespace: str, name: str) -> str:
-    """Flux's inventory entry id: `<namespace>_<name>_<group>_<kind>`, the namespace empty when cluster-scoped."""
+    """Flux's inventory entry id: `<namespace>_<name>_<group>_<kind>` (no namespace when cluster-scoped)."""
     return f"{namespace if kind.namespaced else ''}_{name}_{kind.group}_{kind.kind}"
 
 
@@ -147,7 +148,8 @@ class Kinds:
             found = self.known(api_version, kind)
         if found is None:
             raise LookupError(
-                f"no CustomResourceDefinition serves {kind} ({api_version}): not in the cluster, not in this revision"
+                f"no CustomResourceDefinition serves {kind} ({api_version}): not in the cluster, "
+                "not in this revision"
             )
         return found
 
@@ -333,7 +335,7 @@ class ClusterApplier:
         await self._dry_run(objs, later=self._brought(objs))
 
     def _brought(self, objs: list[tuple[str, Obj]]) -> set[str]:
-        """Namespaces and CRD kinds ("group/Kind") this revision brings: their objects are dry-run after them."""
+        """Namespaces and CRD kinds ("group/Kind") this revision brings: their objects are dry-run later."""
         out = set()
         for _, obj in objs:
             if obj.get("kind") == "Namespace":
