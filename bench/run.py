@@ -19,6 +19,7 @@ from bench import (
     gitops_scale,
     helm,
     kube_failover,
+    kube_gitops,
     kube_scale,
     oci,
     policy_admission,
@@ -61,6 +62,8 @@ def main() -> None:
     oci.main()
     print("\n## Kubernetes: leader failover, two replicas against kmock\n")
     kube_failover.main([])
+    print("\n## GitOps into a cluster: 1,000 Kustomizations of 10 objects against kmock\n")
+    kube_gitops.main([])
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ API semantics Rheostat relies on and plain kmock lacks (../shared/notes/k8s_test
 - the status subresource kept apart: a write to /status changes only status, a main write never does;
 - server-side apply (application/apply-patch+yaml) with field ownership per manager (`rheostat.plugins.kube.ssa`),
   recorded with its content type, field manager and force; strategic merge refused (415) on custom resources;
+- server-side dry-run (`dryRun=All`): validated and answered, nothing stored; `validators` refuse writes as
+  the API server's schema or an admission webhook would (422 with the field in the message and causes);
 - label selectors on list and watch; watches that resume from a resourceVersion, `drop_watches()` to end every
   stream as the API server's timeout does, `compact()` so an old resourceVersion answers 410 Gone;
 - `uninstall(kind)`: its resource answers 404 (the CRD is not installed); `fail(...)`: the next N requests
@@ -24,7 +26,7 @@ import json
 import re
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,29 +36,26 @@ import attrs
 import kmock
 import pytest
 import yaml
-from kmock._internal import parsing as _kmock_parsing
+from kmock._internal import parsing
 from kmock._internal.rendering import Response  # renders a streamed payload; not in kmock.__all__
 
 from rheostat.plugins.kube import kinds, ssa
 from rheostat.plugins.kube.api import Kind, Obj, WatchType
 from rheostat.plugins.kube.memory import merge, now
 
-_kmock_parse_path = _kmock_parsing.parse_path
-
-
-def _parse_path(path: str) -> Any:
-    """kmock 0.8 fails (500) on `/api/v1/namespaces`, the list of the Namespaces themselves: it reads
-    `namespaces` as the prefix of a namespace. This server parses resource paths itself (`_target`); kmock's
-    parse only labels the request."""
-    parts = path.strip("/").split("/")
-    if len(parts) == 3 and parts[0] == "api" and parts[2] == "namespaces":
-        return _kmock_parsing.ParsedPath("", parts[1], "namespaces")
-    return _kmock_parse_path(path)
-
-
-_kmock_parsing.parse_path = _parse_path
-
 Key = tuple[str, str, str]  # (apiVersion/plural, namespace, name)
+_parse_path = parsing.parse_path
+
+
+def _parse_namespaces(path: str) -> parsing.ParsedPath:
+    """kmock 0.8 reads `/api/v1/namespaces` (the Namespaces themselves) as a namespace without a name and
+    fails with a 500; a real server lists them. Only that path is read differently."""
+    if path.strip("/") == "api/v1/namespaces":
+        return parsing.ParsedPath("", "v1", "namespaces", None, None, None)
+    return _parse_path(path)
+
+
+parsing.parse_path = _parse_namespaces
 _SUBRESOURCES = ("status", "scale")
 
 
@@ -92,7 +91,7 @@ class _Fault:
 
 class Refused(Exception):
     def __init__(
-        self, code: int, reason: str, message: str, details: Mapping[str, str] | None = None
+        self, code: int, reason: str, message: str, details: Mapping[str, Any] | None = None
     ) -> None:
         super().__init__(message)
         self.code, self.reason, self.message, self.details = code, reason, message, dict(details or {})
@@ -124,7 +123,7 @@ def _json(body: Any, status: int = 200, headers: Mapping[str, str] | None = None
     )
 
 
-def _status_body(code: int, reason: str, message: str, details: Mapping[str, str] | None = None) -> Obj:
+def _status_body(code: int, reason: str, message: str, details: Mapping[str, Any] | None = None) -> Obj:
     return {
         "apiVersion": "v1",
         "kind": "Status",
@@ -154,6 +153,9 @@ class KubeServer(kmock.KubernetesScaffold):
     _faults: list[_Fault] = attrs.field(factory=list, init=False)
     _wakeups: set[asyncio.Event] = attrs.field(factory=set, init=False)
     _drops: int = attrs.field(default=0, init=False)
+    # each write (dry-run or not) is shown to these first; one that returns a Refused refuses it
+    validators: list[Callable[[Kind, Obj], Refused | None]] = attrs.field(factory=list, init=False)
+    _dry: bool = attrs.field(default=False, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -199,7 +201,9 @@ class KubeServer(kmock.KubernetesScaffold):
 
     def add(self, obj: Obj, *, manager: str = "kubectl") -> Obj:
         """Create an object as another client would (`manager` comes to own its fields)."""
-        kind = self.kinds[(obj["apiVersion"], kinds.kind_of(obj["apiVersion"], obj["kind"]).plural)]
+        kind = next(
+            k for k in self.kinds.values() if (k.api_version, k.kind) == (obj["apiVersion"], obj["kind"])
+        )
         meta = obj["metadata"]
         return self._create(kind, meta.get("namespace", "default"), obj, manager)
 
@@ -226,7 +230,61 @@ class KubeServer(kmock.KubernetesScaffold):
     def _key(self, kind: Kind, namespace: str, name: str) -> Key:
         return (f"{kind.api_version}/{kind.plural}", namespace if kind.namespaced else "", name)
 
+    def refuse_invalid(self, kind: Kind, field: str, bad: Callable[[Obj], bool], message: str) -> None:
+        """Writes of `kind` for which `bad(obj)` holds are refused (422 Invalid, naming `field`)."""
+
+        def check(of: Kind, obj: Obj) -> Refused | None:
+            if of != kind or not bad(obj):
+                return None
+            name = obj.get("metadata", {}).get("name", "")
+            text = f'{kind.kind}.{kind.group or "core"} "{name}" is invalid: {field}: {message}'
+            causes = [{"reason": "FieldValueInvalid", "message": message, "field": field}]
+            return Refused(422, "Invalid", text, {"name": name, "kind": kind.kind, "causes": causes})
+
+        self.validators.append(check)
+
+    def writes(self) -> list[Call]:
+        """The requests that change something (a dry-run does not)."""
+        return [
+            c
+            for c in self.calls
+            if c.verb in ("create", "update", "patch", "delete") and c.params.get("dryRun") != "All"
+        ]
+
+    def _establish(self, crd: Obj) -> None:
+        """What the apiextensions controller does: the CRD's kind is served, and the CRD says Established."""
+        spec = crd.get("spec") or {}
+        names = spec.get("names") or {}
+        for version in spec.get("versions") or []:
+            if version.get("served", True):
+                self.install(
+                    Kind(
+                        f"{spec['group']}/{version['name']}",
+                        names["kind"],
+                        names["plural"],
+                        namespaced=spec.get("scope", "Namespaced") == "Namespaced",
+                        status="status" in (version.get("subresources") or {}),
+                    )
+                )
+        crd["status"] = {
+            "acceptedNames": names,
+            "conditions": [{"type": t, "status": "True"} for t in ("NamesAccepted", "Established")],
+        }
+
+    def _validate(self, kind: Kind, obj: Obj) -> None:
+        for check in self.validators:
+            if (refused := check(kind, obj)) is not None:
+                raise refused
+
     def _commit(self, kind: Kind, key: Key, obj: Obj, event: WatchType) -> Obj:
+        if self._dry:  # validated and answered as it would be stored; nothing is kept
+            if event != "DELETED":
+                self._validate(kind, obj)
+            return copy.deepcopy(obj)
+        if event != "DELETED":
+            self._validate(kind, obj)
+            if kind.kind == "CustomResourceDefinition":
+                self._establish(obj)
         self.version += 1
         obj["metadata"]["resourceVersion"] = str(self.version)
         if event == "DELETED":
@@ -259,8 +317,14 @@ class KubeServer(kmock.KubernetesScaffold):
         new["metadata"].update(name=name, uid=str(uuid.uuid4()), generation=1, creationTimestamp=now())
         if kind.namespaced:
             new["metadata"]["namespace"] = namespace
-        ssa.record_update({}, new, manager, self.owners.setdefault(key, {}), status_apart=kind.status)
+        ssa.record_update({}, new, manager, self._owners(key), status_apart=kind.status)
         return self._commit(kind, key, new, "ADDED")
+
+    def _owners(self, key: Key) -> ssa.Owners:
+        """The field owners of an object; a private copy during a dry-run."""
+        if self._dry:
+            return copy.deepcopy(self.owners.get(key, {}))
+        return self.owners.setdefault(key, {})
 
     def _existing(self, kind: Kind, key: Key) -> Obj:
         if key not in self.store:
@@ -297,7 +361,7 @@ class KubeServer(kmock.KubernetesScaffold):
             new["metadata"]["generation"] = int(old["metadata"]["generation"]) + 1
         if new == old:
             return copy.deepcopy(old)
-        ssa.record_update(old, new, manager, self.owners.setdefault(key, {}), status_apart=kind.status)
+        ssa.record_update(old, new, manager, self._owners(key), status_apart=kind.status)
         return self._commit(kind, key, new, "MODIFIED")
 
     # -- HTTP -------------------------------------------------------------------------------------
@@ -348,7 +412,11 @@ class KubeServer(kmock.KubernetesScaffold):
                 raise Refused(404, "NotFound", "the server could not find the requested resource")
             if verb == "watch":
                 return await self._watch(request, kind, ns)
-            return await self._serve(request, verb, kind, ns, name, sub, content_type)
+            self._dry = request.params.get("dryRun") == "All"
+            try:  # _serve does not wait on anything: no other request runs while _dry is set
+                return await self._serve(request, verb, kind, ns, name, sub, content_type)
+            finally:
+                self._dry = False
         except Refused as exc:
             headers = {"Retry-After": exc.details.pop("retryAfter")} if "retryAfter" in exc.details else {}
             return _json(_status_body(exc.code, exc.reason, exc.message, exc.details), exc.code, headers)
@@ -438,12 +506,13 @@ class KubeServer(kmock.KubernetesScaffold):
         if not manager:
             raise Refused(400, "BadRequest", "PATCH, application/apply-patch+yaml: fieldManager is required")
         force = request.params.get("force", "").lower() == "true"
-        self.applies.append(Applied(kind, key[1], key[2], "application/apply-patch+yaml", manager, force))
+        if not self._dry:
+            self.applies.append(Applied(kind, key[1], key[2], "application/apply-patch+yaml", manager, force))
         old = self.store.get(key)
         if sub == "status":
             old = self._existing(kind, key)
             return _json(self._write(kind, key, old, self._part(kind, old, merge(old, body), sub), manager))
-        owners = self.owners.setdefault(key, {})
+        owners = self._owners(key)
         if old is not None:
             self._check_version(kind, old, body)
             fields = ssa.applied_leaves(body, status_apart=kind.status)
@@ -456,7 +525,8 @@ class KubeServer(kmock.KubernetesScaffold):
         new = ssa.apply(base, body, manager, owners, force=force, status_apart=kind.status)
         if old is None:
             created = self._create(kind, key[1], new, manager)
-            self.owners[key] = owners
+            if not self._dry:
+                self.owners[key] = owners
             return _json(created, 201)
         return _json(self._write(kind, key, old, new, manager))
 

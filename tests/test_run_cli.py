@@ -777,8 +777,9 @@ def test_run_with_a_kubeconfig_it_cannot_use_says_so_in_one_line(tmp_path: Path)
     assert f"kubeconfig {config}: No current context" in res.stderr
     res = cli("run", "--kubeconfig", str(config), "--context", "prod", *data)
     assert "Traceback" not in res.stderr and "prod" in res.stderr
-    res = cli("run", "--kubeconfig", str(config), "--repo", str(tmp_path), *data)
-    assert "--repo with --kubeconfig" in res.stderr and "Traceback" not in res.stderr
+    res = cli("run", "--kubeconfig", str(config), "--repo", str(tmp_path), *data)  # Git into that cluster
+    assert res.returncode != 0 and "Traceback" not in res.stderr
+    assert f"kubeconfig {config}: No current context" in res.stderr
 
 
 # -- 8. a taken port: one clear line, whatever the log format ------------------------------------------

@@ -29,15 +29,15 @@ from rheostat.server.main import Server, run_forever
     "--repo",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     default=None,
-    help="A Git repository or a plain folder of manifests (the embedded default). Without it, roll out the "
-    "Canaries of a cluster.",
+    help="A Git repository or a plain folder of manifests (the embedded default; with --kubeconfig, applied "
+    "into that cluster). Without it, roll out the Canaries of a cluster beside Flux.",
 )
 @click.option(
     "--kubeconfig",
     type=click.Path(exists=True, dir_okay=False),
     default=None,
-    help="Roll out the Canaries of this cluster (default without --repo: $KUBECONFIG, ~/.kube/config, or the "
-    "pod's service account).",
+    help="Roll out the Canaries of this cluster, and with --repo apply Git into it (default without --repo: "
+    "$KUBECONFIG, ~/.kube/config, or the pod's service account).",
 )
 @click.option(
     "--context", "kube_context", default=None, help="The kubeconfig context (default: its current one)."
@@ -187,6 +187,7 @@ def run_cmd(
     Examples:
       rheostat run --repo deploy
       rheostat run --kubeconfig ~/.kube/config --metrics-server http://127.0.0.1:9090
+      rheostat run --repo fleet --path ./clusters/prod --kubeconfig ~/.kube/config
 
     A data plane left running by a previous `rheostat run` on the same data dir is adopted, not restarted.
 
@@ -194,19 +195,14 @@ def run_cmd(
     promoted, rolled back and why, a revision blocked by policy, a source that cannot be fetched);
     `rheostat events` has the rest.
     """
-    if repo is not None and kubeconfig is not None:
-        fail(
-            ValueError(
-                "--repo with --kubeconfig: applying Git to a cluster is not supported yet; use Flux (or kubectl) "
-                "for that, and `rheostat run --kubeconfig` for the rollouts"
-            )
-        )
-    if leader_elect and repo is not None:
+    # --repo with --kubeconfig: Git applied into the cluster; no --repo: the cluster's Canaries beside Flux;
+    # --repo alone: the embedded default.
+    if leader_elect and repo is not None and kubeconfig is None:
         fail(ValueError("--leader-elect is for a cluster (--kubeconfig, or no --repo)"))
     election = LeaderElection(lease_name, lease_namespace) if leader_elect is not False else None
     cluster = (
         ClusterSettings(kubeconfig, kube_context, watch_namespace, mesh_provider, election)
-        if repo is None
+        if repo is None or kubeconfig is not None
         else None
     )
     if cluster is not None and (envoy_stats_port is not None or stop_data_plane):
@@ -247,6 +243,8 @@ def run_cmd(
         webhook=hook,
     )
     what = str(repo) if repo is not None else f"the Canaries of {kubeconfig or 'the current cluster'}"
+    if repo is not None and cluster is not None:
+        what = f"{repo} into the cluster of {kubeconfig}"
 
     def announce(server: Server) -> None:
         logs.adopt_uvicorn()

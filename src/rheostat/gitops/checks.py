@@ -86,13 +86,14 @@ def check_references(
     index: Index | None = None,
     owner: str = "",
     files: Mapping[str, str] | None = None,
+    catalogue: Catalogue = EMBEDDED,
 ) -> None:
     """`objects` are the candidate revision of `owner`; `index` holds what every owner applied.
 
     ManifestError for the first object with an error, naming its file (from `files`, "Kind ns/name" -> file)
     and every wrong field. Warnings do not refuse a revision.
     """
-    errors = [f for f in find_problems(objects, index, owner) if not f.warning]
+    errors = [f for f in find_problems(objects, index, owner, catalogue=catalogue) if not f.warning]
     if errors:
         first = errors[0].obj
         raise ManifestError(

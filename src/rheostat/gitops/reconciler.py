@@ -37,6 +37,7 @@ from rheostat.gitops.variables import VariablesError, variables_for
 from rheostat.model.flags import FeatureFlag, FlagSet
 from rheostat.model.gitops import Kustomization
 from rheostat.model.load import FieldError, Manifest, ManifestError, parse_object
+from rheostat.rollout.backends import EMBEDDED, Catalogue
 from rheostat.store.port import State
 from rheostat.util.durations import parse_duration
 
@@ -63,6 +64,8 @@ class Owner:
     key: str
     prune: bool
     wait: bool = False
+    force: bool = False  # recreate what cannot be changed in place (a cluster's immutable fields)
+    retry_s: float = 60.0  # after a refusal
 
 
 class HelmPass(Protocol):
@@ -86,6 +89,52 @@ class Hooks:
     # objects, owner (Kustomization key), revision, files by "Kind ns/name"
     gate: Callable[[list[Manifest], str, str, dict[str, str]], Awaitable[GateVerdict]] | None = None
     secrets: SecretLookup | None = None  # Secrets outside Git: SOPS keys, postBuild.substituteFrom
+
+
+class TargetError(Exception):
+    """The target could not be read or written; `applied` names what was written before it failed."""
+
+    def __init__(self, message: str, applied: list[Ident] | None = None) -> None:
+        super().__init__(message)
+        self.applied = applied or []
+
+
+class Target(Protocol):
+    """Where a Kustomization's objects go. The store is the local target: `_apply` writes the objects in the
+    same transaction as the inventory, so `LocalTarget` has nothing more to do. A cluster is another
+    (reactor/cluster_gitops.py): the store then keeps a copy of what was applied, for the API and trace."""
+
+    reads_health: bool  # True: health comes from `health`, not from Hooks.health
+    adopts: frozenset[str]  # store sources of objects a Kustomization may take over (besides bootstrap)
+
+    async def observe(self, plan: Plan) -> None:
+        """Move what the target changed behind Git's back to plan.drifted, the rest to plan.unchanged."""
+
+    async def dry_run(self, plan: Plan) -> None:
+        """ManifestError (file, object, field) when the target would refuse an object; writes nothing."""
+
+    async def apply(self, plan: Plan, revision: str, *, force: bool = False) -> None:
+        """Write created, updated and drifted objects, then prune. ManifestError: refused and nothing of it
+        left; TargetError: failed part-way (it says what was written)."""
+
+    async def health(self, kind: str, key: str) -> Health: ...
+
+
+class LocalTarget:
+    reads_health = False
+    adopts: frozenset[str] = frozenset()
+
+    async def observe(self, plan: Plan) -> None:
+        return None
+
+    async def dry_run(self, plan: Plan) -> None:
+        return None
+
+    async def apply(self, plan: Plan, revision: str, *, force: bool = False) -> None:
+        return None
+
+    async def health(self, kind: str, key: str) -> Health:
+        return Health(True)
 
 
 def body_of(obj: Manifest) -> dict[str, Any]:
@@ -121,8 +170,12 @@ class GitOps:
         *,
         clock: Callable[[], float] = time.time,
         bootstrap: Iterable[Manifest] = (),
+        target: Target | None = None,
+        catalogue: Catalogue = EMBEDDED,
     ) -> None:
         self.store = store
+        self.target: Target = target or LocalTarget()
+        self.catalogue = catalogue  # what Canaries may run on: the embedded default, or the cluster's
         self.fetcher = fetcher
         self.hooks = hooks or Hooks()
         self.clock = clock
@@ -414,7 +467,7 @@ class GitOps:
         if ks.spec.suspend or state.get("suspended"):
             return
         if state.get("awaitingHealth"):
-            self._check_health(ks, state, now)
+            await self._check_health(ks, state, now)
         if not due and now < state.get("nextAt", 0):
             return
         interval = parse_duration(ks.spec.interval)
@@ -458,6 +511,19 @@ class GitOps:
                     with self.store.transaction():
                         self.store.add_event(kind, okey, "InvalidSpec", f"revision {revision}: {exc}", True)
             return
+        owner = Owner(
+            KUSTOMIZATION,
+            key,
+            ks.spec.prune,
+            ks.spec.wait or bool(ks.spec.healthChecks),
+            force=ks.spec.force,
+            retry_s=retry,
+        )
+        try:
+            await self.target.observe(plan)
+        except (TargetError, ManifestError) as exc:
+            self._refused(owner, state, revision, exc, now)
+            return
         if self.hooks.gate is not None and not plan.empty:
             verdict = await self.hooks.gate(objects, key, revision, plan.files)
             if not verdict.allowed:
@@ -476,9 +542,33 @@ class GitOps:
                     warning=True,
                     once=True,
                 )
+        try:
+            if not plan.empty:
+                await self.target.dry_run(plan)
+        except (TargetError, ManifestError) as exc:
+            self._refused(owner, state, revision, exc, now)
+            return
         state.update(failures=0, nextAt=now + interval)
-        owner = Owner(KUSTOMIZATION, key, ks.spec.prune, ks.spec.wait or bool(ks.spec.healthChecks))
         await self.apply_plan(owner, plan, objects, state, revision, now)
+
+    def _refused(
+        self, owner: Owner, state: dict[str, Any], revision: str, exc: Exception, now: float
+    ) -> None:
+        """The target refused the revision or could not be reached: the last good revision keeps running."""
+        failures = int(state.get("failures", 0)) + 1
+        msg = f"revision {revision} not applied: {exc}; the last good revision keeps running"
+        if isinstance(exc, TargetError) and exc.applied:
+            msg = f"revision {revision} applied in part: {exc}"
+            state["inventory"] = sorted({tuple(i) for i in state.get("inventory", [])} | set(exc.applied))
+            state["inventory"] = [list(i) for i in state["inventory"]]
+        cond.failed(state, "ReconciliationFailed", msg, now, stalled=False)
+        state.update(failures=failures, nextAt=now + owner.retry_s)
+        self._save(owner.kind, owner.key, state, "ReconciliationFailed", msg, warning=True, once=True)
+        if isinstance(exc, ManifestError):
+            kind, _, okey = exc.obj.partition(" ")
+            if okey:
+                with self.store.transaction():
+                    self.store.add_event(kind, okey, "ApplyRefused", f"revision {revision}: {exc}", True)
 
     @staticmethod
     def _untouched(ks: Kustomization, state: dict[str, Any], artifact: dict[str, Any]) -> bool:
@@ -545,7 +635,7 @@ class GitOps:
             stored = self.store.get_object_text(*ident)
             if stored is None:
                 plan.created.append(obj)
-            elif ident not in inventory and stored[1] != BOOTSTRAP:
+            elif ident not in inventory and stored[1] != BOOTSTRAP and stored[1] not in self.target.adopts:
                 raise ManifestError(
                     built.files[f"{obj.kind} {obj.metadata.key}"],
                     f"{obj.kind} {obj.metadata.key}",
@@ -557,7 +647,9 @@ class GitOps:
                 plan.drifted.append(obj)
             else:
                 plan.updated.append(obj)
-        check_references(built.objects, owner, self._index(), owner, files=built.files)
+        check_references(
+            built.objects, owner, self._index(), owner, files=built.files, catalogue=self.catalogue
+        )
         check_flags(built.objects, self._flag_sources(owner))
         if who.prune:
             plan.pruned = sorted(inventory - wanted)
@@ -588,6 +680,12 @@ class GitOps:
     ) -> None:
         key, kind = owner.key, owner.kind
         source = f"{kind} {key}@{revision}"
+        if not plan.empty:
+            try:
+                await self.target.apply(plan, revision, force=owner.force)
+            except (TargetError, ManifestError) as exc:
+                self._refused(owner, state, revision, exc, now)
+                return
         kept = (
             []
             if owner.prune
@@ -602,9 +700,12 @@ class GitOps:
             for obj in [*plan.created, *plan.updated, *plan.drifted]:
                 self.store.put_object(obj.kind, obj.metadata.key, body_of(obj), source=source)
             for pk, okey in plan.pruned:
-                self.store.delete_object(pk, okey)
-                if pk == "Canary":
-                    self.store.delete_status(okey)
+                stored = self.store.get_object(pk, okey)
+                # a copy the cluster's watch keeps (adopted) is removed by that watch, with what it releases
+                if stored is None or stored.source not in self.target.adopts:
+                    self.store.delete_object(pk, okey)
+                    if pk == "Canary":
+                        self.store.delete_status(okey)
                 self.store.add_event(kind, key, "Pruned", f"{pk}/{okey} deleted (revision {revision})")
             for obj in plan.drifted:
                 self.store.add_event(
@@ -648,7 +749,7 @@ class GitOps:
         if self.hooks.on_applied is not None and not plan.empty:
             await self.hooks.on_applied([*plan.created, *plan.updated, *plan.drifted], plan.pruned)
 
-    def _check_health(self, ks: Kustomization, state: dict[str, Any], now: float) -> None:
+    async def _check_health(self, ks: Kustomization, state: dict[str, Any], now: float) -> None:
         waiting = state["awaitingHealth"]
         if ks.spec.wait:
             targets: list[Ident] = [(k, n) for k, n in state.get("inventory", [])]
@@ -656,13 +757,15 @@ class GitOps:
             targets = [
                 (h.kind, f"{h.namespace or ks.metadata.namespace}/{h.name}") for h in ks.spec.healthChecks
             ]
-        if self.hooks.health is None:  # the engine alone: only what it knows itself
+        if self.hooks.health is None and not self.target.reads_health:  # the engine alone: what it knows
             targets = [t for t in targets if t[0] == "HelmRelease"]
         failing = []
         pending = []
         for kind, okey in targets:
-            if kind == "HelmRelease":  # Flux waits for the release to be Ready
+            if kind == "HelmRelease" and not self.target.reads_health:  # Flux waits for it to be Ready
                 h = self._release_health(okey)
+            elif self.target.reads_health:
+                h = await self.target.health(kind, okey)
             else:
                 h = self.hooks.health(kind, okey) if self.hooks.health else Health(True)
             if h.ready is False:

@@ -50,6 +50,7 @@ from rheostat.policy import PolicyError
 from rheostat.reactor import cluster_audit, datadir
 from rheostat.reactor.alerts import Alerter, Secrets
 from rheostat.reactor.cluster import ClusterMirror, cluster_backends, connect, release
+from rheostat.reactor.cluster_gitops import ClusterGitOps
 from rheostat.reactor.flux_alerts import FluxAlerts
 from rheostat.reactor.leader import Leadership, elector
 from rheostat.reactor.settings import Settings
@@ -302,9 +303,25 @@ class Controller:
         self.gate = PolicyGate(self.store, on_findings=self._policy_alerts)
         self._audit_now = asyncio.Event()
         self.handover = Handover(self.engine, self.platform, self.router, self.scheduler)
-        self.gitops = GitOps(
+        fetchers = source_fetchers((data / "sources").resolve(), self.secrets.get)
+        # On a cluster: Git applied into it (--repo), or Flux's own objects shown read-only (no --repo).
+        self.cluster_gitops = (
+            ClusterGitOps(
+                self.kube,
+                self.store,
+                fetcher=fetchers if settings.repo is not None else None,
+                hooks=Hooks(on_applied=self._applied_in_cluster, gate=self.gate),
+                bootstrap=root_objects(settings),
+                namespace=settings.cluster.namespace if settings.cluster else None,
+                poll_interval_s=settings.poll_interval_s,
+                mesh_provider=settings.cluster.mesh_provider if settings.cluster else "istio",
+            )
+            if self.kube is not None
+            else None
+        )
+        self.gitops = (self.cluster_gitops.gitops if self.cluster_gitops else None) or GitOps(
             self.store,
-            source_fetchers((data / "sources").resolve(), self.secrets.get),
+            fetchers,
             Hooks(
                 on_applied=self._applied,
                 health=self.handover.health,
@@ -384,6 +401,8 @@ class Controller:
         try:
             self.load_flags()
             await mirror.start()
+            if self.cluster_gitops is not None and self.cluster_gitops.gitops is None:
+                await self.cluster_gitops.start()  # Flux's objects, read-only: every replica shows them
         except BaseException:
             await self.stop()
             raise
@@ -398,7 +417,24 @@ class Controller:
             supervised(self.scheduler.run(), name="scheduler"),
             supervised(self._audit(), name="policy-audit"),
             supervised(self.flux_alerts.run(), name="flux-alerts"),
+            *(
+                [
+                    supervised(self._watch(), name="repository-watch"),
+                    supervised(self._git_to_cluster(), name="gitops"),
+                ]
+                if self.cluster_gitops is not None and self.cluster_gitops.gitops is not None
+                else []
+            ),
         ]
+
+    async def _git_to_cluster(self) -> None:
+        """The leader's GitOps into the cluster (--repo): its loop and status writer, paused when it stops leading."""
+        assert self.cluster_gitops is not None
+        await self.cluster_gitops.start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.cluster_gitops.pause()
 
     async def _lead(self) -> None:
         """This replica won the Lease: go on from the cluster's state, then tick."""
@@ -430,6 +466,8 @@ class Controller:
                     await self._lease_api.close()
         if self.mirror is not None:
             await self.mirror.stop()
+            if self.cluster_gitops is not None:
+                await self.cluster_gitops.stop()
             if self.kube_reads is not None:
                 with suppress(Exception):
                     await self.kube_reads.close()  # and the API client under it
@@ -549,6 +587,12 @@ class Controller:
             self.load_flags()
         if deleted or any(isinstance(o, POLICY_TYPES) for o in objects):
             self._audit_now.set()  # a new policy flags what already runs; a removed one clears its findings
+
+    async def _applied_in_cluster(self, objects: list[Manifest], deleted: list[tuple[str, str]]) -> None:
+        """Canaries come back through the cluster's watch; flags and policies are served from the store."""
+        if any(isinstance(o, FlagSet | FeatureFlag) for o in objects) or deleted:
+            self.load_flags()
+        self._audit_now.set()
 
     def load_flags(self) -> None:
         """Serve what the store holds; a revision was already checked whole, so this does not fail on it."""

@@ -29,6 +29,7 @@ from rheostat.model.canary import Canary
 from rheostat.model.gitops import Receiver
 from rheostat.model.load import Manifest, ManifestError, parse_object
 from rheostat.plugins.platforms.base import Group
+from rheostat.reactor.cluster_gitops import read_only
 from rheostat.reactor.controller import ROOT, Controller
 from rheostat.rollout.engine import CANARY, target_of
 from rheostat.server.dashboard import releases, web_routes
@@ -308,6 +309,8 @@ def create_app(ctl: Controller, token: str) -> Starlette:
         kind = ctl.gitops.source_kind(key) if kind == SOURCE else kind
         if ctl.store.get_object(kind, key) is None:
             raise LookupError(f"{kind} {key} not found")
+        if (why := read_only(ctl.store, kind, key)) is not None:
+            return JSONResponse({"error": why}, 409)
         ctl.gitops.request(kind, key)
         if kind == KUSTOMIZATION and request.query_params.get("withSource") == "true":
             ctl.gitops.request(*ctl.gitops.source_ident(key))
@@ -321,6 +324,8 @@ def create_app(ctl: Controller, token: str) -> Starlette:
         kind = ctl.gitops.source_kind(key) if kind == SOURCE else kind
         if ctl.store.get_object(kind, key) is None:
             raise LookupError(f"{kind} {key} not found")
+        if (why := read_only(ctl.store, kind, key)) is not None:
+            return JSONResponse({"error": why}, 409)
         ctl.gitops.suspend(kind, key, request.path_params["action"] == "suspend")
         return JSONResponse({request.path_params["action"]: f"{kind} {key}"}, 202)
 

@@ -241,14 +241,30 @@ class LightkubeAPI:
         )
 
     async def apply(self, obj: Obj, *, force: bool = False) -> Obj:
-        kind = kind_of(obj["apiVersion"], obj["kind"])
+        return await self.apply_as(kind_of(obj["apiVersion"], obj["kind"]), obj, force=force)
+
+    async def apply_as(self, kind: Kind, obj: Obj, *, force: bool = False, dry_run: bool = False) -> Obj:
+        """Server-side apply of an object of any `kind` (GitOps applies kinds Rheostat does not know);
+        with `dry_run` the server validates and answers, and stores nothing."""
         body = resource(kind)(obj)
         name = obj["metadata"]["name"]
         return _plain(
             await self._call(
-                "patch", kind, name, lambda: self.client.apply(body, field_manager=FIELD_MANAGER, force=force)
+                "patch",
+                kind,
+                name,
+                lambda: self.client.apply(body, field_manager=FIELD_MANAGER, force=force, dry_run=dry_run),
             )
         )
+
+    def impersonating(self, user: str) -> LightkubeAPI:
+        """The same cluster as `user` (a Kustomization's serviceAccountName): lightkube has no impersonation
+        setting, so a second client sends Kubernetes' Impersonate-User header on every request."""
+        config = self.client.config
+        client = AsyncClient(config=config, field_manager=FIELD_MANAGER)
+        # lightkube keeps its httpx client in a private attribute; the header is the only thing set on it
+        client._client._client.headers["Impersonate-User"] = user
+        return LightkubeAPI(client, retry=self.retry)
 
     async def replace(self, obj: Obj) -> Obj:
         kind = kind_of(obj["apiVersion"], obj["kind"])

@@ -27,7 +27,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from rheostat.plugins.kube import kinds
 from rheostat.plugins.kube.api import Conflict, Kind, KubeAPI, KubeError, NotLeader, Obj
@@ -264,6 +264,14 @@ class Fenced:
     async def apply(self, obj: Obj, *, force: bool = False) -> Obj:
         self.fence.check("patch", kinds.kind_of(obj["apiVersion"], obj["kind"]), obj["metadata"]["name"])
         return await self.api.apply(obj, force=force)
+
+    async def apply_as(self, kind: Kind, obj: Obj, *, force: bool = False, dry_run: bool = False) -> Obj:
+        """Server-side apply of any kind (GitOps into the cluster); only on an API that has it."""
+        apply_as = getattr(self.api, "apply_as", None)
+        if apply_as is None:
+            raise TypeError("this API has no server-side apply of any kind")
+        self.fence.check("patch", kind, obj["metadata"]["name"])
+        return cast(Obj, await apply_as(kind, obj, force=force, dry_run=dry_run))
 
     async def replace(self, obj: Obj) -> Obj:
         self.fence.check("update", kinds.kind_of(obj["apiVersion"], obj["kind"]), obj["metadata"]["name"])

@@ -509,6 +509,7 @@
       const noun = kind === "sources" ? `${o.kind} ${key}` : `Kustomization ${key}`;
       const base = `/api/v1/${kind}/${key}`;
       const st = o.status || {};
+      if (st.readOnly) return h("span", { class: "muted small" }, `${st.readOnly}'s (read-only): use the flux command`);
       const b = (label, path, text, danger) => actionButton(label, path, { title: `${label} ${noun}?`, text, ok: label, danger }, this.status,
         { action: `${label.toLowerCase()}:${key}`, cls: danger ? "danger small" : "small" });
       const out = [b("Reconcile", `${base}/reconcile${kind === "kustomizations" ? "?withSource=true" : ""}`,
