@@ -1,0 +1,89 @@
+"""Every fenced block of README.md and docs/ is loaded or run, so that no snippet rots (issue 16, item 7).
+
+- YAML blocks load with `rheostat validate`'s reader and have no error; JSON and TOML blocks parse.
+- Shell blocks run, page by page, in order, in a fresh sandbox (tests/docs_rig.py says how), with a
+  controller of their own when they talk to one. The README's quick start is run end to end by
+  tests/test_bootstrap_quickstart.py and not again here.
+- A block under `<!-- illustrative -->` is skipped, counted and listed; a marker above anything else fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import pytest
+
+from tests.docs_rig import (
+    LOADED,
+    SHELL,
+    SHOWN,
+    YAML,
+    Block,
+    load_errors,
+    needs_controller,
+    pages,
+    read_blocks,
+    sandbox_for,
+    stray_markers,
+    yaml_errors,
+)
+
+ALL = [b for page in pages() for b in read_blocks(page)]
+LOADABLE = [b for b in ALL if b.lang in LOADED and not b.illustrative]
+RUN_PAGES = [
+    page
+    for page in pages()
+    if any(b.lang in SHELL and not b.illustrative and not b.quick_start for b in read_blocks(page))
+]
+
+
+def test_every_block_has_a_language_the_doc_test_knows() -> None:
+    unknown = [f"{b.where} ```{b.lang}" for b in ALL if b.lang not in SHELL | LOADED | SHOWN]
+    assert not unknown, f"give these blocks a language that is run, loaded or shown: {unknown}"
+
+
+def test_illustrative_markers_sit_right_above_a_block() -> None:
+    stray = [f"{page}:{line}" for page in pages() for line in stray_markers(page)]
+    assert not stray, f"`<!-- illustrative -->` must be the line right above a fence: {stray}"
+
+
+def test_illustrative_blocks_are_few_and_listed(capsys: pytest.CaptureFixture[str]) -> None:
+    shown = [b for b in ALL if b.illustrative]
+    checked = [b for b in ALL if not b.illustrative and b.lang in SHELL | LOADED]
+    with capsys.disabled():
+        print(f"\n{len(checked)} blocks run or loaded; {len(shown)} illustrative, not run:")
+        for b in shown:
+            print(f"  {b.where} ```{b.lang} ({b.section})")
+    assert all(b.lang in SHELL | LOADED for b in shown), "only a block that would be run or loaded is marked"
+    assert len(shown) < len(checked), "illustrative is the exception"
+
+
+@pytest.mark.parametrize("block", LOADABLE, ids=[b.where for b in LOADABLE])
+def test_block_loads(block: Block, tmp_path: Path) -> None:
+    if block.lang in YAML:
+        page = read_blocks(block.page)
+        errors = yaml_errors(block, tmp_path, [b for b in page if b.line < block.line and not b.illustrative])
+    else:
+        errors = load_errors(block)
+    assert not errors, f"{block.where} ({block.section}):\n" + "\n".join(errors) + f"\n---\n{block.text}"
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("page", RUN_PAGES)
+def test_shell_blocks_run_in_order(page: str, tmp_path: Path) -> None:
+    blocks = [b for b in read_blocks(page) if not b.illustrative and not b.quick_start]
+    with contextlib.contextmanager(sandbox_for)(tmp_path, needs_controller(blocks)) as box:
+        for b in blocks:
+            if b.saved_as and b.lang in LOADED:
+                box.save(b)
+            if b.lang not in SHELL:
+                continue
+            out = box.sh(b)
+            if out.returncode != 0:
+                logs = box.run_output() if box.run is not None else ""
+                pytest.fail(
+                    f"{b.where} ({b.section}) exited {out.returncode}:\n{b.text}\n"
+                    f"--- stdout ---\n{out.stdout}\n--- stderr ---\n{out.stderr}\n{logs}"
+                )
