@@ -331,15 +331,24 @@ class Sandbox:
             f"{self.local(commands_of(block))}\n"
             f"{{ export -p; printf 'cd %q\\n' \"$PWD\"; }} > {state}\n"
         )
-        return subprocess.run(
-            ["bash", "-c", script],
-            cwd=self.work,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-            stdin=subprocess.DEVNULL,
-        )
+        try:
+            return subprocess.run(
+                ["bash", "-c", script],
+                cwd=self.work,
+                env=self.env,
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+                stdin=subprocess.DEVNULL,
+            )
+        except subprocess.TimeoutExpired as exc:
+            said = [
+                x.decode(errors="replace") if isinstance(x, bytes) else x or ""
+                for x in (exc.stdout, exc.stderr)
+            ]
+            return subprocess.CompletedProcess(
+                exc.cmd, 124, said[0], f"{said[1]}\n(timed out after {timeout_s:.0f}s)"
+            )
 
     # -- the quick start's controller ------------------------------------------------------------------
 
