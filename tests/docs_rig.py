@@ -11,7 +11,8 @@ Conventions a page may rely on (written down in docs/README.md, "Writing these p
   is read as `rheostat run` reads secrets; one headed `# prometheus.yml` is checked by `promtool`.
 - A page whose shell blocks talk to the API or to a listener (`rheostat get`, `curl 127.0.0.1:8470`, ...) runs
   in the quick start's folder: `rheostat bootstrap --repo deploy` done, and `rheostat run --repo deploy`
-  running. The documented ports 8470 and 9898 are swapped for free ones, as in test_bootstrap_quickstart.
+  running. The documented ports 8470, 9898 and 9899 are swapped for free ones, as in
+  test_bootstrap_quickstart.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ _SECRET_HEADER = re.compile(r"^#\s*<data-dir>/secrets/(?P<ns>[\w.-]+)/(?P<name>[
 # Commands that need a running controller: they call its API or one of its listeners.
 _TALKS = re.compile(
     r"\brheostat\s+(get|events|describe|rollout|logs|promote|abort|approve|halt|unhalt|pause|resume|"
-    r"reconcile|suspend|diff|trace|flags)\b|127\.0\.0\.1:(8470|9898)|localhost:(8470|9898)"
+    r"reconcile|suspend|diff|trace|flags)\b|127\.0\.0\.1:(8470|9898|9899)|localhost:(8470|9898|9899)"
 )
 
 
@@ -281,6 +282,7 @@ class Sandbox:
     mark: str = field(default_factory=lambda: f"docs-{uuid.uuid4().hex}")
     port: int = field(default_factory=free_port)
     api_port: int = field(default_factory=free_port)
+    port2: int = field(default_factory=free_port)
     env: dict[str, str] = field(default_factory=dict)
     run: subprocess.Popen[bytes] | None = None
 
@@ -314,7 +316,7 @@ class Sandbox:
         """The documented ports swapped for this sandbox's."""
         for host in ("127.0.0.1", "localhost"):
             text = text.replace(f"{host}:8470", f"127.0.0.1:{self.api_port}")
-        return text.replace("9898", str(self.port))
+        return text.replace("9898", str(self.port)).replace("9899", str(self.port2))
 
     def save(self, block: Block) -> None:
         assert block.saved_as is not None
