@@ -148,7 +148,8 @@ def yaml_errors(block: Block, workdir: Path, before: list[Block]) -> list[str]:
     """What is wrong with a YAML block, read as `rheostat validate` reads a folder holding it.
 
     The block is part of the reader's repository: an object it refers to but does not declare is fine when
-    the quick start's repository or a YAML block above it on the page declares it. Kinds Rheostat does not
+    the quick start's repository or a YAML block above it on the page declares it, and a Constraint may use
+    the starter library's templates. Kinds Rheostat does not
     read (RBAC, say) are checked against their Kubernetes schema; a page about a cluster is validated as
     `rheostat validate --cluster`.
     """
@@ -164,6 +165,7 @@ def yaml_errors(block: Block, workdir: Path, before: list[Block]) -> list[str]:
         return errors
     path = workdir / (Path(block.saved_as).name if block.saved_as else "block.yaml")
     path.write_text(yaml.safe_dump_all(ours, sort_keys=False))
+    (workdir / "starter-templates.yaml").write_text(starter_templates())  # what a Constraint may use
     known = declared([b.text for b in before if b.lang in YAML] + list(starter_files().values()))
     for r in validate([workdir], catalogue=_catalogue(block.page)):
         missing = re.search(r"(\w+) (\S+/\S+) is not declared", r.message)
@@ -218,7 +220,13 @@ def kube_errors(doc: dict[str, Any]) -> list[str]:
 def starter_files() -> dict[str, str]:
     from rheostat.cli.bootstrap import files
 
-    return files()
+    return {path: text for path, text in files().items() if path.endswith((".yaml", ".yml"))}
+
+
+def starter_templates() -> str:
+    """The starter library's ConstraintTemplates without their Constraints: the reader's repository has them."""
+    docs = [d for text in starter_files().values() for d in yaml.safe_load_all(text) if isinstance(d, dict)]
+    return yaml.safe_dump_all([d for d in docs if d.get("kind") == "ConstraintTemplate"], sort_keys=False)
 
 
 def declared(texts: list[str]) -> set[str]:
