@@ -150,7 +150,7 @@ def yaml_errors(block: Block, workdir: Path, before: list[Block]) -> list[str]:
     The block is part of the reader's repository: an object it refers to but does not declare is fine when
     the quick start's repository or a YAML block above it on the page declares it, and a Constraint may use
     the starter library's templates. Kinds Rheostat does not
-    read (RBAC, say) are checked against their Kubernetes schema; a page about a cluster is validated as
+    read (RBAC, say) are checked against their Kubernetes schema; a Canary of a Deployment is validated as
     `rheostat validate --cluster`.
     """
     from rheostat.cli.validate import validate
@@ -167,7 +167,7 @@ def yaml_errors(block: Block, workdir: Path, before: list[Block]) -> list[str]:
     path.write_text(yaml.safe_dump_all(ours, sort_keys=False))
     (workdir / "starter-templates.yaml").write_text(starter_templates())  # what a Constraint may use
     known = declared([b.text for b in before if b.lang in YAML] + list(starter_files().values()))
-    for r in validate([workdir], catalogue=_catalogue(block.page)):
+    for r in validate([workdir], catalogue=_catalogue(ours)):
         missing = re.search(r"(\w+) (\S+/\S+) is not declared", r.message)
         if r.level == "error" and not (missing and f"{missing[1]} {missing[2]}" in known):
             errors.append(f"{r.rule}: {r.object}: {r.message}")
@@ -182,15 +182,20 @@ _OUR_GROUPS = (
     "gatekeeper.sh",
     "kustomize.config.k8s.io",
 )
-CLUSTER_PAGES = {"docs/kubernetes.md"}  # validated as `rheostat validate --cluster`
 
 
-def _catalogue(page: str) -> Any:
+def _catalogue(docs: list[Any]) -> Any:
+    """`rheostat validate --cluster` for a Canary of a Deployment or DaemonSet, the embedded default otherwise."""
     from rheostat.plugins.routers import ROUTERS
     from rheostat.reactor.cluster import cluster_catalogue
     from rheostat.rollout.backends import EMBEDDED
 
-    return cluster_catalogue(ROUTERS.names(), "istio") if page in CLUSTER_PAGES else EMBEDDED
+    kinds = {
+        str((d.get("spec") or {}).get("targetRef", {}).get("kind"))
+        for d in docs
+        if isinstance(d, dict) and d.get("kind") == "Canary"
+    }
+    return cluster_catalogue(ROUTERS.names(), "istio") if kinds & {"Deployment", "DaemonSet"} else EMBEDDED
 
 
 def _split(text: str) -> tuple[list[Any], list[Any]]:
@@ -441,3 +446,47 @@ def sandbox_for(root: Path, controller: bool) -> Iterator[Sandbox]:
     finally:
         left = box.stop()
     assert not left, f"left behind: {describe(left)}"
+
+
+# -- links ----------------------------------------------------------------------------------------------
+
+_LINK = re.compile(r"\]\((?P<target>[^)\s]+)\)")
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor of a heading."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def anchors(page: Path) -> set[str]:
+    out: set[str] = set()
+    fenced = False
+    for line in page.read_text(encoding="utf-8").splitlines():
+        if _FENCE.match(line):
+            fenced = not fenced
+        elif not fenced and (m := re.match(r"^#{1,6}\s+(.*)$", line)):
+            base, n = slug(m[1]), 1
+            name = base
+            while name in out:
+                name, n = f"{base}-{n}", n + 1
+            out.add(name)
+    return out
+
+
+def broken_links(page: str) -> list[str]:
+    """Relative links of a page whose file or heading does not exist."""
+    source = ROOT / page
+    text = re.sub(r"^\s*(`{3,}|~{3,}).*?^\s*\1", "", source.read_text(encoding="utf-8"), flags=re.S | re.M)
+    out = []
+    for m in _LINK.finditer(text):
+        target = m["target"]
+        if re.match(r"^[a-z]+:", target):
+            continue  # http:, https:, mailto:
+        path, _, anchor = target.partition("#")
+        file = (source.parent / path).resolve() if path else source
+        if not file.exists():
+            out.append(f"{target}: no such file")
+        elif anchor and file.suffix == ".md" and anchor not in anchors(file):
+            out.append(f"{target}: no heading #{anchor} in {file.relative_to(ROOT)}")
+    return out

@@ -20,6 +20,7 @@ from tests.docs_rig import (
     SHOWN,
     YAML,
     Block,
+    broken_links,
     load_errors,
     needs_controller,
     pages,
@@ -87,3 +88,8 @@ def test_shell_blocks_run_in_order(page: str, tmp_path: Path) -> None:
                     f"{b.where} ({b.section}) exited {out.returncode}:\n{b.text}\n"
                     f"--- stdout ---\n{out.stdout}\n--- stderr ---\n{out.stderr}\n{logs}"
                 )
+
+
+@pytest.mark.parametrize("page", pages())
+def test_links_point_at_files_and_headings_that_exist(page: str) -> None:
+    assert not broken_links(page), f"{page}: {broken_links(page)}"
