@@ -93,3 +93,11 @@ def test_shell_blocks_run_in_order(page: str, tmp_path: Path) -> None:
 @pytest.mark.parametrize("page", pages())
 def test_links_point_at_files_and_headings_that_exist(page: str) -> None:
     assert not broken_links(page), f"{page}: {broken_links(page)}"
+
+
+def test_the_quick_start_skipped_here_is_the_one_test_bootstrap_quickstart_runs() -> None:
+    from tests.test_bootstrap_quickstart import quick_start
+
+    skipped = [b.text for b in read_blocks("README.md") if b.quick_start and b.lang in SHELL]
+    assert skipped, "the README's quick start section has shell blocks"
+    assert skipped == [text for lang, text in quick_start() if lang in SHELL]
