@@ -10,6 +10,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -70,24 +73,57 @@ def test_block_loads(block: Block, tmp_path: Path) -> None:
     assert not errors, f"{block.where} ({block.section}):\n" + "\n".join(errors) + f"\n---\n{block.text}"
 
 
-@pytest.mark.e2e
-@pytest.mark.timeout(600)
-@pytest.mark.parametrize("page", RUN_PAGES)
-def test_shell_blocks_run_in_order(page: str, tmp_path: Path) -> None:
+def run_page(page: str, root: Path) -> str | None:
+    """A page's shell blocks in order, in a sandbox of their own: None, or what failed."""
     blocks = [b for b in read_blocks(page) if not b.illustrative and not b.quick_start]
-    with contextlib.contextmanager(sandbox_for)(tmp_path, needs_controller(blocks)) as box:
-        for b in blocks:
-            if b.saved_as and b.lang in LOADED:
-                box.save(b)
-            if b.lang not in SHELL:
-                continue
-            out = box.sh(b)
-            if out.returncode != 0:
-                logs = box.run_output() if box.run is not None else ""
-                pytest.fail(
-                    f"{b.where} ({b.section}) exited {out.returncode}:\n{b.text}\n"
-                    f"--- stdout ---\n{out.stdout}\n--- stderr ---\n{out.stderr}\n{logs}"
-                )
+    try:
+        with contextlib.contextmanager(sandbox_for)(root, needs_controller(blocks)) as box:
+            for b in blocks:
+                if b.saved_as and b.lang in LOADED:
+                    box.save(b)
+                if b.lang not in SHELL:
+                    continue
+                out = box.sh(b)
+                if out.returncode != 0:
+                    logs = box.run_output() if box.run is not None else ""
+                    return (
+                        f"{b.where} ({b.section}) exited {out.returncode}:\n{b.text}\n"
+                        f"--- stdout ---\n{out.stdout}\n--- stderr ---\n{out.stderr}\n{logs}"
+                    )
+    except BaseException as exc:  # pytest.fail and the rig's own asserts, from a worker thread
+        return f"{page}: {type(exc).__name__}: {exc}"
+    return None
+
+
+# The pages mostly wait (for a controller to start, for a release's intervals), so a few run at once; each
+# has its own folder, ports and controller. DOCS_PARALLEL=1 runs them one after the other.
+PARALLEL = int(os.environ.get("DOCS_PARALLEL", "3"))
+
+
+@pytest.fixture(scope="session")
+def page_runs(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Future[str | None]]]:
+    """Starts every selected page at once (a few at a time), so that their waits overlap."""
+    selected = [
+        item.callspec.params["page"]
+        for item in request.session.items
+        if getattr(item, "originalname", "") == "test_shell_blocks_run_in_order" and hasattr(item, "callspec")
+    ]
+    with ThreadPoolExecutor(max_workers=PARALLEL, thread_name_prefix="docs-page") as pool:
+        yield {
+            page: pool.submit(run_page, page, tmp_path_factory.mktemp(page.replace("/", "-")))
+            for page in selected
+        }
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(1200)
+@pytest.mark.parametrize("page", RUN_PAGES)
+def test_shell_blocks_run_in_order(page: str, page_runs: dict[str, Future[str | None]]) -> None:
+    failure = page_runs[page].result()
+    if failure is not None:
+        pytest.fail(failure)
 
 
 @pytest.mark.parametrize("page", pages())
