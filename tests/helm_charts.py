@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import datetime
 import hashlib
 import http.server
-import ipaddress
 import json
 import ssl
 from pathlib import Path
@@ -15,11 +13,8 @@ from typing import Any
 
 import helm_python as helm
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
+from tests.pki import cert, key, pem
 from tests.servers import free_port, serving
 
 HELPERS = """{{- define "app.fullname" -}}
@@ -95,60 +90,25 @@ def package(chart: Path, into: Path) -> Path:
     return Path(helm.package(str(chart), destination=str(into)))
 
 
-def _cert(
-    name: str,
-    key: ec.EllipticCurvePrivateKey,
-    issuer: tuple[x509.Name, ec.EllipticCurvePrivateKey] | None,
-    *,
-    ca: bool = False,
-    ip: bool = False,
-) -> x509.Certificate:
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer[0] if issuer else subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if ip:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
-        )
-    return builder.sign(issuer[1] if issuer else key, hashes.SHA256())
-
-
-def pem(obj: x509.Certificate | ec.EllipticCurvePrivateKey) -> str:
-    if isinstance(obj, x509.Certificate):
-        return obj.public_bytes(serialization.Encoding.PEM).decode()
-    return obj.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-
-
 class Tls:
     """A test CA, a server certificate for 127.0.0.1 and a client certificate, all made here."""
 
     def __init__(self, root: Path) -> None:
-        ca_key = ec.generate_private_key(ec.SECP256R1())
-        self.ca = _cert("test-ca", ca_key, None, ca=True)
+        ca_key = key()
+        self.ca = cert("test-ca", ca_key, None, ca=True)
         issuer = (self.ca.subject, ca_key)
         server_key, client_key = (
-            ec.generate_private_key(ec.SECP256R1()),
-            ec.generate_private_key(ec.SECP256R1()),
+            key(),
+            key(),
         )
         root.mkdir(parents=True, exist_ok=True)
         self.server_pem = root / "server.pem"
-        self.server_pem.write_text(pem(_cert("127.0.0.1", server_key, issuer, ip=True)) + pem(server_key))
+        self.server_pem.write_text(pem(cert("127.0.0.1", server_key, issuer, server=True)) + pem(server_key))
         self.ca_pem = root / "ca.pem"
         self.ca_pem.write_text(pem(self.ca))
         self.secret = {
             "ca.crt": pem(self.ca),
-            "tls.crt": pem(_cert("client", client_key, issuer)),
+            "tls.crt": pem(cert("client", client_key, issuer)),
             "tls.key": pem(client_key),
         }
 

@@ -4,8 +4,6 @@ is named."""
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import json
 import ssl
 from collections.abc import Iterator
@@ -13,12 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tests.oci_registry import Registry, docker_registry
+from tests.pki import cert, key, pem
 from tests.test_oci import World, workload
 
 
@@ -30,62 +25,25 @@ class Pki:
     files: dict[str, str]
 
 
-def _pem(key: ec.EllipticCurvePrivateKey) -> str:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-
-
-def _cert(
-    subject: str,
-    key: ec.EllipticCurvePrivateKey,
-    issuer: tuple[x509.Name, ec.EllipticCurvePrivateKey] | None,
-    *,
-    ca: bool = False,
-    server: bool = False,
-) -> x509.Certificate:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(issuer[0] if issuer else name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if server:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
-        ).add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-    elif not ca:
-        builder = builder.add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
-        )
-    return builder.sign(issuer[1] if issuer else key, hashes.SHA256())
-
-
 def pki(tmp: Path) -> Pki:
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = _cert("rheostat test CA", ca_key, None, ca=True)
+    ca_key = key()
+    ca = cert("rheostat test CA", ca_key, None, ca=True)
     issuer = (ca.subject, ca_key)
-    server_key, client_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    server = _cert("127.0.0.1", server_key, issuer, server=True)
-    client = _cert("flux", client_key, issuer)
+    server_key, client_key = key(), key()
+    server = cert("127.0.0.1", server_key, issuer, server=True)
+    client = cert("flux", client_key, issuer)
     files = {}
     for name, text in {
-        "ca.crt": ca.public_bytes(serialization.Encoding.PEM).decode(),
-        "server.crt": server.public_bytes(serialization.Encoding.PEM).decode(),
-        "server.key": _pem(server_key),
+        "ca.crt": pem(ca),
+        "server.crt": pem(server),
+        "server.key": pem(server_key),
     }.items():
         (tmp / name).write_text(text)
         files[name] = str(tmp / name)
     return Pki(
         (tmp / "ca.crt").read_text(),
-        client.public_bytes(serialization.Encoding.PEM).decode(),
-        _pem(client_key),
+        pem(client),
+        pem(client_key),
         files,
     )
 
