@@ -180,8 +180,10 @@ def test_errors_are_ofrep_errors(serve: Any, client_for: Any) -> None:
     }
     r = httpx.post(f"{url}/greeting", json={"context": {"targetingKey": 7}})
     assert r.status_code == 400 and r.json()["errorCode"] == "INVALID_CONTEXT"
+    assert r.json()["errorDetails"] == "context.targetingKey must be a string, got number"  # JSON's words
     r = httpx.post(url, json={"context": []})
     assert r.status_code == 400 and r.json()["errorCode"] == "INVALID_CONTEXT" and "key" not in r.json()
+    assert r.json()["errorDetails"] == "context must be a JSON object, got array"
 
 
 def test_token_401_403(serve: Any, client_for: Any) -> None:

@@ -22,6 +22,7 @@ from openfeature.exception import ErrorCode, OpenFeatureError
 from openfeature.flag_evaluation import FlagResolutionDetails, Reason
 
 from rheostat.model.flags import FlagdConfig, FlagType, MetadataValue
+from rheostat.util.errors import describe_error, json_type
 
 STATIC: Final = "STATIC"
 TARGETING_MATCH: Final = "TARGETING_MATCH"
@@ -62,11 +63,11 @@ class Context:
         if data is None:
             return cls()
         if not isinstance(data, dict):
-            raise InvalidContext(f"context must be a JSON object, got {type(data).__name__}")
+            raise InvalidContext(f"context must be a JSON object, got {json_type(data)}")
         attrs = dict(data)
         key = attrs.pop("targetingKey", None)
         if key is not None and not isinstance(key, str):
-            raise InvalidContext(f"context.targetingKey must be a string, got {type(key).__name__}")
+            raise InvalidContext(f"context.targetingKey must be a string, got {json_type(key)}")
         return cls(targeting_key=key, attributes=attrs)
 
     def to_openfeature(self) -> EvaluationContext:
@@ -209,7 +210,7 @@ class FlagSetEvaluator:
             )
         except Exception as exc:  # a fault inside the evaluator is an evaluation error, never a crash
             return Resolution(
-                key, default, False, None, ERROR, self._metadata(key), GENERAL, f"{type(exc).__name__}: {exc}"
+                key, default, False, None, ERROR, self._metadata(key), GENERAL, describe_error(exc)
             )
         # openfeature's Reason is a StrEnum: str() gives its value
         reason = "UNKNOWN" if details.reason is None else str(details.reason)

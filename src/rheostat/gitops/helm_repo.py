@@ -28,6 +28,7 @@ from rheostat.gitops.sources import SecretLookup
 from rheostat.model.helm import HelmRepository
 from rheostat.model.yaml_limits import YamlLimitError, safe_load_all
 from rheostat.util.durations import parse_duration
+from rheostat.util.errors import describe_error
 
 MAX_INDEX = 64 * 1024 * 1024
 MAX_CHART = 32 * 1024 * 1024
@@ -234,6 +235,4 @@ class ChartRepos:
                         raise RepoError("FetchFailed", field, f"{url}: larger than {limit // 2**20} MiB")
                 return bytes(data)
         except httpx.HTTPError as exc:
-            raise RepoError(
-                "FetchFailed", field, f"{url}: {type(exc).__name__}: {exc or 'no answer'}"
-            ) from None
+            raise RepoError("FetchFailed", field, f"{url}: {describe_error(exc) or 'no answer'}") from None

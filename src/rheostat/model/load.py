@@ -45,6 +45,7 @@ from rheostat.model.policy import (
 from rheostat.model.sources import Bucket, OCIRepository
 from rheostat.model.workload import Workload
 from rheostat.model.yaml_limits import YamlLimitError, safe_load_all
+from rheostat.util.errors import json_type
 
 Manifest = (
     Canary
@@ -187,7 +188,7 @@ def parse_object(doc: Any, source: str = "<input>", index: int = 0) -> Manifest:
     key = (doc.get("apiVersion"), doc.get("kind"))
     for field, value in zip(("apiVersion", "kind"), key, strict=True):
         if not isinstance(value, str):
-            why = "is missing" if value is None else f"expected a string, got {type(value).__name__}"
+            why = "is missing" if value is None else f"expected a string, got {json_type(value)}"
             raise ManifestError(source, obj, [FieldError(field, why)])
     model = Constraint if is_constraint(doc) else KINDS.get(key)  # type: ignore[arg-type]
     doc_key = (str(key[0]), str(key[1]))

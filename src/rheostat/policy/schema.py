@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from rheostat.util.errors import json_type
+
 _TYPES: dict[str, tuple[type, ...]] = {
     "object": (dict,),
     "array": (list,),
@@ -34,7 +36,7 @@ def schema_errors(value: object, schema: dict[str, Any], path: str = "parameters
         return [] if schema.get("nullable", True) else [f"{path}: must not be null"]
     expected = schema.get("type")
     if isinstance(expected, str) and not _type_ok(expected, value):
-        return [f"{path}: expected {expected}, got {type(value).__name__}"]
+        return [f"{path}: expected {expected}, got {json_type(value)}"]
     errors: list[str] = []
     enum = schema.get("enum")
     if isinstance(enum, list) and value not in enum:

@@ -42,6 +42,7 @@ from rheostat.server.ofrep import OfrepApp, ofrep_app
 from rheostat.server.own_hooks import LOADTESTER
 from rheostat.server.params import INT64_MAX, MAX_ROWS, query_int
 from rheostat.store.sqlite import HistoryRecord
+from rheostat.util.errors import describe_error
 
 RUN = ("Progressing", "WaitingPromotion")
 HELM_KINDS = {"helmreleases": "HelmRelease", "helmrepositories": "HelmRepository", "helmcharts": "HelmChart"}
@@ -334,7 +335,7 @@ def create_app(ctl: Controller, token: str) -> Starlette:
         try:
             revision, plan = await ctl.gitops.diff(key)
         except (BuildError, ManifestError, FetchError) as exc:
-            return JSONResponse({"error": f"{type(exc).__name__}: {exc}"}, 422)
+            return JSONResponse({"error": describe_error(exc)}, 422)
 
         def changed(obj: Manifest) -> dict[str, Any]:
             stored = ctl.store.get_object(obj.kind, obj.metadata.key)

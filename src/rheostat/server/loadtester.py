@@ -29,6 +29,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from rheostat.server.hey import HeySpec, parse_hey, run_hey
+from rheostat.util.errors import json_type
 
 log = logging.getLogger(__name__)
 
@@ -327,7 +328,7 @@ async def _json_object(request: Request) -> dict[str, Any] | None:
     except orjson.JSONDecodeError as exc:
         raise BadPayload(f"request body is not JSON: {exc}") from None
     if not isinstance(payload, dict):
-        raise BadPayload(f"request body must be a JSON object, got {type(payload).__name__}")
+        raise BadPayload(f"request body must be a JSON object, got {json_type(payload)}")
     return payload
 
 

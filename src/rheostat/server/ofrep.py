@@ -336,9 +336,12 @@ class OfrepServer:
             status, data = 413, _dumps({"errorDetails": f"request body over {MAX_BODY} bytes"})
         except _Disconnected:
             return
-        except Exception as exc:
+        except Exception:
             log.exception("OFREP evaluation of %s failed", key)
-            status, data = 500, _dumps({"errorDetails": f"internal error: {type(exc).__name__}"})
+            status, data = (
+                500,
+                _dumps({"errorDetails": "internal error (the controller's log has the cause)"}),
+            )
         await _send(send, status, data, _JSON)
 
     async def evaluate_all_asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -365,9 +368,12 @@ class OfrepServer:
             status, data = 413, _dumps({"errorDetails": f"request body over {MAX_BODY} bytes"})
         except _Disconnected:
             return
-        except Exception as exc:
+        except Exception:
             log.exception("OFREP bulk evaluation failed")
-            status, data = 500, _dumps({"errorDetails": f"internal error: {type(exc).__name__}"})
+            status, data = (
+                500,
+                _dumps({"errorDetails": "internal error (the controller's log has the cause)"}),
+            )
         await _send(send, status, data, headers)
 
     async def events(self, request: Request) -> Response:

@@ -16,6 +16,23 @@ _NO_TEXT = "an internal error with no message (run `rheostat run -v` for the tra
 _ERRNO_PREFIX = re.compile(r"^\[Errno \d+\]\s*")
 
 
+def json_type(value: object) -> str:
+    """A value's type as JSON and YAML name it (what a user wrote), not Python's `dict` or `NoneType`."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list | tuple):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return "value of another kind"
+
+
 def describe_error(exc: BaseException) -> str:
     """One line about `exc` for a person: its message without class names, Python reprs or errno codes."""
     if isinstance(exc, KeyError):
