@@ -23,7 +23,7 @@ from rheostat.cli.common import (
     server_option,
 )
 from rheostat.cli.kinds import KINDS, Item, Kind, find_kind
-from rheostat.cli.output import FORMATS, column_widths, dump, plain_lines, print_table
+from rheostat.cli.output import FORMATS, GAP, column_widths, dump, plain_lines, print_table
 from rheostat.cli.stream import Waker
 
 
@@ -125,15 +125,36 @@ class Printer:
             err.print(f"No {self.kind.plural} found{scope}.", highlight=False)
 
     def changes(self, items: list[Item]) -> None:
-        """Lines (or documents) for items new or changed since the last call."""
+        """Lines (or documents) for items new or changed since the last call, then for items gone."""
         changed = []
         for it in items:
             view = self.view(it)
             if self.seen.get(self.kind.key(it)) != view:
                 self.seen[self.kind.key(it)] = view
                 changed.append(it)
-        if not changed:
-            return
+        present = {self.kind.key(it) for it in items}
+        gone = {key: self.seen.pop(key) for key in [k for k in self.seen if k not in present]}
+        if changed:
+            self._print(changed)
+        if gone:
+            self._print_gone(gone)
+        sys.stdout.flush()
+
+    def _print_gone(self, gone: dict[str, Any]) -> None:
+        """kubectl's habit: the last row again, marked; a watch event `DELETED` for json and yaml."""
+        for view in gone.values():
+            if self.output in ("table", "wide"):
+                widths = self.widths or column_widths(self.columns(), [view])
+                (line,) = plain_lines(self.columns(), [view], widths, header=False)
+                click.echo(f"{line}{GAP}(deleted)")
+            elif self.output == "name":
+                click.echo(f"{view} deleted")
+            else:
+                event = {"type": "DELETED", "object": view}
+                text = dump(event, self.output)
+                click.echo(f"---\n{text}" if self.output == "yaml" else text, nl=self.output != "yaml")
+
+    def _print(self, changed: list[Item]) -> None:
         if self.output in ("table", "wide"):
             rows = [self.row(it) for it in changed]
             header = self.widths is None
@@ -145,7 +166,6 @@ class Printer:
             for it in changed:
                 text = dump(it, self.output) if self.output in ("json", "yaml") else self.view(it)
                 click.echo(f"---\n{text}" if self.output == "yaml" else text, nl=self.output != "yaml")
-        sys.stdout.flush()
 
 
 def watch(server: str, read: Iterator[list[Item]], printer: Printer) -> NoReturn:
@@ -189,7 +209,8 @@ def get_cmd(
     (hr), helmrepositories, helmcharts, flags, violations. Singular and plural both work. Into a pipe the table is
     plain columns, as kubectl prints it. `-o json` and `-o yaml` print a list of objects, or the object NAME
     names; `-o name` prints KIND/NAMESPACE/NAME lines. `--watch` reads the server's change stream (/api/v1/stream) and
-    lists again on each change, or every 2 seconds at the least.
+    lists again on each change, or every 2 seconds at the least; it prints what changed, and a deleted object
+    once more, marked `(deleted)` (`-o json`/`yaml`: a `DELETED` watch event).
 
     \b
     Examples:
