@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from typing import Any
+from urllib.parse import quote
 
 import click
 
@@ -38,6 +39,13 @@ def pending(server: str, item: dict[str, Any]) -> str:
                     return (
                         f"Workload {key} declares revision {declared}; its rollout starts at the next check"
                     )
+        flag = (item["spec"].get("flag") or {}).get("key")
+        if flag:  # a flag's revision is its definition's digest, as the flags platform reads it
+            definition = c.get(f"/flags/{quote(flag, safe='')}").get("definition")
+            if definition and definition != st["lastAppliedSpec"]:
+                return (
+                    f"flag {flag} has a new definition ({definition}); its rollout starts at the next check"
+                )
         source = c.get("/source")
         fetched, applied = source.get("revision"), source.get("appliedRevision")
         if fetched and fetched != applied and fetched != source.get("rejectedRevision"):
